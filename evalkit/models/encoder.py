@@ -1,0 +1,101 @@
+"""The one interface every model meets. Everything downstream of ``models.load`` sees only this."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from evalkit.transforms import TRANSFORMS, build_transform
+
+PRECISIONS = ("fp32", "bf16", "fp16", "amp")
+
+
+@dataclass
+class Encoder:
+    """A CLIP-style model behind a uniform API.
+
+    ``causal_text`` decides how text is batched: a causal tower with EOT pooling (CLIP, EVA-CLIP)
+    cannot see padding after EOT, so prompts are length-sorted and each batch is cut to its
+    longest prompt. A bidirectional tower (SigLIP-style) must always see full-length input.
+    """
+
+    name: str
+    model: nn.Module
+    tokenizer: Callable[[Sequence[str]], torch.Tensor]
+    image_size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    embed_dim: int
+    causal_text: bool
+    weights: str = ""
+    precision: str = "fp32"
+    device: str = "cpu"
+    arch: dict[str, Any] = field(default_factory=dict)
+    weights_digest: str = ""
+    interpolation: str = "bicubic"
+    _image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    _text_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    # -- preprocessing -------------------------------------------------------------------------
+    def preprocess(self, mode: str = "crop") -> Callable:
+        if mode not in TRANSFORMS:
+            raise ValueError(f"unknown transform {mode!r}; choose from {', '.join(TRANSFORMS)}")
+        return build_transform(mode, self.image_size, self.mean, self.std, self.interpolation)
+
+    def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
+        return self.tokenizer(list(texts))
+
+    # -- forward -------------------------------------------------------------------------------
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
+
+    def _autocast(self):
+        if self.precision == "amp":
+            dtype = torch.float16 if self.device.startswith("cuda") else torch.bfloat16
+            return torch.autocast(self.device.split(":")[0], dtype=dtype)
+        return torch.autocast("cpu", enabled=False)
+
+    @torch.inference_mode()
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        fn = self._image_fn or self.model.encode_image
+        with self._autocast():
+            return fn(images.to(self.device, self.input_dtype)).float()
+
+    @torch.inference_mode()
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        fn = self._text_fn or self.model.encode_text
+        with self._autocast():
+            return fn(tokens.to(self.device)).float()
+
+    # -- provenance ----------------------------------------------------------------------------
+    @property
+    def fingerprint(self) -> str:
+        """Hash of architecture + weights + precision: the cache key and provenance of features."""
+        h = hashlib.sha256()
+        h.update(repr(sorted(self.arch.items())).encode())
+        h.update(self.weights_digest.encode() or self.weights.encode())
+        h.update(self.precision.encode())
+        return h.hexdigest()[:16]
+
+
+def state_dict_digest(model: nn.Module, max_bytes_per_tensor: int = 4096) -> str:
+    """A cheap content digest of a model's weights (names, shapes and a sample of each tensor)."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        if t.device.type != "meta" and t.numel():
+            flat = t.detach().reshape(-1)
+            n = max(1, max_bytes_per_tensor // max(flat.element_size(), 1))
+            h.update(flat[:n].float().cpu().numpy().tobytes())
+            h.update(flat[-n:].float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+__all__ = ["Encoder", "PRECISIONS", "state_dict_digest", "TRANSFORMS"]
