@@ -1,0 +1,117 @@
+"""Result records: one JSON per (model, task, protocol), written atomically.
+
+The top level carries clip_benchmark's keys (``dataset``, ``model``, ``pretrained``, ``task``,
+``metrics``, ``language``) so ``clip_benchmark build`` reads our files; everything evalkit adds
+lives under ``evalkit`` (provenance: version, git commit, fingerprint, precision, transform,
+counts, skipped samples, timing).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class TaskResult:
+    dataset: str
+    model: str
+    pretrained: str
+    task: str
+    metrics: dict[str, float]
+    language: str = "en"
+    evalkit: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["evalkit"] = {"schema_version": SCHEMA_VERSION, **self.evalkit}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "<result>") -> TaskResult:
+        missing = [k for k in ("dataset", "model", "task", "metrics") if k not in d]
+        if missing:
+            raise ValueError(f"{source}: result is missing key(s) {missing}")
+        return cls(
+            dataset=d["dataset"],
+            model=d["model"],
+            pretrained=d.get("pretrained", ""),
+            task=d["task"],
+            metrics=dict(d["metrics"]),
+            language=d.get("language", "en"),
+            evalkit=dict(d.get("evalkit", {})),
+        )
+
+
+def safe_name(name: str) -> str:
+    """File-system-safe form of a model or task name (``open_clip:ViT-B-32`` -> ``open_clip_ViT-B-32``)."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_") or "unnamed"
+
+
+def result_path(output_dir: str | Path, model: str, task: str, suffix: str = ".json") -> Path:
+    return Path(output_dir) / "runs" / safe_name(model) / f"{safe_name(task)}{suffix}"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_result(result: TaskResult, output_dir: str | Path) -> Path:
+    path = result_path(output_dir, result.model, result.dataset)
+    atomic_write_text(path, json.dumps(result.to_dict(), indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def read_result(path: str | Path) -> TaskResult:
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: cannot read result: {e}") from e
+    return TaskResult.from_dict(d, source=str(path))
+
+
+def iter_results(output_dir: str | Path, model: str | None = None) -> Iterator[TaskResult]:
+    """Every result under ``<output_dir>/runs`` (optionally one model's), in a stable order."""
+    root = Path(output_dir) / "runs"
+    if model is not None:
+        root = root / safe_name(model)
+    if not root.exists():
+        return
+    for path in sorted(root.rglob("*.json")):
+        yield read_result(path)
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=cwd or Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
