@@ -1,0 +1,126 @@
+"""The Python API: ``evalkit.evaluate(...)`` does what ``evalkit run`` does."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+import evalkit
+from evalkit import models
+from evalkit.features import FeatureCache, default_cache_dir
+from evalkit.registry import task_families
+from evalkit.results import TaskResult, git_commit, result_path, write_result
+from evalkit.tasks import load_builtin_families
+from evalkit.tasks.base import RunContext
+from evalkit.tasks.spec import TaskIndex, TaskSpec
+
+log = logging.getLogger("evalkit")
+
+
+@dataclass
+class RunReport:
+    results: list[TaskResult] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (task, one-line reason)
+    skipped_existing: list[str] = field(default_factory=list)
+    paths: list[Path] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def resolve_tasks(tasks: str | Sequence[str], task_dirs: Sequence[str | Path] | None = None) -> list[TaskSpec]:
+    names = [t for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
+    if not names:
+        raise ValueError("no tasks given")
+    index = TaskIndex.load([Path(d) for d in task_dirs] if task_dirs else None)
+    specs = index.resolve(names)
+    load_builtin_families()
+    for spec in specs:
+        task_families.get(spec.family)().validate(spec)
+    return specs
+
+
+def evaluate(
+    model: str,
+    tasks: str | Sequence[str],
+    *,
+    weights: str | None = None,
+    data_root: str | Path | None = None,
+    precision: str = "fp32",
+    batch_size: int = 64,
+    device: str = "cpu",
+    output_dir: str | Path = "results",
+    limit: int | None = None,
+    num_workers: int = 0,
+    strict: bool = False,
+    transform: str | None = None,
+    save_predictions: bool = False,
+    cache_dir: str | Path | None = "default",
+    progress: bool = True,
+    task_dirs: Sequence[str | Path] | None = None,
+    skip_existing: bool = False,
+    raise_errors: bool = False,
+) -> RunReport:
+    """Evaluate ``model`` on ``tasks`` (names, groups or ad-hoc ``wds:``/``folder:``/``hf:`` specs).
+
+    Task names are resolved before the model is loaded, so a typo costs nothing. Each task's
+    result is written atomically to ``<output_dir>/runs/<model>/<task>.json`` as soon as it is
+    done; a task that fails is reported and the others still run (``raise_errors`` re-raises).
+    """
+    specs = resolve_tasks(tasks, task_dirs)
+    output_dir = Path(output_dir)
+    report = RunReport()
+    if skip_existing:
+        todo = []
+        for spec in specs:
+            if result_path(output_dir, model, spec.name).exists():
+                report.skipped_existing.append(spec.name)
+            else:
+                todo.append(spec)
+        specs = todo
+        if not specs:
+            return report
+    encoder = models.load(model, weights=weights, precision=precision, device=device)
+    cache = FeatureCache(None if cache_dir is None else (default_cache_dir() if cache_dir == "default" else cache_dir))
+    ctx = RunContext(
+        data_root=data_root,
+        output_dir=output_dir,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        limit=limit,
+        strict=strict,
+        transform=transform,
+        save_predictions=save_predictions,
+        progress=progress,
+        cache=cache,
+        provenance={
+            "evalkit_version": evalkit.__version__,
+            "git_commit": git_commit(),
+            "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "python-api",
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "weights": encoder.weights,
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        },
+    )
+    for spec in specs:
+        family = task_families.get(spec.family)()
+        try:
+            result = family.run(spec, encoder, ctx)
+        except (ValueError, OSError, RuntimeError) as e:
+            if raise_errors:
+                raise
+            report.failures.append((spec.name, str(e).splitlines()[0] if str(e) else type(e).__name__))
+            log.error("%s: %s", spec.name, report.failures[-1][1])
+            continue
+        report.paths.append(write_result(result, output_dir))
+        report.results.append(result)
+    return report

@@ -1,0 +1,212 @@
+"""``evalkit`` command line: run, list, report, export."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+EPILOG = """examples:
+  evalkit run --model eva-clip-demo --tasks demo
+  evalkit run --model eva-clip-18b --weights /ckpt/EVA_CLIP_18B_psz14_s6B.fp16.pt \\
+              --tasks eva27 --data-root /data --precision fp16 --device cuda
+  evalkit run --model open_clip:ViT-B-32 --weights /ckpt/vit_b32.pt --tasks wds:/data/wds_cifar10
+  evalkit list tasks
+  evalkit report --model eva-clip-demo
+  evalkit export --format csv > leaderboard.csv
+"""
+
+
+def _positive_int(value: str) -> int:
+    n = int(value)
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from evalkit import __version__
+
+    p = argparse.ArgumentParser(
+        prog="evalkit",
+        description="Zero-shot evaluation of CLIP-style image-text models: every claimed number next to a verified one.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"evalkit {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = sub.add_parser("run", help="evaluate a model on tasks and write one JSON result per task",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    run.add_argument("--model", required=True, help="model card name (see `evalkit list models`) or open_clip:ARCH")
+    run.add_argument("--weights", help="checkpoint file or folder, or an open_clip pretrained tag; "
+                     "'random' builds an untrained model (smoke tests)")
+    run.add_argument("--tasks", required=True, help="comma-separated task or group names, or ad-hoc datasets: "
+                     "wds:/path (clip_benchmark WebDataset folder), folder:/path (ImageFolder; "
+                     "folder:/path?classnames=FILE), hf:/path (datasets.save_to_disk folder)")
+    run.add_argument("--data-root", help="folder under which tasks find their datasets")
+    run.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "amp"],
+                     help="weights dtype (amp: fp32 weights under autocast). fp32 is fastest on CPU")
+    run.add_argument("--batch-size", type=_positive_int, default=64)
+    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    run.add_argument("--output-dir", default="results", help="results go to OUTPUT_DIR/runs/<model>/<task>.json")
+    run.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples of each task")
+    run.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
+    run.add_argument("--strict", action="store_true", help="fail on the first sample that does not decode "
+                     "(default: skip it, count it in the result and list it in <task>.skipped.log)")
+    run.add_argument("--transform", choices=["crop", "squash", "best-of-both"],
+                     help="image transform (default: the task's own, usually crop); best-of-both runs "
+                     "both and reports each plus the per-metric maximum, as Table 2 of arXiv 2402.04252")
+    run.add_argument("--save-predictions", action="store_true",
+                     help="also write per-sample top-5 predictions as <task>.predictions.jsonl")
+    run.add_argument("--cache-dir", default="default",
+                     help="feature/classifier cache (default $EVALKIT_CACHE or ~/.cache/evalkit)")
+    run.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk cache")
+    run.add_argument("--skip-existing", action="store_true", help="skip tasks that already have a result")
+    run.add_argument("--task-dir", action="append", default=None,
+                     help="extra folder of task YAML files (repeatable; default: the repository's tasks/)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    lst = sub.add_parser("list", help="list tasks, groups or models")
+    lst.add_argument("what", choices=["tasks", "groups", "models", "families"])
+    lst.add_argument("--task-dir", action="append", default=None)
+
+    rep = sub.add_parser("report", help="write claimed_vs_verified.md and a PNG chart per model",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    rep.add_argument("--model", help="only this model")
+    rep.add_argument("--output-dir", default="results")
+    rep.add_argument("--claims", action="append", default=None,
+                     help="claims CSV (repeatable; default: the repository's results/claims.csv)")
+
+    exp = sub.add_parser("export", help="leaderboard: one row per model, one column per task",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    exp.add_argument("--format", default="csv", choices=["csv", "md"])
+    exp.add_argument("--output-dir", default="results")
+    exp.add_argument("--out", help="write to this file instead of standard output")
+    return p
+
+
+def _default_claims() -> list[Path]:
+    return [REPO_ROOT / "results" / "claims.csv"]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from evalkit.api import evaluate
+
+    report = evaluate(
+        args.model,
+        args.tasks,
+        weights=args.weights,
+        data_root=args.data_root,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        device=args.device,
+        output_dir=args.output_dir,
+        limit=args.limit,
+        num_workers=args.num_workers,
+        strict=args.strict,
+        transform=args.transform,
+        save_predictions=args.save_predictions,
+        cache_dir=None if args.no_cache else args.cache_dir,
+        progress=not args.quiet and sys.stderr.isatty(),
+        task_dirs=args.task_dir,
+        skip_existing=args.skip_existing,
+    )
+    for name in report.skipped_existing:
+        print(f"{name}: result exists, skipped (--skip-existing)")
+    for result, path in zip(report.results, report.paths, strict=True):
+        m = result.metrics
+        ev = result.evalkit
+        line = "  ".join(f"{k}={v * 100:.2f}" for k, v in m.items() if "@" not in k)
+        extra = f"  skipped={ev['skipped']}" if ev.get("skipped") else ""
+        rate = f"  {ev['images_per_s']:.0f} img/s" if ev.get("images_per_s") else "  (cached)"
+        print(f"{result.dataset}: {line}  n={ev.get('evaluated')}{extra}{rate}  -> {path}")
+    for name, why in report.failures:
+        print(f"evalkit: error: {name}: {why}", file=sys.stderr)
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from evalkit.registry import task_families
+    from evalkit.tasks import load_builtin_families
+    from evalkit.tasks.spec import TaskIndex
+
+    if args.what == "models":
+        from evalkit.models import list_models
+
+        for name, desc in list_models():
+            print(f"{name:28s} {desc}")
+        return EXIT_OK
+    if args.what == "families":
+        load_builtin_families()
+        for name, _ in task_families.items():
+            print(name)
+        return EXIT_OK
+    index = TaskIndex.load([Path(d) for d in args.task_dir] if args.task_dir else None)
+    if args.what == "tasks":
+        for name, spec in sorted(index.tasks.items()):
+            print(f"{name:28s} {spec.family:16s} {spec.describe()}")
+    else:
+        for name, g in sorted(index.groups.items()):
+            print(f"{name:28s} {len(g.tasks):3d} entries: {', '.join(g.tasks)}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from evalkit.claims import load_claims
+    from evalkit.report import write_report
+
+    claims = load_claims(args.claims or _default_claims())
+    for path in write_report(args.output_dir, claims, model=args.model):
+        print(path)
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from evalkit.report import export
+
+    text = export(args.output_dir, fmt=args.format)
+    if args.out:
+        from evalkit.results import atomic_write_text
+
+        atomic_write_text(args.out, text)
+        print(args.out)
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if not args.command:
+        parser.print_help()
+        return EXIT_USAGE
+    from evalkit.registry import UnknownNameError
+
+    handlers = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "export": cmd_export}
+    try:
+        return handlers[args.command](args)
+    except UnknownNameError as e:
+        print(f"evalkit: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("evalkit: interrupted; finished tasks and feature shards are saved, rerun to resume", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError, ImportError) as e:
+        if args.verbose:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"evalkit: error: {msg}", file=sys.stderr)
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

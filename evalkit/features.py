@@ -1,0 +1,260 @@
+"""The only loop that runs the model over data: text prompts, classifiers and image features.
+
+Image features are computed unit by unit (a tar shard or an index range, see ``evalkit.data``)
+and each finished unit is stored in a content-addressed cache keyed by the model fingerprint,
+the transform and the unit's identity: an interrupted run resumes at the first unfinished unit,
+and a second task over the same images costs nothing. Classifiers are cached on (fingerprint,
+class names, templates), so tasks that share class names build it once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from tqdm.auto import tqdm
+
+from evalkit.data.sources import DataError, SourceData, Unit
+from evalkit.models.encoder import Encoder
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("EVALKIT_CACHE", Path.home() / ".cache" / "evalkit"))
+
+
+def _digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+class FeatureCache:
+    """Content-addressed tensors on disk (plus an in-memory layer). ``root=None`` keeps memory only."""
+
+    def __init__(self, root: str | Path | None) -> None:
+        self.root = Path(root) if root is not None else None
+        self._memory: dict[str, Any] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def _path(self, kind: str, key: str) -> Path:
+        assert self.root is not None
+        return self.root / kind / key[:2] / f"{key}.pt"
+
+    def get(self, kind: str, key: str) -> Any | None:
+        if (kind, key) in self._memory:
+            self.hits += 1
+            return self._memory[(kind, key)]
+        if self.root is not None:
+            path = self._path(kind, key)
+            if path.exists():
+                try:
+                    value = torch.load(path, map_location="cpu", weights_only=True)
+                except Exception:  # a torn or foreign file: recompute rather than fail
+                    path.unlink(missing_ok=True)
+                else:
+                    self._memory[(kind, key)] = value
+                    self.hits += 1
+                    return value
+        self.misses += 1
+        return None
+
+    def put(self, kind: str, key: str, value: Any) -> None:
+        self._memory[(kind, key)] = value
+        if self.root is None:
+            return
+        path = self._path(kind, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(value, tmp)
+        os.replace(tmp, path)
+
+
+# -- text --------------------------------------------------------------------------------------
+
+
+def prompt_lengths(tokens: torch.Tensor) -> torch.Tensor:
+    """Length of each tokenised prompt: up to and including its last non-padding token."""
+    nonzero = tokens != 0
+    idx = torch.arange(1, tokens.shape[1] + 1).expand_as(tokens)
+    return (idx * nonzero).max(dim=1).values.clamp(min=1)
+
+
+def encode_texts(encoder: Encoder, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+    """Encode prompts. For a causal text tower with EOT pooling, prompts are sorted by length and
+    each batch is cut to its longest prompt: nothing after EOT can reach the pooled token, so the
+    result equals full-length encoding while skipping the padding compute. Bidirectional towers
+    get full-length batches in the original order."""
+    tokens = encoder.tokenize(texts)
+    n = tokens.shape[0]
+    out = torch.empty(n, encoder.embed_dim)
+    if encoder.causal_text:
+        lengths = prompt_lengths(tokens)
+        order = torch.argsort(lengths, descending=True, stable=True)
+        for lo in range(0, n, batch_size):
+            idx = order[lo : lo + batch_size]
+            width = int(lengths[idx].max())
+            out[idx] = encoder.encode_text(tokens[idx, :width])
+    else:
+        for lo in range(0, n, batch_size):
+            out[lo : lo + batch_size] = encoder.encode_text(tokens[lo : lo + batch_size])
+    return out
+
+
+def zero_shot_classifier(
+    encoder: Encoder,
+    classnames: Sequence[str],
+    templates: Sequence[str],
+    cache: FeatureCache | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """(D, C) classifier: per class, encode every template, L2-normalise, mean, renormalise."""
+    key = _digest("classifier", encoder.fingerprint, list(classnames), list(templates))
+    if cache is not None and (hit := cache.get("classifier", key)) is not None:
+        return hit
+    texts = [t.format(c=c) for c in classnames for t in templates]
+    emb = F.normalize(encode_texts(encoder, texts, batch_size), dim=-1)
+    emb = emb.view(len(classnames), len(templates), -1).mean(dim=1)
+    classifier = (emb / emb.norm(dim=-1, keepdim=True)).T.contiguous()
+    if cache is not None:
+        cache.put("classifier", key, classifier)
+    return classifier
+
+
+# -- images ------------------------------------------------------------------------------------
+
+
+class _UnitDataset(IterableDataset):
+    """One unit's samples, decoded and transformed in the workers (sample i goes to worker i % W)."""
+
+    def __init__(self, unit: Unit, transform: Callable, limit: int | None) -> None:
+        self.unit, self.transform, self.limit = unit, transform, limit
+
+    def __iter__(self) -> Iterator[tuple[str, torch.Tensor | None, Any, str | None]]:
+        info = get_worker_info()
+        wid, nw = (info.id, info.num_workers) if info else (0, 1)
+        for i, (key, load, label) in enumerate(self.unit.samples()):
+            if self.limit is not None and i >= self.limit:
+                return
+            if i % nw != wid:
+                continue
+            try:
+                yield key, self.transform(load()), label, None
+            except Exception as e:  # a sample that does not decode is reported, not dropped
+                yield key, None, label, f"{type(e).__name__}: {e}".splitlines()[0][:300]
+
+
+def _collate(batch: list[tuple[str, torch.Tensor | None, Any, str | None]]) -> dict[str, Any]:
+    good = [b for b in batch if b[1] is not None]
+    return {
+        "images": torch.stack([b[1] for b in good]) if good else None,
+        "labels": [b[2] for b in good],
+        "keys": [b[0] for b in good],
+        "skipped": [(b[0], b[3]) for b in batch if b[1] is None],
+    }
+
+
+class SampleDecodeError(DataError):
+    """Raised under ``--strict`` for the first sample that does not decode."""
+
+
+@dataclass
+class ImageFeatures:
+    features: torch.Tensor  # (N, D), L2-normalised
+    labels: list[Any]
+    keys: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0  # wall time spent computing (0 when everything came from the cache)
+    computed: int = 0  # samples actually run through the model in this call
+    cached_units: int = 0
+
+
+def image_features(
+    encoder: Encoder,
+    data: SourceData,
+    transform: Callable,
+    transform_name: str,
+    *,
+    cache: FeatureCache | None = None,
+    batch_size: int = 64,
+    num_workers: int = 0,
+    limit: int | None = None,
+    strict: bool = False,
+    desc: str = "images",
+    progress: bool = True,
+) -> ImageFeatures:
+    feats: list[torch.Tensor] = []
+    labels: list[Any] = []
+    keys: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    remaining = limit
+    total = data.size if limit is None else (min(limit, data.size) if data.size is not None else limit)
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True, leave=False)
+    t0 = time.perf_counter()
+    computed = cached_units = 0
+    try:
+        for unit in data.units:
+            if remaining is not None and remaining <= 0:
+                break
+            unit_limit = remaining if remaining is not None and (unit.size is None or remaining < unit.size) else None
+            key = _digest("images", encoder.fingerprint, transform_name, unit.id, unit_limit)
+            hit = cache.get("images", key) if cache is not None else None
+            if hit is None:
+                hit = _run_unit(encoder, unit, transform, batch_size, num_workers, unit_limit, strict, bar)
+                computed += len(hit["keys"]) + len(hit["skipped"])
+                if cache is not None:
+                    cache.put("images", key, hit)
+            else:
+                cached_units += 1
+                bar.update(len(hit["keys"]) + len(hit["skipped"]))
+            feats.append(hit["features"])
+            labels.extend(hit["labels"])
+            keys.extend(hit["keys"])
+            skipped.extend(tuple(s) for s in hit["skipped"])
+            if remaining is not None:
+                remaining -= len(hit["keys"]) + len(hit["skipped"])
+    finally:
+        bar.close()
+    features = torch.cat(feats) if feats else torch.empty(0, encoder.embed_dim)
+    return ImageFeatures(features, labels, keys, skipped, time.perf_counter() - t0, computed, cached_units)
+
+
+def _run_unit(
+    encoder: Encoder,
+    unit: Unit,
+    transform: Callable,
+    batch_size: int,
+    num_workers: int,
+    limit: int | None,
+    strict: bool,
+    bar: tqdm,
+) -> dict[str, Any]:
+    loader = DataLoader(
+        _UnitDataset(unit, transform, limit),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate,
+    )
+    feats: list[torch.Tensor] = []
+    labels: list[Any] = []
+    keys: list[str] = []
+    skipped: list[tuple[str, str]] = []
+    for batch in loader:
+        if batch["skipped"] and strict:
+            key, why = batch["skipped"][0]
+            raise SampleDecodeError(f"sample {key}: cannot decode ({why}); rerun without --strict to skip it")
+        skipped.extend(batch["skipped"])
+        if batch["images"] is not None:
+            feats.append(F.normalize(encoder.encode_image(batch["images"]), dim=-1))
+            labels.extend(batch["labels"])
+            keys.extend(batch["keys"])
+        bar.update(len(batch["keys"]) + len(batch["skipped"]))
+    features = torch.cat(feats) if feats else torch.empty(0, encoder.embed_dim)
+    return {"features": features, "labels": labels, "keys": keys, "skipped": skipped}

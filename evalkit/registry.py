@@ -1,0 +1,86 @@
+"""A small registry with close-match suggestions and Python entry-point discovery.
+
+Task families and model loaders are plugins: evalkit registers its own with a decorator, and a
+separate package adds more through the ``evalkit.task_families`` / ``evalkit.models`` entry-point
+groups, loaded lazily the first time a registry is asked for a name it does not know.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class UnknownNameError(KeyError):
+    """A model, task or group name that is not known; the message suggests close matches."""
+
+    def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:
+        self.kind, self.name = kind, name
+        close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        super().__init__(f"unknown {kind} {name!r}{hint} (see `evalkit list {kind}s`)")
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.args[0]
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._items: dict[str, T] = {}
+        self._entry_points_loaded = False
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            self.add(name, obj)
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T, *, replace: bool = False) -> None:
+        if name in self._items and not replace and self._items[name] is not obj:
+            raise ValueError(f"{self.kind} {name!r} is already registered")
+        self._items[name] = obj
+
+    def _load_entry_points(self) -> None:
+        if self._entry_points_loaded or not self.entry_point_group:
+            return
+        self._entry_points_loaded = True
+        for ep in metadata.entry_points(group=self.entry_point_group):
+            if ep.name in self._items:
+                continue
+            try:
+                self._items[ep.name] = ep.load()
+            except Exception as e:  # a broken plugin must not take the whole tool down
+                import warnings
+
+                warnings.warn(f"{self.kind} plugin {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2)
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            self._load_entry_points()
+        if name not in self._items:
+            raise UnknownNameError(self.kind, name, self.names())
+        return self._items[name]
+
+    def __contains__(self, name: str) -> bool:
+        if name not in self._items:
+            self._load_entry_points()
+        return name in self._items
+
+    def names(self) -> list[str]:
+        self._load_entry_points()
+        return sorted(self._items)
+
+    def items(self) -> list[tuple[str, Any]]:
+        self._load_entry_points()
+        return sorted(self._items.items())
+
+
+task_families: Registry[Any] = Registry("task family", "evalkit.task_families")
+model_loaders: Registry[Any] = Registry("model loader", "evalkit.models")

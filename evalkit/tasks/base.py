@@ -1,0 +1,35 @@
+"""What every task family receives and returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from evalkit.features import FeatureCache
+from evalkit.models.encoder import Encoder
+from evalkit.results import TaskResult
+from evalkit.tasks.spec import TaskSpec
+
+
+@dataclass
+class RunContext:
+    data_root: str | Path | None = None
+    output_dir: Path = Path("results")
+    batch_size: int = 64
+    num_workers: int = 0
+    limit: int | None = None
+    strict: bool = False
+    transform: str | None = None  # None: the task's own default
+    save_predictions: bool = False
+    progress: bool = True
+    cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class TaskFamily(Protocol):
+    name: str
+
+    def validate(self, spec: TaskSpec) -> None: ...
+
+    def run(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext) -> TaskResult: ...

@@ -1,0 +1,159 @@
+"""Zero-shot image classification, numerically identical to clip_benchmark's on the same features."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import torch
+
+from evalkit.data.sources import DataError, load_source
+from evalkit.features import image_features, zero_shot_classifier
+from evalkit.metrics import classification_logits, zero_shot_classification_metrics
+from evalkit.models.encoder import Encoder
+from evalkit.registry import task_families
+from evalkit.results import TaskResult, atomic_write_text, result_path
+from evalkit.tasks.base import RunContext
+from evalkit.tasks.spec import TaskSpec, TaskSpecError
+
+TRANSFORM_CHOICES = ("crop", "squash", "best-of-both")
+
+
+@task_families.register("classification")
+class ClassificationFamily:
+    name = "classification"
+
+    def validate(self, spec: TaskSpec) -> None:
+        transform = spec.preprocess.get("transform", "crop")
+        if transform not in TRANSFORM_CHOICES:
+            raise TaskSpecError(f"{spec.path}: preprocess.transform {transform!r} not in {TRANSFORM_CHOICES}")
+
+    def run(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext) -> TaskResult:
+        self.validate(spec)
+        t_start = time.perf_counter()
+        data = load_source(spec.source, ctx.data_root, spec.name)
+        classnames = spec.classnames if spec.classnames is not None else data.classnames
+        templates = spec.templates if spec.templates is not None else data.templates
+        where = spec.path or spec.name
+        if not classnames:
+            raise DataError(f"{where}: no class names (set 'classnames' in the task or add classnames.txt to the data)")
+        if not templates:
+            raise DataError(f"{where}: no templates (set 'templates' in the task or add zeroshot_classification_templates.txt)")
+        if spec.classnames is not None and data.classnames is not None and len(data.classnames) != len(spec.classnames):
+            raise DataError(
+                f"{where}: task lists {len(spec.classnames)} class names but the data at "
+                f"{data.info.get('path', '?')} has {len(data.classnames)}"
+            )
+
+        t0 = time.perf_counter()
+        hits_before = ctx.cache.hits
+        classifier = zero_shot_classifier(encoder, classnames, templates, ctx.cache)
+        classifier_s = time.perf_counter() - t0
+        classifier_cached = ctx.cache.hits > hits_before
+
+        mode = ctx.transform or spec.preprocess.get("transform", "crop")
+        modes = ["crop", "squash"] if mode == "best-of-both" else [mode]
+        per_mode: dict[str, dict[str, float]] = {}
+        feats = None
+        image_seconds = 0.0
+        computed = 0
+        for m in modes:
+            feats = image_features(
+                encoder,
+                data,
+                encoder.preprocess(m),
+                m,
+                cache=ctx.cache,
+                batch_size=ctx.batch_size,
+                num_workers=ctx.num_workers,
+                limit=ctx.limit,
+                strict=ctx.strict,
+                desc=f"{spec.name} [{m}]",
+                progress=ctx.progress,
+            )
+            image_seconds += feats.seconds
+            computed += feats.computed
+            if feats.features.shape[0] == 0:
+                raise DataError(f"{where}: no sample could be decoded ({len(feats.skipped)} skipped)")
+            target = torch.tensor(feats.labels, dtype=torch.long)
+            bad = (target < 0) | (target >= len(classnames))
+            if bad.any():
+                i = int(bad.nonzero()[0])
+                raise DataError(
+                    f"{where}: sample {feats.keys[i]} has label {int(target[i])} but there are only "
+                    f"{len(classnames)} class names"
+                )
+            logits = classification_logits(feats.features, classifier)
+            per_mode[m] = zero_shot_classification_metrics(logits, target, len(classnames))
+            if ctx.save_predictions:
+                self._write_predictions(ctx, encoder, spec, m, feats.keys, target, logits, len(modes) > 1)
+
+        metrics = _combine(per_mode)
+        assert feats is not None
+        n_seen = len(feats.keys) + len(feats.skipped)
+        wall = time.perf_counter() - t_start
+        skipped_keys = [k for k, _ in feats.skipped]
+        if feats.skipped:
+            log = result_path(ctx.output_dir, encoder.name, spec.name, ".skipped.log")
+            atomic_write_text(log, "".join(f"{k}\t{why}\n" for k, why in feats.skipped))
+        provenance: dict[str, Any] = {
+            **ctx.provenance,
+            "family": self.name,
+            "task_file": spec.path,
+            "source": {k: v for k, v in spec.source.items()},
+            "data": data.info,
+            "protocol": spec.protocol,
+            "fingerprint": encoder.fingerprint,
+            "precision": encoder.precision,
+            "device": encoder.device,
+            "transform": mode,
+            "transforms_run": modes,
+            "best_transform": max(per_mode, key=lambda m: per_mode[m]["acc1"]),
+            "n_classes": len(classnames),
+            "n_templates": len(templates),
+            "samples": n_seen,
+            "evaluated": len(feats.keys),
+            "skipped": len(skipped_keys),
+            "skipped_keys": skipped_keys[:100],
+            "limit": ctx.limit,
+            "batch_size": ctx.batch_size,
+            "classifier_seconds": round(classifier_s, 4),
+            "classifier_cached": classifier_cached,
+            "image_seconds": round(image_seconds, 4),
+            "images_per_s": round(computed / image_seconds, 2) if image_seconds > 0 and computed else None,
+            "wall_time_s": round(wall, 4),
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        return TaskResult(
+            dataset=spec.name,
+            model=encoder.name,
+            pretrained=encoder.weights,
+            task="zeroshot_classification",
+            metrics=metrics,
+            evalkit=provenance,
+        )
+
+    @staticmethod
+    def _write_predictions(ctx, encoder, spec, mode, keys, target, logits, tagged) -> None:
+        k = min(5, logits.shape[1])
+        top = logits.topk(k, dim=1)
+        lines = [
+            json.dumps({"key": key, "label": int(y), "top_classes": idx, "top_scores": [round(s, 4) for s in sc]})
+            for key, y, idx, sc in zip(keys, target.tolist(), top.indices.tolist(), top.values.tolist(), strict=True)
+        ]
+        suffix = f".predictions.{mode}.jsonl" if tagged else ".predictions.jsonl"
+        atomic_write_text(result_path(ctx.output_dir, encoder.name, spec.name, suffix), "\n".join(lines) + "\n")
+
+
+def _combine(per_mode: dict[str, dict[str, float]]) -> dict[str, float]:
+    """One transform: its metrics. Several: each as ``metric@transform`` plus the per-metric max
+    (the rule behind Table 2 of arXiv 2402.04252, which took the better of crop and squash)."""
+    if len(per_mode) == 1:
+        return dict(next(iter(per_mode.values())))
+    out: dict[str, float] = {}
+    for name in next(iter(per_mode.values())):
+        for m, vals in per_mode.items():
+            out[f"{name}@{m}"] = vals[name]
+        out[name] = max(vals[name] for vals in per_mode.values())
+    return out

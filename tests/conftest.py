@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fixtures import register_tiny_open_clip  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    # Never read or write the user's feature cache from tests.
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_arch(tmp_path_factory) -> str:
+    return register_tiny_open_clip(tmp_path_factory.mktemp("arch"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bidir_arch(tmp_path_factory) -> str:
+    # SigLIP-style text tower: no causal mask, pooled at the last position.
+    return register_tiny_open_clip(tmp_path_factory.mktemp("arch2"), name="evalkit-tiny-bidir",
+                                   no_causal_mask=True, pool_type="last")
