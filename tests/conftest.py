@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+# Offline from the first import on: huggingface_hub reads this once, and without it every
+# failed fetch is retried with back-off for half a minute.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch

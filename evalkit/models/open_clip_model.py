@@ -68,19 +68,21 @@ def load_open_clip(
             raise ModelLoadError(f"{weights}: weights file not found")
         pretrained = str(Path(weights).resolve())
     try:
-        model = open_clip.create_model(arch, pretrained=pretrained or None, precision="fp32", device="cpu")
-    except RuntimeError as e:
-        msg = str(e).splitlines()[0]
-        if "Pretrained weights" in msg or "not found" in msg:
+        # A random init (no weights) is seeded so that it is reproducible and has a stable fingerprint.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = open_clip.create_model(arch, pretrained=pretrained or None, precision="fp32", device="cpu")
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "not a known tag" in msg:
             tags = [t for a, t in open_clip.list_pretrained() if a == arch]
-            raise ModelLoadError(f"open_clip:{arch}: {msg}; known tags: {', '.join(tags) or 'none'}") from e
+            raise ModelLoadError(f"open_clip:{arch}: unknown pretrained tag {weights!r}; known tags: {', '.join(tags) or 'none'}") from e
+        if "download" in msg.lower() or "connection" in msg.lower() or "hub" in msg.lower():
+            raise ModelLoadError(
+                f"open_clip:{arch}: could not fetch pretrained weights {weights!r} (offline?): {msg[:160]}; "
+                f"download the checkpoint elsewhere and pass it with --weights /path/to/open_clip_model.safetensors"
+            ) from e
         raise ModelLoadError(f"open_clip:{arch}: cannot load weights {weights!r}: {msg}") from e
-    except Exception as e:  # network failures from the hub come in many types
-        raise ModelLoadError(
-            f"open_clip:{arch}: could not fetch pretrained weights {weights!r} ({type(e).__name__}: "
-            f"{str(e).splitlines()[0] if str(e) else ''}); this machine may be offline — download the "
-            f"checkpoint elsewhere and pass it with --weights /path/to/open_clip_model.safetensors"
-        ) from e
     try:
         tokenizer = open_clip.get_tokenizer(arch)
     except Exception as e:
