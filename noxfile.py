@@ -1,0 +1,26 @@
+"""nox sessions. They run in the current environment (`pip install -e ".[dev]"` first):
+torch is pinned to the build on this machine's disk, and a fresh venv per session would
+copy several GB for nothing."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["tests", "lint"]
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    session.run("python", "-m", "pytest", *session.posargs)
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    session.run("ruff", "check", "evalkit", "tests", "benchmarks", "noxfile.py")
+
+
+@nox.session(python=False)
+def bench(session: nox.Session) -> None:
+    """Speed and memory benchmarks: ratios against a baseline measured in the same run."""
+    session.run("python", "benchmarks/bench_classification.py", "--json", "benchmarks/out/classification.json")
+    session.run("python", "benchmarks/bench_demo.py", "--json", "benchmarks/out/demo.json")
