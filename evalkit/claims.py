@@ -139,7 +139,8 @@ def load_claims(paths: str | Path | Iterable[str | Path] | None = None) -> pd.Da
     ``claimed`` as float and blank optional fields as ``""``.
     """
     if paths is None:
-        paths = [default_claims_path()]
+        # results/claims.csv (the papers) plus any results/claims_*.csv (e.g. the demo model's)
+        paths = sorted(default_claims_path().parent.glob("claims*.csv")) or [default_claims_path()]
     elif isinstance(paths, (str, Path)):
         paths = [paths]
     records: list[dict[str, object]] = []
@@ -182,7 +183,7 @@ def _read_claims_file(path: Path) -> list[dict[str, object]]:
             if len(row) != len(header):
                 raise ClaimsError(f"{path}:{line}: {len(row)} fields, expected {len(header)}")
             rec: dict[str, object] = {c: "" for c in CLAIM_COLUMNS}
-            rec.update({h: v.strip() for h, v in zip(header, row)})
+            rec.update({h: v.strip() for h, v in zip(header, row, strict=True)})
             rec["origin"] = f"{path}:{line}"
             _validate(rec, path, line)
             out.append(rec)

@@ -82,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--model", help="only this model")
     rep.add_argument("--output-dir", default="results")
     rep.add_argument("--claims", action="append", default=None,
-                     help="claims CSV (repeatable; default: the repository's results/claims.csv)")
+                     help="claims CSV (repeatable; default: the repository's results/claims*.csv)")
+    rep.add_argument("--tolerance", type=float, default=0.5, help="|verified - claimed| in points counted as verified")
+    rep.add_argument("--fail-on-differ", action="store_true",
+                     help="exit 1 when any verified number differs from its claim beyond the tolerance (CI regression jobs)")
 
     exp = sub.add_parser("export", help="leaderboard: one row per model, one column per task",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -92,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _default_claims() -> list[Path]:
-    return [REPO_ROOT / "results" / "claims.csv"]
+def _default_claims() -> list[Path] | None:
+    return None  # evalkit.claims.load_claims: results/claims.csv + results/claims_*.csv
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -162,9 +165,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     from evalkit.claims import load_claims
     from evalkit.report import write_report
 
+    from evalkit.report import verified_table
+
     claims = load_claims(args.claims or _default_claims())
-    for path in write_report(args.output_dir, claims, model=args.model):
+    for path in write_report(args.output_dir, claims, model=args.model, tolerance=args.tolerance):
         print(path)
+    if args.fail_on_differ:
+        table = verified_table(args.output_dir, claims, model=args.model, tolerance=args.tolerance)
+        bad = table[table["status"] == "differs"]
+        for _, row in bad.iterrows():
+            print(f"evalkit: {row['model']} {row['task']} {row['metric']}: claimed {row['claimed']:.2f}, "
+                  f"verified {row['verified']:.2f} (beyond ±{args.tolerance})", file=sys.stderr)
+        if len(bad):
+            return EXIT_FAIL
     return EXIT_OK
 
 

@@ -1,0 +1,634 @@
+"""Claimed vs verified: tables, aggregates, charts and the leaderboard.
+
+Everything here reads result JSONs (``<output_dir>/runs/<model>/<task>.json``, fractions 0-1) and
+claims (:func:`evalkit.claims.load_claims`, percent) and reports in percent.
+
+How a claim finds its number in a result:
+
+* *protocol*: the claim's setting tags (``1frame``, ``8frames``, ``336px``, ``linear-probe`` ...)
+  must all be among the result's tags: ``evalkit["protocol"]`` (a ``;``-separated string, a
+  list, or the task file's protocol dict with optional ``tags``), ``{n}frame(s)`` from
+  ``frames`` (in that dict or in ``evalkit``; a video result without it counts as 1 frame, the
+  paper's main setting) and ``{n}px`` from ``image_size``. Provenance tags (``reported``,
+  ``readme``, ``eva-clip-paper``) do not constrain.
+* *transform*: ``crop``/``squash`` claims read ``<metric>@crop``/``<metric>@squash`` when the
+  result has per-transform keys, else the plain metric if the result ran that transform;
+  ``best-of-both`` claims take the larger of the two per-transform values (the paper's rule,
+  [P18] §7), else the plain metric, noting when the result ran one transform only.
+* *metric*: result keys, plus ``mean_acc1_acc5`` = (acc1 + acc5) / 2 and ``mean_recall`` = mean
+  of the six retrieval recalls.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from evalkit.claims import (
+    AGGREGATE_TASKS,
+    GROUPS,
+    PRIMARY_METRIC,
+    RETRIEVAL_METRICS,
+    TASK_ORDER,
+    VIDEO,
+    Group,
+    load_claims,
+    split_protocol,
+)
+from evalkit.results import TaskResult, atomic_write_text, iter_results, safe_name
+
+DEFAULT_TOLERANCE = 0.5  # percentage points; the paper prints one decimal
+REPORT_NAME = "claimed_vs_verified.md"
+STATUSES = ("verified", "differs", "partial", "not run", "no claim")
+
+_TRANSFORM_RANK = {"best-of-both": 0, "": 1, "squash": 2, "crop": 3}
+_METRIC_ORDER = ("acc1", "mean_acc1_acc5", "mean_recall") + RETRIEVAL_METRICS + ("acc5", "mean_per_class_recall")
+_PROVENANCE_COLUMNS = {"result_transform": "Result transform", "precision": "Precision",
+                       "samples": "Samples", "skipped": "Skipped"}
+
+TABLE_COLUMNS = ["model", "task", "metric", "transform", "protocol", "claimed", "verified", "delta", "status",
+                 "primary", "note", "source", "result_transform", "precision", "samples", "skipped"]
+AGGREGATE_COLUMNS = ["model", "group", "aggregate", "transform", "protocol", "claimed", "verified", "n", "total",
+                     "display", "delta", "status", "primary", "note"]
+
+
+# ----------------------------------------------------------------------------- results
+
+
+def _canon_tag(tag: str) -> str:
+    tag = tag.strip()
+    digits = tag[: len(tag) - len(tag.lstrip("0123456789"))]
+    if digits and tag[len(digits):] in ("frame", "frames"):
+        return "1frame" if int(digits) == 1 else f"{int(digits)}frames"
+    return tag
+
+
+def _first_int(value: Any) -> int | None:
+    if isinstance(value, (list, tuple)) and value:
+        value = value[0]
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def result_tags(result: TaskResult) -> frozenset[str]:
+    """The protocol tags a result satisfies (see the module docstring)."""
+    ev = result.evalkit
+    proto = ev.get("protocol")
+    # the task file's protocol settings (a dict) take precedence over top-level provenance keys
+    sources = [proto, ev] if isinstance(proto, dict) else [ev]
+    tags: set[str] = set()
+    for explicit in [proto] + [d.get("tags") for d in sources]:
+        if isinstance(explicit, str):
+            tags.update(t for t in explicit.split(";") if t.strip())
+        elif isinstance(explicit, (list, tuple)):
+            tags.update(str(t) for t in explicit)
+
+    def lookup(*keys: str) -> int | None:
+        for d in sources:
+            for k in keys:
+                if d.get(k) is not None:
+                    return _first_int(d[k])
+        return None
+
+    tags = {_canon_tag(t) for t in tags}
+    frames = lookup("frames", "num_frames", "n_frames")
+    if frames is None and result.dataset in VIDEO and not any(t.endswith(("frame", "frames")) for t in tags):
+        frames = 1
+    if frames is not None:
+        tags.add(f"{frames}frames")
+    size = lookup("image_size", "resolution")
+    if size:
+        tags.add(f"{size}px")
+    return frozenset(_canon_tag(t) for t in tags)
+
+
+def _load_results(output_dir: str | Path, model: str | None = None) -> dict[tuple[str, str], list[TaskResult]]:
+    runs: dict[tuple[str, str], list[TaskResult]] = {}
+    for r in iter_results(output_dir, model):
+        if model is not None and r.model != model and safe_name(r.model) != safe_name(model):
+            continue
+        runs.setdefault((r.model, r.dataset), []).append(r)
+    for results in runs.values():  # the main setting first: 1 frame, no extra protocol tags
+        results.sort(key=lambda r: len({t for t in result_tags(r) if t != "1frame" and not t.endswith("px")}))
+    return runs
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _metric_value(metrics: dict[str, Any], metric: str, suffix: str = "") -> float | None:
+    """A metric (fraction) from a result's metrics, with an optional ``@transform`` suffix."""
+    direct = _number(metrics.get(metric + suffix))
+    if direct is not None:
+        return direct
+    if metric == "mean_acc1_acc5":
+        a, b = _number(metrics.get("acc1" + suffix)), _number(metrics.get("acc5" + suffix))
+        return None if a is None or b is None else (a + b) / 2
+    if metric == "mean_recall":
+        recalls = [_number(metrics.get(m + suffix)) for m in RETRIEVAL_METRICS]
+        recalls = [r for r in recalls if r is not None]
+        return sum(recalls) / len(recalls) if recalls else None
+    return None
+
+
+def _select(result: TaskResult, metric: str, transform: str) -> tuple[float | None, str]:
+    """(value as a fraction or None, note) for one metric under one claimed transform."""
+    metrics = result.metrics
+    ran = str(result.evalkit.get("transform") or "")
+    if transform in ("crop", "squash"):
+        value = _metric_value(metrics, metric, "@" + transform)
+        if value is not None:
+            return value, ""
+        if ran in (transform, ""):
+            value = _metric_value(metrics, metric)
+            if value is None:
+                return None, f"result has no {metric}"
+            return value, "" if ran else "result does not record its transform"
+        return None, f"result ran {ran}, not {transform}"
+    if transform == "best-of-both":
+        both = [_metric_value(metrics, metric, f"@{t}") for t in ("crop", "squash")]
+        if None not in both:
+            return max(both), ""  # type: ignore[type-var]
+        value = _metric_value(metrics, metric)
+        if value is None:
+            return None, f"result has no {metric}"
+        if ran == "best-of-both":
+            return value, ""
+        return value, f"result ran {ran or 'one transform (unrecorded)'} only, not best-of-both"
+    value = _metric_value(metrics, metric)
+    return value, "" if value is not None else f"result has no {metric}"
+
+
+def _match(results: list[TaskResult], metric: str, transform: str, protocol: str
+           ) -> tuple[float | None, str, TaskResult | None]:
+    """The first result that satisfies the claim's protocol and has the metric: (percent, note, result)."""
+    if not results:
+        return None, "", None
+    needed, _ = split_protocol(protocol)
+    needed = frozenset(_canon_tag(t) for t in needed)
+    eligible = [r for r in results if needed <= result_tags(r)]
+    if not eligible:
+        have = ", ".join(sorted(";".join(sorted(result_tags(r))) or "default" for r in results))
+        return None, f"no result with protocol {';'.join(sorted(needed))} (have: {have})", None
+    first_note = ""
+    for r in eligible:
+        value, note = _select(r, metric, transform)
+        if value is not None:
+            return value * 100, note, r
+        first_note = first_note or note
+    return None, first_note, None
+
+
+def _headline(results: list[TaskResult], metric: str) -> tuple[float | None, TaskResult | None]:
+    """A task's own number (percent): the default-protocol result, best-of-both when it ran both."""
+    for r in results:
+        transform = "best-of-both" if r.evalkit.get("transform") == "best-of-both" else ""
+        value, _ = _select(r, metric, transform)
+        if value is not None:
+            return value * 100, r
+    return None, None
+
+
+def _primary_metric(task: str, results: list[TaskResult]) -> str:
+    if task in PRIMARY_METRIC:
+        return PRIMARY_METRIC[task]
+    keys = {k for r in results for k in r.metrics}
+    if any(k.startswith(("image_retrieval_recall@", "text_retrieval_recall@")) for k in keys):
+        return "mean_recall"
+    if "mean_acc1_acc5" in keys:
+        return "mean_acc1_acc5"
+    return "acc1"
+
+
+def _provenance(result: TaskResult | None) -> dict[str, Any]:
+    out: dict[str, Any] = {k: "" for k in _PROVENANCE_COLUMNS}
+    if result is None:
+        return out
+    ev = result.evalkit
+
+    def pick(*keys: str) -> Any:
+        for k in keys:
+            v = ev.get(k)
+            if v not in (None, ""):
+                return len(v) if isinstance(v, (list, tuple, dict)) else v
+        return ""
+
+    out["result_transform"] = pick("transform")
+    out["precision"] = pick("precision")
+    out["samples"] = pick("samples", "n_samples", "num_samples")
+    out["skipped"] = pick("skipped", "n_skipped", "num_skipped", "skipped_samples")
+    return out
+
+
+# ----------------------------------------------------------------------------- tables
+
+
+def _as_claims(claims: pd.DataFrame | str | Path | Iterable[str | Path] | None) -> pd.DataFrame:
+    if isinstance(claims, pd.DataFrame):
+        df = claims.copy()
+        for c in ("transform", "protocol", "source", "note"):
+            if c not in df:
+                df[c] = ""
+        return df.fillna({c: "" for c in ("transform", "protocol", "source", "note")})
+    return load_claims(claims)
+
+
+def _claim_rank(transform: str, protocol: str) -> tuple[int, int, int]:
+    """Lower is the headline claim: main protocol, best-of-both, the paper's own number."""
+    setting, provenance = split_protocol(protocol)
+    setting = frozenset(_canon_tag(t) for t in setting) - {"1frame"}
+    return (1 if setting else 0, _TRANSFORM_RANK.get(transform, 4), 1 if provenance else 0)
+
+
+def _task_key(task: str) -> tuple[int, str]:
+    return (TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), task)
+
+
+def _metric_key(metric: str) -> int:
+    return _METRIC_ORDER.index(metric) if metric in _METRIC_ORDER else len(_METRIC_ORDER)
+
+
+def _model_order(claims: pd.DataFrame, runs: dict[tuple[str, str], list[TaskResult]]) -> list[str]:
+    ordered = list(dict.fromkeys(claims["model"]))
+    return ordered + sorted({m for m, _ in runs} - set(ordered))
+
+
+def _status(claimed: float | None, verified: float | None, tolerance: float) -> str:
+    if claimed is None or pd.isna(claimed):
+        return "no claim"
+    if verified is None or pd.isna(verified):
+        return "not run"
+    return "verified" if abs(verified - claimed) <= tolerance + 1e-9 else "differs"
+
+
+def verified_table(output_dir: str | Path, claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None,
+                   *, model: str | None = None, tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
+    """One row per per-task claim, plus one per result that no claim covers.
+
+    Columns :data:`TABLE_COLUMNS`. ``claimed``/``verified``/``delta`` are percent (NaN when absent),
+    ``delta`` = verified − claimed, ``status`` one of verified / differs / not run / no claim.
+    ``primary`` marks, for each (model, task, metric), the claim a reader compares first (main
+    protocol, best-of-both, the paper's own number); the others are per-transform or other-protocol
+    claims. Aggregate claims (``AVG27`` ...) are in :func:`aggregate_table`.
+    """
+    return _verified(_load_results(output_dir, model), _as_claims(claims), model, tolerance)
+
+
+def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFrame, model: str | None,
+              tolerance: float) -> pd.DataFrame:
+    per_task = claims[~claims["task"].isin(AGGREGATE_TASKS)]
+    if model is not None:
+        per_task = per_task[per_task["model"] == model]
+
+    rows: list[dict[str, Any]] = []
+    for c in per_task.itertuples(index=False):
+        value, note, result = _match(runs.get((c.model, c.task), []), c.metric, c.transform, c.protocol)
+        claim_note = str(c.note or "")
+        rows.append({
+            "model": c.model, "task": c.task, "metric": c.metric, "transform": c.transform,
+            "protocol": c.protocol, "claimed": float(c.claimed), "verified": value,
+            "status": _status(c.claimed, value, tolerance),
+            "note": "; ".join(n for n in (claim_note, note) if n), "source": c.source,
+            **_provenance(result),
+        })
+    claimed_keys = {(r["model"], r["task"]) for r in rows}
+    for (m, task), results in runs.items():
+        if (m, task) in claimed_keys or task in AGGREGATE_TASKS:
+            continue
+        metric = _primary_metric(task, results)
+        value, result = _headline(results, metric)
+        rows.append({"model": m, "task": task, "metric": metric, "transform": "", "protocol": "",
+                     "claimed": None, "verified": value, "status": "no claim",
+                     "note": "" if value is not None else f"result has no {metric}", "source": "",
+                     **_provenance(result or results[0])})
+
+    df = pd.DataFrame.from_records(rows, columns=[c for c in TABLE_COLUMNS if c not in ("delta", "primary")])
+    df["claimed"] = pd.to_numeric(df["claimed"], errors="coerce").astype(float)
+    df["verified"] = pd.to_numeric(df["verified"], errors="coerce").astype(float)
+    df["delta"] = (df["verified"] - df["claimed"]).round(6) + 0.0  # no -0.00 from float noise
+    ranks = [_claim_rank(t, p) for t, p in zip(df["transform"], df["protocol"], strict=True)]
+    df["_rank"] = ranks
+    order = {m: i for i, m in enumerate(_model_order(claims, runs))}
+    df["_sort"] = [(order.get(m, len(order)), _task_key(t), _metric_key(me), r, p)
+                   for m, t, me, r, p in zip(df["model"], df["task"], df["metric"], ranks, df["protocol"], strict=True)]
+    df = df.sort_values("_sort", kind="stable").reset_index(drop=True)
+    df["primary"] = ~df.duplicated(["model", "task", "metric"], keep="first")
+    return df.drop(columns=["_rank", "_sort"])[TABLE_COLUMNS]
+
+
+def _aggregate(runs: dict[tuple[str, str], list[TaskResult]], model: str, group: Group,
+               transform: str | None, protocol: str) -> tuple[float | None, int, list[str]]:
+    """(value in percent or None, members found, notes); ``transform=None`` = each result's headline."""
+    values: dict[tuple[str, str], float] = {}
+    notes: list[str] = []
+    for task, metric in group.members:
+        results = runs.get((model, task), [])
+        if transform is None:
+            value, _ = _headline(results, metric)
+        else:
+            value, note, _ = _match(results, metric, transform, protocol)
+            if note and note not in notes and value is not None:
+                notes.append(note)
+        if value is not None:
+            values[(task, metric)] = value
+    if not values:
+        return None, 0, notes
+    mean = sum(values.values()) / len(values)
+    if group.reduce == "gap":
+        first = values.get(group.members[0])
+        return (None if first is None else first - mean), len(values), notes
+    return mean, len(values), notes
+
+
+def _display(value: float | None, n: int, total: int) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2f}" if n == total else f"{value:.2f} (partial: {n}/{total})"
+
+
+def aggregate_table(output_dir: str | Path, claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None,
+                    *, model: str | None = None, tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
+    """Per model and :data:`evalkit.claims.GROUPS` entry: the aggregate of the verified numbers.
+
+    One row per printed aggregate claim (computed under that claim's transform and protocol),
+    or, for a leaderboard group the paper prints nothing for, one row from each task's headline
+    number. ``display`` reads e.g. ``61.20 (partial: 3/27)``; status ``partial`` when some members
+    are missing (no Δ then), ``not run`` when none are there.
+    """
+    return _aggregates(_load_results(output_dir, model), _as_claims(claims), model, tolerance)
+
+
+def _aggregates(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFrame, model: str | None,
+                tolerance: float) -> pd.DataFrame:
+    models = _model_order(claims, runs) if model is None else [model]
+    agg_claims = claims[claims["task"].isin(AGGREGATE_TASKS)]
+    rows: list[dict[str, Any]] = []
+    for m in models:
+        mine = agg_claims[agg_claims["model"] == m]
+        for group in GROUPS.values():
+            gc = mine[mine["task"] == group.claim_task] if group.claim_task else mine.iloc[0:0]
+            gc = gc.assign(_rank=[_claim_rank(t, p) for t, p in zip(gc["transform"], gc["protocol"], strict=True)])
+            gc = gc.sort_values("_rank", kind="stable")
+            total = len(group.members)
+            if gc.empty:
+                if not group.leaderboard:
+                    continue
+                value, n, notes = _aggregate(runs, m, group, None, "")
+                if n == 0:
+                    continue
+                rows.append({"model": m, "group": group.name, "aggregate": group.claim_task or "",
+                             "transform": "", "protocol": "", "claimed": None, "verified": value, "n": n,
+                             "total": total, "display": _display(value, n, total),
+                             "status": "partial" if n < total else "no claim",
+                             "primary": True, "note": "; ".join(notes)})
+                continue
+            for i, c in enumerate(gc.itertuples(index=False)):
+                value, n, notes = _aggregate(runs, m, group, c.transform, c.protocol)
+                status = "not run" if n == 0 else ("partial" if n < total else _status(c.claimed, value, tolerance))
+                rows.append({"model": m, "group": group.name, "aggregate": c.task, "transform": c.transform,
+                             "protocol": c.protocol, "claimed": float(c.claimed), "verified": value, "n": n,
+                             "total": total, "display": _display(value, n, total), "status": status,
+                             "primary": i == 0, "note": "; ".join(x for x in [str(c.note or "")] + notes if x)})
+    df = pd.DataFrame.from_records(rows, columns=[c for c in AGGREGATE_COLUMNS if c != "delta"])
+    df["claimed"] = pd.to_numeric(df["claimed"], errors="coerce").astype(float)
+    df["verified"] = pd.to_numeric(df["verified"], errors="coerce").astype(float)
+    complete = df["n"] == df["total"]
+    df["delta"] = ((df["verified"] - df["claimed"]).round(6) + 0.0).where(complete)
+    return df[AGGREGATE_COLUMNS]
+
+
+def leaderboard(output_dir: str | Path,
+                claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None) -> pd.DataFrame:
+    """One row per model that has results; one column per task (percent) plus the aggregates.
+
+    Task columns hold each task's headline number: top-1 for image classification and UCF-101,
+    mean(top-1, top-5) for Kinetics (the paper's metric, so the column agrees with
+    ``video_mean``), the mean of the six recalls for retrieval. Then, per leaderboard group,
+    ``<column>`` (the aggregate, over the members present) and ``<column>_n`` (how many members
+    it covers, out of the group's size), and with ``claims`` the paper's printed aggregate as
+    ``<column>_claimed``.
+    """
+    runs = _load_results(output_dir)
+    claims_df = _as_claims(claims) if claims is not None else None
+    models = sorted({m for m, _ in runs})
+    tasks = sorted({t for _, t in runs}, key=_task_key)
+    groups = [g for g in GROUPS.values() if g.leaderboard]
+    rows: list[dict[str, Any]] = []
+    for m in models:
+        row: dict[str, Any] = {"model": m}
+        for t in tasks:
+            results = runs.get((m, t), [])
+            row[t] = _headline(results, _primary_metric(t, results))[0] if results else None
+        for g in groups:
+            value, n, _ = _aggregate(runs, m, g, None, "")
+            row[g.column] = value
+            row[f"{g.column}_n"] = n
+            if claims_df is not None:
+                row[f"{g.column}_claimed"] = _primary_claim(claims_df, m, g)
+        rows.append(row)
+    columns = ["model", *tasks]
+    for g in groups:
+        columns += [g.column, f"{g.column}_n"] + ([f"{g.column}_claimed"] if claims_df is not None else [])
+    df = pd.DataFrame.from_records(rows, columns=columns)
+    for g in groups:
+        df[f"{g.column}_n"] = df[f"{g.column}_n"].astype("Int64")
+        if claims_df is not None:
+            df[f"{g.column}_claimed"] = pd.to_numeric(df[f"{g.column}_claimed"], errors="coerce").astype(float)
+    return df
+
+
+def _primary_claim(claims: pd.DataFrame, model: str, group: Group) -> float | None:
+    if not group.claim_task:
+        return None
+    gc = claims[(claims["model"] == model) & (claims["task"] == group.claim_task)]
+    if gc.empty:
+        return None
+    best = min(gc.itertuples(index=False), key=lambda c: _claim_rank(c.transform, c.protocol))
+    return float(best.claimed)
+
+
+def export(output_dir: str | Path, fmt: str = "csv") -> str:
+    """The leaderboard as CSV (numbers to 2 decimals, blank when absent) or a markdown table."""
+    df = leaderboard(output_dir)
+    if fmt == "csv":
+        return df.to_csv(index=False, float_format="%.2f", lineterminator="\n")
+    if fmt == "md":
+        return _markdown(df, floatfmt=".2f") + "\n"
+    raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'md'")
+
+
+# ----------------------------------------------------------------------------- report files
+
+
+def _markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
+    cells = df.astype(object).where(df.notna(), None)
+    return tabulate(cells.values.tolist(), headers=list(df.columns), tablefmt="pipe", floatfmt=floatfmt,
+                    missingval="—", disable_numparse=False)
+
+
+def _fmt(x: Any, spec: str) -> str:
+    return "—" if x is None or pd.isna(x) else format(x, spec)
+
+
+def _fmt_claimed(x: Any) -> str:
+    """As printed: one decimal, more only where the claim has more (e.g. 73.775)."""
+    if x is None or pd.isna(x):
+        return "—"
+    return f"{x:.1f}" if round(x, 1) == x else f"{x:g}"
+
+
+def _claims_section(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return "_none_"
+    table = pd.DataFrame({
+        "Task": rows["task"], "Metric": rows["metric"], "Transform": rows["transform"],
+        "Protocol": rows["protocol"], "Claimed": [_fmt_claimed(x) for x in rows["claimed"]],
+        "Verified": [_fmt(x, ".2f") for x in rows["verified"]], "Δ": [_fmt(x, "+.2f") for x in rows["delta"]],
+        "Status": rows["status"],
+    })
+    for col, header in _PROVENANCE_COLUMNS.items():
+        if (rows[col].astype(str) != "").any():
+            table[header] = rows[col].astype(str).values
+    table["Note"] = rows["note"].values
+    return tabulate(table.values.tolist(), headers=list(table.columns), tablefmt="pipe", disable_numparse=True)
+
+
+def _aggregates_section(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return "_none_"
+    table = pd.DataFrame({
+        "Aggregate": rows["group"], "Paper": rows["aggregate"], "Transform": rows["transform"],
+        "Protocol": rows["protocol"], "Claimed": [_fmt_claimed(x) for x in rows["claimed"]],
+        "Verified": rows["display"], "Δ": [_fmt(x, "+.2f") for x in rows["delta"]], "Status": rows["status"],
+        "Note": rows["note"],
+    })
+    return tabulate(table.values.tolist(), headers=list(table.columns), tablefmt="pipe", disable_numparse=True)
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+_SHORT_METRIC = {m: ("i2t " if m.startswith("text") else "t2i ") + "R@" + m.rsplit("@", 1)[1]
+                 for m in RETRIEVAL_METRICS}
+
+
+def _chart(model: str, rows: pd.DataFrame) -> bytes:
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, Agg canvas for PNG
+
+    labels = [f"{t} {_SHORT_METRIC[m]}" if m in _SHORT_METRIC else t
+              for t, m in zip(rows["task"], rows["metric"], strict=True)]
+    n = len(labels)
+    fig = Figure(figsize=(max(6.0, 0.32 * n + 2.0), 4.5), dpi=100)
+    ax = fig.add_subplot()
+    xs = list(range(n))
+    width = 0.4
+    claimed = [float("nan") if pd.isna(v) else v for v in rows["claimed"]]
+    verified = [float("nan") if pd.isna(v) else v for v in rows["verified"]]
+    ax.bar([x - width / 2 for x in xs], claimed, width, label="claimed", color="#9e9e9e")
+    ax.bar([x + width / 2 for x in xs], verified, width, label="verified", color="#1f77b4")
+    ax.set_xticks(xs)
+    ax.set_xticklabels(labels, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("percent")
+    ax.set_ylim(0, 112)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_title(f"{model}: claimed vs verified")
+    ax.legend(loc="upper right", ncol=2, fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def chart_path(output_dir: str | Path, model: str) -> Path:
+    return Path(output_dir) / f"{safe_name(model)}_claimed_vs_verified.png"
+
+
+def write_report(output_dir: str | Path, claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None,
+                 model: str | None = None, *, tolerance: float = DEFAULT_TOLERANCE) -> list[Path]:
+    """Write ``<output_dir>/claimed_vs_verified.md`` and one PNG chart per model; return their paths.
+
+    Without ``model`` the report covers every model that has results; with it, that model only
+    (its claims alone are enough). Files are written atomically.
+    """
+    output_dir = Path(output_dir)
+    claims = _as_claims(claims)
+    runs = _load_results(output_dir, model)
+    table = _verified(runs, claims, model, tolerance)
+    aggs = _aggregates(runs, claims, model, tolerance)
+    with_results = {m for m, _ in runs}
+    if model is not None:
+        if table.empty and model not in with_results:
+            known = sorted(set(claims["model"]) | {m for m, _ in _load_results(output_dir)})
+            close = difflib.get_close_matches(model, known, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ValueError(f"no claims and no results for model {model!r}{hint}")
+        models = [model]
+    else:
+        models = [m for m in _model_order(claims, runs) if m in with_results]
+
+    lines = [
+        "# Claimed vs verified",
+        "",
+        f"Results: `{output_dir}`. Claimed numbers are percent as printed in the source paper; verified "
+        f"numbers are this suite's results in percent; Δ = verified − claimed; `verified` means "
+        f"|Δ| ≤ {tolerance:g} points. Transform: `best-of-both` = per-dataset max of resize+centre-crop "
+        f"and direct resize (arXiv 2402.04252 §7), `crop`/`squash` = one transform.",
+        "",
+    ]
+    if model is None:
+        claims_only = sorted(set(claims["model"]) - with_results)
+        if claims_only:
+            lines += [f"Models with claims but no results: {', '.join(claims_only)}.", ""]
+        if not models:
+            lines += [f"No results under `{output_dir / 'runs'}`.", ""]
+    sources = sorted({s for s in claims.loc[claims["model"].isin(models), "source"] if s})
+    if sources:
+        lines += [f"Claim sources: {', '.join(sources)}.", ""]
+
+    paths: list[Path] = []
+    for m in models:
+        rows = table[table["model"] == m]
+        counts = rows["status"].value_counts()
+        summary = ", ".join(f"{int(counts[s])} {s}" for s in STATUSES if s in counts) or "no rows"
+        lines += [f"## {m}", "", f"Per-task rows: {summary}.", "", _claims_section(rows[rows["primary"]]), ""]
+        model_aggs = aggs[aggs["model"] == m]
+        if not model_aggs.empty:
+            lines += ["### Aggregates", "", _aggregates_section(model_aggs), ""]
+        others = rows[~rows["primary"]]
+        if not others.empty:
+            lines += ["### Other claims (per-transform and other protocols)", "", _claims_section(others), ""]
+        main = rows[rows["primary"]]
+        if not main.empty:
+            png = chart_path(output_dir, m)
+            _atomic_write_bytes(png, _chart(m, main))
+            paths.append(png)
+
+    md = output_dir / REPORT_NAME
+    atomic_write_text(md, "\n".join(lines).rstrip() + "\n")
+    return [md, *paths]
