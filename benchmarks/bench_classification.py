@@ -54,7 +54,7 @@ def timed(fn):
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--classes", type=int, default=100, help="ImageNet class names used (of 1000)")
+    ap.add_argument("--classes", type=int, default=25, help="ImageNet class names used (of 1000)")
     ap.add_argument("--images", type=int, default=256, help="images per task")
     ap.add_argument("--suite-images", type=int, default=32, help="images per task in the 6-task suite")
     ap.add_argument("--batch-size", type=int, default=64)

@@ -163,9 +163,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from evalkit.claims import load_claims
-    from evalkit.report import write_report
-
-    from evalkit.report import verified_table
+    from evalkit.report import verified_table, write_report
 
     claims = load_claims(args.claims or _default_claims())
     for path in write_report(args.output_dir, claims, model=args.model, tolerance=args.tolerance):

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import tarfile
 
 import pytest
-import torch
 from fixtures import CLASSNAMES, make_folder, make_wds
 
 from evalkit import cli
