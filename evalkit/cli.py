@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PLUGGED_COMMANDS = ("evalkit.plan", "evalkit.data.check")
 
 EPILOG = """examples:
   evalkit run --model eva-clip-demo --tasks demo
@@ -92,6 +94,17 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--format", default="csv", choices=["csv", "md"])
     exp.add_argument("--output-dir", default="results")
     exp.add_argument("--out", help="write to this file instead of standard output")
+
+    # Subcommands that live next to their feature: each such module has
+    # register_cli(subparsers), which adds its parser and sets `func` (args -> exit code).
+    for module in PLUGGED_COMMANDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            continue
+        mod.register_cli(sub)
     return p
 
 
@@ -204,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
 
     handlers = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "export": cmd_export}
     try:
-        return handlers[args.command](args)
+        handler = getattr(args, "func", None) or handlers[args.command]
+        return handler(args)
     except UnknownNameError as e:
         print(f"evalkit: error: {e}", file=sys.stderr)
         return EXIT_USAGE
