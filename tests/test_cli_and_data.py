@@ -213,3 +213,17 @@ def test_resume_uses_cached_units(tiny_arch, tmp_path, monkeypatch):
     assert calls["n"] == 12, "only the two unfinished shards should be recomputed"
     d = json.loads((tmp_path / "out" / "runs" / f"open_clip_{tiny_arch}" / "wds_wds_resume.json").read_text())
     assert d["evalkit"]["samples"] == 24
+
+
+def test_workers_see_every_sample_once(tiny_arch, tmp_path):
+    """With several loader workers each sample is decoded exactly once (none lost, none doubled)."""
+    import evalkit
+
+    root = make_wds(tmp_path / "wds_workers", n_per_class=7, corrupt=1)
+    runs = {}
+    for nw in (0, 2):
+        rep = evalkit.evaluate(f"open_clip:{tiny_arch}", f"wds:{root}", output_dir=tmp_path / f"o{nw}",
+                               cache_dir=None, progress=False, raise_errors=True, num_workers=nw, batch_size=5)
+        runs[nw] = rep.results[0]
+    assert runs[0].evalkit["samples"] == runs[2].evalkit["samples"] == 42
+    assert runs[0].metrics == runs[2].metrics

@@ -143,7 +143,12 @@ def _tar_samples(tar_path: Path, label_key: str) -> Callable[[], Iterator[RawSam
         import webdataset as wds
 
         # One shard at a time so a corrupt tar is reported with its own file name.
-        ds = wds.WebDataset(str(tar_path), shardshuffle=False, handler=wds.reraise_exception, empty_check=False)
+        # No node/worker splitting inside webdataset: evalkit's loader hands every worker the
+        # whole shard and each decodes its own share (sample i -> worker i % W).
+        ds = wds.WebDataset(
+            str(tar_path), shardshuffle=False, handler=wds.reraise_exception, empty_check=False,
+            nodesplitter=None, workersplitter=None,
+        )
         try:
             for sample in ds:
                 key = sample.get("__key__", "?")
