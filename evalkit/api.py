@@ -6,9 +6,10 @@ import logging
 import platform
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -68,12 +69,21 @@ def evaluate(
     task_dirs: Sequence[str | Path] | None = None,
     skip_existing: bool = False,
     raise_errors: bool = False,
+    devices: str | None = None,
+    max_memory: str | Mapping[Any, Any] | None = None,
+    allow_missing: Sequence[str] = (),
+    offload_dir: str | Path | None = None,
 ) -> RunReport:
     """Evaluate ``model`` on ``tasks`` (names, groups or ad-hoc ``wds:``/``folder:``/``hf:`` specs).
 
     Task names are resolved before the model is loaded, so a typo costs nothing. Each task's
     result is written atomically to ``<output_dir>/runs/<model>/<task>.json`` as soon as it is
     done; a task that fails is reported and the others still run (``raise_errors`` re-raises).
+
+    Big EVA-CLIP models: ``devices`` (``"0,1"``, ``"auto"``, ``"cpu"``; overrides ``device``),
+    ``max_memory`` (``"0=38GiB,cpu=64GiB"``), ``allow_missing`` (fnmatch patterns of checkpoint
+    keys that may be absent), ``offload_dir`` and ``precision="int8"``/``"int4"``; see
+    :func:`evalkit.models.load`.
     """
     specs = resolve_tasks(tasks, task_dirs)
     output_dir = Path(output_dir)
@@ -88,7 +98,10 @@ def evaluate(
         specs = todo
         if not specs:
             return report
-    encoder = models.load(model, weights=weights, precision=precision, device=device)
+    encoder = models.load(
+        model, weights=weights, precision=precision, device=device, devices=devices, max_memory=max_memory,
+        allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size,
+    )
     cache = FeatureCache(None if cache_dir is None else (default_cache_dir() if cache_dir == "default" else cache_dir))
     ctx = RunContext(
         data_root=data_root,

@@ -21,6 +21,7 @@ EPILOG = """examples:
   evalkit list tasks
   evalkit report --model eva-clip-demo
   evalkit export --format csv > leaderboard.csv
+  evalkit plan --model eva-clip-18b --devices 2x40GiB --precision fp16
 """
 
 
@@ -53,10 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
                      "wds:/path (clip_benchmark WebDataset folder), folder:/path (ImageFolder; "
                      "folder:/path?classnames=FILE), hf:/path (datasets.save_to_disk folder)")
     run.add_argument("--data-root", help="folder under which tasks find their datasets")
-    run.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "amp"],
-                     help="weights dtype (amp: fp32 weights under autocast). fp32 is fastest on CPU")
+    run.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "amp", "int8", "int4"],
+                     help="weights dtype (amp: fp32 weights under autocast; int8: LLM.int8 and int4: NF4 "
+                     "block Linear layers via bitsandbytes, fp16 elsewhere, EVA-CLIP models). fp32 is fastest on CPU")
     run.add_argument("--batch-size", type=_positive_int, default=64)
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    run.add_argument("--devices", help="place an EVA-CLIP model over several devices: 0,1,2,3 or cuda:0,cuda:1, "
+                     "auto (every GPU) or cpu; whole blocks per device, CPU/disk offload when short "
+                     "(overrides --device; plan first with `evalkit plan`)")
+    run.add_argument("--max-memory", help="per-device memory caps for --devices, e.g. 0=38GiB,1=38GiB,cpu=64GiB, "
+                     "or one size for every GPU")
+    run.add_argument("--allow-missing", action="append", default=None, metavar="PATTERN",
+                     help="checkpoint keys that may be absent (fnmatch pattern, repeatable; default: none, the "
+                     "load is strict); allowed tensors keep their initial values")
+    run.add_argument("--offload-dir", help="folder for weights offloaded to disk when devices and RAM are short "
+                     "(slow: read every forward pass)")
     run.add_argument("--output-dir", default="results", help="results go to OUTPUT_DIR/runs/<model>/<task>.json")
     run.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples of each task")
     run.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
@@ -123,6 +135,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         precision=args.precision,
         batch_size=args.batch_size,
         device=args.device,
+        devices=args.devices,
+        max_memory=args.max_memory,
+        allow_missing=tuple(args.allow_missing or ()),
+        offload_dir=args.offload_dir,
         output_dir=args.output_dir,
         limit=args.limit,
         num_workers=args.num_workers,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,15 @@ class DataError(ValueError):
     """A dataset that is missing, empty or malformed; the message names the file or folder."""
 
 
+class DatasetNotFound(DataError):
+    """None of a task's layouts exists under the data root (as opposed to one that is malformed).
+    ``looked``: (folders tried, the layout each would have been read as), one entry per layout."""
+
+    def __init__(self, message: str, looked: list[tuple[list[str], str]] | None = None) -> None:
+        super().__init__(message)
+        self.looked = looked or []
+
+
 # A raw sample: a stable key, a zero-argument callable that returns a PIL image (and may raise
 # on a corrupt file), and a label.
 RawSample = tuple[str, Callable[[], Image.Image], Any]
@@ -42,6 +52,7 @@ class Unit:
     id: str  # stable identity of the unit's content (path + size + mtime, or a range)
     samples: Callable[[], Iterator[RawSample]]
     size: int | None = None
+    count: Callable[[], int] | None = None  # counts the samples without decoding (when size is None)
 
 
 @dataclass
@@ -50,6 +61,16 @@ class SourceData:
     classnames: list[str] | None = None
     templates: list[str] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    # Where ``classnames`` were read from when they are the dataset's own metadata (torchvision
+    # meta files, not a folder listing): the task's class names must then agree with them, name
+    # by name (see :func:`classnames_mismatch`); a disagreement means a wrong label order.
+    classnames_origin: str | None = None
+    # Labels scored over groups of classifier classes: label ``j`` gets the max of the logits of
+    # classes ``label_groups[j]`` (ObjectNet's ImageNet-mapped protocol). None: one class per label.
+    label_groups: list[list[int]] | None = None
+    # True when this layout labels its samples in another order than the task's class list (e.g.
+    # VTAB's Caltech101 split): ``classnames`` then replace the task's for this run.
+    override_classnames: bool = False
 
     @property
     def size(self) -> int | None:
@@ -95,22 +116,166 @@ def _read_lines(path: Path) -> list[str]:
     return [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
 
 
+def source_file(source: dict[str, Any], key: str) -> Path | None:
+    """A file named by ``source[key]``: absolute, or relative to the task file's folder
+    (``_base_dir``, set by :func:`load_source`), else to the working directory."""
+    raw = source.get(key)
+    if raw is None:
+        return None
+    path = Path(os.path.expanduser(str(raw)))
+    if not path.is_absolute() and source.get("_base_dir"):
+        path = Path(source["_base_dir"]) / path
+    return path
+
+
+def read_list_file(source: dict[str, Any], key: str) -> list[str] | None:
+    path = source_file(source, key)
+    if path is None:
+        return None
+    if not path.is_file():
+        raise DataError(f"{path}: {key} file not found")
+    return _read_lines(path)
+
+
+def class_subset_groups(protocol: dict[str, Any], base_dir: str | Path | None, where: str) -> list[list[int]] | None:
+    """The label groups of a task scored over a subset of its classifier's classes (ImageNet-A/R:
+    200 of the 1000 ImageNet classes, the "wnid mask"). ``protocol.class_subset`` names two files,
+    relative to the task file: ``ids_file`` (an id per classifier class, in class order) and
+    ``subset_file`` (the ids of the task's labels, in label order). Label j scores as classifier
+    class ``ids.index(subset[j])``; the other classes take no part (logits of the subset only)."""
+    spec = protocol.get("class_subset")
+    if not spec:
+        return None
+    holder = {"_base_dir": str(base_dir) if base_dir is not None else None, **spec}
+    ids, subset = read_list_file(holder, "ids_file"), read_list_file(holder, "subset_file")
+    if ids is None or subset is None:
+        raise DataError(f"{where}: protocol.class_subset needs ids_file and subset_file")
+    index = {c: i for i, c in enumerate(ids)}
+    unknown = [c for c in subset if c not in index]
+    if unknown:
+        raise DataError(f"{where}: class_subset ids not in {spec['ids_file']}: {', '.join(unknown[:3])}")
+    return [[index[c]] for c in subset]
+
+
+def normalise_name(name: str) -> str:
+    """Class names compared across spellings: case, ``_``/``-``/``/``/spaces and punctuation ignored."""
+    return re.sub(r"[^0-9a-z]+", "", name.lower())
+
+
+def classnames_mismatch(expected: list[str], found: list[str]) -> str | None:
+    """None when both lists name the same classes in the same order (see :func:`normalise_name`),
+    else a one-line description of the first difference."""
+    if len(expected) != len(found):
+        return f"{len(expected)} class names expected, {len(found)} found"
+    for i, (a, b) in enumerate(zip(expected, found, strict=True)):
+        if normalise_name(a) != normalise_name(b):
+            return f"class {i} is {a!r} in the task but {b!r} in the data"
+    return None
+
+
+def check_task_classnames(task_names: list[str] | None, data: SourceData, where: str) -> str:
+    """Compare a task's class names with the data's own; returns a note for the result.
+
+    Names the data read from the dataset's metadata (``classnames_origin``) must agree with the
+    task's, name by name, else a DataError (the task's list is in the wrong order, or for another
+    dataset). Names from elsewhere (a WebDataset's classnames.txt) must have the same count and are
+    otherwise only compared: the task's spelling is the protocol's."""
+    if task_names is None or data.classnames is None:
+        return "task names only" if data.classnames is None else "data names used"
+    if data.override_classnames:
+        return f"layout's own class list ({data.info.get('classnames_file')})"
+    if data.label_groups is not None:
+        return "label groups"
+    diff = classnames_mismatch(task_names, data.classnames)
+    if diff is None:
+        return "match"
+    if data.classnames_origin is not None:
+        raise DataError(f"{where}: class names disagree with the dataset's own list in {data.classnames_origin}: "
+                        f"{diff}; the task's class list is in the wrong order or for another dataset")
+    if len(task_names) != len(data.classnames):
+        raise DataError(
+            f"{where}: task lists {len(task_names)} class names but the data at "
+            f"{data.info.get('path', '?')} has {len(data.classnames)}"
+        )
+    return f"spelling differs from the data's list ({diff}); the task's names were used"
+
+
+def _listing(folder: Path, n: int = 6) -> str:
+    """A short listing of what a folder holds, for "expected X, found Y" messages."""
+    try:
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
+    except OSError:
+        return "nothing readable"
+    if not names:
+        return "an empty folder"
+    more = f", ... ({len(names)} entries)" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def expect_entries(folder: Path, names: list[str], layout: str) -> None:
+    """Fail with "expected ..., found ..." when ``folder`` lacks any of ``names``."""
+    missing = [n for n in names if not (folder / n).exists()]
+    if missing:
+        raise DataError(
+            f"{folder}: not a {layout} folder: expected {', '.join(names)}; missing {', '.join(missing)}; "
+            f"found {_listing(folder)}"
+        )
+
+
 # -- clip_benchmark WebDataset folders ---------------------------------------------------------
+
+
+WDS_LAYOUT = ("clip_benchmark WebDataset: <split>/0.tar..N-1.tar + <split>/nshards.txt, classnames.txt, "
+              "zeroshot_classification_templates.txt (local, or a Hugging Face cache "
+              "datasets--clip-benchmark--wds_<name>/snapshots/<rev>/)")
+
+
+def hf_cache_snapshot(repo_dir: Path) -> Path:
+    """The snapshot folder of a Hugging Face cache entry ``datasets--<org>--<name>``: the revision
+    ``refs/main`` points at, else the only snapshot; several and no ref is an error (no guessing)."""
+    snaps = repo_dir / "snapshots"
+    if not snaps.is_dir():
+        raise DataError(f"{repo_dir}: Hugging Face cache entry without a snapshots/ folder; found {_listing(repo_dir)}")
+    ref = repo_dir / "refs" / "main"
+    if ref.is_file():
+        rev = ref.read_text().strip()
+        if (snaps / rev).is_dir():
+            return snaps / rev
+    revs = sorted(p for p in snaps.iterdir() if p.is_dir())
+    if len(revs) == 1:
+        return revs[0]
+    if not revs:
+        raise DataError(f"{snaps}: no snapshot downloaded")
+    raise DataError(f"{snaps}: {len(revs)} snapshots ({', '.join(r.name for r in revs)}) and no refs/main "
+                    f"to choose one; remove the stale ones")
+
+
+def wds_candidates(base: Path) -> list[Path]:
+    """Where a clip_benchmark WebDataset called ``base.name`` may sit under ``base.parent``: the
+    folder itself, or a Hugging Face hub cache entry (in the folder or its ``hub/`` subfolder)."""
+    repo = f"datasets--clip-benchmark--{base.name}"
+    return [base, base.parent / repo, base.parent / "hub" / repo]
+
+
+def _wds_root(path: Path) -> Path:
+    if path.name.startswith("datasets--") and path.is_dir():
+        return hf_cache_snapshot(path)
+    return path
 
 
 @sources.register("wds")
 def wds_source(source: dict[str, Any], data_root: str | Path | None, task: str) -> SourceData:
     """clip_benchmark's layout: ``<root>/<split>/{0..n-1}.tar`` + ``nshards.txt``, ``classnames.txt``,
     ``zeroshot_classification_templates.txt`` at the root; samples have an image (webp/png/jpg)
-    and a ``cls`` label."""
-    root = resolve_path(source, data_root, task)
+    and a ``cls`` label. ``<root>`` may also be a Hugging Face cache entry
+    (``datasets--clip-benchmark--wds_<name>``), read at its current snapshot."""
+    root = _wds_root(resolve_path(source, data_root, task))
     split = source.get("split", "test")
-    layout = "<root>/<split>/N.tar with nshards.txt, classnames.txt, zeroshot_classification_templates.txt"
     if not root.is_dir():
-        raise DataError(f"{root}: dataset folder not found (expected clip_benchmark WebDataset layout: {layout})")
+        raise DataError(f"{root}: dataset folder not found (expected {WDS_LAYOUT})")
     split_dir = root / split
     if not split_dir.is_dir():
-        raise DataError(f"{split_dir}: split folder not found (expected {layout})")
+        raise DataError(f"{split_dir}: split folder not found (expected {WDS_LAYOUT}); found {_listing(root)}")
     tars = sorted(split_dir.glob("*.tar"), key=lambda p: (len(p.stem), p.stem))
     nshards_file = split_dir / "nshards.txt"
     if nshards_file.exists():
@@ -123,19 +288,21 @@ def wds_source(source: dict[str, Any], data_root: str | Path | None, task: str) 
         if missing:
             raise DataError(
                 f"{split_dir}: nshards.txt says {nshards} shards but {len(missing)} are missing "
-                f"(first: {', '.join(missing[:3])})"
+                f"(expected 0.tar..{nshards - 1}.tar, found {nshards - len(missing)}; first missing: "
+                f"{', '.join(missing[:3])})"
             )
         tars = expected
     if not tars:
-        raise DataError(f"{split_dir}: no .tar shards found (expected {layout})")
+        raise DataError(f"{split_dir}: no .tar shards found (expected {WDS_LAYOUT})")
     classnames = templates = None
     if (root / "classnames.txt").exists():
         classnames = _read_lines(root / "classnames.txt")
     if (root / "zeroshot_classification_templates.txt").exists():
         templates = _read_lines(root / "zeroshot_classification_templates.txt")
     label_key = source.get("label_key", "cls")
-    units = [Unit(id=_file_id(t), samples=_tar_samples(t, label_key)) for t in tars]
-    return SourceData(units, classnames, templates, {"path": str(root), "split": split, "shards": len(tars)})
+    units = [Unit(id=_file_id(t), samples=_tar_samples(t, label_key), count=_tar_counter(t)) for t in tars]
+    info = {"path": str(root), "split": split, "shards": len(tars), "layout": "wds"}
+    return SourceData(units, classnames, templates, info)
 
 
 def _tar_samples(tar_path: Path, label_key: str) -> Callable[[], Iterator[RawSample]]:
@@ -172,6 +339,26 @@ def _tar_samples(tar_path: Path, label_key: str) -> Callable[[], Iterator[RawSam
     return iterate
 
 
+def _tar_counter(tar_path: Path) -> Callable[[], int]:
+    """Samples in a shard, from the tar headers alone: keys that have an image member."""
+
+    def count() -> int:
+        import tarfile
+
+        keys = set()
+        try:
+            with tarfile.open(tar_path) as tar:
+                for member in tar:
+                    stem, _, ext = member.name.rpartition(".")
+                    if ext.lower() in IMAGE_EXTS:
+                        keys.add(stem)
+        except (tarfile.TarError, OSError) as e:
+            raise DataError(f"{tar_path}: corrupt or unreadable tar shard: {e}") from e
+        return len(keys)
+
+    return count
+
+
 def _missing(name: str, why: str) -> Callable[[], Image.Image]:
     def fail() -> Image.Image:
         raise DataError(f"{name}: {why}")
@@ -193,26 +380,100 @@ def _range_units(prefix: str, n: int, get: Callable[[int], RawSample], chunk: in
     return [make(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
 
 
+FOLDER_LAYOUT = "ImageFolder tree <root>/<class>/<image>"
+
+
+def _class_dirs(root: Path) -> list[Path]:
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _folder_labels(source: dict[str, Any], root: Path, dirs: list[Path]) -> tuple[dict[str, int], list[str] | None]:
+    """Folder name -> label, and the class names the folders imply (None when the task names them).
+
+    * ``class_folders_file``: the expected folder names in label order (ImageNet wnids, ...). The
+      folders present must be exactly these: a missing or unexpected one is an error naming it.
+    * ``match_classnames: true``: each folder is one of the task's class names, spelled in any case
+      with ``_``/``-`` for spaces; label = that name's index. Every class needs its folder.
+    * otherwise: sorted folder names (torchvision's ImageFolder order), names from the folders.
+    """
+    names = [d.name for d in dirs]
+    ignored = set(source.get("ignore_folders", []))
+    ids = read_list_file(source, "class_folders_file")
+    if ids is not None:
+        present, wanted = set(names), set(ids)
+        missing = [n for n in ids if n not in present]
+        extra = [n for n in names if n not in wanted and n not in ignored]
+        if missing or extra:
+            parts = [f"expected the {len(ids)} class folders listed in {source_file(source, 'class_folders_file')}"]
+            parts.append(f"found {len(names)}")
+            if missing:
+                parts.append(f"missing {len(missing)} (e.g. {', '.join(missing[:3])})")
+            if extra:
+                parts.append(f"unexpected {len(extra)} (e.g. {', '.join(extra[:3])})")
+            raise DataError(f"{root}: " + "; ".join(parts))
+        return {n: i for i, n in enumerate(ids)}, None
+    if source.get("match_classnames"):
+        task_names = source.get("_classnames")
+        if not task_names:
+            raise DataError(f"{root}: match_classnames needs the task's class names")
+        index = {normalise_name(n): i for i, n in enumerate(task_names)}
+        labels: dict[str, int] = {}
+        unknown = []
+        for n in names:
+            if normalise_name(n) in index:
+                labels[n] = index[normalise_name(n)]
+            elif n not in ignored:
+                unknown.append(n)
+        if unknown:
+            raise DataError(f"{root}: {len(unknown)} folder(s) are not class names of the task "
+                            f"(e.g. {', '.join(unknown[:3])}); expected one folder per class named like "
+                            f"{task_names[0]!r}")
+        absent = sorted(set(range(len(task_names))) - set(labels.values()))
+        if absent:
+            raise DataError(f"{root}: no folder for {len(absent)} of the task's {len(task_names)} classes "
+                            f"(e.g. {', '.join(repr(task_names[i]) for i in absent[:3])}); found {len(names)} folders")
+        return labels, None
+    expect = source.get("expect_classes")
+    if expect is not None and len(names) != int(expect):
+        raise DataError(f"{root}: expected {expect} class folders, found {len(names)} ({_listing(root)})")
+    for required in source.get("require_folders", []):
+        if required not in names:
+            raise DataError(f"{root}: expected a class folder {required!r}; found {_listing(root)}")
+    task_names = source.get("_classnames")
+    if task_names is not None:  # the task names the classes; the folders only have to be as many
+        if len(task_names) != len(names):
+            raise DataError(f"{root}: the task lists {len(task_names)} class names but the folder has "
+                            f"{len(names)} class folders")
+        return {n: i for i, n in enumerate(names)}, None
+    return {n: i for i, n in enumerate(names)}, [n.replace("_", " ") for n in names]
+
+
 @sources.register("folder")
 def folder_source(source: dict[str, Any], data_root: str | Path | None, task: str) -> SourceData:
     """``<root>/<class>/<image>``; class names from folder names (sorted) unless a classnames file
-    is given (one name per line, in label order, same count as folders)."""
+    is given (one name per line, in label order, same count as folders). Labels can instead come
+    from a list of folder names (``class_folders_file``) or from the task's class names
+    (``match_classnames``); see :func:`_folder_labels`."""
     root = resolve_path(source, data_root, task)
     if not root.is_dir():
-        raise DataError(f"{root}: dataset folder not found (expected an ImageFolder tree <root>/<class>/<image>)")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise DataError(f"{root}: dataset folder not found (expected an {FOLDER_LAYOUT})")
+    class_dirs = _class_dirs(root)
     if not class_dirs:
-        raise DataError(f"{root}: no class folders found (expected <root>/<class>/<image>)")
+        raise DataError(f"{root}: no class folders found (expected {FOLDER_LAYOUT}); found {_listing(root)}")
+    labels, classnames = _folder_labels(source, root, class_dirs)
+    exts = {e.lower() for e in source.get("extensions", FOLDER_EXTS)}
     items: list[tuple[Path, int]] = []
-    for label, d in enumerate(class_dirs):
+    for d in class_dirs:
+        if d.name not in labels:
+            continue
         for f in sorted(d.rglob("*")):
-            if f.suffix.lower() in FOLDER_EXTS and f.is_file():
-                items.append((f, label))
+            if f.suffix.lower() in exts and f.is_file():
+                items.append((f, labels[d.name]))
     if not items:
-        raise DataError(f"{root}: class folders contain no images ({', '.join(sorted(FOLDER_EXTS))})")
-    classnames = [d.name.replace("_", " ") for d in class_dirs]
+        raise DataError(f"{root}: class folders contain no images ({', '.join(sorted(exts))})")
     if source.get("classnames"):
-        cn_path = Path(source["classnames"])
+        cn_path = source_file(source, "classnames")
+        assert cn_path is not None
         if not cn_path.exists():
             raise DataError(f"{cn_path}: classnames file not found")
         classnames = _read_lines(cn_path)
@@ -226,7 +487,8 @@ def folder_source(source: dict[str, Any], data_root: str | Path | None, task: st
         path, label = items[i]
         return str(path.relative_to(root)), _open_image_path(path), label
 
-    return SourceData(_range_units(f"folder:{root}:{digest}", len(items), get), classnames, None, {"path": str(root)})
+    info = {"path": str(root), "layout": "folder", "class_folders": len(labels)}
+    return SourceData(_range_units(f"folder:{root}:{digest}", len(items), get), classnames, None, info)
 
 
 # -- Hugging Face datasets saved with save_to_disk --------------------------------------------
@@ -305,7 +567,85 @@ def _label(ds: Any, i: int) -> int:
     return int(label_of(i)) if callable(label_of) else int(ds[i][1])
 
 
-def load_source(source: dict[str, Any], data_root: str | Path | None, task: str) -> SourceData:
+# -- several layouts for one dataset ----------------------------------------------------------
+
+# One line per source type for "where did it look / what does it accept" messages; layout
+# modules add theirs with :func:`describe_layout`.
+LAYOUT_HELP: dict[str, str] = {"wds": WDS_LAYOUT, "folder": FOLDER_LAYOUT}
+
+
+def describe_layout(kind: str, text: str) -> None:
+    LAYOUT_HELP[kind] = text
+
+
+def _layout_paths(layout: dict[str, Any], data_root: str | Path | None, task: str) -> list[Path]:
+    raw = layout.get("path", task)
+    paths = raw if isinstance(raw, list) else [raw]
+    out: list[Path] = []
+    for p in paths:
+        path = Path(os.path.expanduser(str(p)))
+        if not path.is_absolute():
+            if data_root is None:
+                raise DataError(f"task {task!r} reads {p!r} relative to the data root, but no --data-root was given")
+            path = Path(data_root) / path
+        out.extend(wds_candidates(path) if layout.get("type") == "wds" else [path])
+    return out
+
+
+def find_layout(source: dict[str, Any], data_root: str | Path | None, task: str) -> tuple[dict[str, Any], Path]:
+    """The first of ``source['layouts']`` whose folder exists: (that layout's source spec with
+    ``path`` set to the folder, the folder). Nothing found: a DataError naming every folder looked
+    in and the layout each would have been read as."""
+    layouts = source.get("layouts")
+    if not isinstance(layouts, list) or not layouts:
+        raise DataError(f"task {task!r}: source type 'any' needs a non-empty 'layouts' list")
+    shared = {k: v for k, v in source.items() if k not in ("type", "layouts")}
+    looked: list[tuple[list[str], str]] = []
+    for layout in layouts:
+        if not isinstance(layout, dict) or "type" not in layout:
+            raise DataError(f"task {task!r}: each entry of source.layouts needs a 'type'")
+        tried = []
+        for folder in _layout_paths(layout, data_root, task):
+            if folder.exists():
+                return {**shared, **layout, "path": str(folder)}, folder
+            tried.append(str(folder))
+        looked.append((tried, LAYOUT_HELP.get(layout["type"], layout["type"])))
+    where = f"under {data_root}" if data_root is not None else ""
+    text = "; ".join(f"{' or '.join(t)} [{h}]" for t, h in looked)
+    raise DatasetNotFound(f"task {task!r}: dataset not found {where}; looked in: {text}", looked)
+
+
+@sources.register("any")
+def any_source(source: dict[str, Any], data_root: str | Path | None, task: str) -> SourceData:
+    """The dataset in whichever of several layouts the user has (``layouts``: a list of source
+    specs, each with ``path`` relative to the data root, a string or a list of alternatives).
+    The first folder that exists is read; a malformed one is an error, never a silent fallback
+    to the next layout."""
+    spec, folder = find_layout(source, data_root, task)
+    data = sources.get(str(spec["type"]))(spec, data_root, task)
+    data.info.setdefault("layout", spec["type"])
+    data.info.setdefault("path", str(folder))
+    own = read_list_file(spec, "classnames_file")
+    if own is not None:  # this layout has its own label order (see SourceData.override_classnames)
+        if data.classnames is not None and (diff := classnames_mismatch(own, data.classnames)):
+            if len(own) != len(data.classnames):
+                raise DataError(f"{folder}: {diff} (layout class list {source_file(spec, 'classnames_file')})")
+            data.info["classnames_note"] = diff
+        data.classnames, data.override_classnames = own, True
+        data.info["classnames_file"] = str(source_file(spec, "classnames_file"))
+    return data
+
+
+def load_source(source: dict[str, Any], data_root: str | Path | None, task: str, *,
+                base_dir: str | Path | None = None, classnames: list[str] | None = None) -> SourceData:
+    """Read a task's source. ``base_dir``: the task file's folder (relative file names in the source
+    spec resolve against it); ``classnames``: the task's class names, for layouts that label by
+    class name (folder names, Birdsnap species)."""
+    source = dict(source)
+    if base_dir is not None:
+        source.setdefault("_base_dir", str(base_dir))
+    if classnames is not None:
+        source.setdefault("_classnames", list(classnames))
     kind = source.get("type")
     loader = sources.get(str(kind))
     data = loader(source, data_root, task)

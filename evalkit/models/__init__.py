@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from evalkit.models.encoder import PRECISIONS, Encoder, state_dict_digest
+from evalkit.models.encoder import PRECISIONS, Encoder
 from evalkit.models.open_clip_model import ModelLoadError, load_open_clip
 from evalkit.models.zoo import CARDS, ModelCard
 from evalkit.registry import UnknownNameError, model_loaders
 
 __all__ = ["load", "Encoder", "ModelLoadError", "CARDS", "list_models", "build_eva_clip"]
+
+RANDOM_INIT_MAX_PARAMS = 2 * 10**9
 
 
 def list_models() -> list[tuple[str, str]]:
@@ -28,19 +32,41 @@ def _check_device(device: str) -> None:
         raise ModelLoadError(f"--device {device}: expected cpu, cuda or cuda:N")
 
 
-def build_eva_clip(card: ModelCard, weights: str | None, precision: str, device: str) -> Encoder:
-    import open_clip
-
-    from evalkit.models.eva_clip import EvaClip, EvaClipConfig
+def eva_config(card: ModelCard) -> Any:
+    """The EvaClipConfig of an EVA-CLIP card (inline config or the config.json next to its weights)."""
+    from evalkit.models.eva_clip import EvaClipConfig
 
     if card.config is not None:
-        cfg = EvaClipConfig.from_dict(card.config, source=f"model card {card.name}")
-    elif card.config_file is not None:
+        return EvaClipConfig.from_dict(card.config, source=f"model card {card.name}")
+    if card.config_file is not None:
         if not Path(card.config_file).exists():
             raise ModelLoadError(f"{card.config_file}: model config not found for {card.name}")
-        cfg = EvaClipConfig.from_json(card.config_file)
-    else:
-        raise ModelLoadError(f"model card {card.name} has no architecture config")
+        return EvaClipConfig.from_json(card.config_file)
+    raise ModelLoadError(f"model card {card.name} has no architecture config")
+
+
+def build_eva_clip(
+    card: ModelCard,
+    weights: str | None,
+    precision: str,
+    device: str,
+    *,
+    devices: str | None = None,
+    max_memory: str | Mapping[Any, Any] | None = None,
+    allow_missing: Sequence[str] = (),
+    offload_dir: str | Path | None = None,
+    batch_size: int = 64,
+) -> Encoder:
+    """An EVA-CLIP card as an Encoder, through the streaming loader (``models/placement.py``):
+    built on meta, checked against the checkpoint by key and shape, streamed shard by shard onto
+    ``devices`` (default: ``device``) at ``precision``."""
+    import open_clip
+
+    from evalkit.models.checkpoint import CheckpointError
+    from evalkit.models.eva_clip import EvaClip
+    from evalkit.models.placement import PlacementError, load_eva_clip
+
+    cfg = eva_config(card)
     weights = weights or card.default_weights
     if weights is None:
         files = " or ".join(card.weight_files) or "a checkpoint"
@@ -48,25 +74,36 @@ def build_eva_clip(card: ModelCard, weights: str | None, precision: str, device:
             f"{card.name} needs --weights: a file or folder holding {files} "
             f"(or --weights random for an untrained model, for smoke tests)"
         )
-    model = EvaClip(cfg)
+    source: Any = weights
     if weights == "random":
-        model.init_weights(0)
-    else:
-        from evalkit.models.checkpoint import CheckpointError, load_checkpoint
+        # Untrained (seeded) weights, streamed through the same path as a checkpoint so every
+        # precision and placement works on them. Small models only: built on the CPU in fp32.
+        from evalkit.models.eva_clip import count_parameters
+        from evalkit.models.placement import empty_model
 
-        if not Path(weights).exists():
-            raise ModelLoadError(f"{weights}: weights path does not exist")
-        try:
-            load_checkpoint(model, weights)
-        except CheckpointError as e:
-            raise ModelLoadError(str(e)) from e
-    model.eval()
-    if precision in ("fp16", "bf16"):
-        model = model.to({"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
-    model = model.to(device)
+        n = count_parameters(empty_model(cfg))["total"]
+        if n > RANDOM_INIT_MAX_PARAMS:
+            raise ModelLoadError(
+                f"{card.name}: --weights random builds the model in fp32 on the CPU ({n * 4 / 1e9:.0f} GB); "
+                f"only for models up to {RANDOM_INIT_MAX_PARAMS / 1e9:.0f}B parameters (`evalkit plan` needs no weights)"
+            )
+        source = EvaClip(cfg).init_weights(0).state_dict()
+    elif not Path(weights).exists():
+        raise ModelLoadError(f"{weights}: weights path does not exist")
+    try:
+        placed = load_eva_clip(
+            cfg, source, precision=precision, devices=devices or device, max_memory=max_memory,
+            allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size, name=card.name,
+        )
+    except (CheckpointError, PlacementError) as e:
+        lines = str(e).splitlines()
+        one_line = getattr(e, "one_line", None)
+        if one_line and lines:
+            lines[0] = one_line  # what `evalkit run` prints; the rest is the full key report
+        raise ModelLoadError("\n".join(lines)) from e
     return Encoder(
         name=card.name,
-        model=model,
+        model=placed.model,
         tokenizer=open_clip.get_tokenizer("ViT-B-32", context_length=cfg.text.context_length),
         image_size=cfg.vision.image_size,
         mean=card.mean,
@@ -75,25 +112,54 @@ def build_eva_clip(card: ModelCard, weights: str | None, precision: str, device:
         causal_text=True,
         weights=str(weights),
         precision=precision,
-        device=device,
+        device=placed.main_device,
         arch={"family": "eva_clip", **{k: str(v) for k, v in cfg.to_dict().items()}},
-        weights_digest=state_dict_digest(model),
+        weights_digest=placed.digest,
+        device_map=placed.report["device_map"] if len(set(placed.device_map.values())) > 1 else None,
     )
 
 
-def load(name: str, weights: str | None = None, precision: str = "fp32", device: str = "cpu") -> Encoder:
-    """Build the model called ``name`` and wrap it as an Encoder."""
+def load(
+    name: str,
+    weights: str | None = None,
+    precision: str = "fp32",
+    device: str = "cpu",
+    *,
+    devices: str | None = None,
+    max_memory: str | Mapping[Any, Any] | None = None,
+    allow_missing: Sequence[str] = (),
+    offload_dir: str | Path | None = None,
+    batch_size: int = 64,
+) -> Encoder:
+    """Build the model called ``name`` and wrap it as an Encoder.
+
+    ``devices`` (``0,1``, ``cpu``, ``auto``), ``max_memory`` (``0=38GiB,cpu=64GiB``),
+    ``allow_missing`` (fnmatch patterns of keys the checkpoint may lack), ``offload_dir`` and the
+    int8/int4 precisions are the big-model path, for EVA-CLIP cards; ``batch_size`` sizes the
+    activation reserve of the device map.
+    """
     if precision not in PRECISIONS:
         raise ModelLoadError(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
-    _check_device(device)
+    if devices is None:
+        _check_device(device)
+    big = devices is not None or max_memory is not None or offload_dir is not None or bool(allow_missing)
+    if name.startswith("open_clip:") or (name in CARDS and CARDS[name].family != "eva_clip"):
+        if big or precision in ("int8", "int4"):
+            raise ModelLoadError(
+                f"{name}: --devices/--max-memory/--offload-dir/--allow-missing and --precision int8/int4 "
+                f"are for EVA-CLIP models (eva-clip-18b, eva-clip-8b, ...); use --device and fp32/bf16/fp16/amp"
+            )
     if name.startswith("open_clip:"):
         return load_open_clip(name.split(":", 1)[1], weights, precision, device)
     if name in CARDS:
         card = CARDS[name]
         if card.family == "eva_clip":
-            return build_eva_clip(card, weights, precision, device)
+            return build_eva_clip(card, weights, precision, device, devices=devices, max_memory=max_memory,
+                                  allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size)
         assert card.open_clip_arch is not None
         return load_open_clip(card.open_clip_arch, weights or card.default_weights, precision, device, name=card.name)
     if name in model_loaders:
+        if big or precision in ("int8", "int4"):
+            raise ModelLoadError(f"{name}: the big-model options are for EVA-CLIP models")
         return model_loaders.get(name)(name=name, weights=weights, precision=precision, device=device)
     raise UnknownNameError("model", name, [*CARDS, *model_loaders.names(), "open_clip:ViT-B-32"])

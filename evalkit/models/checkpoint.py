@@ -49,6 +49,13 @@ __all__ = [
     "resize_pos_embed",
     "load_state_dict_strict",
     "load_checkpoint",
+    "TensorInfo",
+    "CheckpointScan",
+    "scan_checkpoint",
+    "ShardMapper",
+    "check_fits",
+    "FitReport",
+    "pos_embed_resizable",
     "LAYOUT_BAAI",
     "LAYOUT_HF",
     "LAYOUT_OPEN_CLIP_TEXT",
@@ -67,7 +74,12 @@ _WRAPPER_KEYS = ("model", "module", "state_dict")
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be read or does not fit the architecture."""
+    """A checkpoint that cannot be read or does not fit the architecture.
+
+    ``one_line``: a summary that stands alone when the message has several lines (a key report).
+    """
+
+    one_line: str | None = None
 
 
 def save_sharded(
@@ -277,6 +289,7 @@ def iter_checkpoint_shards(
         if absent:
             raise CheckpointError(f"{files.index}: puts key(s) in shard {file.name} that it does not hold: {_few(absent)}")
         yield file, tensors
+        del tensors  # before the next shard is read, not after
 
 
 def iter_checkpoint_tensors(checkpoint: str | Path | CheckpointFiles) -> Iterator[tuple[str, torch.Tensor]]:
@@ -509,6 +522,139 @@ def map_state_dict(
     return MappedStateDict(state_dict=mapped, layout=layout, notes=notes)
 
 
+_HF_SPLIT_PIECE = tuple(pattern for pattern, _ in _HF_SPLIT)
+# HF keys whose mapping depends on their values (all-zero biases EVA does not have are dropped).
+_HF_VALUE_DEPENDENT = re.compile(_V + r"self_attn\.(?:[qkv]_bias|[qkv]_proj\.bias)")
+_COUNTED_NOTE = re.compile(r"(.*) ×(\d+)(.*)")
+
+
+def _merge_notes(notes: Iterable[str]) -> list[str]:
+    """One line per kind of note, counts summed (``fused ... ×3`` + ``fused ... ×5`` -> ``×8``)."""
+    merged: dict[tuple[str, str], int] = {}
+    plain: list[str] = []
+    for note in notes:
+        m = _COUNTED_NOTE.fullmatch(note)
+        if m:
+            key = (m.group(1), m.group(3))
+            merged[key] = merged.get(key, 0) + int(m.group(2))
+        elif note not in plain:
+            plain.append(note)
+    return plain + [f"{head} ×{n}{tail}" for (head, tail), n in merged.items()]
+
+
+class ShardMapper:
+    """Maps a checkpoint onto our layout one shard at a time, for the streaming loader.
+
+    ``layout`` must be decided over all keys first (a shard holding only ``logit_scale`` looks
+    like any layout). The Hugging Face layout may split a fused projection into q/k/v tensors
+    and a sharded writer may put the three in different shards: the pieces of an incomplete group
+    are held back until the shard with the rest arrives (only those tensors, never a whole shard).
+    """
+
+    def __init__(self, layout: str, target: Mapping[str, Sequence[int]] | None = None) -> None:
+        if layout not in _LAYOUTS:
+            raise ValueError(f"unknown checkpoint layout {layout!r}; expected one of {_LAYOUTS}")
+        self.layout = layout
+        self.target = {k: torch.Size(v) for k, v in target.items()} if target is not None else None
+        self._pending: dict[str, torch.Tensor] = {}
+        self._notes: list[str] = []
+
+    def map(self, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The tensors of one shard (keys as stored) in our layout, minus held-back q/k/v pieces."""
+        sd = {**self._pending, **tensors} if self._pending else tensors
+        self._pending = {}
+        mapped = map_state_dict(sd, self.target, layout=self.layout)
+        self._notes.extend(mapped.notes)
+        out: dict[str, torch.Tensor] = {}
+        for key, t in mapped.state_dict.items():
+            if self.layout == LAYOUT_HF and any(p.fullmatch(key) for p in _HF_SPLIT_PIECE):
+                self._pending[key] = t
+            else:
+                out[key] = t
+        return out
+
+    def finish(self) -> dict[str, torch.Tensor]:
+        """Pieces of split projections whose group never completed (the strict check names them)."""
+        left, self._pending = self._pending, {}
+        return left
+
+    @property
+    def notes(self) -> list[str]:
+        return _merge_notes(self._notes)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    file: str
+
+
+@dataclass
+class CheckpointScan:
+    """What a checkpoint holds, read from headers and memory maps only (no weight data).
+
+    ``mapped`` is the key -> shape map in our layout, which is what the strict check compares
+    with the model before anything is loaded.
+    """
+
+    files: CheckpointFiles
+    tensors: dict[str, TensorInfo]
+    layout: str
+    mapped: dict[str, tuple[int, ...]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return sum(math.prod(i.shape) * i.dtype.itemsize for i in self.tensors.values())
+
+    @property
+    def dtypes(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for info in self.tensors.values():
+            name = str(info.dtype).removeprefix("torch.")
+            out[name] = out.get(name, 0) + 1
+        return out
+
+
+def scan_checkpoint(
+    checkpoint: str | Path | CheckpointFiles,
+    target: Mapping[str, Sequence[int]] | None = None,
+    *,
+    layout: str = "auto",
+) -> CheckpointScan:
+    """List the tensors of a checkpoint and their names in our layout, without reading weights.
+
+    safetensors files are read through their header and pickles through ``torch.load(mmap=True)``,
+    so this costs next to no memory or I/O at any model size; only the few small tensors whose
+    mapping depends on their values (Hugging Face vision biases that EVA lacks and drops when all
+    zero) are read. A key stored in two files, a truncated file, an index naming a missing shard
+    or a key missing from its shard fail here, before anything is loaded.
+    """
+    files = checkpoint if isinstance(checkpoint, CheckpointFiles) else resolve_checkpoint(checkpoint)
+    infos: dict[str, TensorInfo] = {}
+    standins: dict[str, torch.Tensor] = {}
+    for file, tensors in iter_checkpoint_shards(files):
+        twice = [k for k in tensors if k in infos]
+        if twice:
+            raise CheckpointError(f"{file}: key(s) already read from {infos[twice[0]].file}: {_few(twice)}")
+        for key, t in tensors.items():
+            infos[key] = TensorInfo(tuple(t.shape), t.dtype, file.name)
+            keep = _HF_VALUE_DEPENDENT.fullmatch(key) is not None and not t.is_meta
+            standins[key] = t if keep else torch.empty(t.shape, dtype=t.dtype, device="meta")
+        del tensors
+    if layout == "auto":
+        layout = detect_layout(infos)
+    mapped = map_state_dict(standins, target, layout=layout)
+    return CheckpointScan(
+        files=files,
+        tensors=infos,
+        layout=layout,
+        mapped={k: tuple(t.shape) for k, t in mapped.state_dict.items()},
+        notes=_merge_notes(mapped.notes),
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # 3. Strict loading
 # --------------------------------------------------------------------------------------------
@@ -548,21 +694,32 @@ def resize_pos_embed(pos_embed: torch.Tensor, n_tokens: int, n_prefix: int = 1) 
 _POS_EMBED_KEYS = ("visual.pos_embed",)
 
 
+def pos_embed_resizable(key: str, have: Sequence[int], want: Sequence[int]) -> bool:
+    """True when ``key`` is a position embedding that :func:`resize_pos_embed` turns from shape
+    ``have`` into ``want``: same width, both square patch grids plus one CLS row."""
+    if key not in _POS_EMBED_KEYS or tuple(have) == tuple(want) or len(have) != 3 or len(want) != 3:
+        return False
+    if have[0] != want[0] or have[2] != want[2] or have[0] != 1:
+        return False  # another width: a real mismatch, left for the report
+    old_n, new_n = have[1] - 1, want[1] - 1
+    old_g, new_g = math.isqrt(max(old_n, 0)), math.isqrt(max(new_n, 0))
+    return old_g > 0 and new_g > 0 and old_g * old_g == old_n and new_g * new_g == new_n
+
+
+def _resize_note(key: str, have: Sequence[int], want: Sequence[int]) -> str:
+    return f"{key}: {have[1]} -> {want[1]} tokens (bicubic)"
+
+
 def _resize_pos_embeds(sd: dict[str, torch.Tensor], expected: Mapping[str, torch.Tensor]) -> list[str]:
     done = []
     for key in _POS_EMBED_KEYS:
         if key not in sd or key not in expected:
             continue
         have, want = sd[key], expected[key]
-        if have.shape == want.shape or have.ndim != 3 or want.ndim != 3:
+        if not pos_embed_resizable(key, have.shape, want.shape):
             continue
-        if have.shape[0] != want.shape[0] or have.shape[2] != want.shape[2]:
-            continue  # another width: a real mismatch, left for the report
-        try:
-            sd[key] = resize_pos_embed(have, want.shape[1])
-        except ValueError:
-            continue
-        done.append(f"{key}: {have.shape[1]} -> {want.shape[1]} tokens (bicubic)")
+        sd[key] = resize_pos_embed(have, want.shape[1])
+        done.append(_resize_note(key, have.shape, want.shape))
     return done
 
 
@@ -603,7 +760,7 @@ def _describe_shapes(mismatched: Iterable[tuple[str, torch.Size, torch.Size]], l
 
 def _mismatch_report(
     source: str,
-    model: nn.Module,
+    model_name: str,
     missing: list[str],
     unexpected: list[str],
     mismatched: list[tuple[str, torch.Size, torch.Size]],
@@ -616,7 +773,7 @@ def _mismatch_report(
         counts.append(f"{len(unexpected)} unexpected keys")
     if mismatched:
         counts.append(f"{len(mismatched)} shape mismatches")
-    lines = [f"checkpoint {source or '<state dict>'} does not fit {type(model).__name__}: {', '.join(counts)}"]
+    lines = [f"checkpoint {source or '<state dict>'} does not fit {model_name}: {', '.join(counts)}"]
     if missing:
         lines.append(f"  missing keys ({len(missing)}): {_describe_keys(missing, limit)}")
     if unexpected:
@@ -626,6 +783,59 @@ def _mismatch_report(
     if missing:
         lines.append("  (keys that may be absent can be allowed with allow_missing=[fnmatch patterns])")
     return "\n".join(lines)
+
+
+@dataclass
+class FitReport:
+    """What :func:`check_fits` found acceptable: allowed missing keys and resizable position embeddings."""
+
+    missing_allowed: list[str] = field(default_factory=list)
+    resize: dict[str, tuple[int, ...]] = field(default_factory=dict)  # key -> target shape
+    notes: list[str] = field(default_factory=list)
+
+
+def check_fits(
+    expected: Mapping[str, Sequence[int]],
+    got: Mapping[str, Sequence[int]],
+    *,
+    allow_missing: Sequence[str] = (),
+    source: str = "",
+    model_name: str = "EvaClip",
+    resize: bool = True,
+) -> FitReport:
+    """Compare key -> shape maps (the model's ``expected``, the checkpoint's ``got``, both in our
+    layout) and raise one grouped :class:`CheckpointError` for every missing, unexpected and
+    mis-shaped key. Works on shapes alone, so a checkpoint can be checked against a model on the
+    ``meta`` device before one byte of weights is read. With ``resize``, a position embedding
+    of another square resolution is not a mismatch but listed in ``FitReport.resize``."""
+    missing_all = [k for k in expected if k not in got]
+    allowed = [k for k in missing_all if any(fnmatch.fnmatchcase(k, p) for p in allow_missing)]
+    allowed_set = set(allowed)
+    missing = [k for k in missing_all if k not in allowed_set]
+    unexpected = [k for k in got if k not in expected]
+    report = FitReport(missing_allowed=allowed)
+    mismatched: list[tuple[str, torch.Size, torch.Size]] = []
+    for k, have in got.items():
+        if k not in expected or tuple(have) == tuple(expected[k]):
+            continue
+        if resize and pos_embed_resizable(k, tuple(have), tuple(expected[k])):
+            report.resize[k] = tuple(expected[k])
+            report.notes.append(_resize_note(k, tuple(have), tuple(expected[k])))
+            continue
+        mismatched.append((k, torch.Size(have), torch.Size(expected[k])))
+    if missing or unexpected or mismatched:
+        err = CheckpointError(_mismatch_report(source, model_name, missing, unexpected, mismatched))
+        # A line that stands alone (a CLI prints one line): the counts plus the first group of each.
+        first = []
+        if missing:
+            first.append(f"missing {_describe_keys(missing, 1)}")
+        if unexpected:
+            first.append(f"unexpected {_describe_keys(unexpected, 1)}")
+        if mismatched:
+            first.append(f"mismatched {_describe_shapes(mismatched, 1)}")
+        err.one_line = f"{str(err).splitlines()[0]} ({'; '.join(first)})"
+        raise err
+    return report
 
 
 def load_state_dict_strict(
@@ -645,14 +855,15 @@ def load_state_dict_strict(
     expected = model.state_dict()
     sd = dict(state_dict)
     resized = _resize_pos_embeds(sd, expected)
-    missing_all = [k for k in expected if k not in sd]
-    allowed = [k for k in missing_all if any(fnmatch.fnmatchcase(k, p) for p in allow_missing)]
-    allowed_set = set(allowed)
-    missing = [k for k in missing_all if k not in allowed_set]
-    unexpected = [k for k in sd if k not in expected]
-    mismatched = [(k, sd[k].shape, expected[k].shape) for k in sd if k in expected and sd[k].shape != expected[k].shape]
-    if missing or unexpected or mismatched:
-        raise CheckpointError(_mismatch_report(source, model, missing, unexpected, mismatched))
+    fit = check_fits(
+        {k: t.shape for k, t in expected.items()},
+        {k: t.shape for k, t in sd.items()},
+        allow_missing=allow_missing,
+        source=source,
+        model_name=type(model).__name__,
+        resize=False,
+    )
+    allowed = fit.missing_allowed
     assign = any(t.is_meta for t in expected.values())
     cast = {k: t.to(dtype=expected[k].dtype) for k, t in sd.items()}
     model.load_state_dict(cast, strict=not allowed, assign=assign)

@@ -10,9 +10,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from evalkit.transforms import TRANSFORMS, build_transform
+#: fp32/bf16/fp16: weights stored in that dtype; amp: fp32 weights under autocast; int8/int4:
+#: bitsandbytes-quantised block Linear layers with fp16 elsewhere (EVA-CLIP cards only).
+PRECISIONS = ("fp32", "bf16", "fp16", "amp", "int8", "int4")
+_INPUT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float16, "int4": torch.float16}
 
-PRECISIONS = ("fp32", "bf16", "fp16", "amp")
+
+def __getattr__(name: str) -> Any:
+    # torchvision (behind evalkit.transforms) costs seconds to import; only preprocessing needs it.
+    if name == "TRANSFORMS":
+        from evalkit.transforms import TRANSFORMS
+
+        return TRANSFORMS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass
@@ -38,11 +48,15 @@ class Encoder:
     arch: dict[str, Any] = field(default_factory=dict)
     weights_digest: str = ""
     interpolation: str = "bicubic"
+    #: module -> device of a model placed over several devices (accelerate's device map), else None
+    device_map: dict[str, str] | None = None
     _image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     _text_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
 
     # -- preprocessing -------------------------------------------------------------------------
     def preprocess(self, mode: str = "crop") -> Callable:
+        from evalkit.transforms import TRANSFORMS, build_transform
+
         if mode not in TRANSFORMS:
             raise ValueError(f"unknown transform {mode!r}; choose from {', '.join(TRANSFORMS)}")
         return build_transform(mode, self.image_size, self.mean, self.std, self.interpolation)
@@ -53,7 +67,7 @@ class Encoder:
     # -- forward -------------------------------------------------------------------------------
     @property
     def input_dtype(self) -> torch.dtype:
-        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.precision, torch.float32)
+        return _INPUT_DTYPES.get(self.precision, torch.float32)
 
     def _autocast(self):
         if self.precision == "amp":
@@ -65,13 +79,14 @@ class Encoder:
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         fn = self._image_fn or self.model.encode_image
         with self._autocast():
-            return fn(images.to(self.device, self.input_dtype)).float()
+            # .to(device): a model split over devices returns from wherever its last layer runs.
+            return fn(images.to(self.device, self.input_dtype)).float().to(self.device)
 
     @torch.inference_mode()
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
         fn = self._text_fn or self.model.encode_text
         with self._autocast():
-            return fn(tokens.to(self.device)).float()
+            return fn(tokens.to(self.device)).float().to(self.device)
 
     # -- provenance ----------------------------------------------------------------------------
     @property
@@ -98,4 +113,4 @@ def state_dict_digest(model: nn.Module, max_bytes_per_tensor: int = 4096) -> str
     return h.hexdigest()[:16]
 
 
-__all__ = ["Encoder", "PRECISIONS", "state_dict_digest", "TRANSFORMS"]
+__all__ = ["Encoder", "PRECISIONS", "state_dict_digest"]  # TRANSFORMS: lazily, see __getattr__

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from evalkit.data.sources import DataError, load_source
+from evalkit.data.sources import DataError, check_task_classnames, class_subset_groups, load_source
 from evalkit.features import image_features, zero_shot_classifier
 from evalkit.metrics import classification_logits, zero_shot_classification_metrics
 from evalkit.models.encoder import Encoder
@@ -32,19 +33,30 @@ class ClassificationFamily:
     def run(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext) -> TaskResult:
         self.validate(spec)
         t_start = time.perf_counter()
-        data = load_source(spec.source, ctx.data_root, spec.name)
+        task_file = Path(spec.path) if spec.path and spec.path.endswith((".yaml", ".yml")) else None
+        data = load_source(spec.source, ctx.data_root, spec.name,
+                           base_dir=task_file.parent if task_file else None, classnames=spec.classnames)
         classnames = spec.classnames if spec.classnames is not None else data.classnames
+        if data.override_classnames:
+            classnames = data.classnames
         templates = spec.templates if spec.templates is not None else data.templates
         where = spec.path or spec.name
         if not classnames:
             raise DataError(f"{where}: no class names (set 'classnames' in the task or add classnames.txt to the data)")
         if not templates:
             raise DataError(f"{where}: no templates (set 'templates' in the task or add zeroshot_classification_templates.txt)")
-        if spec.classnames is not None and data.classnames is not None and len(data.classnames) != len(spec.classnames):
-            raise DataError(
-                f"{where}: task lists {len(spec.classnames)} class names but the data at "
-                f"{data.info.get('path', '?')} has {len(data.classnames)}"
-            )
+        subset = class_subset_groups(spec.protocol, task_file.parent if task_file else None, where)
+        if subset is not None:
+            if data.label_groups is not None:
+                raise DataError(f"{where}: protocol.class_subset and a source with its own label groups exclude each other")
+            data.label_groups = subset
+        n_labels = len(data.label_groups) if data.label_groups is not None else len(classnames)
+        names_note = check_task_classnames(spec.classnames, data, where)
+        if data.label_groups is not None:
+            out_of_range = [i for g in data.label_groups for i in g if not 0 <= i < len(classnames)]
+            if out_of_range:
+                raise DataError(f"{where}: the data maps labels to class {out_of_range[0]}, but the task has "
+                                f"{len(classnames)} class names")
 
         t0 = time.perf_counter()
         hits_before = ctx.cache.hits
@@ -77,15 +89,17 @@ class ClassificationFamily:
             if feats.features.shape[0] == 0:
                 raise DataError(f"{where}: no sample could be decoded ({len(feats.skipped)} skipped)")
             target = torch.tensor(feats.labels, dtype=torch.long)
-            bad = (target < 0) | (target >= len(classnames))
+            bad = (target < 0) | (target >= n_labels)
             if bad.any():
                 i = int(bad.nonzero()[0])
                 raise DataError(
                     f"{where}: sample {feats.keys[i]} has label {int(target[i])} but there are only "
-                    f"{len(classnames)} class names"
+                    f"{n_labels} classes"
                 )
             logits = classification_logits(feats.features, classifier)
-            per_mode[m] = zero_shot_classification_metrics(logits, target, len(classnames))
+            if data.label_groups is not None:
+                logits = project_logits(logits, data.label_groups)
+            per_mode[m] = zero_shot_classification_metrics(logits, target, n_labels)
             if ctx.save_predictions:
                 self._write_predictions(ctx, encoder, spec, m, feats.keys, target, logits, len(modes) > 1)
 
@@ -110,8 +124,13 @@ class ClassificationFamily:
             "transform": mode,
             "transforms_run": modes,
             "best_transform": max(per_mode, key=lambda m: per_mode[m]["acc1"]),
-            "n_classes": len(classnames),
+            # which transform produced each reported (maximum) number under best-of-both
+            "best_transform_by_metric": {k: max(per_mode, key=lambda m, k=k: per_mode[m][k]) for k in per_mode[modes[0]]},
+            "n_classes": n_labels,
+            "n_classifier_classes": len(classnames),
             "n_templates": len(templates),
+            "template_set": spec.protocol.get("template_set"),
+            "classnames_check": names_note,
             "samples": n_seen,
             "evaluated": len(feats.keys),
             "skipped": len(skipped_keys),
@@ -144,6 +163,11 @@ class ClassificationFamily:
         ]
         suffix = f".predictions.{mode}.jsonl" if tagged else ".predictions.jsonl"
         atomic_write_text(result_path(ctx.output_dir, encoder.name, spec.name, suffix), "\n".join(lines) + "\n")
+
+
+def project_logits(logits: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:
+    """(N, C) classifier logits -> (N, len(groups)): label j scores as the max over its classes."""
+    return torch.stack([logits[:, g].max(dim=1).values for g in groups], dim=1)
 
 
 def _combine(per_mode: dict[str, dict[str, float]]) -> dict[str, float]:

@@ -1,0 +1,163 @@
+"""``evalkit data check``: which datasets of a task list are on disk, in which layout, how many samples.
+
+    evalkit data check --tasks eva27 --data-root /data
+
+Per task: found / missing / error, the layout and folder used, the number of samples (counted
+without decoding an image: file lists, annotation files, tar headers) next to the size the
+protocol expects (``protocol.expected_size`` in the task file) and the size Table 11 of
+arXiv 2402.04252 prints (``protocol.table11_test_size``), and the class count. A missing dataset
+lists every folder looked in and the layout each would be read as. Exit status 0 when every task
+was found and is readable, 1 otherwise (``--strict``: also when a count differs from the expected
+size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from evalkit.data.sources import (
+    DataError,
+    DatasetNotFound,
+    SourceData,
+    check_task_classnames,
+    class_subset_groups,
+    load_source,
+)
+
+
+@dataclass
+class TaskCheck:
+    task: str
+    status: str  # found, missing, error
+    layout: str = ""
+    path: str = ""
+    samples: int | None = None
+    expected: int | None = None
+    table11: int | None = None
+    classes: int | None = None
+    count: str = ""  # ok, differs, unknown
+    message: str = ""
+    looked: list[tuple[list[str], str]] | None = None  # missing: folders tried per layout
+
+
+def count_samples(data: SourceData) -> int:
+    total = 0
+    for unit in data.units:
+        if unit.size is not None:
+            total += unit.size
+        elif unit.count is not None:
+            total += unit.count()
+        else:  # no cheap count: walk the samples (keys and labels only; images stay undecoded)
+            total += sum(1 for _ in unit.samples())
+    return total
+
+
+def _as_int(value: Any) -> int | None:
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def check_task(spec: Any, data_root: str | Path | None) -> TaskCheck:
+    proto = spec.protocol or {}
+    row = TaskCheck(spec.name, "found", expected=_as_int(proto.get("expected_size")),
+                    table11=_as_int(proto.get("table11_test_size")))
+    base_dir = Path(spec.path).parent if spec.path and spec.path.endswith((".yaml", ".yml")) else None
+    try:
+        data = load_source(spec.source, data_root, spec.name, base_dir=base_dir, classnames=spec.classnames)
+        subset = class_subset_groups(proto, base_dir, spec.path or spec.name)
+        if subset is not None:
+            data.label_groups = subset
+        note = check_task_classnames(spec.classnames, data, spec.path or spec.name)
+        row.samples = count_samples(data)
+    except DatasetNotFound as e:
+        row.status, row.message, row.looked = "missing", "not found (see below)", e.looked
+        return row
+    except (DataError, OSError) as e:
+        row.status, row.message = "error", str(e).splitlines()[0]
+        return row
+    row.layout = str(data.info.get("layout", spec.source.get("type", "")))
+    row.path = str(data.info.get("path", ""))
+    names = data.classnames if data.override_classnames or spec.classnames is None else spec.classnames
+    row.classes = len(data.label_groups) if data.label_groups is not None else (len(names) if names else None)
+    if row.expected is None:
+        row.count = "unknown"
+    else:
+        row.count = "ok" if row.samples == row.expected else "differs"
+    extra = []
+    if note not in ("match", "task names only", "data names used"):
+        extra.append(f"class names: {note}")
+    if data.info.get("listed_missing"):
+        extra.append(f"{data.info['listed_missing']} listed images not on disk")
+    row.message = "; ".join(extra)
+    return row
+
+
+def check_tasks(tasks: str, data_root: str | Path | None, task_dirs: list[str] | None = None) -> list[TaskCheck]:
+    from evalkit.tasks.spec import TaskIndex  # not evalkit.api: a data check needs no torch
+
+    names = [t for t in tasks.split(",") if t.strip()]
+    index = TaskIndex.load([Path(d) for d in task_dirs] if task_dirs else None)
+    return [check_task(spec, data_root) for spec in index.resolve(names)]
+
+
+def format_table(rows: list[TaskCheck]) -> str:
+    from tabulate import tabulate
+
+    def fmt(n: int | None) -> str:
+        return "—" if n is None else f"{n:,}"
+
+    table = []
+    for r in rows:
+        where = r.path if r.status == "found" else r.message
+        table.append([r.task, r.status, r.layout, fmt(r.samples), fmt(r.expected), fmt(r.table11), fmt(r.classes),
+                      r.count, where + (f" ({r.message})" if r.status == "found" and r.message else "")])
+    headers = ["task", "status", "layout", "samples", "expected", "Table 11", "classes", "count", "path / problem"]
+    return tabulate(table, headers=headers, tablefmt="github")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    rows = check_tasks(args.tasks, args.data_root, args.task_dir)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(format_table(rows))
+        found = sum(r.status == "found" for r in rows)
+        differ = [r.task for r in rows if r.count == "differs"]
+        missing = [r for r in rows if r.status == "missing"]
+        if missing:
+            print("\nmissing datasets: where each was looked for, and the layout accepted there")
+            for r in missing:
+                print(f"  {r.task}:")
+                for folders, layout in r.looked or []:
+                    print(f"    {' | '.join(folders)}\n        {layout}")
+        print(f"\n{found}/{len(rows)} found" + (f"; sample count differs from the expected size: {', '.join(differ)}"
+                                                  if differ else ""))
+    bad = any(r.status != "found" for r in rows) or (args.strict and any(r.count == "differs" for r in rows))
+    return 1 if bad else 0
+
+
+def register_cli(subparsers: Any) -> None:
+    data = subparsers.add_parser("data", help="inspect datasets on disk (evalkit data check ...)")
+    actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    check = actions.add_parser(
+        "check", help="per task: found / missing, layout, sample count vs the expected and Table 11 sizes",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    check.add_argument("--tasks", required=True, help="comma-separated task or group names (e.g. eva27)")
+    check.add_argument("--data-root", help="folder under which the tasks look for their datasets")
+    check.add_argument("--task-dir", action="append", default=None, help="extra folder of task YAML files")
+    check.add_argument("--json", action="store_true", help="one JSON record per task instead of the table")
+    check.add_argument("--strict", action="store_true", help="also exit 1 when a sample count differs from the expected size")
+    check.set_defaults(func=cmd_check)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    from evalkit.cli import main
+
+    sys.exit(main(["data", "check", *sys.argv[1:]]))

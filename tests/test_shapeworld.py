@@ -1,0 +1,178 @@
+"""ShapeWorld data and the demo training script: determinism, labels, captions, a smoke run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from evalkit.demo import shapeworld as sw
+
+
+def _pixels(img) -> np.ndarray:
+    return np.asarray(img, dtype=np.uint8)
+
+
+def test_same_seed_gives_identical_pixels_and_captions():
+    a = sw.generate(8, seed=3, split="train")
+    b = sw.generate(8, seed=3, split="train")
+    for x, y in zip(a, b, strict=True):
+        assert x.key == y.key
+        assert x.attrs == y.attrs
+        assert x.caption == y.caption
+        assert _pixels(x.image).tobytes() == _pixels(y.image).tobytes()
+
+
+def test_splits_and_seeds_are_different_streams():
+    train = sw.generate(6, seed=0, split="train")
+    test = sw.generate(6, seed=0, split="test")
+    other = sw.generate(6, seed=1, split="train")
+    for x, y, z in zip(train, test, other, strict=True):
+        assert x.key != y.key and x.key != z.key
+        assert not np.array_equal(_pixels(x.image), _pixels(y.image))
+        assert not np.array_equal(_pixels(x.image), _pixels(z.image))
+
+
+def test_images_are_rgb_at_native_size_and_show_the_colour():
+    for s in sw.generate(12, seed=0, split="test"):
+        img = s.image
+        assert img.mode == "RGB" and img.size == (sw.IMAGE_SIZE, sw.IMAGE_SIZE)
+        # The pixel at the shape's centre has the sample's colour (up to the light noise), which
+        # the grey background never has; a star or cross is solid at its centre too.
+        cx, cy = int(s.attrs.cx * sw.IMAGE_SIZE), int(s.attrs.cy * sw.IMAGE_SIZE)
+        centre = _pixels(img)[cy, cx].astype(int)
+        assert np.abs(centre - np.array(s.attrs.rgb)).max() <= 8, (s.key, centre, s.attrs.rgb)
+        corner = _pixels(img)[1, 1].astype(int)
+        assert corner.max() - corner.min() <= 12, (s.key, corner)  # grey background
+
+
+def test_render_depends_on_shape():
+    base = sw.sample_attrs(0, "test", 0)
+    images = {shape: _pixels(sw.render(sw.ShapeAttrs(**{**base.__dict__, "shape": shape}))) for shape in sw.SHAPES}
+    assert len({im.tobytes() for im in images.values()}) == len(sw.SHAPES)
+    with pytest.raises(ValueError, match="unknown ShapeWorld shape 'blob'"):
+        sw.render(sw.ShapeAttrs(**{**base.__dict__, "shape": "blob"}))
+
+
+def test_vocabulary_sizes_and_templates():
+    assert len(sw.SHAPES) >= 5 and len(set(sw.SHAPES)) == len(sw.SHAPES)
+    assert len(sw.COLOURS) >= 6 and len(set(sw.COLOURS)) == len(sw.COLOURS)
+    for templates in (sw.SHAPE_TEMPLATES, sw.COLOUR_TEMPLATES):
+        assert 2 <= len(templates) <= 4
+        assert all("{c}" in t for t in templates)
+    prompts = sw.class_prompts("colour")
+    assert len(prompts) == len(sw.COLOURS) and prompts[0][0] == sw.COLOUR_TEMPLATES[0].format(c=sw.COLOURS[0])
+
+
+@pytest.mark.parametrize("task,attr,names", [("shape", "shape", sw.SHAPES), ("colour", "colour", sw.COLOURS)])
+def test_classification_labels_match_classnames(task, attr, names):
+    ds = sw.ShapeWorldClassification(task=task, split="test", n=40, seed=0)
+    assert len(ds) == 40
+    assert ds.classnames == list(names)
+    seen = set()
+    for i in range(len(ds)):
+        img, label = ds[i]
+        assert ds.classnames[label] == getattr(ds.attrs(i), attr)
+        assert label == ds.label(i)
+        seen.add(label)
+    assert len(seen) >= 4  # labels are spread over the classes, not constant
+    assert ds.labels() == [ds.label(i) for i in range(len(ds))]
+    assert ds.key(7) == "shapeworld-s0-test-000007"
+    with pytest.raises(IndexError):
+        ds[40]
+
+
+def test_both_tasks_view_the_same_images():
+    shape = sw.ShapeWorldClassification(task="shape", n=5)
+    colour = sw.ShapeWorldClassification(task="colour", n=5)
+    for i in range(5):
+        assert shape.key(i) == colour.key(i)
+        assert _pixels(shape[i][0]).tobytes() == _pixels(colour[i][0]).tobytes()
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(ValueError, match="unknown ShapeWorld task 'size'"):
+        sw.ShapeWorldClassification(task="size")
+    with pytest.raises(ValueError, match="unknown ShapeWorld split 'val'"):
+        sw.ShapeWorldClassification(split="val")
+    with pytest.raises(ValueError, match="n=0"):
+        sw.ShapeWorldClassification(n=0)
+
+
+def test_captions_name_the_right_shape_and_colour():
+    rng = np.random.default_rng(0)
+    named_shape = named_colour = 0
+    for i in range(300):
+        attrs = sw.sample_attrs(0, "train", i)
+        text = sw.caption(attrs, rng)
+        words = set(text.rstrip(".").split())
+        shapes_named = words & set(sw.SHAPES)
+        colours_named = words & set(sw.COLOURS)
+        # Never a wrong attribute, never neither; partial captions are intended.
+        assert shapes_named <= {attrs.shape}, (text, attrs)
+        assert colours_named <= {attrs.colour}, (text, attrs)
+        assert shapes_named or colours_named, text
+        if attrs.size not in words:
+            assert not words & set(sw.SIZES), (text, attrs)
+        assert " a a" not in text and " a orange" not in text and not text.startswith("a orange"), text
+        named_shape += bool(shapes_named)
+        named_colour += bool(colours_named)
+    assert 150 < named_shape < 300 and 150 < named_colour < 300
+    assert len({sw.caption(sw.sample_attrs(0, "train", 0), rng) for _ in range(50)}) > 5  # varied phrasing
+
+
+def test_train_help_runs():
+    proc = subprocess.run([sys.executable, "-m", "evalkit.demo.train", "--help"], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    for flag in ("--out", "--steps", "--batch-size", "--seed"):
+        assert flag in proc.stdout
+
+
+def test_smoke_training_writes_a_loadable_sharded_checkpoint(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from evalkit.demo.train import TrainSettings, load_demo_model, train
+    from evalkit.models.eva_clip import EvaClip, EvaClipConfig
+
+    tiny = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "mlp_ratio": 2.0,
+                       "patch_size": 8, "qkv_bias": False, "postnorm": True, "use_rms_norm": True},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+    }
+    settings = TrainSettings(steps=3, batch_size=8, n_train=16, n_eval=12, warmup_steps=1,
+                             max_shard_bytes=512 * 1024, log_every=1)
+    logs: list[str] = []
+    record = train(tmp_path, settings, tiny, log=logs.append)
+
+    cfg = EvaClipConfig.from_json(tmp_path / "config.json")
+    assert cfg == EvaClipConfig.from_dict(tiny)
+    expected = EvaClip(cfg).state_dict()
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"]) == set(expected)
+    shards = sorted(tmp_path.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 2 and set(index["weight_map"].values()) == {p.name for p in shards}
+    stored = {}
+    for shard in shards:
+        stored.update(load_file(str(shard)))
+    assert set(stored) == set(expected)
+    for key, t in stored.items():
+        assert t.dtype == torch.float16, key
+        assert t.shape == expected[key].shape, key
+
+    model = load_demo_model(tmp_path)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert torch.equal(model.state_dict()["logit_scale"], stored["logit_scale"].float())
+
+    meta = json.loads((tmp_path / "training.json").read_text())
+    assert meta == json.loads(json.dumps(record))
+    assert meta["steps"] == 3 and meta["batch_size"] == 8 and meta["seed"] == 0
+    assert set(meta["zero_shot_top1"]) == {"shape", "colour"}
+    assert all(0.0 <= v <= 1.0 for v in meta["zero_shot_top1"].values())
+    assert np.isfinite(meta["final_loss"]) and meta["torch"] == torch.__version__
+    assert any(line.startswith("step 3/3 loss") for line in logs)
