@@ -56,6 +56,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="eva-clip-demo")
     ap.add_argument("--weights", default=None)
+    ap.add_argument("--random-demo", action="store_true",
+                    help="the demo architecture with random weights (the same cost, without the committed weights)")
     ap.add_argument("--tasks", default="eva27")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--num-workers", type=int, default=0, help="data-loader workers (evalkit's default: 0)")
@@ -78,7 +80,14 @@ def main() -> int:
         t = time.perf_counter()
         counts = build_data_root(Path(tmp) / "data", scale=args.per_class)
         fixture_s = time.perf_counter() - t
-        encoder = models.load(args.model, weights=args.weights)
+        if args.random_demo:
+            from evalkit.demo.train import DEMO_CONFIG
+            from evalkit.models.zoo import ModelCard
+
+            card = ModelCard("eva-clip-demo", "eva_clip", "demo architecture, random weights", config=DEMO_CONFIG)
+            encoder = models.build_eva_clip(card, "random", "fp32", "cpu")
+        else:
+            encoder = models.load(args.model, weights=args.weights)
         timer = ForwardTimer(encoder)
         ctx = RunContext(data_root=Path(tmp) / "data", output_dir=Path(tmp) / "out", batch_size=args.batch_size,
                          num_workers=args.num_workers, progress=False, cache=FeatureCache(None))

@@ -86,7 +86,7 @@ def render_plan(plan: Any) -> str:
     for d in plan.per_device:
         label = _device_label(d.device)
         if d.device == "disk":
-            head = f"  {label:7s} {_gb(d.weights)} of weights that do not fit"
+            head = f"  {'left':7s} {_gb(d.weights)} of weights that do not fit on the devices"
         else:
             runtime = GPU_RUNTIME_RESERVE if isinstance(d.device, int) else 0
             pct = f" ({100 * d.used / d.budget:.0f}%)" if d.budget else ""

@@ -39,7 +39,7 @@ from evalkit.results import safe_name
 from evalkit.tasks.spec import TaskIndex
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = "open_clip:evalkit-tiny"
+MODEL = "eva-clip-demo"
 MODEL_DIR = safe_name(MODEL)
 LIMIT = 6
 VARIANTS = ["objectnet-imagenet-mapped", "pcam-openai", "resisc45-openai"]
@@ -67,7 +67,7 @@ def data_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def e2e(data_root, tmp_path_factory, tiny_arch):
+def e2e(data_root, tmp_path_factory):
     """One run of all 27 tasks and the 3 protocol variants, as a user would start it."""
     root, _ = data_root
     out = tmp_path_factory.mktemp("eva27out")
@@ -469,7 +469,7 @@ def test_report_puts_the_27_claims_next_to_verified_numbers(e2e, tmp_path):
     assert crop["verified"] == pytest.approx(np.mean([results[t]["metrics"]["acc1@crop"] * 100 for t in EVA27]))
 
 
-def test_hugging_face_cache_and_vtab_class_order_end_to_end(tmp_path, tiny_arch):
+def test_hugging_face_cache_and_vtab_class_order_end_to_end(tmp_path):
     hub = tmp_path / "hub"
     hf_cache_entry(hub, "wds_vtab-cifar10", list(range(10)), names("classnames", "cifar10"))
     vtab = names("classnames", "caltech101_vtab")

@@ -32,6 +32,9 @@ __all__ = [
     "sample_attrs",
     "render",
     "caption",
+    "describe",
+    "fits",
+    "class_prompts",
     "generate",
     "sample_key",
     "ShapeWorldClassification",
@@ -237,13 +240,9 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-def caption(attrs: ShapeAttrs, rng: np.random.Generator) -> str:
-    """A varied English caption of ``attrs`` ("a red circle", "a small blue square on the left").
-
-    Some captions leave out the shape or the colour (never both): a zero-shot prompt such as
-    "a photo of a circle." names only one attribute, and a model trained only on full
-    descriptions would not know where such a partial description belongs.
-    """
+def describe(attrs: ShapeAttrs, rng: np.random.Generator) -> tuple[str, frozenset[str]]:
+    """A caption of ``attrs`` and the names of the attributes it mentions (of ``shape``,
+    ``colour``, ``size``, ``position``), so a trainer knows which other images it also fits."""
     mode = rng.integers(10)
     with_shape = mode < 8  # 80% name the shape
     with_colour = mode >= 3 or not with_shape  # 70% name the colour; at least one is named
@@ -263,11 +262,31 @@ def caption(attrs: ShapeAttrs, rng: np.random.Generator) -> str:
         link = ("coloured", "that is", "in")[rng.integers(3)]
         phrase = f"{size}{noun}"
         text = f"{_article(phrase)} {phrase} {link} {attrs.colour}{where}"
+    elif with_shape:  # "the red circle"
+        text = f"the {size}{attrs.colour} {noun}{where}"
     else:  # "something red" / "something red on the left"
-        text = f"something {attrs.colour}{where}" if not with_shape else f"the {size}{attrs.colour} {noun}{where}"
+        text = f"something {attrs.colour}{where}"
+        with_size = False
     prefix = _PREFIXES[rng.integers(len(_PREFIXES))]
     end = "." if rng.random() < 0.5 else ""
-    return f"{prefix}{text}{end}"
+    named = {"shape": with_shape, "colour": with_colour, "size": with_size, "position": with_position}
+    return f"{prefix}{text}{end}", frozenset(k for k, v in named.items() if v)
+
+
+def caption(attrs: ShapeAttrs, rng: np.random.Generator) -> str:
+    """A varied English caption of ``attrs`` ("a red circle", "a small blue square on the left").
+
+    Some captions leave out the shape or the colour (never both): a zero-shot prompt such as
+    "a photo of a circle." names only one attribute, and a model trained only on full
+    descriptions would not know where such a partial description belongs.
+    """
+    return describe(attrs, rng)[0]
+
+
+def fits(named: frozenset[str], described: ShapeAttrs, other: ShapeAttrs) -> bool:
+    """Whether a caption of ``described`` that mentions the attributes ``named`` is also a true
+    caption of ``other`` ("a red circle" fits every red circle)."""
+    return all(getattr(described, k) == getattr(other, k) for k in named)
 
 
 def generate(n: int, seed: int = 0, split: str = "train", size: int = IMAGE_SIZE) -> list[ShapeSample]:

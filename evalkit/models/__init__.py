@@ -67,6 +67,8 @@ def build_eva_clip(
     from evalkit.models.placement import PlacementError, load_eva_clip
 
     cfg = eva_config(card)
+    if devices is None and device.startswith("mps"):
+        raise ModelLoadError(f"{card.name}: EVA-CLIP models load on cpu or cuda (--device mps is not supported)")
     weights = weights or card.default_weights
     if weights is None:
         files = " or ".join(card.weight_files) or "a checkpoint"
