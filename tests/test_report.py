@@ -92,7 +92,7 @@ def test_duplicate_claim_across_files_is_an_error(tmp_path):
 
 
 def test_repository_claims_cover_table2():
-    df = load_claims()  # validates the whole file
+    df = load_claims(default_claims_path())  # validates the whole paper file
     table2 = df[(df["metric"] == "acc1") & (df["transform"] == "best-of-both") & (df["protocol"] == "")]
     for model in TABLE2_MODELS:
         tasks = table2[table2["model"] == model]["task"]
