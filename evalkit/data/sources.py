@@ -90,8 +90,8 @@ def _open_image_bytes(data: bytes) -> Callable[[], Image.Image]:
 def _open_image_path(path: Path) -> Callable[[], Image.Image]:
     def load() -> Image.Image:
         with Image.open(path) as img:
-            img.load()
-            return img.copy() if img.mode in ("RGB", "L", "RGBA", "P") else img.convert("RGB")
+            img.load()  # pixels are in memory now; leaving the block only closes the file
+            return img if img.mode in ("RGB", "L", "RGBA", "P") else img.convert("RGB")
 
     return load
 
