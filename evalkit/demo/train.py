@@ -80,11 +80,11 @@ class TrainSettings:
     warmup_steps: int = 40
     n_train: int = 8000  # distinct pre-rendered training images (captions are re-drawn each time)
     n_eval: int = 1000  # held-out test images per zero-shot task
-    multi_positive: bool = True
+    multi_positive: bool = True  # every caption in the batch that fits an image is its positive
     # Weight of the image-vs-class-prompt contrastive term (each image against the prompts of
     # all shapes, and of all colours). Why: with captions alone colour is learned in 100 steps
     # but shape stays near chance for hundreds more, since colour already separates most pairs.
-    attr_weight: float = 1.0  # every caption in the batch that fits an image is its positive
+    attr_weight: float = 1.0
     threads: int = 2
     max_shard_bytes: int = 4 * 2**20
     log_every: int = 25
