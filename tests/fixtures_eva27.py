@@ -10,6 +10,7 @@ number of samples the task should find there.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import pickle
@@ -93,7 +94,7 @@ def hf_cache_entry(cache: Path, name: str, labels: list[int], classnames: list[s
     snap = repo / "snapshots" / rev
     for f in sorted(staging.rglob("*")):
         if f.is_file():
-            blob = repo / "blobs" / f"{abs(hash(str(f.relative_to(staging)))):x}"
+            blob = repo / "blobs" / hashlib.sha1(f.read_bytes()).hexdigest()
             blob.parent.mkdir(parents=True, exist_ok=True)
             f.replace(blob)
             link = snap / f.relative_to(staging)
