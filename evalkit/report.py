@@ -24,8 +24,6 @@ from __future__ import annotations
 import difflib
 import io
 import math
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -44,7 +42,7 @@ from evalkit.claims import (
     load_claims,
     split_protocol,
 )
-from evalkit.results import TaskResult, atomic_write_text, iter_results, safe_name
+from evalkit.results import TaskResult, atomic_write_bytes, atomic_write_text, iter_results, safe_name
 
 DEFAULT_TOLERANCE = 0.5  # percentage points; the paper prints one decimal
 REPORT_NAME = "claimed_vs_verified.md"
@@ -519,20 +517,6 @@ def _aggregates_section(rows: pd.DataFrame) -> str:
     return tabulate(table.values.tolist(), headers=list(table.columns), tablefmt="pipe", disable_numparse=True)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 _SHORT_METRIC = {m: ("i2t " if m.startswith("text") else "t2i ") + "R@" + m.rsplit("@", 1)[1]
                  for m in RETRIEVAL_METRICS}
 
@@ -626,7 +610,7 @@ def write_report(output_dir: str | Path, claims: pd.DataFrame | str | Path | Ite
         main = rows[rows["primary"]]
         if not main.empty:
             png = chart_path(output_dir, m)
-            _atomic_write_bytes(png, _chart(m, main))
+            atomic_write_bytes(png, _chart(m, main))
             paths.append(png)
 
     md = output_dir / REPORT_NAME

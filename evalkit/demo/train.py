@@ -213,27 +213,6 @@ def zero_shot_top1(
     return correct / n
 
 
-def _read_sharded(folder: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    index_path = folder / "model.safetensors.index.json"
-    try:
-        weight_map: dict[str, str] = json.loads(index_path.read_text())["weight_map"]
-    except (OSError, KeyError, json.JSONDecodeError) as e:
-        raise ValueError(f"{index_path}: cannot read shard index: {e}") from e
-    state: dict[str, torch.Tensor] = {}
-    for shard in sorted(set(weight_map.values())):
-        tensors = load_file(str(folder / shard))
-        for key, t in tensors.items():
-            if weight_map.get(key) != shard:
-                raise ValueError(f"{folder / shard}: key {key!r} is not mapped to this shard in {index_path.name}")
-            state[key] = t
-    missing = set(weight_map) - set(state)
-    if missing:
-        raise ValueError(f"{index_path}: keys listed but absent from their shards: {sorted(missing)[:5]}")
-    return state
-
-
 def load_demo_model(folder: str | Path = DEFAULT_WEIGHTS, dtype: torch.dtype | None = None) -> EvaClip:
     """The demo model from a folder written by :func:`train` (``config.json`` + sharded fp16
     safetensors), in ``dtype`` (default fp32), strict about missing and unexpected keys."""
@@ -244,10 +223,12 @@ def load_demo_model(folder: str | Path = DEFAULT_WEIGHTS, dtype: torch.dtype | N
     folder = Path(folder)
     cfg = EvaClipConfig.from_json(folder / "config.json")
     model = EvaClip(cfg)
-    state = _read_sharded(folder)
-    dtype = dtype or torch.float32
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True)
-    return model.to(dtype).eval()
+    # The project's reader: index + shards, strict key check, cast to the model's dtype.
+    from evalkit.models.checkpoint import load_checkpoint
+
+    model = model.to(dtype or torch.float32)
+    load_checkpoint(model, folder)
+    return model.eval()
 
 
 def _sincos_2d(grid: int, width: int) -> torch.Tensor:
