@@ -15,7 +15,7 @@ import torch
 
 import evalkit
 from evalkit import models
-from evalkit.features import FeatureCache, default_cache_dir
+from evalkit.features import FeatureCache, default_cache_dir, default_num_workers
 from evalkit.registry import task_families
 from evalkit.results import TaskResult, git_commit, result_path, write_result
 from evalkit.tasks import load_builtin_families
@@ -60,7 +60,7 @@ def evaluate(
     device: str = "cpu",
     output_dir: str | Path = "results",
     limit: int | None = None,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     strict: bool = False,
     transform: str | None = None,
     save_predictions: bool = False,
@@ -79,6 +79,9 @@ def evaluate(
     Task names are resolved before the model is loaded, so a typo costs nothing. Each task's
     result is written atomically to ``<output_dir>/runs/<model>/<task>.json`` as soon as it is
     done; a task that fails is reported and the others still run (``raise_errors`` re-raises).
+
+    ``num_workers``: data-loader processes; None picks :func:`evalkit.features.default_num_workers`
+    for the model's device (0 on CPU).
 
     Big EVA-CLIP models: ``devices`` (``"0,1"``, ``"auto"``, ``"cpu"``; overrides ``device``),
     ``max_memory`` (``"0=38GiB,cpu=64GiB"``), ``allow_missing`` (fnmatch patterns of checkpoint
@@ -107,7 +110,7 @@ def evaluate(
         data_root=data_root,
         output_dir=output_dir,
         batch_size=batch_size,
-        num_workers=num_workers,
+        num_workers=default_num_workers(encoder.device) if num_workers is None else num_workers,
         limit=limit,
         strict=strict,
         transform=transform,

@@ -32,6 +32,18 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _workers(value: str) -> int | None:
+    if value == "auto":
+        return None
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number >= 0, got {value}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     from evalkit import __version__
 
@@ -71,7 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "(slow: read every forward pass)")
     run.add_argument("--output-dir", default="results", help="results go to OUTPUT_DIR/runs/<model>/<task>.json")
     run.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples of each task")
-    run.add_argument("--num-workers", type=int, default=0, help="data-loader worker processes")
+    run.add_argument("--num-workers", type=_workers, default="auto", metavar="N|auto",
+                     help="data-loader worker processes that decode and resize images while the model runs "
+                     "(default auto: 0 when the model runs on the CPU, whose cores the forward already uses; "
+                     "one per core, at most 8, keeping one core free, when it runs on a GPU)")
     run.add_argument("--strict", action="store_true", help="fail on the first sample that does not decode "
                      "(default: skip it, count it in the result and list it in <task>.skipped.log)")
     run.add_argument("--transform", choices=["crop", "squash", "best-of-both"],

@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,17 @@ from evalkit.models.encoder import Encoder
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("EVALKIT_CACHE", Path.home() / ".cache" / "evalkit"))
+
+
+def default_num_workers(device: str) -> int:
+    """Data-loader workers when the user gives none. A model on the CPU: 0 — its forward already
+    keeps every core busy, and decoding in other processes only competes with it (on the 2-core
+    benchmark machine one worker made eva27 1.6x slower; see benchmarks/bench_eva27.py). A model
+    on a GPU: one worker per core, keeping one for the main process, at most 8."""
+    if device.split(":")[0] in ("cpu", "meta"):
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores - 1))
 
 
 def _digest(*parts: Any) -> str:
@@ -132,12 +143,14 @@ def zero_shot_classifier(
 
 
 class _UnitDataset(IterableDataset):
-    """One unit's samples, decoded and transformed in the workers (sample i goes to worker i % W)."""
+    """One unit's samples, decoded once and put through every transform's per-image stage in the
+    workers (sample i goes to worker i % W). A sample that fails to decode, or fails any of the
+    transforms, is skipped for all of them: every transform scores the same samples."""
 
-    def __init__(self, unit: Unit, transform: Callable, limit: int | None) -> None:
-        self.unit, self.transform, self.limit = unit, transform, limit
+    def __init__(self, unit: Unit, stages: Sequence[Callable], limit: int | None) -> None:
+        self.unit, self.stages, self.limit = unit, list(stages), limit
 
-    def __iter__(self) -> Iterator[tuple[str, torch.Tensor | None, Any, str | None]]:
+    def __iter__(self) -> Iterator[tuple[str, tuple[torch.Tensor, ...] | None, Any, str | None]]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         for i, (key, load, label) in enumerate(self.unit.samples()):
@@ -146,15 +159,17 @@ class _UnitDataset(IterableDataset):
             if i % nw != wid:
                 continue
             try:
-                yield key, self.transform(load()), label, None
+                img = load()
+                yield key, tuple(stage(img) for stage in self.stages), label, None
             except Exception as e:  # a sample that does not decode is reported, not dropped
                 yield key, None, label, f"{type(e).__name__}: {e}".splitlines()[0][:300]
 
 
-def _collate(batch: list[tuple[str, torch.Tensor | None, Any, str | None]]) -> dict[str, Any]:
+def _collate(batch: list[tuple[str, tuple[torch.Tensor, ...] | None, Any, str | None]]) -> dict[str, Any]:
     good = [b for b in batch if b[1] is not None]
+    n_stages = len(good[0][1]) if good else 0
     return {
-        "images": torch.stack([b[1] for b in good]) if good else None,
+        "images": [torch.stack([b[1][j] for b in good]) for j in range(n_stages)] if good else None,
         "labels": [b[2] for b in good],
         "keys": [b[0] for b in good],
         "skipped": [(b[0], b[3]) for b in batch if b[1] is None],
@@ -171,7 +186,7 @@ class ImageFeatures:
     labels: list[Any]
     keys: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0  # wall time spent computing (0 when everything came from the cache)
+    seconds: float = 0.0  # wall time of the call that computed it (shared by its transforms; 0 when all cached)
     computed: int = 0  # samples actually run through the model in this call
     cached_units: int = 0
 
@@ -179,8 +194,7 @@ class ImageFeatures:
 def image_features(
     encoder: Encoder,
     data: SourceData,
-    transform: Callable,
-    transform_name: str,
+    transforms: Mapping[str, Callable],
     *,
     cache: FeatureCache | None = None,
     batch_size: int = 64,
@@ -189,11 +203,16 @@ def image_features(
     strict: bool = False,
     desc: str = "images",
     progress: bool = True,
-) -> ImageFeatures:
-    feats: list[torch.Tensor] = []
-    labels: list[Any] = []
-    keys: list[str] = []
-    skipped: list[tuple[str, str]] = []
+) -> dict[str, ImageFeatures]:
+    """Image features of ``data`` under each named transform, in one pass over the data: every
+    image is read and decoded once, then put through each transform (``crop`` and ``squash`` for
+    best-of-both) and each batch through the model once per transform. Units already cached for
+    a transform are not recomputed for it; a unit is decoded only if some transform lacks it."""
+    names = list(transforms)
+    if not names:
+        raise ValueError("image_features needs at least one transform")
+    stages = {name: _split_stages(transforms[name]) for name in names}
+    parts: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     remaining = limit
     total = data.size if limit is None else (min(limit, data.size) if data.size is not None else limit)
     bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True, leave=False)
@@ -204,45 +223,78 @@ def image_features(
             if remaining is not None and remaining <= 0:
                 break
             unit_limit = remaining if remaining is not None and (unit.size is None or remaining < unit.size) else None
-            key = _digest("images", encoder.fingerprint, transform_name, unit.id, unit_limit)
-            hit = cache.get("images", key) if cache is not None else None
-            if hit is None:
-                hit = _run_unit(encoder, unit, transform, batch_size, num_workers, unit_limit, strict, bar)
-                computed += len(hit["keys"]) + len(hit["skipped"])
-                if cache is not None:
-                    cache.put("images", key, hit)
+            keys = {n: _digest("images", encoder.fingerprint, n, unit.id, unit_limit) for n in names}
+            hits = {n: cache.get("images", keys[n]) if cache is not None else None for n in names}
+            missing = [n for n in names if hits[n] is None]
+            if missing:
+                fresh = _run_unit(encoder, unit, [stages[n] for n in missing], batch_size, num_workers,
+                                  unit_limit, strict, bar)
+                for n, record in zip(missing, fresh, strict=True):
+                    hits[n] = record
+                    if cache is not None:
+                        cache.put("images", keys[n], record)
+                computed += len(fresh[0]["keys"]) + len(fresh[0]["skipped"])
             else:
                 cached_units += 1
-                bar.update(len(hit["keys"]) + len(hit["skipped"]))
-            feats.append(hit["features"])
-            labels.extend(hit["labels"])
-            keys.extend(hit["keys"])
-            skipped.extend(tuple(s) for s in hit["skipped"])
+            first = hits[names[0]]
+            n_seen = len(first["keys"]) + len(first["skipped"])
+            if not missing:
+                bar.update(n_seen)
+            for n in names:
+                parts[n].append(hits[n])
             if remaining is not None:
-                remaining -= len(hit["keys"]) + len(hit["skipped"])
+                remaining -= n_seen
     finally:
         bar.close()
-    features = torch.cat(feats) if feats else torch.empty(0, encoder.embed_dim)
-    return ImageFeatures(features, labels, keys, skipped, time.perf_counter() - t0, computed, cached_units)
+    seconds = time.perf_counter() - t0
+    return {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units) for n in names}
+
+
+def _split_stages(transform: Callable) -> tuple[Callable, Callable[[torch.Tensor], torch.Tensor]]:
+    """(per-image stage, per-batch stage): an ``evalkit.transforms.Preprocess`` splits into its
+    ``geometry`` (decoded image -> uint8 tensor, in the workers) and ``normalize`` (a batch, just
+    before the forward); any other callable (image -> float tensor) runs whole per image."""
+    geometry, normalize = getattr(transform, "geometry", None), getattr(transform, "normalize", None)
+    if callable(geometry) and callable(normalize):
+        return geometry, normalize
+    return transform, _identity
+
+
+def _identity(batch: torch.Tensor) -> torch.Tensor:
+    return batch
+
+
+def _join(records: list[dict[str, Any]], dim: int, seconds: float, computed: int, cached_units: int) -> ImageFeatures:
+    feats = [r["features"] for r in records]
+    return ImageFeatures(
+        torch.cat(feats) if feats else torch.empty(0, dim),
+        [label for r in records for label in r["labels"]],
+        [key for r in records for key in r["keys"]],
+        [tuple(s) for r in records for s in r["skipped"]],
+        seconds,
+        computed,
+        cached_units,
+    )
 
 
 def _run_unit(
     encoder: Encoder,
     unit: Unit,
-    transform: Callable,
+    stages: Sequence[tuple[Callable, Callable[[torch.Tensor], torch.Tensor]]],
     batch_size: int,
     num_workers: int,
     limit: int | None,
     strict: bool,
     bar: tqdm,
-) -> dict[str, Any]:
+) -> list[dict[str, Any]]:
+    """One unit through the model: one record (features, labels, keys, skipped) per transform."""
     loader = DataLoader(
-        _UnitDataset(unit, transform, limit),
+        _UnitDataset(unit, [per_image for per_image, _ in stages], limit),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
     )
-    feats: list[torch.Tensor] = []
+    feats: list[list[torch.Tensor]] = [[] for _ in stages]
     labels: list[Any] = []
     keys: list[str] = []
     skipped: list[tuple[str, str]] = []
@@ -252,9 +304,13 @@ def _run_unit(
             raise SampleDecodeError(f"sample {key}: cannot decode ({why}); rerun without --strict to skip it")
         skipped.extend(batch["skipped"])
         if batch["images"] is not None:
-            feats.append(F.normalize(encoder.encode_image(batch["images"]), dim=-1))
+            for j, (_, per_batch) in enumerate(stages):
+                feats[j].append(F.normalize(encoder.encode_image(per_batch(batch["images"][j])), dim=-1))
             labels.extend(batch["labels"])
             keys.extend(batch["keys"])
         bar.update(len(batch["keys"]) + len(batch["skipped"]))
-    features = torch.cat(feats) if feats else torch.empty(0, encoder.embed_dim)
-    return {"features": features, "labels": labels, "keys": keys, "skipped": skipped}
+    return [
+        {"features": torch.cat(f) if f else torch.empty(0, encoder.embed_dim),
+         "labels": labels, "keys": keys, "skipped": skipped}
+        for f in feats
+    ]

@@ -422,6 +422,7 @@ def test_every_task_runs_end_to_end_with_both_transforms(e2e, data_root):
         ev, m = r["evalkit"], r["metrics"]
         assert r["dataset"] == task and r["model"] == MODEL
         assert ev["transform"] == "best-of-both" and ev["transforms_run"] == ["crop", "squash"]
+        assert ev["num_workers"] == 0  # the default for a model on the CPU
         assert m["acc1"] == max(m["acc1@crop"], m["acc1@squash"])
         assert m["acc1"] == m[f"acc1@{ev['best_transform_by_metric']['acc1']}"]
         assert ev["evaluated"] + ev["skipped"] == min(LIMIT, counts[task]) and ev["skipped"] == 0

@@ -53,6 +53,11 @@ class Encoder:
     _image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     _text_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
 
+    def __post_init__(self) -> None:
+        from evalkit.models.tokenize import cached_tokenizer
+
+        self.tokenizer = cached_tokenizer(self.tokenizer)
+
     # -- preprocessing -------------------------------------------------------------------------
     def preprocess(self, mode: str = "crop") -> Callable:
         from evalkit.transforms import TRANSFORMS, build_transform

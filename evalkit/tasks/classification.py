@@ -67,36 +67,32 @@ class ClassificationFamily:
         mode = ctx.transform or spec.preprocess.get("transform", "crop")
         modes = ["crop", "squash"] if mode == "best-of-both" else [mode]
         per_mode: dict[str, dict[str, float]] = {}
-        feats = None
-        image_seconds = 0.0
-        computed = 0
-        for m in modes:
-            feats = image_features(
-                encoder,
-                data,
-                encoder.preprocess(m),
-                m,
-                cache=ctx.cache,
-                batch_size=ctx.batch_size,
-                num_workers=ctx.num_workers,
-                limit=ctx.limit,
-                strict=ctx.strict,
-                desc=f"{spec.name} [{m}]",
-                progress=ctx.progress,
+        by_mode = image_features(
+            encoder,
+            data,
+            {m: encoder.preprocess(m) for m in modes},
+            cache=ctx.cache,
+            batch_size=ctx.batch_size,
+            num_workers=ctx.num_workers,
+            limit=ctx.limit,
+            strict=ctx.strict,
+            desc=f"{spec.name} [{'+'.join(modes)}]",
+            progress=ctx.progress,
+        )
+        feats = by_mode[modes[0]]
+        image_seconds, computed = feats.seconds, feats.computed
+        if feats.features.shape[0] == 0:
+            raise DataError(f"{where}: no sample could be decoded ({len(feats.skipped)} skipped)")
+        target = torch.tensor(feats.labels, dtype=torch.long)
+        bad = (target < 0) | (target >= n_labels)
+        if bad.any():
+            i = int(bad.nonzero()[0])
+            raise DataError(
+                f"{where}: sample {feats.keys[i]} has label {int(target[i])} but there are only "
+                f"{n_labels} classes"
             )
-            image_seconds += feats.seconds
-            computed += feats.computed
-            if feats.features.shape[0] == 0:
-                raise DataError(f"{where}: no sample could be decoded ({len(feats.skipped)} skipped)")
-            target = torch.tensor(feats.labels, dtype=torch.long)
-            bad = (target < 0) | (target >= n_labels)
-            if bad.any():
-                i = int(bad.nonzero()[0])
-                raise DataError(
-                    f"{where}: sample {feats.keys[i]} has label {int(target[i])} but there are only "
-                    f"{n_labels} classes"
-                )
-            logits = classification_logits(feats.features, classifier)
+        for m in modes:
+            logits = classification_logits(by_mode[m].features, classifier)
             if data.label_groups is not None:
                 logits = project_logits(logits, data.label_groups)
             per_mode[m] = zero_shot_classification_metrics(logits, target, n_labels)
@@ -104,7 +100,6 @@ class ClassificationFamily:
                 self._write_predictions(ctx, encoder, spec, m, feats.keys, target, logits, len(modes) > 1)
 
         metrics = _combine(per_mode)
-        assert feats is not None
         n_seen = len(feats.keys) + len(feats.skipped)
         wall = time.perf_counter() - t_start
         skipped_keys = [k for k, _ in feats.skipped]
@@ -137,6 +132,7 @@ class ClassificationFamily:
             "skipped_keys": skipped_keys[:100],
             "limit": ctx.limit,
             "batch_size": ctx.batch_size,
+            "num_workers": ctx.num_workers,
             "classifier_seconds": round(classifier_s, 4),
             "classifier_cached": classifier_cached,
             "image_seconds": round(image_seconds, 4),
