@@ -1,7 +1,9 @@
 """The 27 EVA-CLIP-18B classification tasks (`eva27`) over their generated miniatures
 (tests/fixtures_eva27.py: every dataset in its usual on-disk layout, a few images per class),
-with the demo model, as `evalkit run --tasks eva27` runs them: best-of-both transforms, batch 64,
-the default worker count (0: decoding in the main process), no feature cache.
+with the demo model, as `evalkit run --tasks eva27` runs them: best-of-both transforms (each image
+decoded once, both transforms applied), batch 64, the default worker count (auto: 0 worker
+processes for a model on the CPU; a background thread decodes the next batches while the model
+runs), no feature cache.
 
 Reports the total wall time, images/s and the share of time spent outside the model forward
 (listing and decoding files, resizing, collating, metrics, bookkeeping): the model forward is
@@ -9,7 +11,7 @@ timed around the encoder's encode_image / encode_text calls. Target: outside-mod
 Two shares are given: of the whole run (text towers included) and of the image pipeline alone
 (time in image_features minus the image forward), the stricter one.
 
-    python benchmarks/bench_eva27.py [--per-class 1] [--batch-size 64] [--num-workers 0] [--json OUT]
+    python benchmarks/bench_eva27.py [--per-class 1] [--batch-size 64] [--num-workers auto] [--json OUT]
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ def main() -> int:
     ap.add_argument("--weights", default=None)
     ap.add_argument("--tasks", default="eva27")
     ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--num-workers", type=int, default=0, help="data-loader workers (evalkit's default: 0)")
+    ap.add_argument("--num-workers", default="auto",
+                    help="data-loader worker processes (default auto, as evalkit: 0 for a model on the CPU)")
     ap.add_argument("--per-class", type=int, default=1, help="scale of the fixture's images per class")
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's, one per core). On a machine shared with other "
@@ -81,7 +84,7 @@ def main() -> int:
 
     from evalkit import models
     from evalkit.api import resolve_tasks
-    from evalkit.features import FeatureCache
+    from evalkit.features import FeatureCache, default_num_workers
     from evalkit.registry import task_families
     from evalkit.tasks.base import RunContext
 
@@ -91,9 +94,10 @@ def main() -> int:
         counts = build_data_root(Path(tmp) / "data", scale=args.per_class)
         fixture_s = time.perf_counter() - t
         encoder = models.load(args.model, weights=args.weights)
+        num_workers = default_num_workers(encoder.device) if args.num_workers == "auto" else int(args.num_workers)
         image, text, pipeline = instrument(encoder)
         ctx = RunContext(data_root=Path(tmp) / "data", output_dir=Path(tmp) / "out", batch_size=args.batch_size,
-                         num_workers=args.num_workers, progress=False, cache=FeatureCache(None))
+                         num_workers=num_workers, progress=False, cache=FeatureCache(None))
         per_task = []
         t_run, c_run = time.perf_counter(), time.process_time()
         for spec in specs:
@@ -115,7 +119,7 @@ def main() -> int:
         "model": args.model,
         "tasks": len(specs),
         "batch_size": args.batch_size,
-        "num_workers": args.num_workers,
+        "num_workers": num_workers,
         "fixture_images": sum(counts[s.name] for s in specs),
         "fixture_build_s": round(fixture_s, 2),
         "wall_s": round(wall, 2),
@@ -144,7 +148,7 @@ def main() -> int:
               f"image pipeline {r['image_pipeline_s']:6.2f}s (forward {r['image_forward_s']:6.2f}s)  "
               f"text forward {r['text_forward_s']:6.2f}s")
     print(f"\n{len(specs)} tasks, {fig['fixture_images']} fixture images, {image.items} image passes "
-          f"(crop + squash), {text.items} prompts; batch {args.batch_size}, {args.num_workers} workers, "
+          f"(crop + squash), {text.items} prompts; batch {args.batch_size}, {num_workers} workers, "
           f"{torch.get_num_threads()} threads, load average {fig['machine']['load_average_1min']}")
     print(f"total wall {fig['wall_s']:.1f}s; images/s {fig['images_per_s']} in the image pipeline "
           f"({fig['images_per_s_overall']} over the whole run)")

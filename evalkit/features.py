@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,6 +252,47 @@ def image_features(
     return {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units) for n in names}
 
 
+def background(iterable: Iterable[Any], depth: int = 2) -> Iterator[Any]:
+    """Items of ``iterable`` produced in a background thread, up to ``depth`` ahead, in order.
+    An exception in the producer is raised here; closing the generator early (an error in the
+    consumer, Ctrl-C) stops the producer at its next item."""
+    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(kind: str, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                items.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in iterable:
+                if not put("item", item):
+                    return
+        except BaseException as e:  # handed to the consumer, which raises it
+            put("error", e)
+        else:
+            put("end", None)
+
+    thread = threading.Thread(target=produce, name="evalkit-loader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = items.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def _split_stages(transform: Callable) -> tuple[Callable, Callable[[torch.Tensor], torch.Tensor]]:
     """(per-image stage, per-batch stage): an ``evalkit.transforms.Preprocess`` splits into its
     ``geometry`` (decoded image -> uint8 tensor, in the workers) and ``normalize`` (a batch, just
@@ -298,7 +341,9 @@ def _run_unit(
     labels: list[Any] = []
     keys: list[str] = []
     skipped: list[tuple[str, str]] = []
-    for batch in loader:
+    # No worker processes: a thread decodes and transforms the next batches while the model runs
+    # (PIL and torch release the GIL in their C code), so loading overlaps the forward.
+    for batch in background(loader) if num_workers == 0 else loader:
         if batch["skipped"] and strict:
             key, why = batch["skipped"][0]
             raise SampleDecodeError(f"sample {key}: cannot decode ({why}); rerun without --strict to skip it")

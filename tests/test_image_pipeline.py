@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import io
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -15,7 +17,7 @@ from torchvision import transforms as T
 
 from evalkit import cli, models
 from evalkit.data.sources import SourceData, Unit
-from evalkit.features import FeatureCache, SampleDecodeError, default_num_workers, image_features
+from evalkit.features import FeatureCache, SampleDecodeError, background, default_num_workers, image_features
 from evalkit.transforms import Preprocess, build_transform
 
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -168,3 +170,49 @@ def test_num_workers_flag() -> None:
     for bad in ("-1", "two"):
         with pytest.raises(argparse.ArgumentTypeError, match="'auto' or a whole number"):
             cli._workers(bad)
+
+
+def test_background_loader_keeps_order_and_raises_the_producers_error() -> None:
+    assert list(background(iter(range(50)), depth=3)) == list(range(50))
+    assert list(background([])) == []
+
+    def failing():
+        yield 1
+        yield 2
+        raise OSError("tar member truncated")
+
+    got = []
+    with pytest.raises(OSError, match="tar member truncated"):
+        for x in background(failing()):
+            got.append(x)
+    assert got == [1, 2]
+
+
+def test_background_loader_stops_when_the_consumer_stops() -> None:
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    it = background(endless(), depth=2)
+    assert [next(it) for _ in range(3)] == [0, 1, 2]
+    it.close()  # what an exception in the consumer's loop does
+    time.sleep(0.3)
+    n = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == n <= 3 + 2 + 1  # stopped, at most depth (+ the one in hand) ahead
+    assert not any(t.name == "evalkit-loader" for t in threading.enumerate())
+
+
+def test_strict_error_mid_unit_leaves_no_loader_thread(demo) -> None:
+    src = _CountingSource(n=40, broken=(5,))
+    with pytest.raises(SampleDecodeError):
+        image_features(demo, src.data(), {"crop": demo.preprocess("crop")}, strict=True, batch_size=2,
+                       progress=False)
+    time.sleep(0.2)
+    assert not any(t.name == "evalkit-loader" for t in threading.enumerate())
+    assert sum(src.decodes.values()) < 20  # the rest of the unit was not decoded
