@@ -46,6 +46,11 @@ def make_wds(root: Path, n: int, n_classes: int, seed: int) -> Path:
     return root
 
 
+def open_clip_tokenizer(enc):  # noqa: N802 - reads as the constant it stands for
+    """open_clip's own tokenizer, as clip_benchmark users have it (evalkit's Encoder wraps it in a cache)."""
+    return getattr(enc.tokenizer, "tokenizer", enc.tokenizer)
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -83,7 +88,7 @@ def main() -> int:
                  "templates": len(templates), "images": args.images}
 
     def cb_classifier():
-        return cb.zero_shot_classifier(model, enc.tokenize, classnames, templates, "cpu", amp=False)
+        return cb.zero_shot_classifier(model, open_clip_tokenizer(enc), classnames, templates, "cpu", amp=False)
 
     # (a) classifier
     ours_clf, t_ours = timed(lambda: zero_shot_classifier(enc, classnames, templates))
@@ -110,7 +115,7 @@ def main() -> int:
         def run_cb(r: Path):
             ds = build_dataset("wds/bench", root=str(r), transform=enc.preprocess("crop"), split="test")
             loader = torch.utils.data.DataLoader(ds.batched(args.batch_size), batch_size=None, num_workers=0)
-            return cb.evaluate(model, loader, enc.tokenize, ds.classes, ds.templates, "cpu", amp=False)
+            return cb.evaluate(model, loader, open_clip_tokenizer(enc), ds.classes, ds.templates, "cpu", amp=False)
 
         ours_res, t_ours_b = timed(lambda: run_ours(root, FeatureCache(None)))
         theirs_res, t_cb_b = timed(lambda: run_cb(root))

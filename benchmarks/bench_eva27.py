@@ -11,12 +11,18 @@ timed around the encoder's encode_image / encode_text calls. Target: outside-mod
 Two shares are given: of the whole run (text towers included) and of the image pipeline alone
 (time in image_features minus the image forward), the stricter one.
 
-    python benchmarks/bench_eva27.py [--per-class 1] [--batch-size 64] [--num-workers auto] [--json OUT]
+With ``--baseline`` the same tasks run a second time, in the same process, the way a pipeline
+without evalkit's data path would: one pass over the data per transform (every image decoded
+twice), torchvision's Compose per image, open_clip's tokenizer, no background loading thread;
+the figures then include the wall-time ratio evalkit / baseline (features and metrics are equal).
+
+    python benchmarks/bench_eva27.py [--baseline] [--per-class 1] [--batch-size 64] [--num-workers auto] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -56,10 +62,68 @@ def instrument(encoder) -> tuple[Clock, Clock, Clock]:
     from evalkit.tasks import classification
 
     image, text, pipeline = Clock(), Clock(), Clock()
-    encoder.encode_image = image.wrap(encoder.encode_image, lambda x: x.shape[0])
-    encoder.encode_text = text.wrap(encoder.encode_text, lambda t: t.shape[0])
+    encoder.encode_image = image.wrap(type(encoder).encode_image.__get__(encoder), lambda x: x.shape[0])
+    encoder.encode_text = text.wrap(type(encoder).encode_text.__get__(encoder), lambda t: t.shape[0])
     classification.image_features = pipeline.wrap(classification.image_features)
     return image, text, pipeline
+
+
+@contextlib.contextmanager
+def naive_data_path(encoder):
+    """The baseline: one pass per transform with torchvision's Compose, open_clip's own tokenizer,
+    loading in line with the forward (no background thread)."""
+    from torchvision import transforms as T
+
+    from evalkit import features
+    from evalkit.tasks import classification
+
+    def compose(mode: str):
+        interp = T.InterpolationMode.BICUBIC
+        size = encoder.image_size
+        geometry = [T.Resize(size, interpolation=interp), T.CenterCrop(size)] if mode == "crop" else \
+            [T.Resize((size, size), interpolation=interp)]
+        return T.Compose([*geometry, lambda im: im.convert("RGB") if im.mode != "RGB" else im, T.ToTensor(),
+                          T.Normalize(encoder.mean, encoder.std)])
+
+    real = features.image_features
+
+    def per_transform(enc, data, transforms, **kw):
+        return {m: real(enc, data, {m: compose(m)}, **kw)[m] for m in transforms}
+
+    saved = (classification.image_features, features.background, encoder.tokenizer)
+    classification.image_features = per_transform
+    features.background = lambda iterable, depth=2: iter(iterable)
+    encoder.tokenizer = getattr(encoder.tokenizer, "tokenizer", encoder.tokenizer)
+    try:
+        yield
+    finally:
+        classification.image_features, features.background, encoder.tokenizer = saved
+
+
+def run_suite(specs, encoder, ctx):
+    """Every task once; per-task figures, wall and CPU seconds, and the three clocks."""
+    from evalkit.registry import task_families
+    from evalkit.tasks import classification
+
+    real = classification.image_features
+    image, text, pipeline = instrument(encoder)
+    per_task = []
+    t_run, c_run = time.perf_counter(), time.process_time()
+    try:
+        for spec in specs:
+            img0, txt0, pipe0, n0 = image.wall, text.wall, pipeline.wall, image.items
+            t = time.perf_counter()
+            result = task_families.get(spec.family)().run(spec, encoder, ctx)
+            per_task.append({
+                "task": spec.name, "wall_s": round(time.perf_counter() - t, 3), "samples": result.evalkit["samples"],
+                "image_passes": image.items - n0, "image_pipeline_s": round(pipeline.wall - pipe0, 3),
+                "image_forward_s": round(image.wall - img0, 3), "text_forward_s": round(text.wall - txt0, 3),
+                "acc1": result.metrics["acc1"], "metrics": result.metrics,
+            })
+    finally:
+        classification.image_features = real
+        del encoder.encode_image, encoder.encode_text
+    return per_task, time.perf_counter() - t_run, time.process_time() - c_run, (image, text, pipeline)
 
 
 def main() -> int:
@@ -74,6 +138,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=None,
                     help="torch intra-op threads (default: torch's, one per core). On a machine shared with other "
                          "busy processes, 1 avoids OpenMP threads waiting on each other at every small op")
+    ap.add_argument("--baseline", action="store_true",
+                    help="also run the naive data path in the same process and report the ratios")
     ap.add_argument("--json", help="write the figures here as JSON")
     args = ap.parse_args()
     if args.threads:
@@ -85,7 +151,6 @@ def main() -> int:
     from evalkit import models
     from evalkit.api import resolve_tasks
     from evalkit.features import FeatureCache, default_num_workers
-    from evalkit.registry import task_families
     from evalkit.tasks.base import RunContext
 
     specs = resolve_tasks(args.tasks)
@@ -95,22 +160,27 @@ def main() -> int:
         fixture_s = time.perf_counter() - t
         encoder = models.load(args.model, weights=args.weights)
         num_workers = default_num_workers(encoder.device) if args.num_workers == "auto" else int(args.num_workers)
-        image, text, pipeline = instrument(encoder)
         ctx = RunContext(data_root=Path(tmp) / "data", output_dir=Path(tmp) / "out", batch_size=args.batch_size,
                          num_workers=num_workers, progress=False, cache=FeatureCache(None))
-        per_task = []
-        t_run, c_run = time.perf_counter(), time.process_time()
-        for spec in specs:
-            img0, txt0, pipe0, n0 = image.wall, text.wall, pipeline.wall, image.items
-            t = time.perf_counter()
-            result = task_families.get(spec.family)().run(spec, encoder, ctx)
-            per_task.append({
-                "task": spec.name, "wall_s": round(time.perf_counter() - t, 3), "samples": result.evalkit["samples"],
-                "image_passes": image.items - n0, "image_pipeline_s": round(pipeline.wall - pipe0, 3),
-                "image_forward_s": round(image.wall - img0, 3), "text_forward_s": round(text.wall - txt0, 3),
-                "acc1": result.metrics["acc1"],
-            })
-        wall, cpu = time.perf_counter() - t_run, time.process_time() - c_run
+        per_task, wall, cpu, (image, text, pipeline) = run_suite(specs, encoder, ctx)
+        baseline = None
+        if args.baseline:
+            ctx.cache = FeatureCache(None)
+            with naive_data_path(encoder):
+                b_tasks, b_wall, b_cpu, (b_image, b_text, b_pipe) = run_suite(specs, encoder, ctx)
+            same = all(a["metrics"] == b["metrics"] for a, b in zip(per_task, b_tasks, strict=True))
+            baseline = {
+                "wall_s": round(b_wall, 2), "cpu_s": round(b_cpu, 2), "image_pipeline_s": round(b_pipe.wall, 2),
+                "image_forward_s": round(b_image.wall, 2), "text_forward_s": round(b_text.wall, 2),
+                "outside_forward_share": round((b_wall - b_image.wall - b_text.wall) / b_wall, 4),
+                "image_pipeline_outside_forward_share": round((b_pipe.wall - b_image.wall) / b_pipe.wall, 4),
+                "metrics_equal": same,
+                "ratio_wall_evalkit_over_baseline": round(wall / b_wall, 3),
+                "ratio_outside_forward_evalkit_over_baseline": round(
+                    (wall - image.wall - text.wall) / (b_wall - b_image.wall - b_text.wall), 3),
+            }
+        for r in per_task:
+            del r["metrics"]
 
     def share(total: float, inside: float) -> float | None:
         return round((total - inside) / total, 4) if total > 0 else None
@@ -140,6 +210,7 @@ def main() -> int:
         "target_outside_share": 0.15,
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                     "cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)},
+        "baseline": baseline,
         "per_task": per_task,
     }
     width = max(len(r["task"]) for r in per_task)
@@ -155,6 +226,12 @@ def main() -> int:
     print(f"outside the model forward (target <= 15%): {fig['outside_forward_share']:.1%} of the run, "
           f"{fig['image_pipeline_outside_forward_share']:.1%} of the image pipeline; by CPU time "
           f"{fig['outside_forward_share_cpu']:.1%} and {fig['image_pipeline_outside_forward_share_cpu']:.1%}")
+    if baseline:
+        print(f"baseline (pass per transform, Compose, open_clip tokenizer, no loader thread): wall "
+              f"{baseline['wall_s']:.1f}s, outside the forward {baseline['outside_forward_share']:.1%} of the run, "
+              f"{baseline['image_pipeline_outside_forward_share']:.1%} of the image pipeline; evalkit/baseline "
+              f"wall {baseline['ratio_wall_evalkit_over_baseline']}, outside-forward time "
+              f"{baseline['ratio_outside_forward_evalkit_over_baseline']}; metrics equal: {baseline['metrics_equal']}")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(fig, indent=2) + "\n")

@@ -225,7 +225,8 @@ def image_features(
             if remaining is not None and remaining <= 0:
                 break
             unit_limit = remaining if remaining is not None and (unit.size is None or remaining < unit.size) else None
-            keys = {n: _digest("images", encoder.fingerprint, n, unit.id, unit_limit) for n in names}
+            image_id = unit.content_id or unit.id
+            keys = {n: _digest("images", encoder.fingerprint, n, image_id, unit_limit) for n in names}
             hits = {n: cache.get("images", keys[n]) if cache is not None else None for n in names}
             missing = [n for n in names if hits[n] is None]
             if missing:
@@ -236,16 +237,17 @@ def image_features(
                     if cache is not None:
                         cache.put("images", keys[n], record)
                 computed += len(fresh[0]["keys"]) + len(fresh[0]["skipped"])
+                labels = fresh[0]["labels"]
             else:
                 cached_units += 1
-            first = hits[names[0]]
-            n_seen = len(first["keys"]) + len(first["skipped"])
-            if not missing:
-                bar.update(n_seen)
+                first = hits[names[0]]
+                bar.update(len(first["keys"]) + len(first["skipped"]))
+                # features shared with another labelling of the same images: this unit's own labels
+                labels = first["labels"] if image_id == unit.id else _unit_labels(unit, unit_limit, first["keys"])
             for n in names:
-                parts[n].append(hits[n])
+                parts[n].append({**hits[n], "labels": labels})
             if remaining is not None:
-                remaining -= n_seen
+                remaining -= len(labels) + len(hits[names[0]]["skipped"])
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
@@ -291,6 +293,20 @@ def background(iterable: Iterable[Any], depth: int = 2) -> Iterator[Any]:
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def _unit_labels(unit: Unit, limit: int | None, keys: Sequence[str]) -> list[Any]:
+    """The labels of ``keys`` in ``unit``, read from its samples without decoding an image."""
+    by_key: dict[str, Any] = {}
+    for i, (key, _load, label) in enumerate(unit.samples()):
+        if limit is not None and i >= limit:
+            break
+        by_key[key] = label
+    missing = [k for k in keys if k not in by_key]
+    if missing:
+        raise DataError(f"unit {unit.id}: cached features list sample {missing[0]}, which the data no longer has; "
+                        f"clear the feature cache (EVALKIT_CACHE) or run with --no-cache")
+    return [by_key[k] for k in keys]
 
 
 def _split_stages(transform: Callable) -> tuple[Callable, Callable[[torch.Tensor], torch.Tensor]]:

@@ -25,6 +25,11 @@ def _encoder(arch: str, seed: int = 0):
     return models.load(f"open_clip:{arch}")
 
 
+def _open_clip_tokenizer(enc):
+    """open_clip's own tokenizer, as a clip_benchmark user has it (evalkit wraps it in a cache)."""
+    return getattr(enc.tokenizer, "tokenizer", enc.tokenizer)
+
+
 def _cb_loader(root, transform):
     ds = build_dataset("wds/fixture", root=str(root), transform=transform, split="test")
     return torch.utils.data.DataLoader(ds.batched(8), batch_size=None, num_workers=0), ds
@@ -34,7 +39,7 @@ def test_classifier_equals_clip_benchmark_causal_truncated(tiny_arch):
     enc = _encoder(tiny_arch)
     assert enc.causal_text, "a CLIP text tower must take the length-sorted, truncated path"
     ours = zero_shot_classifier(enc, CLASSNAMES, TEMPLATES)
-    theirs = cb.zero_shot_classifier(enc.model, enc.tokenize, CLASSNAMES, TEMPLATES, "cpu", amp=False)
+    theirs = cb.zero_shot_classifier(enc.model, _open_clip_tokenizer(enc), CLASSNAMES, TEMPLATES, "cpu", amp=False)
     assert ours.shape == theirs.shape == (32, len(CLASSNAMES))
     assert torch.allclose(ours, theirs, atol=1e-6), (ours - theirs).abs().max()
 
@@ -43,7 +48,7 @@ def test_classifier_equals_clip_benchmark_bidirectional_full_length(tiny_bidir_a
     enc = _encoder(tiny_bidir_arch)
     assert not enc.causal_text, "a bidirectional text tower must get full-length input"
     ours = zero_shot_classifier(enc, CLASSNAMES, TEMPLATES)
-    theirs = cb.zero_shot_classifier(enc.model, enc.tokenize, CLASSNAMES, TEMPLATES, "cpu", amp=False)
+    theirs = cb.zero_shot_classifier(enc.model, _open_clip_tokenizer(enc), CLASSNAMES, TEMPLATES, "cpu", amp=False)
     assert torch.allclose(ours, theirs, atol=1e-6)
     # the pooled token of a bidirectional tower sees the padding: padding with a different
     # token id changes its feature, which is why this path never cuts or reorders prompts.
@@ -69,7 +74,7 @@ def test_end_to_end_equals_clip_benchmark_evaluate(tiny_arch, tmp_path):
     ours = ClassificationFamily().run(spec, enc, ctx)
 
     loader, ds = _cb_loader(root, enc.preprocess("crop"))
-    theirs = cb.evaluate(enc.model, loader, enc.tokenize, ds.classes, ds.templates, "cpu", amp=False)
+    theirs = cb.evaluate(enc.model, loader, _open_clip_tokenizer(enc), ds.classes, ds.templates, "cpu", amp=False)
     assert set(ours.metrics) == {"acc1", "acc5", "mean_per_class_recall"}
     for k in ours.metrics:
         assert ours.metrics[k] == pytest.approx(theirs[k], abs=0), k

@@ -216,3 +216,24 @@ def test_strict_error_mid_unit_leaves_no_loader_thread(demo) -> None:
     time.sleep(0.2)
     assert not any(t.name == "evalkit-loader" for t in threading.enumerate())
     assert sum(src.decodes.values()) < 20  # the rest of the unit was not decoded
+
+
+def test_shared_image_features_whose_samples_are_gone_are_named(demo) -> None:
+    """Two units that claim the same images (content_id) but list different samples: the second
+    cannot take the first one's features, and the error says what to do."""
+    from evalkit.data.sources import DataError
+
+    src = _CountingSource(n=6)
+
+    def unit(uid: str, items):
+        def samples():
+            for key, data, label in items:
+                yield key, src._load(key, data), label
+
+        return SourceData(units=[Unit(id=uid, samples=samples, size=len(items), content_id="same-images")])
+
+    cache = FeatureCache(None)
+    image_features(demo, unit("a", src.items), {"crop": demo.preprocess("crop")}, cache=cache, progress=False)
+    renamed = [(f"other{k}", d, y) for k, d, y in src.items]
+    with pytest.raises(DataError, match="unit b: cached features list sample k000.*--no-cache"):
+        image_features(demo, unit("b", renamed), {"crop": demo.preprocess("crop")}, cache=cache, progress=False)

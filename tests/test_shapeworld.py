@@ -176,3 +176,33 @@ def test_smoke_training_writes_a_loadable_sharded_checkpoint(tmp_path):
     assert all(0.0 <= v <= 1.0 for v in meta["zero_shot_top1"].values())
     assert np.isfinite(meta["final_loss"]) and meta["torch"] == torch.__version__
     assert any(line.startswith("step 3/3 loss") for line in logs)
+
+
+def test_shape_and_colour_tasks_share_image_features_but_not_labels():
+    """The two demo tasks view the same images: the second one reads the first one's image features
+    from the cache (no image rendered or encoded) and still scores against its own labels."""
+    import torch
+
+    from evalkit import models
+    from evalkit.data.sources import load_source
+    from evalkit.features import FeatureCache, image_features
+
+    enc = models.load("eva-clip-demo")
+    transforms = {"crop": enc.preprocess("crop")}
+    source = {"type": "shapeworld", "split": "test", "n": 600, "seed": 3}  # two units of 512 + 88
+    cache = FeatureCache(None)
+    shape = image_features(enc, load_source({**source, "task": "shape"}, None, "s"), transforms, cache=cache,
+                           progress=False)["crop"]
+    colour = image_features(enc, load_source({**source, "task": "colour"}, None, "c"), transforms, cache=cache,
+                            progress=False)["crop"]
+    assert shape.computed == 600 and colour.computed == 0 and colour.cached_units == 2
+    assert torch.equal(shape.features, colour.features) and shape.keys == colour.keys
+    view = sw.ShapeWorldClassification(task="colour", split="test", n=600, seed=3)
+    assert colour.labels == view.labels() != shape.labels
+    alone = image_features(enc, load_source({**source, "task": "colour"}, None, "c"), transforms,
+                           progress=False)["crop"]
+    assert alone.labels == colour.labels and torch.equal(alone.features, colour.features)
+    # a limit is part of the identity: a shorter run neither reuses nor poisons the full one
+    part = image_features(enc, load_source({**source, "task": "colour"}, None, "c"), transforms, cache=cache,
+                          limit=100, progress=False)["crop"]
+    assert part.computed == 100 and part.labels == view.labels()[:100]

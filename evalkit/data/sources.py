@@ -53,6 +53,9 @@ class Unit:
     samples: Callable[[], Iterator[RawSample]]
     size: int | None = None
     count: Callable[[], int] | None = None  # counts the samples without decoding (when size is None)
+    # identity of the unit's images alone, when other units label the same images differently
+    # (ShapeWorld's shape and colour views): image features are cached under it and shared
+    content_id: str | None = None
 
 
 @dataclass
@@ -369,13 +372,15 @@ def _missing(name: str, why: str) -> Callable[[], Image.Image]:
 # -- ImageFolder trees -------------------------------------------------------------------------
 
 
-def _range_units(prefix: str, n: int, get: Callable[[int], RawSample], chunk: int = 2048) -> list[Unit]:
+def _range_units(prefix: str, n: int, get: Callable[[int], RawSample], chunk: int = 2048,
+                 content_prefix: str | None = None) -> list[Unit]:
     def make(lo: int, hi: int) -> Unit:
         def iterate() -> Iterator[RawSample]:
             for i in range(lo, hi):
                 yield get(i)
 
-        return Unit(id=f"{prefix}[{lo}:{hi}]", samples=iterate, size=hi - lo)
+        return Unit(id=f"{prefix}[{lo}:{hi}]", samples=iterate, size=hi - lo,
+                    content_id=f"{content_prefix}[{lo}:{hi}]" if content_prefix else None)
 
     return [make(lo, min(lo + chunk, n)) for lo in range(0, n, chunk)]
 
@@ -558,8 +563,9 @@ def shapeworld_source(source: dict[str, Any], data_root: str | Path | None, task
 
         return ds.key(i), load, _label(ds, i)
 
-    prefix = f"shapeworld:{source.get('task')}:{source.get('split')}:{source.get('seed')}:{len(ds)}"
-    return SourceData(_range_units(prefix, len(ds), get, chunk=512), list(ds.classnames), None, {"generated": True})
+    images = f"shapeworld:{ds.split}:{ds.seed}:{ds.size}px:{len(ds)}"  # the same images in every task's view
+    units = _range_units(f"{images}:{ds.task}", len(ds), get, chunk=512, content_prefix=images)
+    return SourceData(units, list(ds.classnames), None, {"generated": True})
 
 
 def _label(ds: Any, i: int) -> int:
