@@ -2,9 +2,11 @@
 
 Image features are computed unit by unit (a tar shard or an index range, see ``evalkit.data``)
 and each finished unit is stored in a content-addressed cache keyed by the model fingerprint,
-the transform and the unit's identity: an interrupted run resumes at the first unfinished unit,
-and a second task over the same images costs nothing. Classifiers are cached on (fingerprint,
-class names, templates), so tasks that share class names build it once.
+the transform and the identity of the unit's images: an interrupted run resumes at the first
+unfinished unit, and a second task over the same images costs nothing (labels come from the
+data, so another labelling of the same images shares them too). Several transforms (best-of-both)
+share one pass: each image is decoded once. Classifiers are cached on (fingerprint, class names,
+templates), so tasks that share class names build it once.
 """
 
 from __future__ import annotations

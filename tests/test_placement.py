@@ -373,6 +373,26 @@ def test_cli_missing_weights_path(tiny_card, tmp_path, capsys):
     assert rc == 1 and len(err) == 1 and "nope.pt" in err[0] and "does not exist" in err[0]
 
 
+def test_result_records_the_device_map_of_a_split_model(tiny_card, cli_weights, tmp_path, capsys):
+    import json
+
+    torch.save(cli_weights, tmp_path / "w.pt")
+    out = tmp_path / "out"
+    rc, err = _run(capsys, "--model", tiny_card, "--weights", str(tmp_path / "w.pt"), "--devices", "cpu",
+                   "--max-memory", "cpu=1MiB", "--batch-size", "1", "--offload-dir", str(tmp_path / "off"),
+                   "--limit", "4", "--output-dir", str(out))
+    assert rc == 0, err
+    result = json.loads((out / "runs" / tiny_card / "shapeworld-shape.json").read_text())
+    placed = result["evalkit"]["device_map"]
+    # the CLIP BPE embedding (49408 rows) is most of this model: under 1 MiB of RAM all of it goes to disk
+    assert "disk" in set(placed.values()) <= {"cpu", "disk"}
+    rc, _ = _run(capsys, "--model", tiny_card, "--weights", str(tmp_path / "w.pt"), "--limit", "4",
+                 "--output-dir", str(tmp_path / "one"))
+    assert rc == 0
+    one = json.loads((tmp_path / "one" / "runs" / tiny_card / "shapeworld-shape.json").read_text())
+    assert one["evalkit"]["device_map"] is None and one["evalkit"]["device"] == "cpu"
+
+
 def test_cli_8b_weights_for_the_18b_at_full_size_on_meta(tmp_path, capsys):
     """The real 8B key/shape set (on meta: no memory) against the real 18B architecture."""
     from evalkit.models import eva_config

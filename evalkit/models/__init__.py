@@ -117,7 +117,9 @@ def build_eva_clip(
         device=placed.main_device,
         arch={"family": "eva_clip", **{k: str(v) for k, v in cfg.to_dict().items()}},
         weights_digest=placed.digest,
-        device_map=placed.report["device_map"] if len(set(placed.device_map.values())) > 1 else None,
+        # recorded unless the whole model sits on its main device
+        device_map=placed.report["device_map"] if set(placed.report["device_map"].values()) != {placed.main_device}
+        else None,
     )
 
 

@@ -116,6 +116,8 @@ class ClassificationFamily:
             "fingerprint": encoder.fingerprint,
             "precision": encoder.precision,
             "device": encoder.device,
+            # module -> device ("cuda:0", "cpu", "disk") of a model placed over several devices
+            "device_map": encoder.device_map,
             "transform": mode,
             "transforms_run": modes,
             "best_transform": max(per_mode, key=lambda m: per_mode[m]["acc1"]),
