@@ -46,11 +46,6 @@ def make_wds(root: Path, n: int, n_classes: int, seed: int) -> Path:
     return root
 
 
-def open_clip_tokenizer(enc):  # noqa: N802 - reads as the constant it stands for
-    """open_clip's own tokenizer, as clip_benchmark users have it (evalkit's Encoder wraps it in a cache)."""
-    return getattr(enc.tokenizer, "tokenizer", enc.tokenizer)
-
-
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -74,6 +69,7 @@ def main() -> int:
 
     from evalkit import models
     from evalkit.features import FeatureCache, zero_shot_classifier
+    from evalkit.models.tokenize import open_clip_tokenizer
     from evalkit.tasks.base import RunContext
     from evalkit.tasks.classification import ClassificationFamily
     from evalkit.tasks.spec import adhoc_spec
@@ -88,7 +84,7 @@ def main() -> int:
                  "templates": len(templates), "images": args.images}
 
     def cb_classifier():
-        return cb.zero_shot_classifier(model, open_clip_tokenizer(enc), classnames, templates, "cpu", amp=False)
+        return cb.zero_shot_classifier(model, open_clip_tokenizer(enc.tokenizer), classnames, templates, "cpu", amp=False)
 
     # (a) classifier
     ours_clf, t_ours = timed(lambda: zero_shot_classifier(enc, classnames, templates))
@@ -126,7 +122,7 @@ def main() -> int:
 
             cb.zero_shot_classifier = timed_classifier  # evaluate() looks it up in its module
             try:
-                res = cb.evaluate(model, loader, open_clip_tokenizer(enc), ds.classes, ds.templates, "cpu", amp=False)
+                res = cb.evaluate(model, loader, open_clip_tokenizer(enc.tokenizer), ds.classes, ds.templates, "cpu", amp=False)
             finally:
                 cb.zero_shot_classifier = real
             return res, sum(spent)

@@ -64,6 +64,10 @@ def instrument(encoder) -> tuple[Clock, Clock, Clock]:
     image, text, pipeline = Clock(), Clock(), Clock()
     encoder.encode_image = image.wrap(type(encoder).encode_image.__get__(encoder), lambda x: x.shape[0])
     encoder.encode_text = text.wrap(type(encoder).encode_text.__get__(encoder), lambda t: t.shape[0])
+    # prompts sharing a template prefix: the prefixes once, then the rest of each prompt
+    encoder.encode_text_prefixes = text.wrap(type(encoder).encode_text_prefixes.__get__(encoder))
+    encoder.encode_text_suffix = text.wrap(type(encoder).encode_text_suffix.__get__(encoder),
+                                           lambda prefixes, which, *rest: which.shape[0])
     classification.image_features = pipeline.wrap(classification.image_features)
     return image, text, pipeline
 
@@ -75,6 +79,7 @@ def naive_data_path(encoder):
     from torchvision import transforms as T
 
     from evalkit import features
+    from evalkit.models.tokenize import open_clip_tokenizer
     from evalkit.tasks import classification
 
     def compose(mode: str):
@@ -90,14 +95,16 @@ def naive_data_path(encoder):
     def per_transform(enc, data, transforms, **kw):
         return {m: real(enc, data, {m: compose(m)}, **kw)[m] for m in transforms}
 
-    saved = (classification.image_features, features.background, encoder.tokenizer)
+    saved = (classification.image_features, features.background, encoder.tokenizer, encoder.share_text_prefix)
     classification.image_features = per_transform
     features.background = lambda iterable, depth=2: iter(iterable)
-    encoder.tokenizer = getattr(encoder.tokenizer, "tokenizer", encoder.tokenizer)
+    encoder.tokenizer = open_clip_tokenizer(encoder.tokenizer)
+    encoder.share_text_prefix = False
     try:
         yield
     finally:
-        classification.image_features, features.background, encoder.tokenizer = saved
+        (classification.image_features, features.background, encoder.tokenizer,
+         encoder.share_text_prefix) = saved
 
 
 def run_suite(specs, encoder, ctx):
@@ -122,7 +129,7 @@ def run_suite(specs, encoder, ctx):
             })
     finally:
         classification.image_features = real
-        del encoder.encode_image, encoder.encode_text
+        del encoder.encode_image, encoder.encode_text, encoder.encode_text_prefixes, encoder.encode_text_suffix
     return per_task, time.perf_counter() - t_run, time.process_time() - c_run, (image, text, pipeline)
 
 
@@ -227,7 +234,7 @@ def main() -> int:
           f"{fig['image_pipeline_outside_forward_share']:.1%} of the image pipeline; by CPU time "
           f"{fig['outside_forward_share_cpu']:.1%} and {fig['image_pipeline_outside_forward_share_cpu']:.1%}")
     if baseline:
-        print(f"baseline (pass per transform, Compose, open_clip tokenizer, no loader thread): wall "
+        print(f"baseline (pass per transform, Compose, open_clip tokenizer, whole prompts, no loader thread): wall "
               f"{baseline['wall_s']:.1f}s, outside the forward {baseline['outside_forward_share']:.1%} of the run, "
               f"{baseline['image_pipeline_outside_forward_share']:.1%} of the image pipeline; evalkit/baseline "
               f"wall {baseline['ratio_wall_evalkit_over_baseline']}, outside-forward time "

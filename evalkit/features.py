@@ -11,6 +11,7 @@ templates), so tasks that share class names build it once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -38,9 +39,14 @@ def default_cache_dir() -> Path:
 def default_num_workers(device: str) -> int:
     """Data-loader workers when the user gives none. A model on the CPU: 0 — its forward already
     keeps every core busy, and decoding in other processes only competes with it (on the 2-core
-    benchmark machine one worker made eva27 1.6x slower; see benchmarks/bench_eva27.py). A model
-    on a GPU: one worker per core, keeping one for the main process, at most 8."""
-    if device.split(":")[0] in ("cpu", "meta"):
+    benchmark machine one worker process made eva27 1.2x slower and two 1.6x; see
+    benchmarks/bench_eva27.py); a background thread overlaps decoding with the forward instead.
+    A model on a GPU: one worker per core, keeping one for the main process, at most 8 — where
+    worker processes start by fork (Linux): the data sources hold closures that spawn/forkserver
+    cannot pickle, so elsewhere the default stays 0."""
+    import multiprocessing
+
+    if device.split(":")[0] in ("cpu", "meta") or multiprocessing.get_start_method(allow_none=False) != "fork":
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, min(8, cores - 1))
@@ -102,14 +108,32 @@ def prompt_lengths(tokens: torch.Tensor) -> torch.Tensor:
     return (idx * nonzero).max(dim=1).values.clamp(min=1)
 
 
-def encode_texts(encoder: Encoder, texts: Sequence[str], batch_size: int = 256) -> torch.Tensor:
+def encode_texts(
+    encoder: Encoder,
+    texts: Sequence[str],
+    batch_size: int = 256,
+    groups: Sequence[Sequence[int]] | None = None,
+) -> torch.Tensor:
     """Encode prompts. For a causal text tower with EOT pooling, prompts are sorted by length and
     each batch is cut to its longest prompt: nothing after EOT can reach the pooled token, so the
     result equals full-length encoding while skipping the padding compute. Bidirectional towers
-    get full-length batches in the original order."""
+    get full-length batches in the original order.
+
+    ``groups`` (lists of indices into ``texts``, e.g. one template over every class name): when
+    the tower allows it (``encoder.shared_prefix``), the token prefix the prompts of a group have
+    in common is encoded once and only the rest of each prompt is run (evalkit.models.prefix)."""
     tokens = encoder.tokenize(texts)
     n = tokens.shape[0]
     out = torch.empty(n, encoder.embed_dim)
+    if groups is not None and encoder.causal_text and encoder.shared_prefix is not None:
+        covered = torch.zeros(n, dtype=torch.bool)
+        for group in groups:
+            covered[torch.as_tensor(list(group), dtype=torch.long)] = True
+        _encode_shared_prefixes(encoder, tokens, [list(g) for g in groups if len(g)], out, batch_size)
+        rest = (~covered).nonzero().flatten()
+        if rest.numel():  # prompts in no group
+            out[rest] = encode_texts(encoder, [texts[i] for i in rest.tolist()], batch_size)
+        return out
     if encoder.causal_text:
         lengths = prompt_lengths(tokens)
         order = torch.argsort(lengths, descending=True, stable=True)
@@ -121,6 +145,37 @@ def encode_texts(encoder: Encoder, texts: Sequence[str], batch_size: int = 256) 
         for lo in range(0, n, batch_size):
             out[lo : lo + batch_size] = encoder.encode_text(tokens[lo : lo + batch_size])
     return out
+
+
+def _encode_shared_prefixes(encoder: Encoder, tokens: torch.Tensor, groups: list[list[int]], out: torch.Tensor,
+                            batch_size: int) -> None:
+    """Each group's common token prefix is encoded once (all prefixes in one batch); then the
+    rest of every prompt, length-sorted across groups, each attending to its group's prefix."""
+    runner = encoder.shared_prefix
+    pool_at = runner.pool(tokens)
+    which = torch.full((tokens.shape[0],), -1, dtype=torch.long)
+    plen = torch.zeros(len(groups), dtype=torch.long)
+    for g, members in enumerate(groups):
+        idx = torch.as_tensor(members, dtype=torch.long)
+        rows = tokens[idx]
+        same = (rows == rows[:1]).all(dim=0).long().cumprod(dim=0)
+        # the pooled (EOT) token must stay in the part that is run per prompt
+        plen[g] = max(1, min(int(same.sum()), int(pool_at[idx].min())))
+        which[idx] = g
+    firsts = torch.stack([tokens[members[0]] for members in groups])
+    big_p = int(plen.max())
+    prefixes = encoder.encode_text_prefixes(firsts[:, :big_p])
+    idx = (which >= 0).nonzero().flatten()
+    p = plen[which[idx]]
+    rest = (prompt_lengths(tokens[idx]) - p).clamp(min=1)
+    order = torch.argsort(rest, descending=True, stable=True)
+    for lo in range(0, len(order), batch_size):
+        sel = order[lo : lo + batch_size]
+        rows, ps = idx[sel], p[sel]
+        width = int(max(rest[sel].max(), (pool_at[rows] - ps).max() + 1))
+        cols = ps[:, None] + torch.arange(width)[None, :]
+        suffix = torch.gather(tokens[rows], 1, cols.clamp(max=tokens.shape[1] - 1))
+        out[rows] = encoder.encode_text_suffix(prefixes, which[rows], ps, suffix, pool_at[rows] - ps)
 
 
 def zero_shot_classifier(
@@ -135,7 +190,9 @@ def zero_shot_classifier(
     if cache is not None and (hit := cache.get("classifier", key)) is not None:
         return hit
     texts = [t.format(c=c) for c in classnames for t in templates]
-    emb = F.normalize(encode_texts(encoder, texts, batch_size), dim=-1)
+    n_t = len(templates)
+    by_template = [range(j, len(texts), n_t) for j in range(n_t)]  # one template over every class name
+    emb = F.normalize(encode_texts(encoder, texts, batch_size, groups=by_template), dim=-1)
     emb = emb.view(len(classnames), len(templates), -1).mean(dim=1)
     classifier = (emb / emb.norm(dim=-1, keepdim=True)).T.contiguous()
     if cache is not None:
@@ -228,18 +285,32 @@ def image_features(
                 break
             unit_limit = remaining if remaining is not None and (unit.size is None or remaining < unit.size) else None
             image_id = unit.content_id or unit.id
-            keys = {n: _digest("images", encoder.fingerprint, n, image_id, unit_limit) for n in names}
+            keys = {n: _digest("images", encoder.fingerprint, n, _transform_id(transforms[n]), image_id, unit_limit)
+                    for n in names}
             hits = {n: cache.get("images", keys[n]) if cache is not None else None for n in names}
             missing = [n for n in names if hits[n] is None]
+            present = [n for n in names if hits[n] is not None]
+            if any(not _same_samples(hits[n], hits[present[0]]) for n in present[1:]):
+                missing = list(names)  # cached by runs that skipped different samples: redo together
             if missing:
-                fresh = _run_unit(encoder, unit, [stages[n] for n in missing], batch_size, num_workers,
-                                  unit_limit, strict, bar)
-                for n, record in zip(missing, fresh, strict=True):
+                def run(todo: list[str], progress_bar: tqdm, unit: Unit = unit,
+                        unit_limit: int | None = unit_limit) -> dict[str, dict[str, Any]]:
+                    return dict(zip(todo, _run_unit(encoder, unit, [stages[n] for n in todo], batch_size,
+                                                    num_workers, unit_limit, strict, progress_bar), strict=True))
+
+                fresh = run(missing, bar)
+                reference = fresh[missing[0]]
+                computed += len(reference["keys"]) + len(reference["skipped"])
+                if any(not _same_samples(hits[n], reference) for n in names if n not in fresh):
+                    # a cached transform skipped other samples than this pass (a file that failed to
+                    # read then, or now): every transform must score the same samples, so one pass for all
+                    fresh = run(list(names), tqdm(disable=True))
+                    reference = fresh[names[0]]
+                for n, record in fresh.items():
                     hits[n] = record
                     if cache is not None:
                         cache.put("images", keys[n], record)
-                computed += len(fresh[0]["keys"]) + len(fresh[0]["skipped"])
-                labels = fresh[0]["labels"]
+                labels = reference["labels"]
             else:
                 cached_units += 1
                 first = hits[names[0]]
@@ -295,6 +366,18 @@ def background(iterable: Iterable[Any], depth: int = 2) -> Iterator[Any]:
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def _transform_id(transform: Callable) -> str | None:
+    """What the cache keys a transform's features on besides its name: a dataclass transform
+    (evalkit.transforms.Preprocess) by its parameters, so the same name with another size, mean or
+    interpolation is another entry. Other callables by name only."""
+    return repr(transform) if dataclasses.is_dataclass(transform) else None
+
+
+def _same_samples(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Two records of one unit cover the same samples (evaluated and skipped alike)."""
+    return a["keys"] == b["keys"] and [s[0] for s in a["skipped"]] == [s[0] for s in b["skipped"]]
 
 
 def _unit_labels(unit: Unit, limit: int | None, keys: Sequence[str]) -> list[Any]:

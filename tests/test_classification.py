@@ -13,6 +13,7 @@ from sklearn.metrics import balanced_accuracy_score
 from evalkit import models
 from evalkit.features import FeatureCache, encode_texts, zero_shot_classifier
 from evalkit.metrics import mean_per_class_recall, topk_accuracy, zero_shot_classification_metrics
+from evalkit.models.tokenize import open_clip_tokenizer
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.classification import ClassificationFamily
 from evalkit.tasks.spec import adhoc_spec
@@ -27,7 +28,7 @@ def _encoder(arch: str, seed: int = 0):
 
 def _open_clip_tokenizer(enc):
     """open_clip's own tokenizer, as a clip_benchmark user has it (evalkit wraps it in a cache)."""
-    return getattr(enc.tokenizer, "tokenizer", enc.tokenizer)
+    return open_clip_tokenizer(enc.tokenizer)
 
 
 def _cb_loader(root, transform):

@@ -158,6 +158,22 @@ def test_default_worker_count(monkeypatch) -> None:
     assert default_num_workers("cuda") == 2
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0}, raising=False)
     assert default_num_workers("cuda:1") == 1
+    # spawn / forkserver (macOS, Windows, Python 3.14's Linux default) cannot pickle the sources
+    monkeypatch.setattr("multiprocessing.get_start_method", lambda allow_none=False: "spawn")
+    assert default_num_workers("cuda:0") == 0 and default_num_workers("mps") == 0
+
+
+def test_cache_key_includes_the_transform_parameters(demo) -> None:
+    cache = FeatureCache(None)
+    src = _CountingSource(n=4)
+    small = image_features(demo, src.data(), {"crop": build_transform("crop", 32, MEAN, STD)}, cache=cache,
+                           progress=False)["crop"]
+    other = image_features(demo, src.data(), {"crop": build_transform("crop", 32, MEAN, STD, "bilinear")},
+                           cache=cache, progress=False)["crop"]
+    assert small.computed == other.computed == 4 and not torch.equal(small.features, other.features)
+    again = image_features(demo, src.data(), {"crop": build_transform("crop", 32, MEAN, STD)}, cache=cache,
+                           progress=False)["crop"]
+    assert again.computed == 0 and torch.equal(again.features, small.features)
 
 
 def test_num_workers_flag() -> None:
@@ -237,3 +253,36 @@ def test_shared_image_features_whose_samples_are_gone_are_named(demo) -> None:
     renamed = [(f"other{k}", d, y) for k, d, y in src.items]
     with pytest.raises(DataError, match="unit b: cached features list sample k000.*--no-cache"):
         image_features(demo, unit("b", renamed), {"crop": demo.preprocess("crop")}, cache=cache, progress=False)
+
+
+def test_cached_transforms_that_skipped_other_samples_are_recomputed_together(demo) -> None:
+    """A file that failed to read in an earlier run (and reads now), or the other way round: the
+    transforms of one run must still score the same samples with their own labels."""
+    both = {m: demo.preprocess(m) for m in ("crop", "squash")}
+    src = _CountingSource(n=8, broken=(2,))
+    cache = FeatureCache(None)
+    image_features(demo, src.data(), {"crop": both["crop"]}, cache=cache, progress=False)  # k002 unreadable
+    src.broken = {"k004"}  # now k002 reads and k004 does not: squash computed, crop cached
+    out = image_features(demo, src.data(), both, cache=cache, progress=False)
+    crop, squash = out["crop"], out["squash"]
+    assert crop.keys == squash.keys and [k for k, _ in crop.skipped] == [k for k, _ in squash.skipped]
+    labels = {key: label for key, _, label in src.items}
+    for feats in (crop, squash):
+        assert feats.features.shape[0] == len(feats.keys) == len(feats.labels)
+        assert feats.labels == [labels[k] for k in feats.keys]
+    alone = image_features(demo, _CountingSource(n=8, broken=(4,)).data(), both, progress=False)
+    assert torch.equal(crop.features, alone["crop"].features) and torch.equal(squash.features, alone["squash"].features)
+
+
+def test_mixed_cache_records_are_recomputed(demo) -> None:
+    """Both transforms cached, by two runs that skipped different samples."""
+    both = {m: demo.preprocess(m) for m in ("crop", "squash")}
+    cache = FeatureCache(None)
+    image_features(demo, _CountingSource(n=8, broken=(2,)).data(), {"crop": both["crop"]}, cache=cache,
+                   progress=False)
+    image_features(demo, _CountingSource(n=8, broken=(5,)).data(), {"squash": both["squash"]}, cache=cache,
+                   progress=False)
+    src = _CountingSource(n=8)
+    out = image_features(demo, src.data(), both, cache=cache, progress=False)
+    assert out["crop"].keys == out["squash"].keys == [k for k, _, _ in src.items]
+    assert sum(src.decodes.values()) == 8 and out["crop"].computed == 8

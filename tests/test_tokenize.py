@@ -100,6 +100,18 @@ def test_encoders_get_the_cached_tokenizer_and_the_same_classifier() -> None:
                                zero_shot_classifier(plain, names, templates), rtol=0, atol=0)
 
 
+def test_copies_and_pickles_like_the_tokenizer_it_wraps() -> None:
+    import copy
+    import pickle
+
+    from evalkit.models.tokenize import open_clip_tokenizer
+
+    texts = ["a photo of a cat.", "Rock &amp; roll"]
+    for clone in (copy.copy(FAST), copy.deepcopy(FAST), pickle.loads(pickle.dumps(FAST))):
+        assert isinstance(clone, CachedClipTokenizer) and torch.equal(clone(texts), REFERENCE(texts))
+    assert open_clip_tokenizer(FAST) is FAST.tokenizer and open_clip_tokenizer(REFERENCE) is REFERENCE
+
+
 @pytest.mark.parametrize("width", [5, 77])
 def test_empty_batch(width: int) -> None:
     assert FAST([], width).shape == (0, width)

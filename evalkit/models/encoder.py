@@ -52,6 +52,9 @@ class Encoder:
     device_map: dict[str, str] | None = None
     _image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     _text_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: False: never share prompt prefixes (see evalkit.models.prefix); None: decide on first use
+    share_text_prefix: bool | None = None
+    _prefix_runner: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         from evalkit.models.tokenize import cached_tokenizer
@@ -92,6 +95,35 @@ class Encoder:
         fn = self._text_fn or self.model.encode_text
         with self._autocast():
             return fn(tokens.to(self.device)).float().to(self.device)
+
+    # -- prompts sharing a prefix (causal towers; see evalkit.models.prefix) -------------------
+    @property
+    def shared_prefix(self) -> Any:
+        """The runner that encodes a prompt prefix once for many prompts, or None when this
+        model's text tower does not allow it (then prompts are encoded whole)."""
+        if self.share_text_prefix is None:
+            from evalkit.models.prefix import shared_prefix_text
+
+            self._prefix_runner = shared_prefix_text(self.model) if self.causal_text else None
+            self.share_text_prefix = self._prefix_runner is not None
+        return self._prefix_runner if self.share_text_prefix else None
+
+    @torch.inference_mode()
+    def encode_text_prefixes(self, tokens: torch.Tensor) -> Any:
+        """Per-layer keys and values of G prompt prefixes (G, P) of token ids."""
+        with self._autocast():
+            return self.shared_prefix.prefixes(tokens.to(self.device))
+
+    @torch.inference_mode()
+    def encode_text_suffix(self, prefixes: Any, which: torch.Tensor, prefix_len: torch.Tensor, tokens: torch.Tensor,
+                           pool_at: torch.Tensor) -> torch.Tensor:
+        """Features of prompts = prefix ``which[b]`` (``prefix_len[b]`` tokens) + ``tokens[b]``;
+        ``pool_at``: each prompt's EOT position within ``tokens``. Equal to ``encode_text`` on the
+        whole prompts up to float rounding."""
+        with self._autocast():
+            d = self.device
+            out = self.shared_prefix.suffix(prefixes, which.to(d), prefix_len.to(d), tokens.to(d), pool_at.to(d))
+            return out.float().to(self.device)
 
     # -- provenance ----------------------------------------------------------------------------
     @property
