@@ -101,3 +101,11 @@ def test_towers_it_does_not_apply_to(tiny_bidir_arch, demo) -> None:
     finally:
         del demo.model.text.probe
     assert shared_prefix_text(demo.model) is not None
+
+
+@pytest.mark.parametrize("precision,atol", [("fp16", 5e-4), ("bf16", 4e-3), ("int8", 4e-3)])
+def test_reduced_precision_agrees_to_its_rounding(precision: str, atol: float) -> None:
+    enc = models.load("eva-clip-demo", precision=precision)
+    want = zero_shot_classifier(_whole(enc), NAMES, TEMPLATES[:4])
+    got = zero_shot_classifier(_shared(enc), NAMES, TEMPLATES[:4])
+    torch.testing.assert_close(got, want, rtol=0, atol=atol)
