@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from evalkit.results import atomic_write_text
+
 
 def make_wds(root: Path, n: int, n_classes: int, seed: int) -> Path:
     rng = np.random.default_rng(seed)
@@ -174,8 +176,7 @@ def main() -> int:
               f"ratio {t_ours_c / t_cb_c:.3f}", flush=True)
 
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(fig, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(fig, indent=2) + "\n")
     return 0
 
 

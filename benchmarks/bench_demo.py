@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from evalkit.results import atomic_write_text
+
 
 def data_only_pass() -> tuple[float, int]:
     from evalkit.data.sources import load_source
@@ -70,8 +72,7 @@ def main() -> int:
           f"({images / wall:.0f} img/s end to end; {wall / 180:.2f} of the 3-minute budget); "
           f"data-only pass {data_s:.1f}s (command/data-only {wall / data_s:.2f})")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(fig, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(fig, indent=2) + "\n")
     return 0
 
 

@@ -33,6 +33,8 @@ from pathlib import Path
 
 import torch
 
+from evalkit.results import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -240,8 +242,7 @@ def main() -> int:
               f"wall {baseline['ratio_wall_evalkit_over_baseline']}, outside-forward time "
               f"{baseline['ratio_outside_forward_evalkit_over_baseline']}; metrics equal: {baseline['metrics_equal']}")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(fig, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(fig, indent=2) + "\n")
     return 0
 
 

@@ -35,6 +35,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from evalkit.results import atomic_write_text
+
 CONFIG = {
     "embed_dim": 1024,
     "vision_cfg": {
@@ -247,8 +249,7 @@ def main() -> int:
     print(f"cold page cache: cat {cold['cat_seconds']:.2f} s, evalkit {cold['evalkit_seconds']:.2f} s "
           f"({cold['time_ratio']:.2f} x cat)")
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_text(args.json, json.dumps(results, indent=2) + "\n")
     return 0 if results["meets_targets"] and results["same_weights"] else 1
 
 

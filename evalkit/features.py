@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import queue
 import threading
@@ -44,8 +45,6 @@ def default_num_workers(device: str) -> int:
     A model on a GPU: one worker per core, keeping one for the main process, at most 8 — where
     worker processes start by fork (Linux): the data sources hold closures that spawn/forkserver
     cannot pickle, so elsewhere the default stays 0."""
-    import multiprocessing
-
     if device.split(":")[0] in ("cpu", "meta") or multiprocessing.get_start_method(allow_none=False) != "fork":
         return 0
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -125,22 +124,17 @@ def encode_texts(
     tokens = encoder.tokenize(texts)
     n = tokens.shape[0]
     out = torch.empty(n, encoder.embed_dim)
-    if groups is not None and encoder.causal_text and encoder.shared_prefix is not None:
-        covered = torch.zeros(n, dtype=torch.bool)
-        for group in groups:
-            covered[torch.as_tensor(list(group), dtype=torch.long)] = True
-        _encode_shared_prefixes(encoder, tokens, [list(g) for g in groups if len(g)], out, batch_size)
-        rest = (~covered).nonzero().flatten()
-        if rest.numel():  # prompts in no group
-            out[rest] = encode_texts(encoder, [texts[i] for i in rest.tolist()], batch_size)
-        return out
+    todo = torch.arange(n)
+    members = [list(g) for g in groups or () if len(g)]
+    if members and encoder.causal_text and encoder.shared_prefix is not None:
+        done = _encode_shared_prefixes(encoder, tokens, members, out, batch_size)
+        todo = (~done).nonzero().flatten()  # prompts in no group: encoded whole, below
     if encoder.causal_text:
-        lengths = prompt_lengths(tokens)
+        lengths = prompt_lengths(tokens[todo])
         order = torch.argsort(lengths, descending=True, stable=True)
-        for lo in range(0, n, batch_size):
-            idx = order[lo : lo + batch_size]
-            width = int(lengths[idx].max())
-            out[idx] = encoder.encode_text(tokens[idx, :width])
+        for lo in range(0, len(order), batch_size):
+            sel = order[lo : lo + batch_size]
+            out[todo[sel]] = encoder.encode_text(tokens[todo[sel], : int(lengths[sel].max())])
     else:
         for lo in range(0, n, batch_size):
             out[lo : lo + batch_size] = encoder.encode_text(tokens[lo : lo + batch_size])
@@ -148,9 +142,10 @@ def encode_texts(
 
 
 def _encode_shared_prefixes(encoder: Encoder, tokens: torch.Tensor, groups: list[list[int]], out: torch.Tensor,
-                            batch_size: int) -> None:
+                            batch_size: int) -> torch.Tensor:
     """Each group's common token prefix is encoded once (all prefixes in one batch); then the
-    rest of every prompt, length-sorted across groups, each attending to its group's prefix."""
+    rest of every prompt, length-sorted across groups, each attending to its group's prefix.
+    Returns which rows of ``tokens`` it encoded."""
     runner = encoder.shared_prefix
     pool_at = runner.pool(tokens)
     which = torch.full((tokens.shape[0],), -1, dtype=torch.long)
@@ -176,6 +171,7 @@ def _encode_shared_prefixes(encoder: Encoder, tokens: torch.Tensor, groups: list
         cols = ps[:, None] + torch.arange(width)[None, :]
         suffix = torch.gather(tokens[rows], 1, cols.clamp(max=tokens.shape[1] - 1))
         out[rows] = encoder.encode_text_suffix(prefixes, which[rows], ps, suffix, pool_at[rows] - ps)
+    return which >= 0
 
 
 def zero_shot_classifier(
@@ -273,6 +269,7 @@ def image_features(
     if not names:
         raise ValueError("image_features needs at least one transform")
     stages = {name: _split_stages(transforms[name]) for name in names}
+    transform_ids = {name: _transform_id(transforms[name]) for name in names}
     parts: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     remaining = limit
     total = data.size if limit is None else (min(limit, data.size) if data.size is not None else limit)
@@ -285,26 +282,22 @@ def image_features(
                 break
             unit_limit = remaining if remaining is not None and (unit.size is None or remaining < unit.size) else None
             image_id = unit.content_id or unit.id
-            keys = {n: _digest("images", encoder.fingerprint, n, _transform_id(transforms[n]), image_id, unit_limit)
-                    for n in names}
+            keys = {n: _digest("images", encoder.fingerprint, n, transform_ids[n], image_id, unit_limit) for n in names}
             hits = {n: cache.get("images", keys[n]) if cache is not None else None for n in names}
             missing = [n for n in names if hits[n] is None]
             present = [n for n in names if hits[n] is not None]
             if any(not _same_samples(hits[n], hits[present[0]]) for n in present[1:]):
                 missing = list(names)  # cached by runs that skipped different samples: redo together
             if missing:
-                def run(todo: list[str], progress_bar: tqdm, unit: Unit = unit,
-                        unit_limit: int | None = unit_limit) -> dict[str, dict[str, Any]]:
-                    return dict(zip(todo, _run_unit(encoder, unit, [stages[n] for n in todo], batch_size,
-                                                    num_workers, unit_limit, strict, progress_bar), strict=True))
-
-                fresh = run(missing, bar)
+                fresh = _run_unit(encoder, unit, {n: stages[n] for n in missing}, batch_size, num_workers, unit_limit,
+                                  strict, bar)
                 reference = fresh[missing[0]]
                 computed += len(reference["keys"]) + len(reference["skipped"])
                 if any(not _same_samples(hits[n], reference) for n in names if n not in fresh):
                     # a cached transform skipped other samples than this pass (a file that failed to
                     # read then, or now): every transform must score the same samples, so one pass for all
-                    fresh = run(list(names), tqdm(disable=True))
+                    fresh = _run_unit(encoder, unit, stages, batch_size, num_workers, unit_limit, strict,
+                                      tqdm(disable=True))
                     reference = fresh[names[0]]
                 for n, record in fresh.items():
                     hits[n] = record
@@ -424,16 +417,16 @@ def _join(records: list[dict[str, Any]], dim: int, seconds: float, computed: int
 def _run_unit(
     encoder: Encoder,
     unit: Unit,
-    stages: Sequence[tuple[Callable, Callable[[torch.Tensor], torch.Tensor]]],
+    stages: Mapping[str, tuple[Callable, Callable[[torch.Tensor], torch.Tensor]]],
     batch_size: int,
     num_workers: int,
     limit: int | None,
     strict: bool,
     bar: tqdm,
-) -> list[dict[str, Any]]:
-    """One unit through the model: one record (features, labels, keys, skipped) per transform."""
+) -> dict[str, dict[str, Any]]:
+    """One unit through the model: per transform name a record (features, labels, keys, skipped)."""
     loader = DataLoader(
-        _UnitDataset(unit, [per_image for per_image, _ in stages], limit),
+        _UnitDataset(unit, [per_image for per_image, _ in stages.values()], limit),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
@@ -450,13 +443,13 @@ def _run_unit(
             raise SampleDecodeError(f"sample {key}: cannot decode ({why}); rerun without --strict to skip it")
         skipped.extend(batch["skipped"])
         if batch["images"] is not None:
-            for j, (_, per_batch) in enumerate(stages):
+            for j, (_, per_batch) in enumerate(stages.values()):
                 feats[j].append(F.normalize(encoder.encode_image(per_batch(batch["images"][j])), dim=-1))
             labels.extend(batch["labels"])
             keys.extend(batch["keys"])
         bar.update(len(batch["keys"]) + len(batch["skipped"]))
-    return [
-        {"features": torch.cat(f) if f else torch.empty(0, encoder.embed_dim),
-         "labels": labels, "keys": keys, "skipped": skipped}
-        for f in feats
-    ]
+    return {
+        name: {"features": torch.cat(f) if f else torch.empty(0, encoder.embed_dim),
+               "labels": labels, "keys": keys, "skipped": skipped}
+        for name, f in zip(stages, feats, strict=True)
+    }

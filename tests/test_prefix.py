@@ -26,7 +26,7 @@ def _whole(enc):
 
 
 def _shared(enc):
-    enc.share_text_prefix = None
+    enc.share_text_prefix = True
     assert isinstance(enc.shared_prefix, SharedPrefixText)
     return enc
 

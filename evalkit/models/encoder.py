@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,9 +53,8 @@ class Encoder:
     device_map: dict[str, str] | None = None
     _image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     _text_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
-    #: False: never share prompt prefixes (see evalkit.models.prefix); None: decide on first use
-    share_text_prefix: bool | None = None
-    _prefix_runner: Any = field(default=None, repr=False)
+    #: share prompt prefixes where the text tower allows it (see evalkit.models.prefix); False: never
+    share_text_prefix: bool = True
 
     def __post_init__(self) -> None:
         from evalkit.models.tokenize import cached_tokenizer
@@ -99,14 +99,15 @@ class Encoder:
     # -- prompts sharing a prefix (causal towers; see evalkit.models.prefix) -------------------
     @property
     def shared_prefix(self) -> Any:
-        """The runner that encodes a prompt prefix once for many prompts, or None when this
-        model's text tower does not allow it (then prompts are encoded whole)."""
-        if self.share_text_prefix is None:
-            from evalkit.models.prefix import shared_prefix_text
+        """The runner that encodes a prompt prefix once for many prompts, or None when switched
+        off or this model's text tower does not allow it (then prompts are encoded whole)."""
+        return self._prefix_support if self.share_text_prefix and self.causal_text else None
 
-            self._prefix_runner = shared_prefix_text(self.model) if self.causal_text else None
-            self.share_text_prefix = self._prefix_runner is not None
-        return self._prefix_runner if self.share_text_prefix else None
+    @functools.cached_property
+    def _prefix_support(self) -> Any:
+        from evalkit.models.prefix import shared_prefix_text
+
+        return shared_prefix_text(self.model)
 
     @torch.inference_mode()
     def encode_text_prefixes(self, tokens: torch.Tensor) -> Any:

@@ -34,9 +34,13 @@ class SharedPrefixText:
         self.ln_final, self.projection, self.pool, self.cast = ln_final, projection, pool, cast
 
     # -- the math --------------------------------------------------------------------------------
-    def _embed(self, tokens: torch.Tensor, start: int) -> torch.Tensor:
+    def _embed(self, tokens: torch.Tensor, start: torch.Tensor) -> torch.Tensor:
+        """Token plus position embeddings; row b's tokens sit at positions start[b], start[b]+1, ...
+        A row's positions past its EOT (padding in a batch of longer rows) may run past the
+        context; causal attention keeps them from reaching EOT, so any position serves there."""
         x = self.embed(tokens)
-        pos = self.positions[start : start + tokens.shape[1]]
+        at = start[:, None] + torch.arange(tokens.shape[1], device=tokens.device)[None, :]
+        pos = self.positions[at.clamp(max=self.positions.shape[0] - 1)]
         if self.cast is not None:
             x, pos = x.to(self.cast), pos.to(self.cast)
         return x + pos
@@ -69,7 +73,7 @@ class SharedPrefixText:
         """Keys and values of every layer, (G, H, P, C/H), for G prefixes (G, P). A prefix shorter
         than P may be padded with anything: causal attention keeps padding out of earlier positions,
         and :meth:`suffix` masks it out."""
-        x = self._embed(tokens, 0)
+        x = self._embed(tokens, torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device))
         cache = []
         for block in self.blocks:
             x, kv = self._block(block, x, None, None)
@@ -83,14 +87,7 @@ class SharedPrefixText:
         b, n = tokens.shape
         dev = tokens.device
         big_p = cache[0][0].shape[2]
-        steps = torch.arange(n, device=dev)
-        x = self.embed(tokens)
-        # a row's positions past its EOT (padding in a batch of longer rows) may run past the
-        # context; causal attention keeps them from reaching EOT, so any position serves there
-        pos = self.positions[(prefix_len[:, None] + steps[None, :]).clamp(max=self.positions.shape[0] - 1)]
-        if self.cast is not None:
-            x, pos = x.to(self.cast), pos.to(self.cast)
-        x = x + pos
+        x = self._embed(tokens, prefix_len)
         allowed = torch.cat([
             (torch.arange(big_p, device=dev)[None, :] < prefix_len[:, None])[:, None, :].expand(b, n, big_p),
             torch.ones(n, n, dtype=torch.bool, device=dev).tril()[None].expand(b, n, n),
