@@ -15,9 +15,10 @@ import torch
 
 import evalkit
 from evalkit import models
+from evalkit.data.root import default_data_root
 from evalkit.features import FeatureCache, default_cache_dir, default_num_workers
 from evalkit.registry import task_families
-from evalkit.results import TaskResult, git_commit, result_path, write_result
+from evalkit.results import TaskResult, git_commit, result_path, run_variant, write_result
 from evalkit.tasks import load_builtin_families
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.spec import TaskIndex, TaskSpec
@@ -41,7 +42,7 @@ def resolve_tasks(tasks: str | Sequence[str], task_dirs: Sequence[str | Path] | 
     names = [t for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
     if not names:
         raise ValueError("no tasks given")
-    index = TaskIndex.load([Path(d) for d in task_dirs] if task_dirs else None)
+    index = TaskIndex.load(extra=[Path(d) for d in task_dirs or ()])
     specs = index.resolve(names)
     load_builtin_families()
     for spec in specs:
@@ -55,7 +56,7 @@ def evaluate(
     *,
     weights: str | None = None,
     data_root: str | Path | None = None,
-    precision: str = "fp32",
+    precision: str = models.DEFAULT_PRECISION,
     batch_size: int = 64,
     device: str = "cpu",
     output_dir: str | Path = "results",
@@ -76,9 +77,12 @@ def evaluate(
 ) -> RunReport:
     """Evaluate ``model`` on ``tasks`` (names, groups or ad-hoc ``wds:``/``folder:``/``hf:`` specs).
 
-    Task names are resolved before the model is loaded, so a typo costs nothing. Each task's
-    result is written atomically to ``<output_dir>/runs/<model>/<task>.json`` as soon as it is
-    done; a task that fails is reported and the others still run (``raise_errors`` re-raises).
+    Task names are resolved, and every task's data found and checked, before the model is
+    loaded, so a typo or a missing dataset costs nothing. Each task's result is written
+    atomically to ``<output_dir>/runs/<model>/[<variant>/]<task>.json`` as soon as it is done
+    (:func:`evalkit.results.result_path`; the variant folder for any precision but fp32 or
+    weights other than the card's own); a task that fails is reported and the others still run
+    (``raise_errors`` re-raises).
 
     ``num_workers``: data-loader processes; None picks :func:`evalkit.features.default_num_workers`
     for the model's device (0 on CPU).
@@ -90,17 +94,36 @@ def evaluate(
     """
     specs = resolve_tasks(tasks, task_dirs)
     output_dir = Path(output_dir)
+    data_root = default_data_root(data_root)
+    card = models.CARDS.get(model)
+    # what produced a result besides the model name; the card's own weights need no label
+    variant = run_variant(precision, None if card is not None and weights == card.default_weights else weights)
     report = RunReport()
     if skip_existing:
         todo = []
         for spec in specs:
-            if result_path(output_dir, model, spec.name).exists():
+            if result_path(output_dir, model, spec.name, variant=variant).exists():
                 report.skipped_existing.append(spec.name)
             else:
                 todo.append(spec)
         specs = todo
         if not specs:
             return report
+    # Find and check every task's data before any weights are read (minutes for an 18B model).
+    prepared: dict[str, Any] = {}
+    for spec in specs:
+        family = task_families.get(spec.family)()
+        if not hasattr(family, "prepare"):
+            continue
+        try:
+            prepared[spec.name] = family.prepare(spec, data_root)
+        except (ValueError, OSError, RuntimeError) as e:
+            if raise_errors:
+                raise
+            report.failures.append((spec.name, _one_line(e)))
+    specs = [s for s in specs if s.name not in dict(report.failures)]
+    if not specs:
+        return report
     encoder = models.load(
         model, weights=weights, precision=precision, device=device, devices=devices, max_memory=max_memory,
         allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size,
@@ -117,6 +140,7 @@ def evaluate(
         save_predictions=save_predictions,
         progress=progress,
         cache=cache,
+        variant=variant,
         provenance={
             "evalkit_version": evalkit.__version__,
             "git_commit": git_commit(),
@@ -130,13 +154,20 @@ def evaluate(
     for spec in specs:
         family = task_families.get(spec.family)()
         try:
-            result = family.run(spec, encoder, ctx)
+            if spec.name in prepared:
+                result = family.run(spec, encoder, ctx, prepared=prepared.pop(spec.name))
+            else:
+                result = family.run(spec, encoder, ctx)
         except (ValueError, OSError, RuntimeError) as e:
             if raise_errors:
                 raise
-            report.failures.append((spec.name, str(e).splitlines()[0] if str(e) else type(e).__name__))
-            log.error("%s: %s", spec.name, report.failures[-1][1])
+            report.failures.append((spec.name, _one_line(e)))
+            log.debug("%s failed", spec.name, exc_info=True)
             continue
         report.paths.append(write_result(result, output_dir))
         report.results.append(result)
     return report
+
+
+def _one_line(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__

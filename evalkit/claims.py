@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from evalkit.resources import claims_dir
+
 CLAIM_COLUMNS = ["model", "task", "metric", "claimed", "transform", "protocol", "source", "paper_model",
                  "paper_dataset", "note"]
 REQUIRED_COLUMNS = ["model", "task", "metric", "claimed"]
@@ -119,8 +121,9 @@ class ClaimsError(ValueError):
 
 
 def default_claims_path() -> Path:
-    """``results/claims.csv`` of the source checkout evalkit runs from."""
-    return Path(__file__).resolve().parents[1] / "results" / "claims.csv"
+    """The papers' claims, ``claims.csv``, as evalkit ships it (``results/claims.csv`` in the
+    repository, inside the package in a wheel: :func:`evalkit.resources.claims_dir`)."""
+    return claims_dir() / "claims.csv"
 
 
 def split_protocol(protocol: str) -> tuple[frozenset[str], frozenset[str]]:
@@ -139,7 +142,7 @@ def load_claims(paths: str | Path | Iterable[str | Path] | None = None) -> pd.Da
     ``claimed`` as float and blank optional fields as ``""``.
     """
     if paths is None:
-        # results/claims.csv (the papers) plus any results/claims_*.csv (e.g. the demo model's)
+        # claims.csv (the papers) plus any claims_*.csv beside it (e.g. the demo model's)
         paths = sorted(default_claims_path().parent.glob("claims*.csv")) or [default_claims_path()]
     elif isinstance(paths, (str, Path)):
         paths = [paths]

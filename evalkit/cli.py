@@ -8,9 +8,11 @@ import logging
 import sys
 from pathlib import Path
 
+from evalkit.cli_help import HelpFormatter
+from evalkit.results import DEFAULT_VARIANT as DEFAULT_PRECISION  # fp32; models.DEFAULT_PRECISION, without torch
+
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PLUGGED_COMMANDS = ("evalkit.plan", "evalkit.data.check")
 
 EPILOG = """examples:
@@ -44,6 +46,10 @@ def _workers(value: str) -> int | None:
     return n
 
 
+TASK_DIR_HELP = ("extra folder of task YAML files, added to the built-in tasks (repeatable); a task there "
+                 "replaces a built-in task of the same name")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from evalkit import __version__
 
@@ -51,25 +57,27 @@ def build_parser() -> argparse.ArgumentParser:
         prog="evalkit",
         description="Zero-shot evaluation of CLIP-style image-text models: every claimed number next to a verified one.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--version", action="version", version=f"evalkit {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="evaluate a model on tasks and write one JSON result per task",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=HelpFormatter)
     run.add_argument("--model", required=True, help="model card name (see `evalkit list models`) or open_clip:ARCH")
     run.add_argument("--weights", help="checkpoint file or folder, or an open_clip pretrained tag; "
-                     "'random' builds an untrained model (smoke tests)")
-    run.add_argument("--tasks", required=True, help="comma-separated task or group names, or ad-hoc datasets: "
-                     "wds:/path (clip_benchmark WebDataset folder), folder:/path (ImageFolder; "
-                     "folder:/path?classnames=FILE), hf:/path (datasets.save_to_disk folder)")
-    run.add_argument("--data-root", help="folder under which tasks find their datasets")
-    run.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16", "amp", "int8", "int4"],
+                     "'random' builds an untrained model (smoke tests). Default: the card's released weights, "
+                     "from the Hugging Face cache or downloaded")
+    run.add_argument("--tasks", required=True, help="comma-separated task names, aliases (clip_benchmark's "
+                     "names: imagenet, vtab/cifar10, wds/imagenet1k, ...) or groups (eva27, demo; see `evalkit "
+                     "list tasks`), or ad-hoc datasets: wds:/path (clip_benchmark WebDataset folder), folder:/path "
+                     "(ImageFolder; folder:/path?classnames=FILE), hf:/path (datasets.save_to_disk folder)")
+    run.add_argument("--data-root", help="folder under which tasks find their datasets (default: $EVALKIT_DATA)")
+    run.add_argument("--precision", default=DEFAULT_PRECISION, choices=["fp32", "bf16", "fp16", "amp", "int8", "int4"],
                      help="weights dtype (amp: fp32 weights under autocast; int8: LLM.int8 and int4: NF4 "
                      "block Linear layers via bitsandbytes, fp16 elsewhere, EVA-CLIP models). fp32 is fastest on CPU")
-    run.add_argument("--batch-size", type=_positive_int, default=64)
+    run.add_argument("--batch-size", type=_positive_int, default=64, help="images (and prompts) per forward pass")
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     run.add_argument("--devices", help="place an EVA-CLIP model over several devices: 0,1,2,3 or cuda:0,cuda:1, "
                      "auto (every GPU) or cpu; whole blocks per device, CPU/disk offload when short "
@@ -81,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "load is strict); allowed tensors keep their initial values")
     run.add_argument("--offload-dir", help="folder for weights offloaded to disk when devices and RAM are short "
                      "(slow: read every forward pass)")
-    run.add_argument("--output-dir", default="results", help="results go to OUTPUT_DIR/runs/<model>/<task>.json")
+    run.add_argument("--output-dir", default="results", help="results go to OUTPUT_DIR/runs/<model>/<task>.json, or "
+                     "OUTPUT_DIR/runs/<model>/<variant>/<task>.json for another precision or other weights")
     run.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples of each task")
     run.add_argument("--num-workers", type=_workers, default="auto", metavar="N|auto",
                      help="data-loader worker processes that decode and resize images while the model runs "
@@ -94,32 +103,32 @@ def build_parser() -> argparse.ArgumentParser:
                      "both and reports each plus the per-metric maximum, as Table 2 of arXiv 2402.04252")
     run.add_argument("--save-predictions", action="store_true",
                      help="also write per-sample top-5 predictions as <task>.predictions.jsonl")
-    run.add_argument("--cache-dir", default="default",
-                     help="feature/classifier cache (default $EVALKIT_CACHE or ~/.cache/evalkit)")
+    run.add_argument("--cache-dir", help="feature/classifier cache folder "
+                     "(default: $EVALKIT_CACHE, else ~/.cache/evalkit)")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk cache")
     run.add_argument("--skip-existing", action="store_true", help="skip tasks that already have a result")
-    run.add_argument("--task-dir", action="append", default=None,
-                     help="extra folder of task YAML files (repeatable; default: the repository's tasks/)")
+    run.add_argument("--task-dir", action="append", default=None, help=TASK_DIR_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    lst = sub.add_parser("list", help="list tasks, groups or models")
-    lst.add_argument("what", choices=["tasks", "groups", "models", "families"])
-    lst.add_argument("--task-dir", action="append", default=None)
+    lst = sub.add_parser("list", help="list tasks (with their aliases), groups, models or task families",
+                         formatter_class=HelpFormatter)
+    lst.add_argument("what", choices=["tasks", "groups", "models", "families"], help="what to list")
+    lst.add_argument("--task-dir", action="append", default=None, help=TASK_DIR_HELP)
 
     rep = sub.add_parser("report", help="write claimed_vs_verified.md and a PNG chart per model",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=HelpFormatter)
     rep.add_argument("--model", help="only this model")
-    rep.add_argument("--output-dir", default="results")
+    rep.add_argument("--output-dir", default="results", help="the folder `evalkit run` wrote to")
     rep.add_argument("--claims", action="append", default=None,
-                     help="claims CSV (repeatable; default: the repository's results/claims*.csv)")
+                     help="claims CSV (repeatable; default: the claims evalkit ships, the papers' and the demo's)")
     rep.add_argument("--tolerance", type=float, default=0.5, help="|verified - claimed| in points counted as verified")
     rep.add_argument("--fail-on-differ", action="store_true",
                      help="exit 1 when any verified number differs from its claim beyond the tolerance (CI regression jobs)")
 
     exp = sub.add_parser("export", help="leaderboard: one row per model, one column per task",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    exp.add_argument("--format", default="csv", choices=["csv", "md"])
-    exp.add_argument("--output-dir", default="results")
+                         formatter_class=HelpFormatter)
+    exp.add_argument("--format", default="csv", choices=["csv", "md"], help="CSV or a markdown table")
+    exp.add_argument("--output-dir", default="results", help="the folder `evalkit run` wrote to")
     exp.add_argument("--out", help="write to this file instead of standard output")
 
     # Subcommands that live next to their feature: each such module has
@@ -133,10 +142,6 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         mod.register_cli(sub)
     return p
-
-
-def _default_claims() -> list[Path] | None:
-    return None  # evalkit.claims.load_claims: results/claims.csv + results/claims_*.csv
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -160,7 +165,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         strict=args.strict,
         transform=args.transform,
         save_predictions=args.save_predictions,
-        cache_dir=None if args.no_cache else args.cache_dir,
+        cache_dir=None if args.no_cache else (args.cache_dir or "default"),
         progress=not args.quiet and sys.stderr.isatty(),
         task_dirs=args.task_dir,
         skip_existing=args.skip_existing,
@@ -195,10 +200,15 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name, _ in task_families.items():
             print(name)
         return EXIT_OK
-    index = TaskIndex.load([Path(d) for d in args.task_dir] if args.task_dir else None)
+    index = TaskIndex.load(extra=[Path(d) for d in args.task_dir or ()])
+    found = index.tasks if args.what == "tasks" else index.groups
+    if not found:
+        print(f"evalkit: error: no {args.what} found in {', '.join(str(d) for d in index.dirs)}", file=sys.stderr)
+        return EXIT_FAIL
     if args.what == "tasks":
         for name, spec in sorted(index.tasks.items()):
-            print(f"{name:28s} {spec.family:16s} {spec.describe()}")
+            also = f"  (also: {', '.join(spec.aliases)})" if spec.aliases else ""
+            print(f"{name:28s} {spec.family:16s} {spec.describe()}{also}")
     else:
         for name, g in sorted(index.groups.items()):
             print(f"{name:28s} {len(g.tasks):3d} entries: {', '.join(g.tasks)}")
@@ -209,7 +219,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from evalkit.claims import load_claims
     from evalkit.report import verified_table, write_report
 
-    claims = load_claims(args.claims or _default_claims())
+    claims = load_claims(args.claims)  # None: the claims evalkit ships
     for path in write_report(args.output_dir, claims, model=args.model, tolerance=args.tolerance):
         print(path)
     if args.fail_on_differ:
@@ -253,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     except UnknownNameError as e:
         print(f"evalkit: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `evalkit list tasks | head`: the reader has gone, nothing to report
+        sys.stderr.close()
+        return EXIT_OK
     except KeyboardInterrupt:
         print("evalkit: interrupted; finished tasks and feature shards are saved, rerun to resume", file=sys.stderr)
         return 130

@@ -307,6 +307,11 @@ def image_features(
             else:
                 cached_units += 1
                 first = hits[names[0]]
+                if strict and first["skipped"]:
+                    # a sample an earlier run skipped fails --strict just as it would if decoded now
+                    key, why = first["skipped"][0]
+                    raise SampleDecodeError(f"sample {key}: cannot decode ({why}; recorded in the feature cache "
+                                            f"by an earlier run); rerun without --strict to skip it")
                 bar.update(len(first["keys"]) + len(first["skipped"]))
                 # features shared with another labelling of the same images: this unit's own labels
                 labels = first["labels"] if image_id == unit.id else _unit_labels(unit, unit_limit, first["keys"])

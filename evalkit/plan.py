@@ -16,6 +16,8 @@ import json
 import sys
 from typing import Any
 
+from evalkit.cli_help import HelpFormatter
+
 __all__ = ["register_cli", "cmd_plan", "make_plan", "render_plan"]
 
 PLAN_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
@@ -27,12 +29,12 @@ def register_cli(subparsers: Any) -> None:
         help="memory plan of an EVA-CLIP model over devices (no weights needed)",
         description="Parameter counts, weight bytes per precision, activation estimate, device map "
         "and whether it fits. Exit code 0 when it fits, 1 when it does not.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--model", required=True, help="an EVA-CLIP card: eva-clip-18b, eva-clip-8b, eva-clip-8b-448, ...")
     p.add_argument("--devices", default="auto",
                    help="planning sizes (2x40GiB, 80GiB,40GiB), GPU indices of this machine (0,1), cpu or auto")
-    p.add_argument("--precision", default="fp16", choices=PLAN_PRECISIONS)
+    p.add_argument("--precision", default="fp16", choices=PLAN_PRECISIONS, help="weights dtype to plan for")
     p.add_argument("--batch-size", type=int, default=64, help="images (and texts) per forward pass")
     p.add_argument("--max-memory", help="per-device caps, e.g. 0=38GiB,1=38GiB,cpu=64GiB, or one size for every GPU")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")

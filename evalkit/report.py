@@ -1,7 +1,12 @@
 """Claimed vs verified: tables, aggregates, charts and the leaderboard.
 
-Everything here reads result JSONs (``<output_dir>/runs/<model>/<task>.json``, fractions 0-1) and
-claims (:func:`evalkit.claims.load_claims`, percent) and reports in percent.
+Everything here reads result JSONs (``<output_dir>/runs/<model>/[<variant>/]<task>.json``,
+fractions 0-1) and claims (:func:`evalkit.claims.load_claims`, percent) and reports in percent.
+
+Results are grouped by *run*: the model and the result's variant (precision, and weights other
+than the card's own; :mod:`evalkit.results`). A run is named by its model alone for the default
+variant and ``model [variant]`` otherwise (``eva-clip-18b [int8]``): an int8 run and an fp16 run
+of one model are two rows, each held against the model's claims.
 
 How a claim finds its number in a result:
 
@@ -42,7 +47,15 @@ from evalkit.claims import (
     load_claims,
     split_protocol,
 )
-from evalkit.results import TaskResult, atomic_write_bytes, atomic_write_text, iter_results, safe_name
+from evalkit.results import (
+    DEFAULT_VARIANT,
+    TaskResult,
+    atomic_write_bytes,
+    atomic_write_text,
+    iter_results,
+    result_variant,
+    safe_name,
+)
 
 DEFAULT_TOLERANCE = 0.5  # percentage points; the paper prints one decimal
 REPORT_NAME = "claimed_vs_verified.md"
@@ -111,12 +124,19 @@ def result_tags(result: TaskResult) -> frozenset[str]:
     return frozenset(_canon_tag(t) for t in tags)
 
 
+def run_label(result: TaskResult) -> str:
+    """The run a result belongs to: its model, with the variant in brackets unless it is the default."""
+    variant = result_variant(result)
+    return result.model if variant == DEFAULT_VARIANT else f"{result.model} [{variant}]"
+
+
 def _load_results(output_dir: str | Path, model: str | None = None) -> dict[tuple[str, str], list[TaskResult]]:
+    """Results by (run label, task); ``model`` keeps one model's runs, every variant."""
     runs: dict[tuple[str, str], list[TaskResult]] = {}
     for r in iter_results(output_dir, model):
         if model is not None and r.model != model and safe_name(r.model) != safe_name(model):
             continue
-        runs.setdefault((r.model, r.dataset), []).append(r)
+        runs.setdefault((run_label(r), r.dataset), []).append(r)
     for results in runs.values():  # the main setting first: 1 frame, no extra protocol tags
         results.sort(key=lambda r: len({t for t in result_tags(r) if t != "1frame" and not t.endswith("px")}))
     return runs
@@ -260,8 +280,23 @@ def _metric_key(metric: str) -> int:
     return _METRIC_ORDER.index(metric) if metric in _METRIC_ORDER else len(_METRIC_ORDER)
 
 
+def _base_models(runs: dict[tuple[str, str], list[TaskResult]]) -> dict[str, str]:
+    """Run label -> the model name its claims are filed under."""
+    return {label: results[0].model for (label, _), results in runs.items()}
+
+
+def _runs_of(runs: dict[tuple[str, str], list[TaskResult]], model: str) -> list[str]:
+    """The run labels of ``model``'s results, the default variant first."""
+    labels = {label for label, base in _base_models(runs).items() if base == model}
+    return sorted(labels, key=lambda label: (label != model, label))
+
+
 def _model_order(claims: pd.DataFrame, runs: dict[tuple[str, str], list[TaskResult]]) -> list[str]:
-    ordered = list(dict.fromkeys(claims["model"]))
+    """Run labels in claims order (each claimed model's runs together; the model name itself
+    where it has none), then the runs of models without claims."""
+    ordered: list[str] = []
+    for model in dict.fromkeys(claims["model"]):
+        ordered += _runs_of(runs, model) or [model]
     return ordered + sorted({m for m, _ in runs} - set(ordered))
 
 
@@ -294,15 +329,16 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
 
     rows: list[dict[str, Any]] = []
     for c in per_task.itertuples(index=False):
-        value, note, result = _match(runs.get((c.model, c.task), []), c.metric, c.transform, c.protocol)
-        claim_note = str(c.note or "")
-        rows.append({
-            "model": c.model, "task": c.task, "metric": c.metric, "transform": c.transform,
-            "protocol": c.protocol, "claimed": float(c.claimed), "verified": value,
-            "status": _status(c.claimed, value, tolerance),
-            "note": "; ".join(n for n in (claim_note, note) if n), "source": c.source,
-            **_provenance(result),
-        })
+        for label in _runs_of(runs, c.model) or [c.model]:  # each run of the model against its claims
+            value, note, result = _match(runs.get((label, c.task), []), c.metric, c.transform, c.protocol)
+            claim_note = str(c.note or "")
+            rows.append({
+                "model": label, "task": c.task, "metric": c.metric, "transform": c.transform,
+                "protocol": c.protocol, "claimed": float(c.claimed), "verified": value,
+                "status": _status(c.claimed, value, tolerance),
+                "note": "; ".join(n for n in (claim_note, note) if n), "source": c.source,
+                **_provenance(result),
+            })
     claimed_keys = {(r["model"], r["task"]) for r in rows}
     for (m, task), results in runs.items():
         if (m, task) in claimed_keys or task in AGGREGATE_TASKS:
@@ -372,11 +408,12 @@ def aggregate_table(output_dir: str | Path, claims: pd.DataFrame | str | Path | 
 
 def _aggregates(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFrame, model: str | None,
                 tolerance: float) -> pd.DataFrame:
-    models = _model_order(claims, runs) if model is None else [model]
+    models = _model_order(claims, runs) if model is None else (_runs_of(runs, model) or [model])
+    bases = _base_models(runs)
     agg_claims = claims[claims["task"].isin(AGGREGATE_TASKS)]
     rows: list[dict[str, Any]] = []
     for m in models:
-        mine = agg_claims[agg_claims["model"] == m]
+        mine = agg_claims[agg_claims["model"] == bases.get(m, m)]
         for group in GROUPS.values():
             gc = mine[mine["task"] == group.claim_task] if group.claim_task else mine.iloc[0:0]
             gc = gc.assign(_rank=[_claim_rank(t, p) for t, p in zip(gc["transform"], gc["protocol"], strict=True)])
@@ -411,7 +448,9 @@ def _aggregates(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFr
 
 def leaderboard(output_dir: str | Path,
                 claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None) -> pd.DataFrame:
-    """One row per model that has results; one column per task (percent) plus the aggregates.
+    """One row per run (model and variant) that has results; one column per task (percent) plus
+    the aggregates. ``model`` is the model name, ``variant`` what else produced the numbers
+    (precision, and weights other than the card's own: :func:`evalkit.results.run_variant`).
 
     Task columns hold each task's headline number: top-1 for image classification and UCF-101,
     mean(top-1, top-5) for Kinetics (the paper's metric, so the column agrees with
@@ -423,11 +462,13 @@ def leaderboard(output_dir: str | Path,
     runs = _load_results(output_dir)
     claims_df = _as_claims(claims) if claims is not None else None
     models = sorted({m for m, _ in runs})
+    bases = _base_models(runs)
+    variants = {label: result_variant(results[0]) for (label, _), results in runs.items()}
     tasks = sorted({t for _, t in runs}, key=_task_key)
     groups = [g for g in GROUPS.values() if g.leaderboard]
     rows: list[dict[str, Any]] = []
     for m in models:
-        row: dict[str, Any] = {"model": m}
+        row: dict[str, Any] = {"model": bases[m], "variant": variants[m]}
         for t in tasks:
             results = runs.get((m, t), [])
             row[t] = _headline(results, _primary_metric(t, results))[0] if results else None
@@ -436,9 +477,9 @@ def leaderboard(output_dir: str | Path,
             row[g.column] = value
             row[f"{g.column}_n"] = n
             if claims_df is not None:
-                row[f"{g.column}_claimed"] = _primary_claim(claims_df, m, g)
+                row[f"{g.column}_claimed"] = _primary_claim(claims_df, bases[m], g)
         rows.append(row)
-    columns = ["model", *tasks]
+    columns = ["model", "variant", *tasks]
     for g in groups:
         columns += [g.column, f"{g.column}_n"] + ([f"{g.column}_claimed"] if claims_df is not None else [])
     df = pd.DataFrame.from_records(rows, columns=columns)
@@ -519,33 +560,112 @@ def _aggregates_section(rows: pd.DataFrame) -> str:
 
 _SHORT_METRIC = {m: ("i2t " if m.startswith("text") else "t2i ") + "R@" + m.rsplit("@", 1)[1]
                  for m in RETRIEVAL_METRICS}
+_METRIC_NAME = {"acc1": "top-1 accuracy", "acc5": "top-5 accuracy",
+                "mean_acc1_acc5": "mean of top-1 and top-5 accuracy", "mean_recall": "mean retrieval recall",
+                "mean_per_class_recall": "mean per-class recall",
+                **{m: ("image→text" if m.startswith("text") else "text→image") + " recall@" + m.rsplit("@", 1)[1]
+                   for m in RETRIEVAL_METRICS}}
+_METRIC_SHORT_NAME = {"acc1": "top-1", "acc5": "top-5", "mean_acc1_acc5": "mean top-1/top-5",
+                      "mean_recall": "mean recall", "mean_per_class_recall": "mean per-class recall",
+                      **_SHORT_METRIC}
+_CHART_COLOURS = {"claimed": "#9e9e9e", "verified": "#1f77b4"}
+_DELTA_COLOURS = {"verified": "#2e7d32", "differs": "#c62828"}
+_CHART_FONT = 10  # points; the figure is sized so that every row keeps this size at any task count
+_ROW_IN = 0.5  # inches per task (two bars and their labels)
+
+
+def _chart_delta(delta: Any) -> str:
+    """Δ as printed on the chart: signed, two decimals, a true minus sign; "—" when absent."""
+    if delta is None or pd.isna(delta):
+        return "—"
+    return f"{round(float(delta), 2) + 0.0:+.2f}".replace("-", "−")
+
+
+def _chart_literal(text: Any) -> str:
+    """A name as matplotlib should print it: a "$" would otherwise start mathtext."""
+    return str(text).replace("$", r"\$")
+
+
+def _chart_figure(model: str, rows: pd.DataFrame) -> Any:
+    """The claimed-vs-verified chart as a matplotlib ``Figure`` (one row of two bars per task).
+
+    Horizontal bars, so the figure's height grows with the number of tasks while fonts stay the same
+    size; each bar carries its value, a column on the right the Δ (verified − claimed, coloured by
+    status), and a missing number reads "not run" / "no claim" instead of a zero-length bar. The
+    metric is named on the x axis, or per task when the tasks' metrics differ.
+    """
+    from collections import Counter
+
+    from matplotlib.figure import Figure  # no pyplot: no global figure state
+    from matplotlib.transforms import blended_transform_factory
+
+    metrics = [str(m) for m in rows["metric"]]
+    main_metric = Counter(metrics).most_common(1)[0][0] if metrics else "acc1"  # ties: the first listed
+    main_name = _chart_literal(_METRIC_NAME.get(main_metric, main_metric))
+    labels = [_chart_literal(t if m == main_metric else f"{t} ({_METRIC_SHORT_NAME.get(m, m)})")
+              for t, m in zip(rows["task"], metrics, strict=True)]
+    claimed = [None if pd.isna(v) else float(v) for v in rows["claimed"]]
+    verified = [None if pd.isna(v) else float(v) for v in rows["verified"]]
+    deltas = rows["delta"] if "delta" in rows else [
+        None if c is None or v is None else v - c for c, v in zip(claimed, verified, strict=True)]
+    statuses = [str(s) for s in rows["status"]] if "status" in rows else [""] * len(labels)
+    n = len(labels)
+
+    fig = Figure(figsize=(9.0, 1.9 + _ROW_IN * max(n, 1)), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    ys = list(range(n))
+    h = 0.38  # bar thickness; the pair fills 0.76 of a row
+    known = [v for v in claimed + verified if v is not None]
+    lo = min([0.0, *known])
+    hi = max([100.0, *known])
+    span = hi - lo
+    for name, values, off in (("claimed", claimed, -h / 2), ("verified", verified, h / 2)):
+        pos = [y + off for y in ys]
+        ax.barh(pos, [0.0 if v is None else v for v in values], h, color=_CHART_COLOURS[name], label=name)
+        for y, v in zip(pos, values, strict=True):
+            if v is None:
+                text = "no claim" if name == "claimed" else "not run"
+                ax.text(lo + 0.01 * span, y, text, va="center", ha="left", fontsize=_CHART_FONT - 1,
+                        style="italic", color="#555555")
+            else:
+                text = _fmt_claimed(v) if name == "claimed" else f"{v:.2f}"
+                ax.text(v + 0.01 * span if v >= 0 else v - 0.01 * span, y, text, va="center",
+                        ha="left" if v >= 0 else "right", fontsize=_CHART_FONT - 1)
+
+    # Δ column just right of the plot area: x in axes fraction, y in data
+    column = blended_transform_factory(ax.transAxes, ax.transData)
+    ax.text(1.02, -0.5, "Δ", transform=column, ha="left", va="bottom", fontsize=_CHART_FONT, weight="bold")
+    for y, d, s in zip(ys, deltas, statuses, strict=True):
+        ax.text(1.02, y, _chart_delta(d), transform=column, ha="left", va="center", fontsize=_CHART_FONT,
+                color=_DELTA_COLOURS.get(s, "#333333"), weight="bold" if s == "differs" else "normal")
+
+    ax.set_yticks(ys, labels, fontsize=_CHART_FONT)
+    ax.set_ylim(n - 0.5, -0.5)  # first task on top, as in the table
+    ax.set_xlim(lo, hi + 0.14 * span)  # room for the value labels right of the longest bar
+    ticks = [t for t in range(int(math.ceil(lo / 20)) * 20, int(hi) + 1, 20)]
+    ax.set_xticks(ticks)
+    ax.tick_params(axis="x", labelsize=_CHART_FONT)
+    ax.set_xlabel(f"{main_name} (%)" if len(set(metrics)) <= 1
+                  else f"percent: {main_name}, or the metric in brackets", fontsize=_CHART_FONT + 1)
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.set_title(f"{_chart_literal(model)}: claimed vs verified", fontsize=_CHART_FONT + 3, loc="left", pad=28)
+    # legend in the band between title and axes: never on top of a bar
+    ax.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=2, frameon=False, fontsize=_CHART_FONT,
+              borderaxespad=0.2)
+    fig.supxlabel("Δ = verified − claimed, in percentage points; green: verified (within tolerance), "
+                  "red: differs", fontsize=_CHART_FONT - 1, color="#555555")
+    return fig
 
 
 def _chart(model: str, rows: pd.DataFrame) -> bytes:
-    from matplotlib.figure import Figure  # no pyplot: no global figure state, Agg canvas for PNG
+    """The chart of :func:`_chart_figure` as PNG bytes (Agg; no version string, so the bytes are reproducible)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    labels = [f"{t} {_SHORT_METRIC[m]}" if m in _SHORT_METRIC else t
-              for t, m in zip(rows["task"], rows["metric"], strict=True)]
-    n = len(labels)
-    fig = Figure(figsize=(max(6.0, 0.32 * n + 2.0), 4.5), dpi=100)
-    ax = fig.add_subplot()
-    xs = list(range(n))
-    width = 0.4
-    claimed = [float("nan") if pd.isna(v) else v for v in rows["claimed"]]
-    verified = [float("nan") if pd.isna(v) else v for v in rows["verified"]]
-    ax.bar([x - width / 2 for x in xs], claimed, width, label="claimed", color="#9e9e9e")
-    ax.bar([x + width / 2 for x in xs], verified, width, label="verified", color="#1f77b4")
-    ax.set_xticks(xs)
-    ax.set_xticklabels(labels, rotation=70, ha="right", fontsize=7)
-    ax.set_ylabel("percent")
-    ax.set_ylim(0, 112)
-    ax.set_yticks(range(0, 101, 20))
-    ax.set_title(f"{model}: claimed vs verified")
-    ax.legend(loc="upper right", ncol=2, fontsize=8)
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    fig = _chart_figure(model, rows)
+    FigureCanvasAgg(fig)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
     return buf.getvalue()
 
 
@@ -566,13 +686,14 @@ def write_report(output_dir: str | Path, claims: pd.DataFrame | str | Path | Ite
     table = _verified(runs, claims, model, tolerance)
     aggs = _aggregates(runs, claims, model, tolerance)
     with_results = {m for m, _ in runs}
+    bases = _base_models(runs)
     if model is not None:
-        if table.empty and model not in with_results:
-            known = sorted(set(claims["model"]) | {m for m, _ in _load_results(output_dir)})
+        if table.empty and model not in bases.values():
+            known = sorted(set(claims["model"]) | set(_base_models(_load_results(output_dir)).values()))
             close = difflib.get_close_matches(model, known, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"no claims and no results for model {model!r}{hint}")
-        models = [model]
+        models = _runs_of(runs, model) or [model]
     else:
         models = [m for m in _model_order(claims, runs) if m in with_results]
 
@@ -586,12 +707,12 @@ def write_report(output_dir: str | Path, claims: pd.DataFrame | str | Path | Ite
         "",
     ]
     if model is None:
-        claims_only = sorted(set(claims["model"]) - with_results)
+        claims_only = sorted(set(claims["model"]) - set(bases.values()))
         if claims_only:
             lines += [f"Models with claims but no results: {', '.join(claims_only)}.", ""]
         if not models:
             lines += [f"No results under `{output_dir / 'runs'}`.", ""]
-    sources = sorted({s for s in claims.loc[claims["model"].isin(models), "source"] if s})
+    sources = sorted({s for s in claims.loc[claims["model"].isin([bases.get(m, m) for m in models]), "source"] if s})
     if sources:
         lines += [f"Claim sources: {', '.join(sources)}.", ""]
 

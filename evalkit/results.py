@@ -1,4 +1,10 @@
-"""Result records: one JSON per (model, task, protocol), written atomically.
+"""Result records: one JSON per (model, variant, task), written atomically.
+
+A result's *variant* says what produced it besides the model name: the precision, and the weights
+when they are not the card's own (``fp32``, ``int8``, ``fp16+mine.pt-3f2a1b``). Results of the
+default variant (fp32, the card's weights) are ``runs/<model>/<task>.json``; any other variant
+has a folder of its own, ``runs/<model>/<variant>/<task>.json``, so an int8 run never replaces
+the fp16 result of the same model and task, nor a run with other weights.
 
 The top level carries clip_benchmark's keys (``dataset``, ``model``, ``pretrained``, ``task``,
 ``metrics``, ``language``) so ``clip_benchmark build`` reads our files; everything evalkit adds
@@ -8,6 +14,7 @@ counts, skipped samples, timing).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -19,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+DEFAULT_VARIANT = "fp32"  # the default precision (evalkit.models.DEFAULT_PRECISION) with the card's weights
 
 
 @dataclass
@@ -57,8 +65,32 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_") or "unnamed"
 
 
-def result_path(output_dir: str | Path, model: str, task: str, suffix: str = ".json") -> Path:
-    return Path(output_dir) / "runs" / safe_name(model) / f"{safe_name(task)}{suffix}"
+def run_variant(precision: str, weights: str | None = None) -> str:
+    """The variant label of a run: ``precision``, plus ``+<weights>`` when weights other than the
+    card's own were given: a file or folder as its name and a short hash of its absolute path
+    (two ``model.pt`` in different folders differ), a pretrained tag or ``random`` as it is."""
+    if not weights:
+        return precision
+    path = Path(weights).expanduser()
+    if path.exists():
+        label = f"{path.name}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:6]}"
+    else:
+        label = weights
+    return f"{precision}+{safe_name(label)}"
+
+
+def result_variant(result: TaskResult) -> str:
+    """The variant of a result (results written before variants existed: their precision)."""
+    ev = result.evalkit
+    return str(ev.get("variant") or ev.get("precision") or DEFAULT_VARIANT)
+
+
+def result_path(output_dir: str | Path, model: str, task: str, suffix: str = ".json",
+                variant: str = DEFAULT_VARIANT) -> Path:
+    folder = Path(output_dir) / "runs" / safe_name(model)
+    if variant != DEFAULT_VARIANT:
+        folder = folder / safe_name(variant)
+    return folder / f"{safe_name(task)}{suffix}"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -67,6 +99,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; the file gets the mode any new file of the user's would get
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -77,12 +112,18 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
 def write_result(result: TaskResult, output_dir: str | Path) -> Path:
-    path = result_path(output_dir, result.model, result.dataset)
+    path = result_path(output_dir, result.model, result.dataset, variant=result_variant(result))
     atomic_write_text(path, json.dumps(result.to_dict(), indent=2, sort_keys=False) + "\n")
     return path
 

@@ -128,7 +128,7 @@ def test_malformed_yaml_names_file_and_field(tmp_path):
     with pytest.raises(TaskSpecError, match=r"bad\.yaml: unknown field\(s\) \['templatez'\]"):
         TaskIndex.load([d])
     (d / "bad.yaml").write_text("task: x\nfamily: [\n")
-    with pytest.raises(TaskSpecError, match=r"bad\.yaml: invalid YAML"):
+    with pytest.raises(TaskSpecError, match=r"bad\.yaml:3:1: invalid YAML: expected the node content"):
         TaskIndex.load([d])
     (d / "bad.yaml").write_text("task: x\nsource: {type: wds}\n")
     with pytest.raises(TaskSpecError, match="missing required field 'family'"):

@@ -170,10 +170,11 @@ def test_delta_status_and_tolerance(tmp_path):
     )))
     out = tmp_path / "out"
     _result(out, "m", "imagenet1k", {"acc1": 0.804, "acc5": 0.95}, precision="fp16", samples=50000, skipped=[1, 2])
-    _result(out, "m", "cifar10", {"acc1": 0.941})
-    _result(out, "m", "dtd", {"acc1": 0.61})
+    _result(out, "m", "cifar10", {"acc1": 0.941}, precision="fp16")
+    _result(out, "m", "dtd", {"acc1": 0.61}, precision="fp16")
 
     t = report.verified_table(out, claims)
+    assert set(t["model"]) == {"m [fp16]"}  # the run: model and variant (precision)
     r = _row(t, task="imagenet1k")
     assert math.isclose(r["verified"], 80.4) and math.isclose(r["delta"], 0.4, abs_tol=1e-9)
     assert r["status"] == "verified"
@@ -320,7 +321,8 @@ def test_leaderboard_and_export(tmp_path):
 
     lb = report.leaderboard(out)
     assert list(lb["model"]) == ["a", "b"]
-    assert list(lb.columns[:5]) == ["model", "imagenet1k", "cifar10", "kinetics400", "flickr30k"]
+    assert list(lb.columns[:6]) == ["model", "variant", "imagenet1k", "cifar10", "kinetics400", "flickr30k"]
+    assert list(lb["variant"]) == ["fp32", "fp32"]
     for col in ("eva27_mean", "eva27_mean_no_birdsnap", "imagenet_variants_mean", "video_mean",
                 "retrieval_mean_recall"):
         assert col in lb.columns and f"{col}_n" in lb.columns
@@ -337,9 +339,9 @@ def test_leaderboard_and_export(tmp_path):
     assert math.isnan(with_claims.loc["b", "eva27_mean_claimed"])
 
     csv_text = report.export(out, "csv")
-    assert csv_text.splitlines()[0].startswith("model,imagenet1k,cifar10,kinetics400,flickr30k,")
-    assert csv_text.splitlines()[1].startswith("a,80.00,90.00,70.00,55.00,")
-    assert csv_text.splitlines()[2].startswith("b,,50.00,,,")
+    assert csv_text.splitlines()[0].startswith("model,variant,imagenet1k,cifar10,kinetics400,flickr30k,")
+    assert csv_text.splitlines()[1].startswith("a,fp32,80.00,90.00,70.00,55.00,")
+    assert csv_text.splitlines()[2].startswith("b,fp32,,50.00,,,")
     md = report.export(out, "md")
     assert md.splitlines()[0].startswith("| model") and "| a " in md and "85.00" in md
     with pytest.raises(ValueError, match="unknown export format"):
@@ -362,7 +364,8 @@ def test_write_report_files(tmp_path):
     paths = report.write_report(out, claims)
     md_path = out / "claimed_vs_verified.md"
     assert paths[0] == md_path
-    assert set(paths[1:]) == {out / "eva-x_claimed_vs_verified.png", out / "open_clip_ViT-B-32_claimed_vs_verified.png"}
+    assert set(paths[1:]) == {out / "eva-x_bf16_claimed_vs_verified.png",
+                              out / "open_clip_ViT-B-32_claimed_vs_verified.png"}
     for png in paths[1:]:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = md_path.read_text()

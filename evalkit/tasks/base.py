@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from evalkit.features import FeatureCache
 from evalkit.models.encoder import Encoder
-from evalkit.results import TaskResult
+from evalkit.results import DEFAULT_VARIANT, TaskResult
 from evalkit.tasks.spec import TaskSpec
 
 
@@ -24,6 +24,7 @@ class RunContext:
     save_predictions: bool = False
     progress: bool = True
     cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))
+    variant: str = DEFAULT_VARIANT  # evalkit.results.run_variant: precision (+ weights) of this run
     provenance: dict[str, Any] = field(default_factory=dict)
 
 

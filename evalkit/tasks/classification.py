@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from evalkit.data.sources import DataError, check_task_classnames, class_subset_groups, load_source
+from evalkit.data.sources import DataError, SourceData, check_task_classnames, class_subset_groups, load_source
 from evalkit.features import image_features, zero_shot_classifier
 from evalkit.metrics import classification_logits, zero_shot_classification_metrics
 from evalkit.models.encoder import Encoder
@@ -21,6 +22,18 @@ from evalkit.tasks.spec import TaskSpec, TaskSpecError
 TRANSFORM_CHOICES = ("crop", "squash", "best-of-both")
 
 
+@dataclass
+class PreparedTask:
+    """A classification task's data, found and checked before the model is loaded."""
+
+    data: SourceData
+    classnames: list[str]
+    templates: list[str]
+    n_labels: int
+    names_note: str
+    where: str
+
+
 @task_families.register("classification")
 class ClassificationFamily:
     name = "classification"
@@ -30,11 +43,12 @@ class ClassificationFamily:
         if transform not in TRANSFORM_CHOICES:
             raise TaskSpecError(f"{spec.path}: preprocess.transform {transform!r} not in {TRANSFORM_CHOICES}")
 
-    def run(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext) -> TaskResult:
+    def prepare(self, spec: TaskSpec, data_root: str | Path | None) -> PreparedTask:
+        """Find and check the task's data, class names and templates: no model needed, so a
+        missing or malformed dataset is reported before any weights are read."""
         self.validate(spec)
-        t_start = time.perf_counter()
         task_file = Path(spec.path) if spec.path and spec.path.endswith((".yaml", ".yml")) else None
-        data = load_source(spec.source, ctx.data_root, spec.name,
+        data = load_source(spec.source, data_root, spec.name,
                            base_dir=task_file.parent if task_file else None, classnames=spec.classnames)
         classnames = spec.classnames if spec.classnames is not None else data.classnames
         if data.override_classnames:
@@ -57,6 +71,15 @@ class ClassificationFamily:
             if out_of_range:
                 raise DataError(f"{where}: the data maps labels to class {out_of_range[0]}, but the task has "
                                 f"{len(classnames)} class names")
+        return PreparedTask(data, list(classnames), list(templates), n_labels, names_note, where)
+
+    def run(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext,
+            prepared: PreparedTask | None = None) -> TaskResult:
+        t_start = time.perf_counter()
+        if prepared is None:
+            prepared = self.prepare(spec, ctx.data_root)
+        data, classnames, templates = prepared.data, prepared.classnames, prepared.templates
+        n_labels, names_note, where = prepared.n_labels, prepared.names_note, prepared.where
 
         t0 = time.perf_counter()
         hits_before = ctx.cache.hits
@@ -104,7 +127,7 @@ class ClassificationFamily:
         wall = time.perf_counter() - t_start
         skipped_keys = [k for k, _ in feats.skipped]
         if feats.skipped:
-            log = result_path(ctx.output_dir, encoder.name, spec.name, ".skipped.log")
+            log = result_path(ctx.output_dir, encoder.name, spec.name, ".skipped.log", ctx.variant)
             atomic_write_text(log, "".join(f"{k}\t{why}\n" for k, why in feats.skipped))
         provenance: dict[str, Any] = {
             **ctx.provenance,
@@ -115,6 +138,7 @@ class ClassificationFamily:
             "protocol": spec.protocol,
             "fingerprint": encoder.fingerprint,
             "precision": encoder.precision,
+            "variant": ctx.variant,
             "device": encoder.device,
             # module -> device ("cuda:0", "cpu", "disk") of a model placed over several devices
             "device_map": encoder.device_map,
@@ -122,7 +146,7 @@ class ClassificationFamily:
             "transforms_run": modes,
             "best_transform": max(per_mode, key=lambda m: per_mode[m]["acc1"]),
             # which transform produced each reported (maximum) number under best-of-both
-            "best_transform_by_metric": {k: max(per_mode, key=lambda m, k=k: per_mode[m][k]) for k in per_mode[modes[0]]},
+            "best_transform_by_metric": {k: min(per_mode, key=lambda m, k=k: per_mode[m][k]) for k in per_mode[modes[0]]},
             "n_classes": n_labels,
             "n_classifier_classes": len(classnames),
             "n_templates": len(templates),
@@ -160,7 +184,7 @@ class ClassificationFamily:
             for key, y, idx, sc in zip(keys, target.tolist(), top.indices.tolist(), top.values.tolist(), strict=True)
         ]
         suffix = f".predictions.{mode}.jsonl" if tagged else ".predictions.jsonl"
-        atomic_write_text(result_path(ctx.output_dir, encoder.name, spec.name, suffix), "\n".join(lines) + "\n")
+        atomic_write_text(result_path(ctx.output_dir, encoder.name, spec.name, suffix, ctx.variant), "\n".join(lines) + "\n")
 
 
 def project_logits(logits: torch.Tensor, groups: list[list[int]]) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """Task specs: datasets are YAML files, not code.
 
 A task file names its ``family`` (a registered plugin), its ``source`` (where samples come from),
-class names, templates, metric and preprocessing. ``include: other.yaml`` inherits from another
+class names, templates, metric and preprocessing, and may list ``aliases`` (other names it answers
+to, e.g. clip_benchmark's: ``imagenet`` for ``imagenet1k``, ``vtab/cifar10`` for ``cifar10``).
+``wds/NAME`` names task NAME (or its alias) read from its clip_benchmark WebDataset mirror only. ``include: other.yaml`` inherits from another
 file (keys here win, dicts are merged one level deep). A group file has ``group:`` and ``tasks:``
 (a list of task or group names). Ad-hoc tasks need no file: ``wds:/path``, ``folder:/path`` and
 ``hf:/path`` build a spec on the fly.
@@ -9,6 +11,8 @@ file (keys here win, dicts are merged one level deep). A group file has ``group:
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +21,15 @@ from typing import Any
 import yaml
 
 from evalkit.registry import UnknownNameError
+from evalkit.resources import builtin_tasks_dir
+
+log = logging.getLogger("evalkit")
 
 TASK_KEYS = {
     "task", "family", "description", "source", "classnames", "classnames_file", "templates",
-    "templates_file", "metric", "preprocess", "include", "protocol", "claims_name", "tags",
+    "templates_file", "metric", "preprocess", "include", "protocol", "claims_name", "tags", "aliases",
 }
+WDS_PREFIX = "wds/"  # clip_benchmark's name for a dataset read from its WebDataset mirror
 GROUP_KEYS = {"group", "tasks", "description", "include"}
 
 
@@ -42,6 +50,7 @@ class TaskSpec:
     description: str = ""
     path: str = ""
     tags: list[str] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         return self.description or f"{self.family} task from {self.source.get('type', '?')}"
@@ -55,10 +64,12 @@ class GroupSpec:
     path: str = ""
 
 
-def default_task_dirs() -> list[Path]:
-    """Where task YAMLs live: ``$EVALKIT_TASK_PATH`` entries, then the repository's ``tasks/``."""
-    dirs = [Path(p) for p in os.environ.get("EVALKIT_TASK_PATH", "").split(os.pathsep) if p]
-    dirs.append(Path(__file__).resolve().parents[2] / "tasks")
+def default_task_dirs(extra: list[Path] | tuple[Path, ...] = ()) -> list[Path]:
+    """Where task YAMLs are read from, first match of a name wins: ``extra`` (``--task-dir``),
+    then ``$EVALKIT_TASK_PATH`` entries, then the built-in tasks (:func:`builtin_tasks_dir`)."""
+    dirs = [Path(d) for d in extra]
+    dirs += [Path(p) for p in os.environ.get("EVALKIT_TASK_PATH", "").split(os.pathsep) if p]
+    dirs.append(builtin_tasks_dir())
     return dirs
 
 
@@ -68,7 +79,11 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise TaskSpecError(f"{path}: cannot read: {e.strerror or e}") from e
     except yaml.YAMLError as e:
-        raise TaskSpecError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context = getattr(e, "context", None)
+        raise TaskSpecError(f"{where}: invalid YAML: {problem}" + (f" ({context})" if context else "")) from e
     if not isinstance(data, dict):
         raise TaskSpecError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
@@ -84,6 +99,7 @@ def _resolve_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]
     if not isinstance(inc, str):
         raise TaskSpecError(f"{path}: field 'include' must be a file name")
     parent = _resolve_includes((path.parent / inc).resolve(), (*seen, path))
+    parent.pop("aliases", None)  # names belong to the file that gives them, not to files including it
     merged = dict(parent)
     for k, v in data.items():
         merged[k] = {**parent[k], **v} if isinstance(v, dict) and isinstance(parent.get(k), dict) else v
@@ -129,6 +145,7 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
     for fld in ("preprocess", "protocol"):
         if not isinstance(data.get(fld, {}), dict):
             raise TaskSpecError(f"{path}: field '{fld}' must be a mapping")
+    aliases = _str_list(data.get("aliases", []), "aliases", path)
     return TaskSpec(
         name=str(data["task"]),
         family=str(data["family"]),
@@ -141,6 +158,7 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
         description=str(data.get("description", "")),
         path=str(path),
         tags=list(data.get("tags", [])),
+        aliases=aliases,
     )
 
 
@@ -159,26 +177,46 @@ class TaskIndex:
 
     tasks: dict[str, TaskSpec]
     groups: dict[str, GroupSpec]
+    aliases: dict[str, str] = field(default_factory=dict)  # alias -> task name
+    dirs: list[Path] = field(default_factory=list)
 
     @classmethod
-    def load(cls, dirs: list[Path] | None = None) -> TaskIndex:
+    def load(cls, dirs: list[Path] | None = None, *, extra: list[Path] | tuple[Path, ...] = ()) -> TaskIndex:
+        """The tasks under ``dirs`` alone, or by default the built-in tasks plus ``extra`` folders
+        (``--task-dir``; a task there replaces a built-in of the same name, with a warning). A
+        folder given in ``extra`` that does not exist is an error; so is an alias that another
+        task or alias already uses."""
+        for d in extra:
+            if not Path(d).is_dir():
+                raise TaskSpecError(f"--task-dir {d}: not a folder")
+        folders = [Path(d) for d in dirs] if dirs is not None else default_task_dirs(extra)
         tasks: dict[str, TaskSpec] = {}
         groups: dict[str, GroupSpec] = {}
-        for d in dirs if dirs is not None else default_task_dirs():
+        origin: dict[str, Path] = {}  # task or group name -> the folder it was read from
+        for d in folders:
             if not d.is_dir():
                 continue
             for path in sorted(d.rglob("*.yaml")):
                 data = _resolve_includes(path.resolve())
                 if data.get("abstract"):
                     continue
-                if "group" in data:
-                    g = parse_group(data, path)
-                    groups.setdefault(g.name, g)
-                elif "task" in data:
-                    t = parse_task(data, path)
-                    tasks.setdefault(t.name, t)
+                if "group" in data or "task" in data:
+                    item: TaskSpec | GroupSpec = parse_group(data, path) if "group" in data else parse_task(data, path)
+                    table: dict[str, Any] = groups if "group" in data else tasks
+                    if item.name in table:
+                        if origin[item.name] == d:
+                            raise TaskSpecError(f"{path}: {item.name!r} is also defined in {table[item.name].path}")
+                        log.warning("%s (%s) replaces %s", item.name, table[item.name].path, path)
+                        continue
+                    table[item.name] = item
+                    origin[item.name] = d
                 # files with neither key are include-only bases
-        return cls(tasks, groups)
+        return cls(tasks, groups, _alias_table(tasks, groups), folders)
+
+    def lookup(self, name: str) -> TaskSpec | None:
+        """The task called ``name`` or aliased so, or None."""
+        task = self.aliases.get(name, name)
+        return self.tasks.get(task)
 
     def resolve(self, names: list[str]) -> list[TaskSpec]:
         """Expand task names, group names and ad-hoc specs into an ordered, de-duplicated list."""
@@ -190,13 +228,16 @@ class TaskIndex:
             if ":" in name and name.split(":", 1)[0] in ADHOC_PREFIXES:
                 spec = adhoc_spec(name)
                 out.setdefault(spec.name, spec)
-            elif name in self.tasks:
-                out.setdefault(name, self.tasks[name])
+            elif (spec := self.lookup(name)) is not None:
+                out.setdefault(spec.name, spec)
             elif name in self.groups:
                 for child in self.groups[name].tasks:
                     expand(child, (*stack, name))
+            elif name.startswith(WDS_PREFIX) and (spec := self.lookup(name[len(WDS_PREFIX):])) is not None:
+                spec = wds_only(spec, name)
+                out.setdefault(spec.name, spec)
             else:
-                raise UnknownNameError("task", name, [*self.tasks, *self.groups])
+                raise UnknownNameError("task", name, [*self.tasks, *self.aliases, *self.groups])
 
         for n in names:
             expand(n.strip(), ())
@@ -204,6 +245,31 @@ class TaskIndex:
 
 
 ADHOC_PREFIXES = ("wds", "folder", "hf")
+
+
+def _alias_table(tasks: dict[str, TaskSpec], groups: dict[str, GroupSpec]) -> dict[str, str]:
+    table: dict[str, str] = {}
+    for spec in tasks.values():
+        for alias in spec.aliases:
+            if alias in tasks or alias in groups:
+                raise TaskSpecError(f"{spec.path}: alias {alias!r} is already the name of a task or group")
+            if alias in table and table[alias] != spec.name:
+                other = tasks[table[alias]].path
+                raise TaskSpecError(f"{spec.path}: alias {alias!r} is also an alias of {table[alias]} ({other})")
+            table[alias] = spec.name
+    return table
+
+
+def wds_only(spec: TaskSpec, asked: str) -> TaskSpec:
+    """``spec`` read only from its clip_benchmark WebDataset mirror(s) (``wds/NAME``)."""
+    source = spec.source
+    if source.get("type") == "wds":
+        return spec
+    layouts = [lay for lay in source.get("layouts", []) if isinstance(lay, dict) and lay.get("type") == "wds"]
+    if source.get("type") != "any" or not layouts:
+        raise TaskSpecError(f"{asked}: task {spec.name} ({spec.path}) has no WebDataset layout; "
+                            f"use --tasks {spec.name} to read it from its own layout")
+    return dataclasses.replace(spec, source={**source, "layouts": layouts})
 
 
 def adhoc_spec(name: str) -> TaskSpec:
