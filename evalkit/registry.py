@@ -14,6 +14,10 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
+# what `evalkit list` calls each kind of name
+_LIST_COMMANDS = {"task": "tasks", "group": "groups", "model": "models", "model loader": "models",
+                  "task family": "families"}
+
 
 class UnknownNameError(KeyError):
     """A model, task or group name that is not known; the message suggests close matches."""
@@ -22,7 +26,9 @@ class UnknownNameError(KeyError):
         self.kind, self.name = kind, name
         close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        super().__init__(f"unknown {kind} {name!r}{hint} (see `evalkit list {kind}s`)")
+        listing = _LIST_COMMANDS.get(kind)  # `evalkit list` has no subcommand for every kind (sources)
+        see = f" (see `evalkit list {listing}`)" if listing else ""
+        super().__init__(f"unknown {kind} {name!r}{hint}{see}")
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]

@@ -659,7 +659,8 @@ def _chart_figure(model: str, rows: pd.DataFrame) -> Any:
 
 
 def _chart(model: str, rows: pd.DataFrame) -> bytes:
-    """The chart of :func:`_chart_figure` as PNG bytes (Agg; no version string, so the bytes are reproducible)."""
+    """:func:`_chart_figure` as PNG bytes: Agg, cropped to its contents, no version string in the
+    metadata (the same rows give the same bytes)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     fig = _chart_figure(model, rows)

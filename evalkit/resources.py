@@ -18,9 +18,12 @@ class ResourceError(FileNotFoundError):
 
 
 def _find(packaged: str, in_checkout: str, what: str) -> Path:
-    for folder in (_PACKAGE / packaged, _PACKAGE.parent / in_checkout):
-        if folder.is_dir():
-            return folder
+    if (_PACKAGE / packaged).is_dir():
+        return _PACKAGE / packaged
+    # a source checkout (pyproject.toml beside the package), never some other "tasks" folder
+    # that happens to sit beside an installed evalkit in site-packages
+    if (_PACKAGE.parent / "pyproject.toml").is_file() and (_PACKAGE.parent / in_checkout).is_dir():
+        return _PACKAGE.parent / in_checkout
     raise ResourceError(
         f"evalkit's {what} are missing: looked in {_PACKAGE / packaged} (installed wheel) and "
         f"{_PACKAGE.parent / in_checkout} (source checkout); reinstall evalkit"

@@ -3,7 +3,8 @@
     evalkit data check --tasks eva27 --data-root /data
 
 Per task: found / missing / error, the layout and folder used, the number of samples (counted
-without decoding an image: file lists, annotation files, tar headers) next to the size the
+without decoding an image: file lists, annotation files, tar headers; a tar shard that is cut
+short or has a corrupt header is an error naming the shard, never a smaller count) next to the size the
 protocol expects (``protocol.expected_size`` in the task file) and the size Table 11 of
 arXiv 2402.04252 prints (``protocol.table11_test_size``), and the class count. A missing dataset
 lists every folder looked in and the layout each would be read as. Exit status 0 when every task
@@ -20,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from evalkit.cli_help import HelpFormatter
+from evalkit.data.root import default_data_root
 from evalkit.data.sources import (
     DataError,
     DatasetNotFound,
@@ -103,8 +106,8 @@ def check_tasks(tasks: str, data_root: str | Path | None, task_dirs: list[str] |
     from evalkit.tasks.spec import TaskIndex  # not evalkit.api: a data check needs no torch
 
     names = [t for t in tasks.split(",") if t.strip()]
-    index = TaskIndex.load([Path(d) for d in task_dirs] if task_dirs else None)
-    return [check_task(spec, data_root) for spec in index.resolve(names)]
+    index = TaskIndex.load(extra=[Path(d) for d in task_dirs or ()])
+    return [check_task(spec, default_data_root(data_root)) for spec in index.resolve(names)]
 
 
 def format_table(rows: list[TaskCheck]) -> str:
@@ -148,10 +151,12 @@ def register_cli(subparsers: Any) -> None:
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     check = actions.add_parser(
         "check", help="per task: found / missing, layout, sample count vs the expected and Table 11 sizes",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=__doc__, formatter_class=HelpFormatter)
     check.add_argument("--tasks", required=True, help="comma-separated task or group names (e.g. eva27)")
-    check.add_argument("--data-root", help="folder under which the tasks look for their datasets")
-    check.add_argument("--task-dir", action="append", default=None, help="extra folder of task YAML files")
+    check.add_argument("--data-root", help="folder under which the tasks look for their datasets "
+                       "(default: $EVALKIT_DATA)")
+    check.add_argument("--task-dir", action="append", default=None,
+                       help="extra folder of task YAML files, added to the built-in tasks (repeatable)")
     check.add_argument("--json", action="store_true", help="one JSON record per task instead of the table")
     check.add_argument("--strict", action="store_true", help="also exit 1 when a sample count differs from the expected size")
     check.set_defaults(func=cmd_check)

@@ -302,16 +302,114 @@ def wds_source(source: dict[str, Any], data_root: str | Path | None, task: str) 
         classnames = _read_lines(root / "classnames.txt")
     if (root / "zeroshot_classification_templates.txt").exists():
         templates = _read_lines(root / "zeroshot_classification_templates.txt")
+    # A shard cut short or corrupt fails here: before any work, before its cached features are
+    # reused, and in this process (an error raised in a loader worker loses its message).
+    for t in tars:
+        scan_tar(t)
     label_key = source.get("label_key", "cls")
     units = [Unit(id=_file_id(t), samples=_tar_samples(t, label_key), count=_tar_counter(t)) for t in tars]
     info = {"path": str(root), "split": split, "shards": len(tars), "layout": "wds"}
     return SourceData(units, classnames, templates, info)
 
 
+# The end of a tar archive is two 512-byte blocks of zeros (POSIX). A shard that stops without
+# them was cut short: tarfile and webdataset stop quietly at a missing or unreadable header and
+# hand over the members before it as if that were the whole shard, so it is checked here.
+_TAR_BLOCK = 512
+_COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
+_SCANNED: dict[tuple[str, int, int, int, int], list[str]] = {}
+
+
+def _bad_shard(tar_path: Path, what: str) -> DataError:
+    return DataError(f"{tar_path}: {what}: a partial or corrupt download; re-download it")
+
+
+def scan_tar(tar_path: Path) -> list[str]:
+    """The names of a tar shard's regular members, after checking the shard is whole: every
+    header is read (its checksum checked by tarfile) and every member's data must lie inside the
+    file, and the archive must end with its end-of-archive marker. Only the headers are read;
+    member data is skipped with seeks, so this reads one 512-byte header per member and never
+    the shard's images. A shard that fails is a DataError naming it and what is wrong
+    (where it ends, in or after which member). Results are kept per file identity (path, size,
+    mtime, ctime, inode), so a shard is scanned once per process while it is unchanged.
+
+    Called for every shard when a WebDataset is loaded (a run and ``evalkit data check`` alike),
+    before a shard's samples are read, and by the sample count (from these names), so nothing
+    takes a cut-short shard for a whole one."""
+    import tarfile
+
+    try:
+        st = tar_path.stat()
+    except OSError as e:
+        raise DataError(f"{tar_path}: unreadable tar shard: {e}") from e
+    ident = (str(tar_path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)  # any write changes ctime
+    if ident in _SCANNED:
+        return _SCANNED[ident]
+    size = st.st_size
+    if size == 0:
+        raise _bad_shard(tar_path, "empty tar shard (0 bytes)")
+    names: list[str] = []
+    end, last = 0, None  # where the next header starts; the member before it
+    why = ""  # tarfile's reason when it gave up, for a header this scan cannot explain
+    try:
+        with tarfile.open(tar_path, "r:") as tar:  # seekable mode: member data is skipped, not read
+            for member in tar:
+                # tar.offset: where the header after this member starts (after its padded data)
+                if tar.offset > size:
+                    data_end = member.offset_data + member.size
+                    where = (f"ends inside member {member.name!r} at byte {size}; its data runs to byte {data_end}"
+                             if size < data_end else
+                             f"ends at byte {size} inside the padding after member {member.name!r}, "
+                             f"without the end-of-archive marker")
+                    raise _bad_shard(tar_path, f"truncated tar shard ({where})")
+                end, last = tar.offset, member.name
+                if member.isreg():
+                    names.append(member.name)
+    except tarfile.TarError as e:  # at the first header, or a bad header after an extended one
+        why = str(e)
+    except OSError as e:
+        raise DataError(f"{tar_path}: unreadable tar shard: {e}") from e
+    # tarfile stopped at ``end``: whole only if the end-of-archive marker is there
+    try:
+        with open(tar_path, "rb") as f:
+            f.seek(end)
+            block = f.read(2 * _TAR_BLOCK)
+    except OSError as e:
+        raise DataError(f"{tar_path}: unreadable tar shard: {e}") from e
+    after = f"after member {last!r}" if last is not None else "before any member"
+    if block == bytes(2 * _TAR_BLOCK):
+        _SCANNED[ident] = names
+        return names
+    if end == 0:
+        kind = next((k for m, k in _COMPRESSED_MAGIC.items() if block.startswith(m)), None)
+        if kind is not None:
+            raise DataError(f"{tar_path}: {kind}-compressed tar shard; evalkit reads uncompressed .tar shards "
+                            f"(as clip_benchmark's are): decompress it")
+    if not block:
+        problem = f"truncated tar shard (ends at byte {size} {after}, without the end-of-archive marker)"
+    elif len(block) < _TAR_BLOCK:
+        problem = (f"truncated tar shard (ends at byte {size} inside the header {after}: "
+                   f"{len(block)} of its {_TAR_BLOCK} bytes)")
+    elif block[:_TAR_BLOCK] == bytes(_TAR_BLOCK):
+        problem = (f"truncated tar shard (ends at byte {size} inside the end-of-archive marker {after})"
+                   if len(block) < 2 * _TAR_BLOCK else
+                   f"corrupt tar shard (a zeroed header at byte {end} {after}, followed by more data)")
+    else:
+        try:
+            tarfile.TarInfo.frombuf(block[:_TAR_BLOCK], tarfile.ENCODING, "surrogateescape")
+        except tarfile.HeaderError as e:
+            why = str(e)
+        problem = f"corrupt tar shard (bad header at byte {end} {after}: {why or 'unreadable'})"
+    raise _bad_shard(tar_path, problem)
+
+
 def _tar_samples(tar_path: Path, label_key: str) -> Callable[[], Iterator[RawSample]]:
     def iterate() -> Iterator[RawSample]:
         import webdataset as wds
 
+        # Whole shards only: webdataset reads a cut-short tar up to where it stops, without a word.
+        # Checked when the dataset was loaded; again here only if the file has changed since.
+        scan_tar(tar_path)
         # One shard at a time so a corrupt tar is reported with its own file name.
         # No node/worker splitting inside webdataset: evalkit's loader hands every worker the
         # whole shard and each decodes its own share (sample i -> worker i % W).
@@ -343,20 +441,14 @@ def _tar_samples(tar_path: Path, label_key: str) -> Callable[[], Iterator[RawSam
 
 
 def _tar_counter(tar_path: Path) -> Callable[[], int]:
-    """Samples in a shard, from the tar headers alone: keys that have an image member."""
+    """Samples in a shard, from its (checked) tar headers alone: keys that have an image member."""
 
     def count() -> int:
-        import tarfile
-
         keys = set()
-        try:
-            with tarfile.open(tar_path) as tar:
-                for member in tar:
-                    stem, _, ext = member.name.rpartition(".")
-                    if ext.lower() in IMAGE_EXTS:
-                        keys.add(stem)
-        except (tarfile.TarError, OSError) as e:
-            raise DataError(f"{tar_path}: corrupt or unreadable tar shard: {e}") from e
+        for member in scan_tar(tar_path):
+            stem, _, ext = member.rpartition(".")
+            if ext.lower() in IMAGE_EXTS:
+                keys.add(stem)
         return len(keys)
 
     return count

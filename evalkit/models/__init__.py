@@ -9,11 +9,17 @@ from typing import Any
 import torch
 
 from evalkit.models.encoder import PRECISIONS, Encoder
-from evalkit.models.open_clip_model import ModelLoadError, load_open_clip
+from evalkit.models.hub import ModelLoadError, locate
+from evalkit.models.open_clip_model import load_open_clip
 from evalkit.models.zoo import CARDS, ModelCard
 from evalkit.registry import UnknownNameError, model_loaders
+from evalkit.results import DEFAULT_VARIANT
 
-__all__ = ["load", "Encoder", "ModelLoadError", "CARDS", "list_models", "build_eva_clip"]
+__all__ = ["load", "Encoder", "ModelLoadError", "CARDS", "list_models", "build_eva_clip", "DEFAULT_PRECISION"]
+
+# fp32: fastest on CPUs. A run at the default precision with the card's own weights is the
+# default result variant (evalkit.results), so the two are one definition.
+DEFAULT_PRECISION = DEFAULT_VARIANT
 
 RANDOM_INIT_MAX_PARAMS = 2 * 10**9
 
@@ -70,6 +76,11 @@ def build_eva_clip(
     if devices is None and device.startswith("mps"):
         raise ModelLoadError(f"{card.name}: EVA-CLIP models load on cpu or cuda (--device mps is not supported)")
     weights = weights or card.default_weights
+    provenance = weights
+    if weights is None and card.hub is not None:
+        # The released file, from the Hugging Face cache or downloaded into it (models/hub.py).
+        found = locate([card.hub], name=card.name)
+        weights, provenance = str(found.path), found.uri
     if weights is None:
         files = " or ".join(card.weight_files) or "a checkpoint"
         raise ModelLoadError(
@@ -112,7 +123,7 @@ def build_eva_clip(
         std=card.std,
         embed_dim=cfg.embed_dim,
         causal_text=True,
-        weights=str(weights),
+        weights=str(provenance),
         precision=precision,
         device=placed.main_device,
         arch={"family": "eva_clip", **{k: str(v) for k, v in cfg.to_dict().items()}},
@@ -126,7 +137,7 @@ def build_eva_clip(
 def load(
     name: str,
     weights: str | None = None,
-    precision: str = "fp32",
+    precision: str = DEFAULT_PRECISION,
     device: str = "cpu",
     *,
     devices: str | None = None,

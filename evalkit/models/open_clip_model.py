@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+import os
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from evalkit.models.encoder import Encoder, state_dict_digest
-
-
-class ModelLoadError(RuntimeError):
-    """A model that cannot be built or whose weights cannot be read or fetched."""
+from evalkit.models.hub import HubFile, ModelLoadError, locate
 
 
 def text_is_causal(model: nn.Module) -> bool:
@@ -49,6 +51,33 @@ def prefix_text_forward(model: nn.Module) -> Callable[[torch.Tensor], torch.Tens
     return forward
 
 
+def open_clip_hub_files(arch: str, tag: str) -> list[HubFile]:
+    """The Hub files open_clip would fetch for ``arch`` + pretrained ``tag``, best first; [] when
+    the tag names no Hub repository.
+
+    Mirrors open_clip's own rule (pretrained.py ``download_pretrained``): ``hf_hub`` is
+    ``ORG/NAME/FILE``, or ``ORG/NAME/`` for its default open_clip_pytorch_model.bin, and a
+    .safetensors twin of a .bin/.pth file is preferred when the repository has one."""
+    import open_clip
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    spec = open_clip.get_pretrained_cfg(arch, tag).get("hf_hub", "")
+    if not spec:
+        return []
+    repo_id, filename = os.path.split(spec)
+    filename = filename or HF_WEIGHTS_NAME
+    names = [filename]
+    if filename == HF_WEIGHTS_NAME:
+        names.insert(0, HF_SAFE_WEIGHTS_NAME)
+    elif filename.endswith((".bin", ".pth")):
+        names.insert(0, filename[:-4] + ".safetensors")
+    return [HubFile(repo_id, n) for n in names]
+
+
+def _is_path(weights: str) -> bool:
+    return Path(weights).exists() or "/" in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors"))
+
+
 def load_open_clip(
     arch: str,
     weights: str | None = None,
@@ -56,33 +85,56 @@ def load_open_clip(
     device: str = "cpu",
     name: str | None = None,
 ) -> Encoder:
+    """``arch`` with ``weights``: None (seeded random init), a checkpoint file, or a pretrained
+    tag, whose file is found in the Hugging Face cache or downloaded into it (models/hub.py) and
+    handed to open_clip as a local file, so open_clip itself never goes to the network."""
     import open_clip
 
+    label = name or f"open_clip:{arch}"
     if arch not in open_clip.list_models():
         from evalkit.registry import UnknownNameError
 
         raise UnknownNameError("model", f"open_clip:{arch}", [f"open_clip:{m}" for m in open_clip.list_models()])
+    if weights == "random":  # as for EVA-CLIP cards: an untrained (seeded) model
+        weights = None
     pretrained = weights
-    if weights and (Path(weights).exists() or "/" in weights or weights.endswith((".pt", ".bin", ".safetensors"))):
+    provenance = weights or "random-init"
+    preprocess: dict[str, Any] | None = None
+    if weights and _is_path(weights):
         if not Path(weights).exists():
             raise ModelLoadError(f"{weights}: weights file not found")
-        pretrained = str(Path(weights).resolve())
+        pretrained = provenance = str(Path(weights).resolve())
+    elif weights:
+        tag_cfg = open_clip.get_pretrained_cfg(arch, weights)
+        if not tag_cfg:
+            tags = [t for a, t in open_clip.list_pretrained() if a == arch]
+            raise ModelLoadError(f"{label}: unknown pretrained tag {weights!r}; known tags: {', '.join(tags) or 'none'}")
+        files = []  # BREAK
+        if files:  # else a URL-only tag: open_clip fetches it itself, as before
+            found = locate(files, name=label)
+            pretrained, provenance = str(found.path), f"{weights} ({found.uri})"
+            # What open_clip takes from a tag but not from a file: the tag's preprocessing.
+            preprocess = dict(tag_cfg)
+            _warn_quick_gelu(arch, weights, tag_cfg, label)
     try:
         # A random init (no weights) is seeded so that it is reproducible and has a stable fingerprint.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(0)
-            model = open_clip.create_model(arch, pretrained=pretrained or None, precision="fp32", device="cpu")
+            model = open_clip.create_model(arch, pretrained=pretrained or None, precision="fp32", device="cpu",
+                                           force_preprocess_cfg=preprocess)
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if "not a known tag" in msg:
-            tags = [t for a, t in open_clip.list_pretrained() if a == arch]
-            raise ModelLoadError(f"open_clip:{arch}: unknown pretrained tag {weights!r}; known tags: {', '.join(tags) or 'none'}") from e
+        if pretrained and Path(pretrained).is_file():
+            mismatch = describe_mismatch(arch, pretrained)
+            if mismatch:
+                raise ModelLoadError(f"{label}: {pretrained} does not fit {arch}: {mismatch}") from e
+            raise ModelLoadError(f"{label}: cannot load weights {pretrained}: {msg}") from e
         if "download" in msg.lower() or "connection" in msg.lower() or "hub" in msg.lower():
             raise ModelLoadError(
-                f"open_clip:{arch}: could not fetch pretrained weights {weights!r} (offline?): {msg[:160]}; "
+                f"{label}: could not fetch pretrained weights {weights!r} (offline?): {msg[:160]}; "
                 f"download the checkpoint elsewhere and pass it with --weights /path/to/open_clip_model.safetensors"
             ) from e
-        raise ModelLoadError(f"open_clip:{arch}: cannot load weights {weights!r}: {msg}") from e
+        raise ModelLoadError(f"{label}: cannot load weights {weights!r}: {msg}") from e
     try:
         tokenizer = open_clip.get_tokenizer(arch)
     except Exception as e:
@@ -104,7 +156,7 @@ def load_open_clip(
         std=tuple(pp.get("std", getattr(visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711))),
         embed_dim=int(getattr(visual, "output_dim", 0) or model.encode_text(tokenizer(["a"]).to(device)).shape[-1]),
         causal_text=causal,
-        weights=weights or "random-init",
+        weights=provenance,
         precision=precision,
         device=device,
         arch={"family": "open_clip", "arch": arch},
@@ -112,3 +164,126 @@ def load_open_clip(
         interpolation=pp.get("interpolation", "bicubic") if pp.get("interpolation") in ("bicubic", "bilinear") else "bicubic",
         _text_fn=prefix_text_forward(model) if causal else None,
     )
+
+
+def _warn_quick_gelu(arch: str, tag: str, tag_cfg: dict[str, Any], label: str) -> None:
+    # open_clip warns about this when given the tag; given the file, it cannot know.
+    import open_clip
+
+    arch_quick = bool((open_clip.get_model_config(arch) or {}).get("quick_gelu", False))
+    if bool(tag_cfg.get("quick_gelu", False)) != arch_quick:
+        warnings.warn(
+            f"{label}: pretrained tag {tag!r} was trained with quick_gelu={not arch_quick}, but {arch} uses "
+            f"quick_gelu={arch_quick}; the {arch}-quickgelu (or plain) architecture matches it",
+            UserWarning, stacklevel=3,
+        )
+
+
+# Keys open_clip adapts while loading rather than rejects (factory.load_checkpoint).
+_RESIZED = ("visual.positional_embedding", "positional_embedding", "text.positional_embedding")
+_RESHAPED = ("logit_scale", "logit_bias")
+_DROPPED = ("text.transformer.embeddings.position_ids",)
+
+
+def checkpoint_shapes(path: str | Path) -> dict[str, tuple[int, ...]] | None:
+    """Key -> shape of an open_clip checkpoint, read lazily (safetensors header, or a memory-mapped
+    torch.load), unwrapped as open_clip does (``state_dict``, ``module.``); None when the file
+    cannot be read that way."""
+    path = Path(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:
+                shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                obj = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            if isinstance(obj, torch.jit.ScriptModule):
+                obj = obj.state_dict()
+            if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+                obj = obj["state_dict"]
+            if not isinstance(obj, dict):
+                return None
+            shapes = {k: tuple(v.shape) for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    except Exception:
+        return None
+    if shapes and next(iter(shapes)).startswith("module"):
+        shapes = {k[7:]: v for k, v in shapes.items()}
+    return shapes
+
+
+@contextmanager
+def _silent_logging() -> Iterator[None]:
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)
+
+
+def model_shapes(arch: str) -> dict[str, tuple[int, ...]] | None:
+    """Key -> shape of ``arch``'s state dict, from a model built on the meta device (no memory,
+    no weights); None for architectures that need the network to be built (Hugging Face text towers)."""
+    import open_clip
+    from accelerate import init_empty_weights
+
+    cfg = open_clip.get_model_config(arch) or {}
+    if "hf_model_name" in cfg.get("text_cfg", {}):
+        return None
+    try:
+        with _silent_logging(), init_empty_weights():
+            model = open_clip.create_model(arch, pretrained=None, device="meta", load_weights=False,
+                                           pretrained_text=False)
+    except Exception:
+        return None
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _shape(s: tuple[int, ...]) -> str:
+    return "[" + ", ".join(map(str, s)) + "]"
+
+
+def _some(keys: list[str], n: int = 3) -> str:
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return ", ".join(keys[:n]) + more
+
+
+def describe_mismatch(arch: str, checkpoint: str | Path, show: int = 2) -> str | None:
+    """One line naming how ``checkpoint`` differs from ``arch`` by key and shape (the first
+    ``show`` shape mismatches, then missing and unexpected keys); None when no difference is
+    found (the load failed for another reason) or either side cannot be read."""
+    from open_clip.model import convert_to_custom_text_state_dict
+
+    ckpt = checkpoint_shapes(checkpoint)
+    want = model_shapes(arch)
+    if not ckpt or want is None:
+        return None
+    if "positional_embedding" in ckpt and "positional_embedding" not in want:
+        ckpt = dict(convert_to_custom_text_state_dict(ckpt))  # the old text layout, as open_clip moves it
+    mismatched = []
+    for key, shape in want.items():
+        have = ckpt.get(key)
+        if have is None or have == shape:
+            continue
+        if key in _RESIZED and len(have) == len(shape) and have[-1:] == shape[-1:]:
+            continue  # open_clip interpolates position embeddings of another length
+        if key in _RESHAPED and torch.Size(have).numel() == torch.Size(shape).numel():
+            continue
+        mismatched.append(f"{key}: checkpoint {_shape(have)}, model {_shape(shape)}")
+    missing = [k for k in want if k not in ckpt and not (k == "logit_bias" and "logit_scale" in ckpt)]
+    unexpected = [k for k in ckpt if k not in want and k not in _DROPPED]
+    if not (mismatched or missing or unexpected):
+        return None
+    parts = mismatched[:show]
+    if len(mismatched) > show:
+        parts.append(f"{len(mismatched) - show} more mismatches")
+    if missing:
+        parts.append(f"missing ({len(missing)}): {_some(missing)}")
+    if unexpected:
+        parts.append(f"unexpected ({len(unexpected)}): {_some(unexpected)}")
+    return "; ".join(parts)

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalkit.models.hub import HubFile
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -36,6 +38,9 @@ class ModelCard:
     open_clip_arch: str | None = None
     default_weights: str | None = None  # a path, or an open_clip pretrained tag
     weight_files: tuple[str, ...] = ()
+    # Where the released weights live on the Hugging Face Hub, fetched through its cache when no
+    # --weights is given. open_clip cards need none: their tag's pretrained config names it.
+    hub: HubFile | None = None
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -48,16 +53,21 @@ CARDS: dict[str, ModelCard] = {
             "eva-clip-18b", "eva_clip", "EVA-CLIP-18B, 224px (48 post-norm RMSNorm blocks, width 5120)",
             paper_name="EVA-CLIP-18B", config=_eva_cfg(1536, 48, 5120, postnorm=True),
             weight_files=("EVA_CLIP_18B_psz14_s6B.fp16.pt", "pytorch_model.bin.index.json", "model.safetensors.index.json"),
+            # EVA_CLIP_PROTOCOL.md §7.1: the fp16 pickle the paper's numbers come from. Sizes are the
+            # Hub listing's (rounded to 0.1 GB except the 8B's); only messages use them.
+            hub=HubFile("BAAI/EVA-CLIP-18B", "EVA_CLIP_18B_psz14_s6B.fp16.pt", size=36_700_000_000),
         ),
         ModelCard(
             "eva-clip-8b", "eva_clip", "EVA-CLIP-8B, 224px (32 pre-norm RMSNorm blocks, width 4096)",
             paper_name="EVA-CLIP-8B", config=_eva_cfg(1280, 32, 4096, postnorm=False),
             weight_files=("EVA_CLIP_8B_psz14_s9B.pt", "pytorch_model.bin.index.json"),
+            hub=HubFile("BAAI/EVA-CLIP-8B", "EVA_CLIP_8B_psz14_s9B.pt", size=32_883_305_721),
         ),
         ModelCard(
             "eva-clip-8b-448", "eva_clip", "EVA-CLIP-8B at 448px",
             paper_name="EVA-CLIP-8B+@448", config=_eva_cfg(1280, 32, 4096, postnorm=False, image_size=448),
             weight_files=("EVA_CLIP_8B_psz14_plus_s0.6B.pt", "pytorch_model.bin.index.json"),
+            hub=HubFile("BAAI/EVA-CLIP-8B-448", "EVA_CLIP_8B_psz14_plus_s0.6B.pt", size=32_900_000_000),
         ),
         ModelCard(
             "eva-clip-demo", "eva_clip",

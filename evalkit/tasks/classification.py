@@ -146,7 +146,7 @@ class ClassificationFamily:
             "transforms_run": modes,
             "best_transform": max(per_mode, key=lambda m: per_mode[m]["acc1"]),
             # which transform produced each reported (maximum) number under best-of-both
-            "best_transform_by_metric": {k: min(per_mode, key=lambda m, k=k: per_mode[m][k]) for k in per_mode[modes[0]]},
+            "best_transform_by_metric": {k: max(per_mode, key=lambda m, k=k: per_mode[m][k]) for k in per_mode[modes[0]]},
             "n_classes": n_labels,
             "n_classifier_classes": len(classnames),
             "n_templates": len(templates),

@@ -1,0 +1,238 @@
+"""evalkit as installed software: what ships in the wheel, task names a user types, the data root
+from the environment, help text, and `evalkit list` when nothing is found.
+
+The wheel itself is built, installed into a fresh virtual environment and used from another
+folder by `.ci/wheel_smoke` (run by `.ci/run`); these tests check the pieces that decide it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import logging
+import tomllib
+from pathlib import Path
+
+import pytest
+from fixtures import make_wds
+
+from evalkit import cli, resources
+from evalkit.tasks import spec as spec_module
+from evalkit.tasks.spec import TaskIndex, TaskSpecError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((REPO / "pyproject.toml").read_text())
+
+
+# ----------------------------------------------------------------------------- the wheel's contents
+
+
+def test_wheel_lists_every_package_and_maps_tasks_and_claims():
+    st = _pyproject()["tool"]["setuptools"]
+    code = {".".join(p.relative_to(REPO).parent.parts) for p in (REPO / "evalkit").rglob("__init__.py")}
+    assert set(st["packages"]) == code | {"evalkit._tasks", "evalkit._claims"}, "pyproject's package list"
+    assert st["package-dir"] == {"evalkit._tasks": "tasks", "evalkit._claims": "results"}
+
+
+@pytest.mark.parametrize("package, folder, files", [
+    ("evalkit._tasks", "tasks", lambda root: [p for p in root.rglob("*") if p.is_file()]),
+    ("evalkit._claims", "results", lambda root: sorted(root.glob("claims*.csv"))),
+])
+def test_wheel_package_data_covers_every_file(package, folder, files):
+    globs = _pyproject()["tool"]["setuptools"]["package-data"][package]
+    root = REPO / folder
+    found = files(root)
+    assert found, f"nothing under {root}"
+    for path in found:
+        rel = path.relative_to(root).as_posix()
+        # setuptools' "**/" also matches files at the top of the folder
+        assert any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(rel, g.replace("**/", "")) for g in globs), \
+            f"{folder}/{rel} would be left out of the wheel (package-data {globs})"
+
+
+def test_resources_prefer_the_packaged_copy(tmp_path, monkeypatch):
+    pkg = tmp_path / "site" / "evalkit"
+    (pkg / "_tasks").mkdir(parents=True)
+    (pkg / "_claims").mkdir()
+    # site-packages may hold unrelated top-level "tasks"/"results" folders: never read those
+    (pkg.parent / "tasks").mkdir()
+    (pkg.parent / "results").mkdir()
+    monkeypatch.setattr(resources, "_PACKAGE", pkg)
+    assert resources.builtin_tasks_dir() == pkg / "_tasks"
+    assert resources.claims_dir() == pkg / "_claims"
+
+
+def test_resources_missing_is_a_named_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(resources, "_PACKAGE", tmp_path / "site" / "evalkit")
+    (tmp_path / "site" / "tasks").mkdir(parents=True)  # another package's folder, not a checkout
+    with pytest.raises(resources.ResourceError, match=r"built-in task files are missing: looked in .*_tasks"):
+        resources.builtin_tasks_dir()
+
+
+def test_resources_in_a_checkout_are_the_repository_folders():
+    assert resources.builtin_tasks_dir() == REPO / "tasks"
+    assert resources.claims_dir() == REPO / "results"
+
+
+def test_list_from_another_folder_finds_every_task_and_group(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["list", "tasks"]) == 0
+    tasks = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()]
+    task_files = [p for p in (REPO / "tasks").rglob("*.yaml") if "\ntask: " in "\n" + p.read_text()]
+    assert sorted(tasks) == sorted(p.stem for p in task_files)
+    assert cli.main(["list", "groups"]) == 0
+    groups = [ln.split()[0] for ln in capsys.readouterr().out.splitlines()]
+    assert sorted(groups) == ["demo", "eva27", "eva27-protocol-variants", "imagenet-variants"]
+
+
+def test_empty_list_is_an_error(tmp_path, monkeypatch, capsys):
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    monkeypatch.setattr(spec_module, "builtin_tasks_dir", lambda: empty)
+    monkeypatch.delenv("EVALKIT_TASK_PATH", raising=False)
+    assert cli.main(["list", "tasks"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no tasks found in {empty}" in err
+    assert cli.main(["list", "groups"]) == 1
+
+
+# ----------------------------------------------------------------------------- task names
+
+
+def test_aliases_resolve_to_the_task():
+    index = TaskIndex.load()
+    names = ["imagenet", "objectnet", "vtab/cifar10", "imagenet_sketch", "cars", "fgvc_aircraft", "imagenet-a"]
+    assert [s.name for s in index.resolve(names)] == [
+        "imagenet1k", "objectnet", "cifar10", "imagenet_sketch", "cars", "fgvc_aircraft", "imagenet-a"]
+    assert index.lookup("vtab/eurosat").name == "eurosat"
+
+
+def test_wds_name_reads_only_the_webdataset_mirror():
+    index = TaskIndex.load()
+    (spec,) = index.resolve(["wds/vtab/cifar10"])
+    assert spec.name == "cifar10"
+    assert spec.source["layouts"] == [{"type": "wds", "path": "wds_vtab-cifar10"}]
+    assert len(index.tasks["cifar10"].source["layouts"]) == 3  # the index's own spec is untouched
+    (spec,) = index.resolve(["wds/imagenet1k"])
+    assert [lay["type"] for lay in spec.source["layouts"]] == ["wds"]
+    with pytest.raises(TaskSpecError, match=r"wds/food101: task food101 .* has no WebDataset layout"):
+        index.resolve(["wds/food101"])
+
+
+def test_unknown_name_suggests_aliases_too():
+    from evalkit.registry import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="did you mean 'imagenet'"):
+        TaskIndex.load().resolve(["imagenett"])
+
+
+def _task_yaml(folder: Path, name: str, *, aliases: str = "", include: str = "", path: str = "data") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    body = f"include: {include}\ntask: {name}\n" if include else (
+        f"task: {name}\nfamily: classification\nsource: {{type: wds, path: {path}}}\n"
+        f"templates: ['a photo of a {{c}}.']\n")
+    if aliases:
+        body += f"aliases: [{aliases}]\n"
+    (folder / f"{name}.yaml").write_text(body)
+    return folder
+
+
+def test_alias_clash_is_an_error_naming_both_files(tmp_path):
+    d = _task_yaml(tmp_path / "t", "one", aliases="first")
+    _task_yaml(d, "two", aliases="first")
+    with pytest.raises(TaskSpecError, match=r"two\.yaml: alias 'first' is also an alias of one \(.*one\.yaml\)"):
+        TaskIndex.load([d])
+    _task_yaml(d, "two", aliases="one")
+    with pytest.raises(TaskSpecError, match=r"alias 'one' is already the name of a task"):
+        TaskIndex.load([d])
+
+
+def test_aliases_are_not_inherited_through_include(tmp_path):
+    d = _task_yaml(tmp_path / "t", "base", aliases="b")
+    _task_yaml(d, "child", include="base.yaml")
+    index = TaskIndex.load([d])
+    assert index.aliases == {"b": "base"}
+
+
+def test_list_tasks_shows_aliases(capsys):
+    assert cli.main(["list", "tasks"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("imagenet1k "))
+    assert "(also: imagenet, imagenet-1k, in1k)" in line
+
+
+def test_task_dir_adds_to_the_builtin_tasks(tmp_path, capsys, caplog):
+    d = _task_yaml(tmp_path / "mine", "my-task")
+    assert cli.main(["list", "tasks", "--task-dir", str(d)]) == 0
+    names = {ln.split()[0] for ln in capsys.readouterr().out.splitlines()}
+    assert {"my-task", "imagenet1k", "shapeworld-shape"} <= names
+    # a task of a built-in's name replaces it, with a warning
+    _task_yaml(d, "cifar10")
+    with caplog.at_level(logging.WARNING, logger="evalkit"):
+        index = TaskIndex.load(extra=[d])
+    assert index.tasks["cifar10"].path == str(d / "cifar10.yaml")
+    assert any("cifar10" in r.getMessage() and "replaces" in r.getMessage() for r in caplog.records)
+    with pytest.raises(TaskSpecError, match="--task-dir .*nope: not a folder"):
+        TaskIndex.load(extra=[tmp_path / "nope"])
+
+
+def test_same_task_twice_in_one_folder_is_an_error(tmp_path):
+    d = _task_yaml(tmp_path / "t", "one")
+    (d / "copy.yaml").write_text((d / "one.yaml").read_text())
+    with pytest.raises(TaskSpecError, match=r"'one' is also defined in"):
+        TaskIndex.load([d])
+
+
+# ----------------------------------------------------------------------------- data root
+
+
+def test_data_root_falls_back_to_evalkit_data(tiny_arch, tmp_path, monkeypatch, capsys):
+    make_wds(tmp_path / "data" / "mine")
+    d = _task_yaml(tmp_path / "tasks", "env-task", path="mine")
+    argv = ["run", "--model", f"open_clip:{tiny_arch}", "--tasks", "env-task", "--task-dir", str(d),
+            "--output-dir", str(tmp_path / "out"), "--quiet"]
+    monkeypatch.delenv("EVALKIT_DATA", raising=False)
+    assert cli.main(argv) == 1
+    assert "no --data-root was given" in capsys.readouterr().err
+    monkeypatch.setenv("EVALKIT_DATA", str(tmp_path / "data"))
+    assert cli.main(argv) == 0
+    assert "env-task: acc1=" in capsys.readouterr().out
+    # --data-root wins over the environment
+    monkeypatch.setenv("EVALKIT_DATA", str(tmp_path / "elsewhere"))
+    assert cli.main([*argv, "--data-root", str(tmp_path / "data"), "--skip-existing"]) == 0
+
+
+# ----------------------------------------------------------------------------- help
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str = "evalkit"):
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub_name, sub in action.choices.items():
+                yield from _parsers(sub, f"{name} {sub_name}")
+
+
+def test_every_option_has_help_and_defaults_are_said_once():
+    seen = 0
+    for name, parser in _parsers(cli.build_parser()):
+        formatter = parser._get_formatter()
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)):
+                continue
+            seen += 1
+            where = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{where} has no help text"
+            text = formatter._expand_help(action) if action.help else ""
+            assert text.lower().count("default") <= 1, f"{where}: {text!r}"
+            assert "(default: default)" not in text and "(default: None)" not in text, where
+    assert seen > 40  # run, list, report, export, plan, data check
+
+
+def test_help_names_the_defaults_the_option_does_not_mention():
+    (_, run), = [(n, p) for n, p in _parsers(cli.build_parser()) if n == "evalkit run"]
+    formatter = run._get_formatter()
+    batch = next(a for a in run._actions if "--batch-size" in a.option_strings)
+    assert formatter._expand_help(batch).endswith("(default: 64)")
