@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from evalkit.cli_help import HelpFormatter
-from evalkit.results import DEFAULT_VARIANT as DEFAULT_PRECISION  # fp32; models.DEFAULT_PRECISION, without torch
+from evalkit.results import (
+    DEFAULT_VARIANT as DEFAULT_PRECISION,  # fp32; models.DEFAULT_PRECISION, without torch
+)
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 

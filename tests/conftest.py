@@ -21,6 +21,8 @@ def _isolated_cache(tmp_path, monkeypatch):
     # Never read or write the user's feature cache from tests.
     monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # an empty Hugging Face cache: a machine that has real weights cached must not change results
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf-hub"))
     # One thread: the test models are tiny, and two threads that wait on each other are 5-50x
     # slower on a loaded machine.
     torch.set_num_threads(1)

@@ -18,12 +18,12 @@ from pathlib import Path
 import huggingface_hub.constants  # read HF_HUB_CACHE now, before any test sets it: the code must not rely on it
 import pytest
 import torch
+from fixtures import TINY_OPEN_CLIP
 
 from evalkit.models import ModelLoadError, build_eva_clip, hub
 from evalkit.models.hub import HubFile, Located, find_cached, hub_cache_dir, locate
 from evalkit.models.open_clip_model import describe_mismatch, load_open_clip, open_clip_hub_files
 from evalkit.models.zoo import CARDS, DEMO_WEIGHTS, ModelCard
-from fixtures import TINY_OPEN_CLIP
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REV = "0123456789abcdef0123456789abcdef01234567"
@@ -246,6 +246,69 @@ def test_download_says_what_where_and_how_big_first(online, monkeypatch, capsys)
     assert locate([f], name="eva-clip-18b") == Located(found.path, f, REV, downloaded=False)
 
 
+@pytest.fixture
+def local_hub(monkeypatch):
+    """A Hub on localhost serving org/repo/w.bin (and 404 for anything else); huggingface_hub's
+    endpoint, and the URL template it built from it at import, both point at it."""
+    import hashlib
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from huggingface_hub import constants
+
+    body = bytes(range(256)) * 400
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def _head(self) -> bool:
+            seen.append(f"{self.command} {self.path}")
+            if self.path.startswith("/org/repo/resolve/main/w.bin"):
+                self.send_response(200)
+                self.send_header("X-Repo-Commit", REV)
+                self.send_header("ETag", f'"{hashlib.sha256(body).hexdigest()}"')
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                return True
+            self.send_response(404)
+            self.send_header("X-Error-Code", "EntryNotFound")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return False
+
+        do_HEAD = _head
+
+        def do_GET(self):
+            if self._head():
+                self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    yield body, seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_from_a_local_hub_lands_in_the_cache(online, local_hub, monkeypatch, capsys):
+    import huggingface_hub
+
+    body, seen = local_hub
+    # the real download function (the `online` fixture replaced it to catch unexpected downloads)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", huggingface_hub.file_download.hf_hub_download)
+    files = [HubFile("org/repo", "w.safetensors"), HubFile("org/repo", "w.bin")]  # only the .bin exists
+    found = locate(files, name="m")
+    assert found.downloaded and found.path.read_bytes() == body
+    assert found.uri == f"hf://org/repo@{REV}/w.bin" and found.path.is_relative_to(online)
+    assert capsys.readouterr().err.splitlines()[0] == f"m: downloading org/repo/w.bin (102.4 kB) into {online}"
+    assert "GET /org/repo/resolve/main/w.bin" in seen  # served here, by the local Hub
+    assert locate(files, name="m").downloaded is False  # now in the cache
+
+
 def test_download_skips_alternatives_the_hub_lacks_and_checks_disk_space(online, monkeypatch):
     files = [HubFile("org/r", "a.safetensors"), HubFile("org/r", "a.bin")]
 
@@ -282,7 +345,9 @@ def test_an_unanswering_hub_fails_within_the_timeout_in_one_line(online, monkeyp
     threading.Thread(target=accept, daemon=True).start()
     endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
     monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    # huggingface_hub built its URL template from the endpoint at import: point both at localhost
     monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
     monkeypatch.setenv("HF_HUB_ETAG_TIMEOUT", "1")
     try:
         t0 = time.monotonic()
@@ -294,6 +359,7 @@ def test_an_unanswering_hub_fails_within_the_timeout_in_one_line(online, monkeyp
         for c in held:
             c.close()
         server.close()
+    assert held, "the request never reached the local server"
     msg = str(err.value)
     assert "\n" not in msg and "cannot be reached" in msg and "org/r/w.bin" in msg and "--weights" in msg
 

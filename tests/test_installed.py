@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import logging
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -19,6 +18,11 @@ from fixtures import make_wds
 from evalkit import cli, resources
 from evalkit.tasks import spec as spec_module
 from evalkit.tasks.spec import TaskIndex, TaskSpecError
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -39,6 +39,7 @@ from evalkit.models.placement import (
     parse_size,
 )
 from evalkit.models.zoo import ModelCard
+from evalkit.results import result_path, run_variant
 
 GiB = 2**30
 
@@ -382,14 +383,16 @@ def test_result_records_the_device_map_of_a_split_model(tiny_card, cli_weights, 
                    "--max-memory", "cpu=1MiB", "--batch-size", "1", "--offload-dir", str(tmp_path / "off"),
                    "--limit", "4", "--output-dir", str(out))
     assert rc == 0, err
-    result = json.loads((out / "runs" / tiny_card / "shapeworld-shape.json").read_text())
+    w = str(tmp_path / "w.pt")
+    result = json.loads(result_path(out, tiny_card, "shapeworld-shape", variant=run_variant("fp32", w)).read_text())
     placed = result["evalkit"]["device_map"]
     # the CLIP BPE embedding (49408 rows) is most of this model: under 1 MiB of RAM all of it goes to disk
     assert "disk" in set(placed.values()) <= {"cpu", "disk"}
     rc, _ = _run(capsys, "--model", tiny_card, "--weights", str(tmp_path / "w.pt"), "--limit", "4",
                  "--output-dir", str(tmp_path / "one"))
     assert rc == 0
-    one = json.loads((tmp_path / "one" / "runs" / tiny_card / "shapeworld-shape.json").read_text())
+    one = json.loads(result_path(tmp_path / "one", tiny_card, "shapeworld-shape",
+                                 variant=run_variant("fp32", w)).read_text())
     assert one["evalkit"]["device_map"] is None and one["evalkit"]["device"] == "cpu"
 
 
@@ -443,7 +446,8 @@ def test_cli_big_model_flags_reach_the_loader(tiny_card, cli_weights, tmp_path, 
                    "--devices", "cpu", "--max-memory", "cpu=1MiB", "--offload-dir", str(tmp_path / "off"),
                    "--limit", "4", "--batch-size", "2", "--output-dir", str(out))
     assert rc == 0, err
-    result = json.loads((out / "runs" / "tiny-eva" / "shapeworld-shape.json").read_text())
+    variant = run_variant("fp32", str(tmp_path / "ck"))  # weights other than the card's own: their own folder
+    result = json.loads(result_path(out, "tiny-eva", "shapeworld-shape", variant=variant).read_text())
     assert result["evalkit"]["evaluated"] == 4
 
 

@@ -43,14 +43,20 @@ def _bad_checksum(data: bytes, shard: Path) -> bytes:
     return data[:at + 10] + flipped + data[at + 20:]
 
 
-# kind -> (what to do to the bytes of a whole shard, a phrase the error must contain)
+# kind -> (what to do to the bytes of a whole shard, a phrase the error must contain).
+# Shard 1 holds s000012..s000023, a .png and a .cls each: member 4 is s000014.png, 6 s000015.png.
 CUTS = {
-    "mid-header": (lambda d, s: d[:_members(s)[5].offset + 100], "ends at byte {size} inside the header after member 's000014.png'"),
-    "mid-member-data": (lambda d, s: d[:_members(s)[4].offset_data + 50], "ends inside member 's000014.png' at byte {size}"),
-    "block-boundary": (lambda d, s: d[:_members(s)[6].offset], "ends at byte {size} after member 's000014.cls', without the end-of-archive marker"),
-    "no-end-marker": (lambda d, s: d[:_end_of_members(s)], "ends at byte {size} after member 's000023.cls', without the end-of-archive marker"),
+    "mid-header": (lambda d, s: d[:_members(s)[5].offset + 100],
+                   "ends at byte {size} inside the header after member 's000014.png'"),
+    "mid-member-data": (lambda d, s: d[:_members(s)[4].offset_data + 50],
+                        "ends inside member 's000014.png' at byte {size}"),
+    "block-boundary": (lambda d, s: d[:_members(s)[6].offset],
+                       "ends at byte {size} after member 's000014.cls', without the end-of-archive marker"),
+    "no-end-marker": (lambda d, s: d[:_end_of_members(s)],
+                      "ends at byte {size} after member 's000023.cls', without the end-of-archive marker"),
     "inside-end-marker": (lambda d, s: d[:_end_of_members(s) + BLOCK], "inside the end-of-archive marker"),
-    "inside-padding": (lambda d, s: d[:_members(s)[-1].offset_data + 200], "ends at byte {size} inside the padding after member 's000023.cls'"),
+    "inside-padding": (lambda d, s: d[:_members(s)[-1].offset_data + 200],
+                       "ends at byte {size} inside the padding after member 's000023.cls'"),
     "bad-checksum": (_bad_checksum, "bad header at byte 13824 after member 's000014.cls': bad checksum"),
     "zeroed-header": (_zeroed_header, "a zeroed header at byte 13824 after member 's000014.cls'"),
     "empty-file": (lambda d, s: b"", "empty tar shard (0 bytes)"),

@@ -259,7 +259,7 @@ def locate(
 
     def not_here(why: str) -> ModelLoadError:
         return ModelLoadError(
-            f"{name}: weights {_describe(files)} are not in the Hugging Face cache {cache} and {why}; "
+            f"{name}: could not fetch weights {_describe(files)}: not in the Hugging Face cache {cache} and {why}; "
             f"download the file elsewhere and pass --weights /path/to/{files[0].filename} "
             f"(or point HF_HUB_CACHE at a cache that holds it)"
         )

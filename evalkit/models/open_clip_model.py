@@ -109,7 +109,7 @@ def load_open_clip(
         if not tag_cfg:
             tags = [t for a, t in open_clip.list_pretrained() if a == arch]
             raise ModelLoadError(f"{label}: unknown pretrained tag {weights!r}; known tags: {', '.join(tags) or 'none'}")
-        files = []  # BREAK
+        files = open_clip_hub_files(arch, weights)
         if files:  # else a URL-only tag: open_clip fetches it itself, as before
             found = locate(files, name=label)
             pretrained, provenance = str(found.path), f"{weights} ({found.uri})"

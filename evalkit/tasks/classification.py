@@ -10,7 +10,13 @@ from typing import Any
 
 import torch
 
-from evalkit.data.sources import DataError, SourceData, check_task_classnames, class_subset_groups, load_source
+from evalkit.data.sources import (
+    DataError,
+    SourceData,
+    check_task_classnames,
+    class_subset_groups,
+    load_source,
+)
 from evalkit.features import image_features, zero_shot_classifier
 from evalkit.metrics import classification_logits, zero_shot_classification_metrics
 from evalkit.models.encoder import Encoder
