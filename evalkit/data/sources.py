@@ -110,7 +110,7 @@ def resolve_path(source: dict[str, Any], data_root: str | Path | None, task: str
     path = Path(os.path.expanduser(str(raw)))
     if not path.is_absolute():
         if data_root is None:
-            raise DataError(f"task {task!r} reads {raw!r} relative to the data root, but no --data-root was given")
+            raise DataError(f"task {task!r} reads {raw!r} relative to the data root, but no --data-root was given and $EVALKIT_DATA is not set")
         path = Path(data_root) / path
     return path
 
@@ -684,7 +684,7 @@ def _layout_paths(layout: dict[str, Any], data_root: str | Path | None, task: st
         path = Path(os.path.expanduser(str(p)))
         if not path.is_absolute():
             if data_root is None:
-                raise DataError(f"task {task!r} reads {p!r} relative to the data root, but no --data-root was given")
+                raise DataError(f"task {task!r} reads {p!r} relative to the data root, but no --data-root was given and $EVALKIT_DATA is not set")
             path = Path(data_root) / path
         out.extend(wds_candidates(path) if layout.get("type") == "wds" else [path])
     return out
