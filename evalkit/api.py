@@ -6,7 +6,7 @@ import logging
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,18 @@ import torch
 import evalkit
 from evalkit import models
 from evalkit.data.root import default_data_root
+from evalkit.errors import one_line
 from evalkit.features import FeatureCache, default_cache_dir, default_num_workers
 from evalkit.registry import task_families
-from evalkit.results import TaskResult, git_commit, result_path, run_variant, write_result
+from evalkit.results import (
+    TaskResult,
+    git_commit,
+    read_result,
+    result_path,
+    result_variant,
+    run_variant,
+    write_result,
+)
 from evalkit.tasks import load_builtin_families
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.spec import TaskIndex, TaskSpec
@@ -74,6 +83,8 @@ def evaluate(
     max_memory: str | Mapping[Any, Any] | None = None,
     allow_missing: Sequence[str] = (),
     offload_dir: str | Path | None = None,
+    on_failure: Callable[[str, str], None] | None = None,
+    on_result: Callable[[TaskResult, Path], None] | None = None,
 ) -> RunReport:
     """Evaluate ``model`` on ``tasks`` (names, groups or ad-hoc ``wds:``/``folder:``/``hf:`` specs).
 
@@ -91,6 +102,10 @@ def evaluate(
     ``max_memory`` (``"0=38GiB,cpu=64GiB"``), ``allow_missing`` (fnmatch patterns of checkpoint
     keys that may be absent), ``offload_dir`` and ``precision="int8"``/``"int4"``; see
     :func:`evalkit.models.load`.
+
+    ``on_failure(task, reason)`` is called the moment a task fails (its data missing, or the
+    run itself), so a long run reports a failure when it happens; by default it is logged.
+    ``on_result(result, path)`` is called as each result is written.
     """
     specs = resolve_tasks(tasks, task_dirs)
     output_dir = Path(output_dir)
@@ -99,6 +114,17 @@ def evaluate(
     # what produced a result besides the model name; the card's own weights need no label
     variant = run_variant(precision, None if card is not None and weights == card.default_weights else weights)
     report = RunReport()
+
+    def fail(name: str, e: BaseException) -> None:
+        if raise_errors:
+            raise e
+        report.failures.append((name, one_line(e)))
+        log.debug("%s failed", name, exc_info=True)
+        if on_failure is not None:
+            on_failure(name, report.failures[-1][1])
+        else:
+            log.error("%s: %s", name, report.failures[-1][1])
+
     if skip_existing:
         todo = []
         for spec in specs:
@@ -113,14 +139,12 @@ def evaluate(
     prepared: dict[str, Any] = {}
     for spec in specs:
         family = task_families.get(spec.family)()
-        if not hasattr(family, "prepare"):
+        if not prepares_data(family):
             continue
         try:
             prepared[spec.name] = family.prepare(spec, data_root)
         except (ValueError, OSError, RuntimeError) as e:
-            if raise_errors:
-                raise
-            report.failures.append((spec.name, _one_line(e)))
+            fail(spec.name, e)
     specs = [s for s in specs if s.name not in dict(report.failures)]
     if not specs:
         return report
@@ -159,15 +183,37 @@ def evaluate(
             else:
                 result = family.run(spec, encoder, ctx)
         except (ValueError, OSError, RuntimeError) as e:
-            if raise_errors:
-                raise
-            report.failures.append((spec.name, _one_line(e)))
-            log.debug("%s failed", spec.name, exc_info=True)
+            fail(spec.name, e)
             continue
+        result.evalkit.setdefault("variant", variant)  # a plugin family's result too: never in another's place
+        _warn_if_replacing_other_weights(result, output_dir)
         report.paths.append(write_result(result, output_dir))
         report.results.append(result)
+        if on_result is not None:
+            on_result(result, report.paths[-1])
     return report
 
 
-def _one_line(e: BaseException) -> str:
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
+def _warn_if_replacing_other_weights(result: TaskResult, output_dir: Path) -> None:
+    """Weights are told apart by their path: new weights written to the same path (a retrained
+    ``latest.pt``) land in the same place. Say so when the model's fingerprint changed."""
+    path = result_path(output_dir, result.model, result.dataset, variant=result_variant(result))
+    if not path.exists():
+        return
+    try:
+        old = read_result(path).evalkit.get("fingerprint")
+    except ValueError:
+        return
+    new = result.evalkit.get("fingerprint")
+    if old and new and old != new:
+        log.warning("%s: replaces a result of other weights (fingerprint %s, now %s)", path, old, new)
+
+
+def prepares_data(family: Any) -> bool:
+    """A family that finds its data before the model is loaded: it has ``prepare(spec, data_root)``
+    and its ``run`` takes what that returned as ``prepared=`` (see evalkit.tasks.base.TaskFamily)."""
+    import inspect
+
+    return callable(getattr(family, "prepare", None)) and "prepared" in inspect.signature(family.run).parameters
+
+

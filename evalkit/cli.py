@@ -7,8 +7,10 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
-from evalkit.cli_help import HelpFormatter
+from evalkit.cli_help import TASK_DIR_HELP, HelpFormatter
+from evalkit.errors import one_line
 from evalkit.results import (
     DEFAULT_VARIANT as DEFAULT_PRECISION,  # fp32; models.DEFAULT_PRECISION, without torch
 )
@@ -46,10 +48,6 @@ def _workers(value: str) -> int | None:
     if n < 0:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number >= 0, got {value}")
     return n
-
-
-TASK_DIR_HELP = ("extra folder of task YAML files, added to the built-in tasks (repeatable); a task there "
-                 "replaces a built-in task of the same name")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,19 +169,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         progress=not args.quiet and sys.stderr.isatty(),
         task_dirs=args.task_dir,
         skip_existing=args.skip_existing,
+        # each result and each failure printed once, when it happens (a long run hides nothing for hours)
+        on_result=_print_result,
+        on_failure=lambda name, why: print(f"evalkit: error: {name}: {why}", file=sys.stderr, flush=True),
     )
     for name in report.skipped_existing:
         print(f"{name}: result exists, skipped (--skip-existing)")
-    for result, path in zip(report.results, report.paths, strict=True):
-        m = result.metrics
-        ev = result.evalkit
-        line = "  ".join(f"{k}={v * 100:.2f}" for k, v in m.items() if "@" not in k)
-        extra = f"  skipped={ev['skipped']}" if ev.get("skipped") else ""
-        rate = f"  {ev['images_per_s']:.0f} img/s" if ev.get("images_per_s") else "  (cached)"
-        print(f"{result.dataset}: {line}  n={ev.get('evaluated')}{extra}{rate}  -> {path}")
-    for name, why in report.failures:
-        print(f"evalkit: error: {name}: {why}", file=sys.stderr)
     return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def _print_result(result: Any, path: Path) -> None:
+    m, ev = result.metrics, result.evalkit
+    line = "  ".join(f"{k}={v * 100:.2f}" for k, v in m.items() if "@" not in k)
+    extra = f"  skipped={ev['skipped']}" if ev.get("skipped") else ""
+    rate = f"  {ev['images_per_s']:.0f} img/s" if ev.get("images_per_s") else "  (cached)"
+    print(f"{result.dataset}: {line}  n={ev.get('evaluated')}{extra}{rate}  -> {path}", flush=True)
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -265,17 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     except UnknownNameError as e:
         print(f"evalkit: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    except BrokenPipeError:  # `evalkit list tasks | head`: the reader has gone, nothing to report
+    except BrokenPipeError:  # `evalkit list tasks | head`: the reader has gone
         sys.stderr.close()
-        return EXIT_OK
+        return EXIT_OK if args.command in ("list", "export") else EXIT_FAIL
     except KeyboardInterrupt:
         print("evalkit: interrupted; finished tasks and feature shards are saved, rerun to resume", file=sys.stderr)
         return 130
     except (ValueError, OSError, RuntimeError, ImportError) as e:
         if args.verbose:
             raise
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"evalkit: error: {msg}", file=sys.stderr)
+        print(f"evalkit: error: {one_line(e)}", file=sys.stderr)
         return EXIT_FAIL
 
 

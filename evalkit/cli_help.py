@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+TASK_DIR_HELP = ("extra folder of task YAML files, added to the built-in tasks (repeatable); a task there "
+                 "replaces a built-in task of the same name")
+
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
     """Keeps the description's line breaks and appends an option's default to its help, unless

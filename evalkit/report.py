@@ -285,18 +285,26 @@ def _base_models(runs: dict[tuple[str, str], list[TaskResult]]) -> dict[str, str
     return {label: results[0].model for (label, _), results in runs.items()}
 
 
+def _runs_by_model(runs: dict[tuple[str, str], list[TaskResult]]) -> dict[str, list[str]]:
+    """Model name -> the labels of its runs, the default variant first."""
+    out: dict[str, list[str]] = {}
+    for label, base in sorted(_base_models(runs).items(), key=lambda kv: (kv[0] != kv[1], kv[0])):
+        out.setdefault(base, []).append(label)
+    return out
+
+
 def _runs_of(runs: dict[tuple[str, str], list[TaskResult]], model: str) -> list[str]:
     """The run labels of ``model``'s results, the default variant first."""
-    labels = {label for label, base in _base_models(runs).items() if base == model}
-    return sorted(labels, key=lambda label: (label != model, label))
+    return _runs_by_model(runs).get(model, [])
 
 
 def _model_order(claims: pd.DataFrame, runs: dict[tuple[str, str], list[TaskResult]]) -> list[str]:
     """Run labels in claims order (each claimed model's runs together; the model name itself
     where it has none), then the runs of models without claims."""
     ordered: list[str] = []
+    by_model = _runs_by_model(runs)
     for model in dict.fromkeys(claims["model"]):
-        ordered += _runs_of(runs, model) or [model]
+        ordered += by_model.get(model) or [model]
     return ordered + sorted({m for m, _ in runs} - set(ordered))
 
 
@@ -328,8 +336,9 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
         per_task = per_task[per_task["model"] == model]
 
     rows: list[dict[str, Any]] = []
+    by_model = _runs_by_model(runs)
     for c in per_task.itertuples(index=False):
-        for label in _runs_of(runs, c.model) or [c.model]:  # each run of the model against its claims
+        for label in by_model.get(c.model) or [c.model]:  # each run of the model against its claims
             value, note, result = _match(runs.get((label, c.task), []), c.metric, c.transform, c.protocol)
             claim_note = str(c.note or "")
             rows.append({

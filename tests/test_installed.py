@@ -52,9 +52,20 @@ def test_wheel_package_data_covers_every_file(package, folder, files):
     assert found, f"nothing under {root}"
     for path in found:
         rel = path.relative_to(root).as_posix()
-        # setuptools' "**/" also matches files at the top of the folder
-        assert any(fnmatch.fnmatch(rel, g) or fnmatch.fnmatch(rel, g.replace("**/", "")) for g in globs), \
-            f"{folder}/{rel} would be left out of the wheel (package-data {globs})"
+        assert any(_setuptools_glob(rel, g) for g in globs), f"{folder}/{rel} would be left out of the wheel ({globs})"
+
+
+def _setuptools_glob(rel: str, pattern: str) -> bool:
+    """package-data matching: "*" stays within one folder, "**/" spans any number of folders
+    (none included)."""
+    if pattern.startswith("**/"):
+        return fnmatch.fnmatch(rel.rsplit("/", 1)[-1], pattern[3:])
+    return "/" not in rel and fnmatch.fnmatch(rel, pattern)
+
+
+def test_setuptools_glob_rule():
+    assert _setuptools_glob("SOURCES.md", "*.md") and not _setuptools_glob("eva27/notes.md", "*.md")
+    assert _setuptools_glob("eva27/cifar10.yaml", "**/*.yaml") and _setuptools_glob("demo.yaml", "**/*.yaml")
 
 
 def test_resources_prefer_the_packaged_copy(tmp_path, monkeypatch):
@@ -111,26 +122,49 @@ def test_aliases_resolve_to_the_task():
     names = ["imagenet", "objectnet", "vtab/cifar10", "imagenet_sketch", "cars", "fgvc_aircraft", "imagenet-a"]
     assert [s.name for s in index.resolve(names)] == [
         "imagenet1k", "objectnet", "cifar10", "imagenet_sketch", "cars", "fgvc_aircraft", "imagenet-a"]
-    assert index.lookup("vtab/eurosat").name == "eurosat"
+    # VTAB's EuroSAT, Caltech-101 and RESISC45 are other splits than these tasks' protocol: no alias
+    for name in ("vtab/eurosat", "vtab/caltech101", "vtab/resisc45"):
+        assert index.lookup(name) is None
 
 
-def test_wds_name_reads_only_the_webdataset_mirror():
+def test_wds_name_reads_only_the_webdataset_mirror_under_its_own_name():
     index = TaskIndex.load()
     (spec,) = index.resolve(["wds/vtab/cifar10"])
-    assert spec.name == "cifar10"
+    assert spec.name == "wds/vtab/cifar10" and spec.classnames == index.tasks["cifar10"].classnames
     assert spec.source["layouts"] == [{"type": "wds", "path": "wds_vtab-cifar10"}]
     assert len(index.tasks["cifar10"].source["layouts"]) == 3  # the index's own spec is untouched
-    (spec,) = index.resolve(["wds/imagenet1k"])
-    assert [lay["type"] for lay in spec.source["layouts"]] == ["wds"]
-    with pytest.raises(TaskSpecError, match=r"wds/food101: task food101 .* has no WebDataset layout"):
+    # a task or alias with one mirror names that mirror; the result never takes the task's own name
+    assert [s.name for s in index.resolve(["wds/imagenet", "wds/cifar10", "cifar10"])] == [
+        "wds/imagenet1k", "wds/vtab/cifar10", "cifar10"]
+    (spec,) = index.resolve(["wds/vtab/caltech101"])  # the VTAB split, with its own class order
+    assert spec.source["layouts"][0]["classnames_file"].endswith("caltech101_vtab.txt")
+    with pytest.raises(TaskSpecError, match=r"wds/food101: task food101 .* has no WebDataset mirror"):
         index.resolve(["wds/food101"])
 
 
-def test_unknown_name_suggests_aliases_too():
+def test_wds_result_does_not_replace_the_task_result(tiny_arch, tmp_path, capsys):
+    """`wds/NAME` is scored and written under its own name, next to the task's own result."""
+    import json
+
+    mirror = make_wds(tmp_path / "data" / "wds_vtab-cifar10", n_per_class=1, nshards=1)
+    (mirror / "classnames.txt").write_text((REPO / "tasks" / "classnames" / "cifar10.txt").read_text())
+    out = tmp_path / "out"
+    assert cli.main(["run", "--model", f"open_clip:{tiny_arch}", "--tasks", "cifar10,wds/vtab/cifar10",
+                     "--data-root", str(tmp_path / "data"), "--output-dir", str(out), "--quiet",
+                     "--transform", "crop"]) == 0
+    files = sorted(p.name for p in (out / "runs" / f"open_clip_{tiny_arch}").glob("*.json"))
+    assert files == ["cifar10.json", "wds_vtab_cifar10.json"]
+    assert json.loads((out / "runs" / f"open_clip_{tiny_arch}" / "wds_vtab_cifar10.json").read_text())[
+        "dataset"] == "wds/vtab/cifar10"
+
+
+def test_unknown_name_suggests_aliases_and_mirrors_too():
     from evalkit.registry import UnknownNameError
 
     with pytest.raises(UnknownNameError, match="did you mean 'imagenet'"):
         TaskIndex.load().resolve(["imagenett"])
+    with pytest.raises(UnknownNameError, match="did you mean 'wds/vtab/eurosat'"):
+        TaskIndex.load().resolve(["vtab/eurosat"])
 
 
 def _task_yaml(folder: Path, name: str, *, aliases: str = "", include: str = "", path: str = "data") -> Path:
@@ -147,11 +181,23 @@ def _task_yaml(folder: Path, name: str, *, aliases: str = "", include: str = "",
 def test_alias_clash_is_an_error_naming_both_files(tmp_path):
     d = _task_yaml(tmp_path / "t", "one", aliases="first")
     _task_yaml(d, "two", aliases="first")
-    with pytest.raises(TaskSpecError, match=r"two\.yaml: alias 'first' is also an alias of one \(.*one\.yaml\)"):
+    with pytest.raises(TaskSpecError, match=r"two\.yaml: alias 'first' is already an alias of one \(.*one\.yaml\)"):
         TaskIndex.load([d])
     _task_yaml(d, "two", aliases="one")
-    with pytest.raises(TaskSpecError, match=r"alias 'one' is already the name of a task"):
+    with pytest.raises(TaskSpecError, match=r"alias 'one' is already the name of a task or group \(.*one\.yaml\)"):
         TaskIndex.load([d])
+
+
+def test_your_task_of_a_builtin_alias_name_wins(tmp_path, capsys):
+    """A --task-dir task called like a built-in alias is that task; nothing else breaks."""
+    d = _task_yaml(tmp_path / "mine", "imagenet", aliases="stanford_cars")
+    index = TaskIndex.load(extra=[d])
+    assert index.lookup("imagenet").path == str(d / "imagenet.yaml")
+    assert index.lookup("stanford_cars").path == str(d / "imagenet.yaml")
+    assert index.lookup("in1k").name == "imagenet1k"  # the built-in's other aliases still work
+    assert cli.main(["list", "tasks", "--task-dir", str(d)]) == 0
+    # the same folder twice (or the built-in folder given again) is read once
+    assert len(TaskIndex.load(extra=[d, d, tmp_path / "mine"]).tasks) == len(index.tasks)
 
 
 def test_aliases_are_not_inherited_through_include(tmp_path):

@@ -60,6 +60,18 @@ def test_a_task_error_is_printed_once(tmp_path):
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("evalkit: error: wds_nope: "), proc.stderr
 
 
+def test_failures_and_results_are_reported_as_they_happen(tiny_arch, tmp_path):
+    events: list[tuple[str, str]] = []
+    bad, ok = make_wds(tmp_path / "wds_bad", corrupt=1), make_wds(tmp_path / "wds_ok")
+    report_ = api.evaluate(f"open_clip:{tiny_arch}", [f"wds:{bad}", f"wds:{ok}", f"wds:{tmp_path / 'nope'}"],
+                           output_dir=tmp_path / "out", strict=True, progress=False,
+                           on_failure=lambda name, why: events.append(("failed", name)),
+                           on_result=lambda result, path: events.append(("done", result.dataset)))
+    # the missing dataset before any model work, the --strict failure before the next task's result
+    assert events == [("failed", "wds_nope"), ("failed", "wds_wds_bad"), ("done", "wds_wds_ok")]
+    assert [name for name, _ in report_.failures] == ["wds_nope", "wds_wds_bad"]
+
+
 # ----------------------------------------------------------------------------- --strict and the cache
 
 
@@ -141,3 +153,44 @@ def test_result_files_get_the_users_umask(tmp_path, umask, mode):
         os.umask(old)
     assert path == result_path(tmp_path, "m", "t")
     assert stat.S_IMODE(path.stat().st_mode) == mode
+
+
+def test_a_plugin_family_result_gets_the_run_variant(tmp_path, monkeypatch):
+    """A family that knows nothing of variants still writes into its run's own place."""
+    from evalkit.registry import task_families
+
+    class Plain:
+        name = "plain-test"
+
+        def validate(self, spec):
+            pass
+
+        def run(self, spec, encoder, ctx):
+            return TaskResult(spec.name, encoder.name, encoder.weights, "plain", {"acc1": 0.5},
+                              evalkit={"fingerprint": encoder.fingerprint})
+
+    monkeypatch.setitem(task_families._items, "plain-test", Plain)
+    d = tmp_path / "tasks"
+    d.mkdir()
+    (d / "p.yaml").write_text("task: plain-task\nfamily: plain-test\nsource: {type: shapeworld}\n")
+    report_ = api.evaluate("eva-clip-demo", "plain-task", precision="bf16", output_dir=tmp_path / "out",
+                           task_dirs=[d], progress=False, raise_errors=True)
+    assert report_.paths == [result_path(tmp_path / "out", "eva-clip-demo", "plain-task", variant="bf16")]
+    assert json.loads(report_.paths[0].read_text())["evalkit"]["variant"] == "bf16"
+
+
+def test_new_weights_at_the_same_path_say_they_replace_a_result(tiny_arch, tmp_path, caplog):
+    import logging
+
+    import open_clip
+
+    root = make_wds(tmp_path / "wds_w", n_per_class=1, nshards=1)
+    weights = tmp_path / "latest.pt"
+    for seed in (1, 2):  # a retrained checkpoint written over the old one
+        torch.manual_seed(seed)
+        torch.save(open_clip.create_model(tiny_arch).state_dict(), weights)
+        with caplog.at_level(logging.WARNING, logger="evalkit"):
+            api.evaluate(f"open_clip:{tiny_arch}", f"wds:{root}", weights=str(weights), output_dir=tmp_path / "out",
+                         progress=False, raise_errors=True)
+        warned = [r.getMessage() for r in caplog.records if "replaces a result of other weights" in r.getMessage()]
+        assert len(warned) == (seed - 1), warned

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from evalkit.cli_help import HelpFormatter
+from evalkit.cli_help import TASK_DIR_HELP, HelpFormatter
 from evalkit.data.root import default_data_root
 from evalkit.data.sources import (
     DataError,
@@ -31,6 +31,7 @@ from evalkit.data.sources import (
     class_subset_groups,
     load_source,
 )
+from evalkit.errors import one_line
 
 
 @dataclass
@@ -83,7 +84,7 @@ def check_task(spec: Any, data_root: str | Path | None) -> TaskCheck:
         row.status, row.message, row.looked = "missing", "not found (see below)", e.looked
         return row
     except (DataError, OSError) as e:
-        row.status, row.message = "error", str(e).splitlines()[0]
+        row.status, row.message = "error", one_line(e)
         return row
     row.layout = str(data.info.get("layout", spec.source.get("type", "")))
     row.path = str(data.info.get("path", ""))
@@ -155,8 +156,7 @@ def register_cli(subparsers: Any) -> None:
     check.add_argument("--tasks", required=True, help="comma-separated task or group names (e.g. eva27)")
     check.add_argument("--data-root", help="folder under which the tasks look for their datasets "
                        "(default: $EVALKIT_DATA)")
-    check.add_argument("--task-dir", action="append", default=None,
-                       help="extra folder of task YAML files, added to the built-in tasks (repeatable)")
+    check.add_argument("--task-dir", action="append", default=None, help=TASK_DIR_HELP)
     check.add_argument("--json", action="store_true", help="one JSON record per task instead of the table")
     check.add_argument("--strict", action="store_true", help="also exit 1 when a sample count differs from the expected size")
     check.set_defaults(func=cmd_check)

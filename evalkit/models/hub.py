@@ -21,6 +21,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from evalkit.errors import one_line
+
 
 class ModelLoadError(RuntimeError):
     """A model that cannot be built or whose weights cannot be read or fetched."""
@@ -191,24 +193,19 @@ def _remote_size(file: HubFile, timeout: float) -> int | None:
     if isinstance(error, (GatedRepoError, RepositoryNotFoundError)):
         raise ModelLoadError(
             f"{file.repo_id}: repository not found on the Hub, or it needs a login (HF_TOKEN): "
-            f"{_first_line(error)}"
+            f"{one_line(error, 200)}"
         ) from error
     if isinstance(error, RevisionNotFoundError):
-        raise ModelLoadError(f"{file.repo_id}: revision not found on the Hub: {_first_line(error)}") from error
+        raise ModelLoadError(f"{file.repo_id}: revision not found on the Hub: {one_line(error, 200)}") from error
     if isinstance(error, EntryNotFoundError):
         raise _Missing(str(file)) from error
     if isinstance(error, OfflineModeIsEnabled):
         raise _Unreachable("huggingface_hub is in offline mode") from error
     if isinstance(error, HfHubHTTPError):
-        raise _Unreachable(f"the Hub answered: {_first_line(error)}") from error
+        raise _Unreachable(f"the Hub answered: {one_line(error, 200)}") from error
     if isinstance(error, Exception):
-        raise _Unreachable(f"{type(error).__name__}: {_first_line(error)}") from error
+        raise _Unreachable(f"{type(error).__name__}: {one_line(error, 200)}") from error
     raise error  # KeyboardInterrupt and friends
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:200]
 
 
 def _free_bytes(folder: Path) -> int | None:
@@ -241,14 +238,14 @@ def locate(
     files: Sequence[HubFile],
     *,
     name: str,
-    download: bool = True,
     cache_dir: Path | None = None,
 ) -> Located:
     """The first of ``files`` (alternatives, best first) in the hub cache; else the first one the
     Hub has, downloaded into the cache (resumable, with huggingface_hub's progress bar) after one
     line on stderr naming it, its size and the cache; else ModelLoadError, in one line.
 
-    ``name`` (the model) starts every message."""
+    ``name`` (the model) starts every message. ``HF_HUB_OFFLINE=1`` is how a user forbids the
+    download (huggingface_hub's own switch)."""
     if not files:
         raise ValueError("locate() needs at least one HubFile")
     cache = cache_dir or hub_cache_dir()
@@ -266,8 +263,6 @@ def locate(
 
     if hub_offline():
         raise not_here("HF_HUB_OFFLINE is set, so nothing is downloaded")
-    if not download:
-        raise not_here("downloading was not allowed")
     timeout = _timeout()
     for file in files:
         try:
@@ -297,7 +292,7 @@ def _download(file: HubFile, size: int | None, *, name: str, cache: Path, timeou
                                endpoint=_endpoint())
     except Exception as e:
         raise ModelLoadError(
-            f"{name}: downloading {file} into {cache} failed: {_first_line(e)}; run again to resume, "
+            f"{name}: downloading {file} into {cache} failed: {one_line(e, 200)}; run again to resume, "
             f"or pass --weights /path/to/{file.filename}"
         ) from e
     return Located(Path(path), file, _revision(Path(path), file), downloaded=True)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from evalkit.errors import one_line
 from evalkit.models.encoder import Encoder, state_dict_digest
 from evalkit.models.hub import HubFile, ModelLoadError, locate
 
@@ -123,7 +124,7 @@ def load_open_clip(
             model = open_clip.create_model(arch, pretrained=pretrained or None, precision="fp32", device="cpu",
                                            force_preprocess_cfg=preprocess)
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = one_line(e)
         if pretrained and Path(pretrained).is_file():
             mismatch = describe_mismatch(arch, pretrained)
             if mismatch:

@@ -29,6 +29,11 @@ class RunContext:
 
 
 class TaskFamily(Protocol):
+    """What a task family provides. Optionally also ``prepare(spec, data_root) -> prepared``,
+    which finds and checks the task's data without a model; a family that has it is called
+    before the model is loaded, and its ``run`` then gets ``prepared=`` (a keyword argument it
+    must accept; evalkit.api.prepares_data). Without it, ``run`` finds its own data."""
+
     name: str
 
     def validate(self, spec: TaskSpec) -> None: ...

@@ -3,7 +3,9 @@
 A task file names its ``family`` (a registered plugin), its ``source`` (where samples come from),
 class names, templates, metric and preprocessing, and may list ``aliases`` (other names it answers
 to, e.g. clip_benchmark's: ``imagenet`` for ``imagenet1k``, ``vtab/cifar10`` for ``cifar10``).
-``wds/NAME`` names task NAME (or its alias) read from its clip_benchmark WebDataset mirror only. ``include: other.yaml`` inherits from another
+``wds/NAME`` is clip_benchmark's WebDataset mirror ``wds_NAME`` (``/`` as ``-``): the task that
+lists that mirror among its layouts, read from the mirror only, under the name ``wds/NAME`` (its
+results never stand in for the task's own protocol: VTAB's EuroSAT split is not the whole dataset). ``include: other.yaml`` inherits from another
 file (keys here win, dicts are merged one level deep). A group file has ``group:`` and ``tasks:``
 (a list of task or group names). Ad-hoc tasks need no file: ``wds:/path``, ``folder:/path`` and
 ``hf:/path`` build a spec on the fly.
@@ -179,17 +181,20 @@ class TaskIndex:
     groups: dict[str, GroupSpec]
     aliases: dict[str, str] = field(default_factory=dict)  # alias -> task name
     dirs: list[Path] = field(default_factory=list)
+    # clip_benchmark WebDataset name ("vtab/eurosat") -> (task name, its layout reading that mirror)
+    mirrors: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
 
     @classmethod
     def load(cls, dirs: list[Path] | None = None, *, extra: list[Path] | tuple[Path, ...] = ()) -> TaskIndex:
         """The tasks under ``dirs`` alone, or by default the built-in tasks plus ``extra`` folders
-        (``--task-dir``; a task there replaces a built-in of the same name, with a warning). A
-        folder given in ``extra`` that does not exist is an error; so is an alias that another
-        task or alias already uses."""
+        (``--task-dir``; a task there replaces a built-in of the same name, with a warning, and
+        its name wins over a built-in alias). A folder given in ``extra`` that does not exist is
+        an error; so are two tasks, or a task and an alias, of one name in one folder."""
         for d in extra:
             if not Path(d).is_dir():
                 raise TaskSpecError(f"--task-dir {d}: not a folder")
-        folders = [Path(d) for d in dirs] if dirs is not None else default_task_dirs(extra)
+        listed = [Path(d) for d in dirs] if dirs is not None else default_task_dirs(extra)
+        folders = list({d.resolve(): d for d in reversed(listed)}.values())[::-1]  # each folder once, first place
         tasks: dict[str, TaskSpec] = {}
         groups: dict[str, GroupSpec] = {}
         origin: dict[str, Path] = {}  # task or group name -> the folder it was read from
@@ -211,12 +216,31 @@ class TaskIndex:
                     table[item.name] = item
                     origin[item.name] = d
                 # files with neither key are include-only bases
-        return cls(tasks, groups, _alias_table(tasks, groups), folders)
+        return cls(tasks, groups, _alias_table(tasks, groups, origin), folders, _mirror_table(tasks))
 
     def lookup(self, name: str) -> TaskSpec | None:
         """The task called ``name`` or aliased so, or None."""
         task = self.aliases.get(name, name)
         return self.tasks.get(task)
+
+    def mirror(self, name: str) -> TaskSpec | None:
+        """``wds/NAME``: the task reading clip_benchmark's mirror ``wds_NAME``, from that mirror
+        only, named ``wds/NAME``. NAME may also be a task or alias with exactly one mirror."""
+        if name not in self.mirrors and (spec := self.lookup(name)) is not None:
+            mine = [m for m, (task, _) in self.mirrors.items() if task == spec.name]
+            if len(mine) != 1:
+                raise TaskSpecError(
+                    f"{WDS_PREFIX}{name}: task {spec.name} ({spec.path}) has "
+                    + (f"{len(mine)} WebDataset mirrors ({', '.join(WDS_PREFIX + m for m in mine)}); name one"
+                       if mine else f"no WebDataset mirror; use --tasks {spec.name} to read it from its own layout"))
+            name = mine[0]
+        if name not in self.mirrors:
+            return None
+        task, layout = self.mirrors[name]
+        spec = self.tasks[task]
+        source = {**spec.source, "layouts": [layout]} if spec.source.get("type") == "any" else layout
+        return dataclasses.replace(spec, name=WDS_PREFIX + name, aliases=[], source=source, description=(
+                                       f"{spec.name} read from clip_benchmark's WebDataset mirror {layout['path']}"))
 
     def resolve(self, names: list[str]) -> list[TaskSpec]:
         """Expand task names, group names and ad-hoc specs into an ordered, de-duplicated list."""
@@ -233,11 +257,11 @@ class TaskIndex:
             elif name in self.groups:
                 for child in self.groups[name].tasks:
                     expand(child, (*stack, name))
-            elif name.startswith(WDS_PREFIX) and (spec := self.lookup(name[len(WDS_PREFIX):])) is not None:
-                spec = wds_only(spec, name)
+            elif name.startswith(WDS_PREFIX) and (spec := self.mirror(name[len(WDS_PREFIX):])) is not None:
                 out.setdefault(spec.name, spec)
             else:
-                raise UnknownNameError("task", name, [*self.tasks, *self.aliases, *self.groups])
+                known = [*self.tasks, *self.aliases, *self.groups, *(WDS_PREFIX + m for m in self.mirrors)]
+                raise UnknownNameError("task", name, known)
 
         for n in names:
             expand(n.strip(), ())
@@ -247,29 +271,41 @@ class TaskIndex:
 ADHOC_PREFIXES = ("wds", "folder", "hf")
 
 
-def _alias_table(tasks: dict[str, TaskSpec], groups: dict[str, GroupSpec]) -> dict[str, str]:
+def _alias_table(tasks: dict[str, TaskSpec], groups: dict[str, GroupSpec], origin: dict[str, Path]) -> dict[str, str]:
+    """Alias -> task name. Tasks come in folder order (``--task-dir`` first): a name or alias an
+    earlier folder uses wins over a later folder's alias; within one folder a clash is an error."""
     table: dict[str, str] = {}
     for spec in tasks.values():
         for alias in spec.aliases:
-            if alias in tasks or alias in groups:
-                raise TaskSpecError(f"{spec.path}: alias {alias!r} is already the name of a task or group")
-            if alias in table and table[alias] != spec.name:
-                other = tasks[table[alias]].path
-                raise TaskSpecError(f"{spec.path}: alias {alias!r} is also an alias of {table[alias]} ({other})")
-            table[alias] = spec.name
+            taken = alias if alias in tasks or alias in groups else table.get(alias)
+            if taken is None:
+                table[alias] = spec.name
+            elif origin.get(taken) == origin.get(spec.name) and taken != spec.name:
+                what = "the name of a task or group" if alias in tasks or alias in groups else f"an alias of {taken}"
+                other = (tasks.get(taken) or groups[taken]).path
+                raise TaskSpecError(f"{spec.path}: alias {alias!r} is already {what} ({other})")
     return table
 
 
-def wds_only(spec: TaskSpec, asked: str) -> TaskSpec:
-    """``spec`` read only from its clip_benchmark WebDataset mirror(s) (``wds/NAME``)."""
-    source = spec.source
-    if source.get("type") == "wds":
-        return spec
-    layouts = [lay for lay in source.get("layouts", []) if isinstance(lay, dict) and lay.get("type") == "wds"]
-    if source.get("type") != "any" or not layouts:
-        raise TaskSpecError(f"{asked}: task {spec.name} ({spec.path}) has no WebDataset layout; "
-                            f"use --tasks {spec.name} to read it from its own layout")
-    return dataclasses.replace(spec, source={**source, "layouts": layouts})
+def _mirror_table(tasks: dict[str, TaskSpec]) -> dict[str, tuple[str, dict[str, Any]]]:
+    """clip_benchmark WebDataset name -> (task, layout): a layout ``{type: wds, path: wds_vtab-x}``
+    is the mirror ``vtab/x`` (clip_benchmark names its mirror folders ``wds_`` + the dataset name
+    with ``/`` as ``-``; ``vtab/`` is the one prefix its names use)."""
+    table: dict[str, tuple[str, dict[str, Any]]] = {}
+    for spec in tasks.values():
+        source = spec.source
+        layouts = source.get("layouts", []) if source.get("type") == "any" else [source]
+        for layout in layouts:
+            if not isinstance(layout, dict) or layout.get("type") != "wds":
+                continue
+            paths = layout.get("path") or []
+            for path in paths if isinstance(paths, list) else [paths]:
+                folder = Path(str(path)).name
+                if folder.startswith("wds_"):
+                    name = folder[len("wds_"):]
+                    name = "vtab/" + name[len("vtab-"):] if name.startswith("vtab-") else name
+                    table.setdefault(name, (spec.name, layout))
+    return table
 
 
 def adhoc_spec(name: str) -> TaskSpec:
