@@ -21,10 +21,11 @@ PLUGGED_COMMANDS = ("evalkit.plan", "evalkit.data.check")
 
 EPILOG = """examples:
   evalkit run --model eva-clip-demo --tasks demo
+  EVALKIT_DATA=/data evalkit run --model eva-clip-18b --tasks imagenet,objectnet --precision fp16 --device cuda
   evalkit run --model eva-clip-18b --weights /ckpt/EVA_CLIP_18B_psz14_s6B.fp16.pt \\
               --tasks eva27 --data-root /data --precision fp16 --device cuda
   evalkit run --model open_clip:ViT-B-32 --weights /ckpt/vit_b32.pt --tasks wds:/data/wds_cifar10
-  evalkit list tasks
+  evalkit list tasks                      # every task, with its aliases (imagenet = imagenet1k, ...)
   evalkit report --model eva-clip-demo
   evalkit export --format csv > leaderboard.csv
   evalkit plan --model eva-clip-18b --devices 2x40GiB --precision fp16
