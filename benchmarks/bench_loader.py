@@ -94,7 +94,7 @@ def child(mode: str, path: str) -> None:
     import torch
 
     from evalkit.models.eva_clip import EvaClip, EvaClipConfig
-    from evalkit.models.placement import load_eva_clip
+    from evalkit.models.streaming import load_eva_clip
 
     torch.set_num_threads(2)
     cfg = EvaClipConfig.from_dict(CONFIG)
@@ -129,7 +129,7 @@ def build_checkpoint(folder: Path) -> tuple[Path, Path, int]:
 
     from evalkit.models.checkpoint import save_sharded
     from evalkit.models.eva_clip import EvaClipConfig
-    from evalkit.models.placement import empty_model
+    from evalkit.models.memory_plan import empty_model
 
     cfg = EvaClipConfig.from_dict(CONFIG)
     g = torch.Generator().manual_seed(0)

@@ -51,7 +51,7 @@ BASIC17 = (
     "cifar100", "mnist", "sun397", "birdsnap", "dtd", "eurosat", "food101", "pcam", "resisc45", "stl10",
 )
 VIDEO = ("ucf101", "kinetics400", "kinetics600", "kinetics700")
-RETRIEVAL = ("flickr30k", "mscoco_captions")
+RETRIEVAL = ("flickr30k", "coco")
 DEMO = ("shapeworld-shape", "shapeworld-colour")
 TASK_ORDER = EVA27 + VIDEO + RETRIEVAL + DEMO
 

@@ -11,13 +11,11 @@ from typing import Any
 
 from evalkit.cli_help import TASK_DIR_HELP, HelpFormatter
 from evalkit.errors import one_line
-from evalkit.results import (
-    DEFAULT_VARIANT as DEFAULT_PRECISION,  # fp32; models.DEFAULT_PRECISION, without torch
-)
+from evalkit.models.precision import DEFAULT_PRECISION, PRECISION_NAMES  # torch-free, for --help
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
-PLUGGED_COMMANDS = ("evalkit.plan", "evalkit.data.check")
+PLUGGED_COMMANDS = ("evalkit.plan", "evalkit.datacheck")
 
 EPILOG = """examples:
   evalkit run --model eva-clip-demo --tasks demo
@@ -75,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "list tasks`), or ad-hoc datasets: wds:/path (clip_benchmark WebDataset folder), folder:/path "
                      "(ImageFolder; folder:/path?classnames=FILE), hf:/path (datasets.save_to_disk folder)")
     run.add_argument("--data-root", help="folder under which tasks find their datasets (default: $EVALKIT_DATA)")
-    run.add_argument("--precision", default=DEFAULT_PRECISION, choices=["fp32", "bf16", "fp16", "amp", "int8", "int4"],
+    run.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISION_NAMES,
                      help="weights dtype (amp: fp32 weights under autocast; int8: LLM.int8 and int4: NF4 "
                      "block Linear layers via bitsandbytes, fp16 elsewhere, EVA-CLIP models). fp32 is fastest on CPU")
     run.add_argument("--batch-size", type=_positive_int, default=64, help="images (and prompts) per forward pass")

@@ -1,17 +1,18 @@
-"""The only loop that runs the model over data: text prompts, classifiers and image features.
+"""The only loop that runs the model over data: :func:`embed` for samples (through views, see
+``evalkit.views``), :func:`encode_texts` / :func:`zero_shot_classifier` for text.
 
-Image features are computed unit by unit (a tar shard or an index range, see ``evalkit.data``)
-and each finished unit is stored in a content-addressed cache keyed by the model fingerprint,
-the transform and the identity of the unit's images: an interrupted run resumes at the first
-unfinished unit, and a second task over the same images costs nothing (labels come from the
-data, so another labelling of the same images shares them too). Several transforms (best-of-both)
-share one pass: each image is decoded once. Classifiers are cached on (fingerprint, class names,
+Samples are embedded unit by unit (a tar shard or an index range, see ``evalkit.data``) and each
+finished unit is stored in a content-addressed cache keyed by (model fingerprint, view identity,
+unit identity): an interrupted run resumes at the first unfinished unit, and a second task over
+the same samples costs nothing (labels come from the data, so another labelling of the same
+images shares them too). Several views (best-of-both's crop and squash) share one pass: each
+sample is decoded once, and where two views with the same per-batch step give the same pixels
+(a square image) it is encoded once. Classifiers are cached on (fingerprint, class names,
 templates), so tasks that share class names build it once.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import multiprocessing
@@ -31,6 +32,7 @@ from tqdm.auto import tqdm
 
 from evalkit.data.sources import DataError, SourceData, Unit
 from evalkit.models.encoder import Encoder
+from evalkit.views import View, as_view
 
 
 def default_cache_dir() -> Path:
@@ -174,6 +176,28 @@ def _encode_shared_prefixes(encoder: Encoder, tokens: torch.Tensor, groups: list
     return which >= 0
 
 
+def caption_features(encoder: Encoder, captions: Sequence[str], cache: FeatureCache | None = None,
+                     batch_size: int = 256) -> torch.Tensor:
+    """(M, D) L2-normalised features of captions (retrieval's text side), cached on (model
+    fingerprint, the captions in order)."""
+    digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()
+    key = _digest("captions", encoder.fingerprint, digest, len(captions))
+    if cache is not None and (hit := cache.get("captions", key)) is not None:
+        return hit
+    feats = F.normalize(encode_texts(encoder, captions, batch_size), dim=-1)
+    if cache is not None:
+        cache.put("captions", key, feats)
+    return feats
+
+
+def truncated_texts(encoder: Encoder, texts: Sequence[str]) -> int:
+    """How many texts are longer than the text context (cut by the tokenizer, as it always does)."""
+    tok = encoder.tokenizer
+    if hasattr(tok, "encode") and hasattr(tok, "context_length"):
+        return sum(len(tok.encode(t)) + 2 > tok.context_length for t in texts)  # + <start> and <end>
+    return int((encoder.tokenize(texts)[:, -1] != 0).sum())  # a full last position: cut (or exactly full)
+
+
 def zero_shot_classifier(
     encoder: Encoder,
     classnames: Sequence[str],
@@ -200,9 +224,9 @@ def zero_shot_classifier(
 
 
 class _UnitDataset(IterableDataset):
-    """One unit's samples, decoded once and put through every transform's per-image stage in the
+    """One unit's samples, decoded once and put through every view's per-sample step in the
     workers (sample i goes to worker i % W). A sample that fails to decode, or fails any of the
-    transforms, is skipped for all of them: every transform scores the same samples."""
+    views, is skipped for all of them: every view scores the same samples."""
 
     def __init__(self, unit: Unit, stages: Sequence[Callable], limit: int | None) -> None:
         self.unit, self.stages, self.limit = unit, list(stages), limit
@@ -238,20 +262,30 @@ class SampleDecodeError(DataError):
 
 
 @dataclass
-class ImageFeatures:
+class Embeddings:
+    """A view's embeddings of a dataset: features with their samples' targets and keys, and the
+    samples that could not be read (key, reason), never silently dropped."""
+
     features: torch.Tensor  # (N, D), L2-normalised
-    labels: list[Any]
+    labels: list[Any]  # each sample's target, as its source gives it
     keys: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    seconds: float = 0.0  # wall time of the call that computed it (shared by its transforms; 0 when all cached)
+    seconds: float = 0.0  # wall time of the call that computed it (shared by its views; 0 when all cached)
     computed: int = 0  # samples actually run through the model in this call
     cached_units: int = 0
+    reused: int = 0  # embeddings copied from another view of the same sample with identical pixels
 
 
-def image_features(
+def image_features(encoder: Encoder, data: SourceData, transforms: Mapping[str, Callable], **kwargs: Any
+                   ) -> dict[str, Embeddings]:
+    """:func:`embed` with image transforms (each one an :class:`evalkit.views.ImageView`)."""
+    return embed(encoder, data, {name: as_view(t, name) for name, t in transforms.items()}, **kwargs)
+
+
+def embed(
     encoder: Encoder,
     data: SourceData,
-    transforms: Mapping[str, Callable],
+    views: Mapping[str, View],
     *,
     cache: FeatureCache | None = None,
     batch_size: int = 64,
@@ -260,45 +294,47 @@ def image_features(
     strict: bool = False,
     desc: str = "images",
     progress: bool = True,
-) -> dict[str, ImageFeatures]:
-    """Image features of ``data`` under each named transform, in one pass over the data: every
-    image is read and decoded once, then put through each transform (``crop`` and ``squash`` for
-    best-of-both) and each batch through the model once per transform. Units already cached for
-    a transform are not recomputed for it; a unit is decoded only if some transform lacks it."""
-    names = list(transforms)
+) -> dict[str, Embeddings]:
+    """Embeddings of ``data`` under each named view, in one pass over the data: every sample is
+    read and decoded once, then put through each view's per-sample step (``crop`` and ``squash``
+    for best-of-both) and each batch through the model once per view, except where a view with
+    the same per-batch step already gave the same tensor for a sample (then that embedding is
+    copied). Units already cached for a view are not recomputed for it; a unit is decoded only if
+    some view lacks it."""
+    names = list(views)
     if not names:
-        raise ValueError("image_features needs at least one transform")
-    stages = {name: _split_stages(transforms[name]) for name in names}
-    transform_ids = {name: _transform_id(transforms[name]) for name in names}
+        raise ValueError("embed needs at least one view")
+    views = {name: as_view(views[name], name) for name in names}
     parts: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     remaining = limit
     total = data.size if limit is None else (min(limit, data.size) if data.size is not None else limit)
     bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True, leave=False)
     t0 = time.perf_counter()
-    computed = cached_units = 0
+    computed = cached_units = reused = 0
     try:
         for unit in data.units:
             if remaining is not None and remaining <= 0:
                 break
             unit_limit = remaining if remaining is not None and (unit.size is None or remaining < unit.size) else None
             image_id = unit.content_id or unit.id
-            keys = {n: _digest("images", encoder.fingerprint, n, transform_ids[n], image_id, unit_limit) for n in names}
+            keys = {n: _digest("embeddings", encoder.fingerprint, views[n].identity, image_id, unit_limit) for n in names}
             hits = {n: cache.get("images", keys[n]) if cache is not None else None for n in names}
             missing = [n for n in names if hits[n] is None]
             present = [n for n in names if hits[n] is not None]
             if any(not _same_samples(hits[n], hits[present[0]]) for n in present[1:]):
                 missing = list(names)  # cached by runs that skipped different samples: redo together
             if missing:
-                fresh = _run_unit(encoder, unit, {n: stages[n] for n in missing}, batch_size, num_workers, unit_limit,
+                fresh = _run_unit(encoder, unit, {n: views[n] for n in missing}, batch_size, num_workers, unit_limit,
                                   strict, bar)
                 reference = fresh[missing[0]]
                 computed += len(reference["keys"]) + len(reference["skipped"])
                 if any(not _same_samples(hits[n], reference) for n in names if n not in fresh):
                     # a cached transform skipped other samples than this pass (a file that failed to
                     # read then, or now): every transform must score the same samples, so one pass for all
-                    fresh = _run_unit(encoder, unit, stages, batch_size, num_workers, unit_limit, strict,
+                    fresh = _run_unit(encoder, unit, views, batch_size, num_workers, unit_limit, strict,
                                       tqdm(disable=True))
                     reference = fresh[names[0]]
+                reused += sum(record.pop("reused", 0) for record in fresh.values())
                 for n, record in fresh.items():
                     hits[n] = record
                     if cache is not None:
@@ -322,7 +358,7 @@ def image_features(
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    return {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units) for n in names}
+    return {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units, reused) for n in names}
 
 
 def background(iterable: Iterable[Any], depth: int = 2) -> Iterator[Any]:
@@ -366,13 +402,6 @@ def background(iterable: Iterable[Any], depth: int = 2) -> Iterator[Any]:
         thread.join(timeout=5)
 
 
-def _transform_id(transform: Callable) -> str | None:
-    """What the cache keys a transform's features on besides its name: a dataclass transform
-    (evalkit.transforms.Preprocess) by its parameters, so the same name with another size, mean or
-    interpolation is another entry. Other callables by name only."""
-    return repr(transform) if dataclasses.is_dataclass(transform) else None
-
-
 def _same_samples(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Two records of one unit cover the same samples (evaluated and skipped alike)."""
     return a["keys"] == b["keys"] and [s[0] for s in a["skipped"]] == [s[0] for s in b["skipped"]]
@@ -392,23 +421,10 @@ def _unit_labels(unit: Unit, limit: int | None, keys: Sequence[str]) -> list[Any
     return [by_key[k] for k in keys]
 
 
-def _split_stages(transform: Callable) -> tuple[Callable, Callable[[torch.Tensor], torch.Tensor]]:
-    """(per-image stage, per-batch stage): an ``evalkit.transforms.Preprocess`` splits into its
-    ``geometry`` (decoded image -> uint8 tensor, in the workers) and ``normalize`` (a batch, just
-    before the forward); any other callable (image -> float tensor) runs whole per image."""
-    geometry, normalize = getattr(transform, "geometry", None), getattr(transform, "normalize", None)
-    if callable(geometry) and callable(normalize):
-        return geometry, normalize
-    return transform, _identity
-
-
-def _identity(batch: torch.Tensor) -> torch.Tensor:
-    return batch
-
-
-def _join(records: list[dict[str, Any]], dim: int, seconds: float, computed: int, cached_units: int) -> ImageFeatures:
+def _join(records: list[dict[str, Any]], dim: int, seconds: float, computed: int, cached_units: int,
+          reused: int) -> Embeddings:
     feats = [r["features"] for r in records]
-    return ImageFeatures(
+    return Embeddings(
         torch.cat(feats) if feats else torch.empty(0, dim),
         [label for r in records for label in r["labels"]],
         [key for r in records for key in r["keys"]],
@@ -416,30 +432,37 @@ def _join(records: list[dict[str, Any]], dim: int, seconds: float, computed: int
         seconds,
         computed,
         cached_units,
+        reused,
     )
 
 
 def _run_unit(
     encoder: Encoder,
     unit: Unit,
-    stages: Mapping[str, tuple[Callable, Callable[[torch.Tensor], torch.Tensor]]],
+    views: Mapping[str, View],
     batch_size: int,
     num_workers: int,
     limit: int | None,
     strict: bool,
     bar: tqdm,
 ) -> dict[str, dict[str, Any]]:
-    """One unit through the model: per transform name a record (features, labels, keys, skipped)."""
+    """One unit through the model: per view name a record (features, labels, keys, skipped; the
+    first record also counts the embeddings ``reused`` from another view's identical pixels)."""
+    names = list(views)
     loader = DataLoader(
-        _UnitDataset(unit, [per_image for per_image, _ in stages.values()], limit),
+        _UnitDataset(unit, [views[n].sample for n in names], limit),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
     )
-    feats: list[list[torch.Tensor]] = [[] for _ in stages]
+    # an earlier view with the same per-batch step: where the pixels are equal, so is the embedding
+    same_step = {j: [i for i in range(j) if views[names[i]].batch_key == views[names[j]].batch_key]
+                 for j in range(len(names))}
+    feats: list[list[torch.Tensor]] = [[] for _ in names]
     labels: list[Any] = []
     keys: list[str] = []
     skipped: list[tuple[str, str]] = []
+    reused = 0
     # No worker processes: a thread decodes and transforms the next batches while the model runs
     # (PIL and torch release the GIL in their C code), so loading overlaps the forward.
     for batch in background(loader) if num_workers == 0 else loader:
@@ -448,13 +471,33 @@ def _run_unit(
             raise SampleDecodeError(f"sample {key}: cannot decode ({why}); rerun without --strict to skip it")
         skipped.extend(batch["skipped"])
         if batch["images"] is not None:
-            for j, (_, per_batch) in enumerate(stages.values()):
-                feats[j].append(F.normalize(encoder.encode_image(per_batch(batch["images"][j])), dim=-1))
+            tensors = batch["images"]
+            done: list[torch.Tensor] = []
+            for j, name in enumerate(names):
+                out, todo = None, torch.ones(tensors[j].shape[0], dtype=torch.bool)
+                for i in same_step[j]:
+                    if tensors[i].shape != tensors[j].shape:
+                        continue
+                    equal = (tensors[i] == tensors[j]).flatten(1).all(dim=1) & todo
+                    if equal.any():
+                        out = torch.empty_like(done[i]) if out is None else out
+                        out[equal] = done[i][equal]
+                        todo &= ~equal
+                if out is None:
+                    out = views[name].embed(encoder, tensors[j])
+                else:
+                    reused += int((~todo).sum())
+                    if todo.any():
+                        out[todo] = views[name].embed(encoder, tensors[j][todo])
+                done.append(out)
+                feats[j].append(out)
             labels.extend(batch["labels"])
             keys.extend(batch["keys"])
         bar.update(len(batch["keys"]) + len(batch["skipped"]))
-    return {
+    records = {
         name: {"features": torch.cat(f) if f else torch.empty(0, encoder.embed_dim),
                "labels": labels, "keys": keys, "skipped": skipped}
-        for name, f in zip(stages, feats, strict=True)
+        for name, f in zip(names, feats, strict=True)
     }
+    records[names[0]]["reused"] = reused
+    return records

@@ -5,7 +5,9 @@ Values are fractions in [0, 1], as clip_benchmark writes them; reports turn them
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
@@ -44,3 +46,189 @@ def zero_shot_classification_metrics(logits: torch.Tensor, target: torch.Tensor,
         metrics = {"acc1": acc1}
     metrics["mean_per_class_recall"] = mean_per_class_recall(logits.argmax(dim=1), target)
     return metrics
+
+
+# --- zero-shot image–text retrieval ---------------------------------------------------------------
+#
+# clip_benchmark 1.6.2 (``metrics/zeroshot_retrieval.evaluate``) builds the full score matrix
+# ``texts_emb @ images_emb.t()`` (M × N), a boolean positive-pair matrix of the same size, and for
+# each K calls ``torch.topk(scores_batch, K, dim=1)`` on batches of rows (texts: text→image, named
+# ``image_retrieval_recall@K``) and of columns (images: image→text, ``text_retrieval_recall@K``). A
+# query hits when at least one of its positives is among those K indices; the recall is the
+# float32 mean of the hits. The functions below give the same numbers from blocks of queries, so
+# memory is bounded by ``chunk_size × candidates`` instead of M × N:
+#
+# * Scores: each block is the same expression restricted to a block of rows (texts) or columns
+#   (images) of ``texts @ images.t()``. BLAS libraries multiply very small matrices through other
+#   kernels whose rounding differs in the last bit (MKL, seen here: blocks of fewer than 12 rows),
+#   so a block is never multiplied with fewer than ``_MIN_GEMM_ROWS`` queries: a smaller chunk is
+#   cut out of a wider window. Chunking is only about memory; the numbers do not depend on it.
+# * Ties: which of several equal scores ``torch.topk`` keeps depends on K and on the row's values
+#   only (the CPU kernel sorts each row on its own), not on the other rows of the batch or on
+#   strides. So topk is called once per K, with that K, on whole rows, exactly as clip_benchmark
+#   does; taking the first K of one top-max(K) call would pick other tied indices.
+
+_MIN_GEMM_ROWS = 32
+DEFAULT_RETRIEVAL_CHUNK = 512
+_INDEX_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+
+
+class RetrievalTopK(NamedTuple):
+    """Each query's best candidates, best first (``torch.topk`` order, ties as clip_benchmark).
+
+    ``i2t_indices`` (N, k) are caption indices per image, ``t2i_indices`` (M, k) image indices per
+    caption; ``*_scores`` the matching similarities."""
+
+    i2t_indices: torch.Tensor
+    i2t_scores: torch.Tensor
+    t2i_indices: torch.Tensor
+    t2i_scores: torch.Tensor
+
+
+def _check_retrieval_inputs(image_features: torch.Tensor, text_features: torch.Tensor,
+                            text_to_image: torch.Tensor | None = None) -> None:
+    if image_features.ndim != 2 or text_features.ndim != 2:
+        raise ValueError(f"retrieval: features must be 2-D, got images {tuple(image_features.shape)} "
+                         f"and texts {tuple(text_features.shape)}")
+    if image_features.shape[1] != text_features.shape[1]:
+        raise ValueError(f"retrieval: feature widths differ: images {image_features.shape[1]}, "
+                         f"texts {text_features.shape[1]}")
+    if image_features.shape[0] == 0 or text_features.shape[0] == 0:
+        raise ValueError(f"retrieval: no images ({image_features.shape[0]}) or no captions "
+                         f"({text_features.shape[0]})")
+    if text_to_image is None:
+        return
+    if text_to_image.shape != (text_features.shape[0],) or text_to_image.dtype not in _INDEX_DTYPES:
+        raise ValueError(f"retrieval: text_to_image must be an integer tensor of shape "
+                         f"({text_features.shape[0]},), got {text_to_image.dtype} {tuple(text_to_image.shape)}")
+    lo, hi = int(text_to_image.min()), int(text_to_image.max())
+    if lo < 0 or hi >= image_features.shape[0]:
+        raise ValueError(f"retrieval: text_to_image holds image index {lo if lo < 0 else hi}, "
+                         f"outside 0..{image_features.shape[0] - 1}")
+
+
+def _query_blocks(queries: torch.Tensor, candidates: torch.Tensor, queries_are_texts: bool,
+                  chunk_size: int | None):
+    """Yield ``(start, end, scores)``: rows ``start:end`` of the (queries × candidates) scores.
+
+    Each block is a slice of ``texts @ images.t()`` (clip_benchmark's expression), computed over a
+    window of at least ``_MIN_GEMM_ROWS`` queries (see the note above)."""
+    n = queries.shape[0]
+    if chunk_size is None:
+        chunk_size = n
+    elif chunk_size < 1:
+        raise ValueError(f"retrieval: chunk_size must be ≥ 1, got {chunk_size}")
+    window = max(chunk_size, _MIN_GEMM_ROWS)
+    lo = hi = 0
+    scores = None
+    for start in range(0, n, chunk_size):
+        end = min(start + chunk_size, n)
+        if scores is None or end > hi:
+            lo = max(0, min(start, n - window))
+            hi = min(n, lo + window)
+            if queries_are_texts:  # rows of texts @ images.t()
+                scores = queries[lo:hi] @ candidates.t()
+            else:  # columns of texts @ images.t(), as rows
+                scores = (candidates @ queries[lo:hi].t()).t()
+        yield start, end, scores[start - lo:end - lo]
+    del scores
+
+
+def _common_dtype(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    return a.to(dtype), b.to(dtype)
+
+
+def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
+                      text_to_image: torch.Tensor, ks: Sequence[int] = (1, 5, 10),
+                      chunk_size: int | None = DEFAULT_RETRIEVAL_CHUNK) -> dict[str, float]:
+    """Zero-shot image↔text recall@K, identical to clip_benchmark's ``zeroshot_retrieval.evaluate``.
+
+    ``image_features`` (N, D) and ``text_features`` (M, D) are L2-normalised embeddings, as
+    clip_benchmark makes them (``F.normalize(model.encode_*(x), dim=-1)``); they are used as given,
+    never renormalised (renormalising unit vectors is not bit-exact). Scores are computed in their
+    dtype (as clip_benchmark does; two dtypes are promoted to a common one) on their device.
+    ``text_to_image`` (M,) is the index of each caption's image.
+
+    Returns, for each K in ``ks``:
+
+    * ``image_retrieval_recall@K`` and ``t2i_R@K`` (same value): text→image, the fraction of
+      captions whose image is among their K best-scoring images;
+    * ``text_retrieval_recall@K`` and ``i2t_R@K`` (same value): image→text, the fraction of images
+      with **any** of their captions among their K best-scoring captions. An image with no caption
+      is still a candidate for text→image and counts as a miss for image→text (clip_benchmark
+      computes 0/0 = NaN for it, and NaN > 0 is false);
+
+    and ``mean_recall``, the mean of all the image→text and text→image recalls (the six of
+    R@1/5/10 for the default ``ks``). The first two keys are clip_benchmark's own (mind its naming:
+    ``image_retrieval`` is text→image). Values are fractions in [0, 1].
+
+    A K larger than the number of candidates (N images for text→image, M captions for image→text)
+    means "all of them" (clip_benchmark's ``torch.topk`` raises instead); the key keeps the K asked.
+
+    ``chunk_size`` queries are scored at a time (a block never smaller than 32 queries is
+    multiplied), so memory is ``chunk_size × max(N, M)`` scores rather than N × M; ``None`` scores
+    everything at once. The values are the same for every chunk size, ties included: ties are
+    resolved by ``torch.topk`` with each K on whole rows, as clip_benchmark does. Bit-identity with
+    clip_benchmark holds on CPU tensors (it multiplies on the CPU); on CUDA the scores may differ
+    from its in the last bit, which can only matter at exact near-ties.
+    """
+    _check_retrieval_inputs(image_features, text_features, text_to_image)
+    ks = [int(k) for k in ks]
+    if not ks or min(ks) < 1:
+        raise ValueError(f"retrieval_metrics: ks must be positive, got {ks}")
+    image_features, text_features = _common_dtype(image_features, text_features)
+    n_images, n_texts = image_features.shape[0], text_features.shape[0]
+    text_to_image = text_to_image.to(device=text_features.device, dtype=torch.long)
+
+    t2i_hits = {k: [] for k in ks}
+    for start, end, scores in _query_blocks(text_features, image_features, True, chunk_size):
+        target = text_to_image[start:end, None]
+        for k in ks:
+            top = torch.topk(scores, min(k, n_images), dim=1)[1]
+            t2i_hits[k].append((top == target).any(dim=1))
+    i2t_hits = {k: [] for k in ks}
+    for start, end, scores in _query_blocks(image_features, text_features, False, chunk_size):
+        own = torch.arange(start, end, device=text_to_image.device)[:, None]
+        for k in ks:
+            top = torch.topk(scores, min(k, n_texts), dim=1)[1]
+            i2t_hits[k].append((text_to_image[top] == own).any(dim=1))
+
+    def recall(hits: list[torch.Tensor]) -> float:
+        # float32 mean over all queries, as clip_benchmark's ``(...>0).float().mean().item()``
+        return torch.cat(hits).float().mean().item()
+
+    metrics: dict[str, float] = {}
+    for k in ks:
+        metrics[f"image_retrieval_recall@{k}"] = recall(t2i_hits[k])
+        metrics[f"text_retrieval_recall@{k}"] = recall(i2t_hits[k])
+    for k in ks:
+        metrics[f"i2t_R@{k}"] = metrics[f"text_retrieval_recall@{k}"]
+        metrics[f"t2i_R@{k}"] = metrics[f"image_retrieval_recall@{k}"]
+    recalls = [metrics[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks]
+    metrics["mean_recall"] = math.fsum(recalls) / len(recalls)
+    return metrics
+
+
+def retrieval_topk(image_features: torch.Tensor, text_features: torch.Tensor, k: int = 10,
+                   chunk_size: int | None = DEFAULT_RETRIEVAL_CHUNK) -> RetrievalTopK:
+    """Each query's ``k`` best candidates in both directions (for ``--save-predictions``).
+
+    Same inputs, score blocks and ``torch.topk`` call as :func:`retrieval_metrics`, so the
+    indices of ``retrieval_topk(..., k=K)`` are the ones whose hits give recall@K there. ``k`` is
+    cut to the number of candidates (N images for captions, M captions for images)."""
+    _check_retrieval_inputs(image_features, text_features)
+    if k < 1:
+        raise ValueError(f"retrieval_topk: k must be ≥ 1, got {k}")
+    image_features, text_features = _common_dtype(image_features, text_features)
+    out = []
+    for queries, candidates, are_texts in ((image_features, text_features, False),
+                                           (text_features, image_features, True)):
+        kk = min(k, candidates.shape[0])
+        values, indices = [], []
+        for _, _, scores in _query_blocks(queries, candidates, are_texts, chunk_size):
+            v, i = torch.topk(scores, kk, dim=1)
+            values.append(v)
+            indices.append(i)
+        out += [torch.cat(indices), torch.cat(values)]
+    return RetrievalTopK(out[0], out[1], out[2], out[3])

@@ -4,7 +4,7 @@
 
 Builds the model on the ``meta`` device (no memory), sizes its weights at every precision,
 estimates activation memory for the batch size, and runs the same device-map computation the
-loader uses (``evalkit.models.placement``). Exit code 0 when it fits, 1 when it does not (with
+loader uses (``evalkit.models.memory_plan``). Exit code 0 when it fits, 1 when it does not (with
 suggestions), 2 for usage errors. Heavy imports happen inside the command so ``evalkit --help``
 stays fast.
 """
@@ -17,10 +17,9 @@ import sys
 from typing import Any
 
 from evalkit.cli_help import HelpFormatter
+from evalkit.models.precision import PRECISION_NAMES  # torch-free: this module is imported for --help
 
 __all__ = ["register_cli", "cmd_plan", "make_plan", "render_plan"]
-
-PLAN_PRECISIONS = ("fp32", "bf16", "fp16", "int8", "int4")
 
 
 def register_cli(subparsers: Any) -> None:
@@ -34,7 +33,7 @@ def register_cli(subparsers: Any) -> None:
     p.add_argument("--model", required=True, help="an EVA-CLIP card: eva-clip-18b, eva-clip-8b, eva-clip-8b-448, ...")
     p.add_argument("--devices", default="auto",
                    help="planning sizes (2x40GiB, 80GiB,40GiB), GPU indices of this machine (0,1), cpu or auto")
-    p.add_argument("--precision", default="fp16", choices=PLAN_PRECISIONS, help="weights dtype to plan for")
+    p.add_argument("--precision", default="fp16", choices=PRECISION_NAMES, help="weights dtype to plan for")
     p.add_argument("--batch-size", type=int, default=64, help="images (and texts) per forward pass")
     p.add_argument("--max-memory", help="per-device caps, e.g. 0=38GiB,1=38GiB,cpu=64GiB, or one size for every GPU")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
@@ -42,9 +41,9 @@ def register_cli(subparsers: Any) -> None:
 
 
 def make_plan(model: str, devices: str, precision: str, batch_size: int, max_memory: str | None = None):
-    """The :class:`~evalkit.models.placement.MemoryPlan` of a model card."""
+    """The :class:`~evalkit.models.memory_plan.MemoryPlan` of a model card."""
     from evalkit.models import CARDS, ModelLoadError, eva_config
-    from evalkit.models.placement import plan_memory
+    from evalkit.models.memory_plan import plan_memory
     from evalkit.registry import UnknownNameError
 
     if model not in CARDS:
@@ -68,7 +67,8 @@ def _budget(n: int | None) -> str:
 
 
 def render_plan(plan: Any) -> str:
-    from evalkit.models.placement import GPU_RUNTIME_RESERVE, _device_label
+    from evalkit.models.devices import device_label
+    from evalkit.models.memory_plan import GPU_RUNTIME_RESERVE
 
     p = plan.parameters
     wb = plan.weight_bytes
@@ -86,7 +86,7 @@ def render_plan(plan: Any) -> str:
         "device map",
     ]
     for d in plan.per_device:
-        label = _device_label(d.device)
+        label = device_label(d.device)
         if d.device == "disk":
             head = f"  {'left':7s} {_gb(d.weights)} of weights that do not fit on the devices"
         else:

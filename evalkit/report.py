@@ -222,6 +222,12 @@ def _headline(results: list[TaskResult], metric: str) -> tuple[float | None, Tas
 
 
 def _primary_metric(task: str, results: list[TaskResult]) -> str:
+    """The metric a task is compared on: what its result says (the task file's ``metric``), else
+    the paper's metric for the task, else what the result's keys suggest."""
+    for r in results:
+        named = r.evalkit.get("metric")
+        if isinstance(named, str) and (named in r.metrics or named in ("mean_recall", "mean_acc1_acc5")):
+            return named
     if task in PRIMARY_METRIC:
         return PRIMARY_METRIC[task]
     keys = {k for r in results for k in r.metrics}

@@ -74,7 +74,7 @@ def test_chart_texts_name_metric_values_and_deltas(n):
 
 
 def test_chart_names_each_metric_when_tasks_differ():
-    rows = _rows(33, {"kinetics400": "mean_acc1_acc5", "flickr30k": "mean_recall", "mscoco_captions": "mean_recall"})
+    rows = _rows(33, {"kinetics400": "mean_acc1_acc5", "flickr30k": "mean_recall", "coco": "mean_recall"})
     texts = _texts(report._chart_figure("eva-x", rows))
     assert "kinetics400 (mean top-1/top-5)" in texts
     assert "flickr30k (mean recall)" in texts

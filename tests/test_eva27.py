@@ -27,7 +27,7 @@ from fixtures_eva27 import (
 
 from evalkit import cli
 from evalkit.claims import EVA27, IMAGENET_VARIANTS, load_claims
-from evalkit.data.check import check_tasks
+from evalkit.datacheck import check_tasks
 from evalkit.data.sources import (
     DataError,
     DatasetNotFound,

@@ -355,7 +355,7 @@ def test_report_tolerance_boundary(tmp_path, claimed, tolerance, status):
 
 
 def test_int8_layers_use_the_documented_outlier_threshold():
-    """Defect: another llm_int8_threshold where placement.py builds the int8 layers.
+    """Defect: another llm_int8_threshold where quantize.py builds the int8 layers.
     README: outlier columns above the 6.0 threshold."""
     import bitsandbytes as bnb
 

@@ -1,4 +1,4 @@
-"""The streaming, device-mapped loader (evalkit/models/placement.py) on tiny EVA-CLIP models.
+"""The streaming, device-mapped loader (evalkit/models/streaming.py, devices.py, device_map.py) on tiny EVA-CLIP models.
 
 What must hold: every checkpoint layout streams into a meta-built model and gives the features of
 the model it was written from; at most one shard is alive at a time; on the CPU a tensor stored in
@@ -23,21 +23,22 @@ from safetensors.torch import save_file
 from test_checkpoint import TINY, WRITERS, _cfg, _random_model, to_hf
 
 from evalkit import cli
-from evalkit.models import CARDS, ModelLoadError, placement
+from evalkit.models import CARDS, ModelLoadError, memory_plan, streaming
 from evalkit.models import load as load_model
 from evalkit.models.checkpoint import CheckpointError, resize_pos_embed, save_sharded
-from evalkit.models.eva_clip import EvaClipConfig
-from evalkit.models.placement import (
-    PlacementError,
+from evalkit.models.device_map import (
+    _GLUE,
     collapse_device_map,
     compute_device_map,
-    device_budgets,
-    empty_model,
-    load_eva_clip,
-    parse_devices,
-    parse_max_memory,
-    parse_size,
+    covered_whole,
+    device_of,
+    execution_device,
 )
+from evalkit.models.devices import device_budgets, parse_devices, parse_max_memory, parse_size
+from evalkit.models.eva_clip import EvaClipConfig
+from evalkit.models.memory_plan import empty_model
+from evalkit.models.precision import PlacementError, parse_precision
+from evalkit.models.streaming import load_eva_clip
 from evalkit.models.zoo import ModelCard
 from evalkit.results import result_path, run_variant
 
@@ -129,7 +130,7 @@ def test_at_most_one_shard_is_alive_at_a_time(reference, tmp_path, monkeypatch):
     tensor of an earlier one may still be referenced (host memory stays near one shard)."""
     sd = {k: v.half() for k, v in reference[0].items()}
     save_sharded(sd, tmp_path, max_shard_bytes=2**16)
-    real = placement.iter_checkpoint_shards
+    real = streaming.iter_checkpoint_shards
     earlier: list[weakref.ref] = []
     shards = 0
 
@@ -143,7 +144,7 @@ def test_at_most_one_shard_is_alive_at_a_time(reference, tmp_path, monkeypatch):
             yield file, tensors
             del tensors
 
-    monkeypatch.setattr(placement, "iter_checkpoint_shards", spy)
+    monkeypatch.setattr(streaming, "iter_checkpoint_shards", spy)
     placed = load_eva_clip(_cfg(), tmp_path, precision="fp32", devices="cpu")
     assert shards > 5
     assert all(p.dtype == torch.float32 for p in placed.model.parameters())
@@ -308,28 +309,28 @@ def test_device_map_over_fake_gpus_is_balanced_whole_blocks_and_glued():
     rows = collapse_device_map(device_map)
     assert any("visual.blocks." in item and "-" in item for _, items in rows for item in items)
     # the class token and position embedding sit with the patch embedding that adds them
-    patch = placement._device_of("visual.patch_embed", device_map)
-    assert placement._device_of("visual.cls_token", device_map) == patch
-    assert placement._device_of("visual.pos_embed", device_map) == patch
+    patch = device_of("visual.patch_embed", device_map)
+    assert device_of("visual.cls_token", device_map) == patch
+    assert device_of("visual.pos_embed", device_map) == patch
     # too little GPU memory: the rest goes to the CPU, and the glue runs on the main GPU
     small = compute_device_map(model, {0: 300_000, 1: 300_000, "cpu": 10**9}, "fp16")
     assert "cpu" in small.values()
     _blocks_whole(model, small)
-    for glue, consumer in placement._GLUE.items():
-        if not placement._covered_whole(glue.rpartition(".")[0], small) and consumer:
-            want = placement._execution_device(placement._device_of(consumer, small), 0)
-            assert placement._device_of(glue, small) == want
+    for glue, consumer in _GLUE.items():
+        if not covered_whole(glue.rpartition(".")[0], small) and consumer:
+            want = execution_device(device_of(consumer, small), 0)
+            assert device_of(glue, small) == want
 
 
 def test_quantized_layers_are_never_offloaded_from_gpus():
     cfg = _cfg(layers=8, width=128, head_width=32)
     model = empty_model(cfg)
-    reserve = placement.GPU_RUNTIME_RESERVE + placement.activation_bytes(cfg, 1, 2)["peak"]
+    reserve = memory_plan.GPU_RUNTIME_RESERVE + memory_plan.activation_bytes(cfg, 1, 2)["peak"]
     budgets = {0: reserve + 1_500_000, "cpu": 10**9}
-    fp16 = placement._plan_from("tiny", cfg, model, placement.precision_spec("fp16"), budgets, 1, "0",
+    fp16 = memory_plan.plan_for_budgets("tiny", cfg, model, parse_precision("fp16"), budgets, 1, "0",
                                 allow_cpu_offload=True, allow_disk=False)
     assert fp16.fits and fp16.offloaded.get("cpu", 0) > 0 and "over PCIe" in fp16.warnings[0]
-    int8 = placement._plan_from("tiny", cfg, model, placement.precision_spec("int8"), {**budgets, 0: reserve + 100_000},
+    int8 = memory_plan.plan_for_budgets("tiny", cfg, model, parse_precision("int8"), {**budgets, 0: reserve + 100_000},
                                 1, "0", allow_cpu_offload=True, allow_disk=False)
     assert not int8.fits and "cannot be offloaded" in int8.reason
 
@@ -459,7 +460,7 @@ def test_open_clip_models_refuse_big_model_options():
 def test_failure_mid_stream_leaves_nothing_loaded(reference, tmp_path, monkeypatch):
     save_sharded(reference[0], tmp_path / "ck", max_shard_bytes=2**16)
     built = []
-    real_empty, real_iter = placement.empty_model, placement.iter_checkpoint_shards
+    real_empty, real_iter = streaming.empty_model, streaming.iter_checkpoint_shards
 
     def keep(cfg):
         built.append(real_empty(cfg))
@@ -471,8 +472,8 @@ def test_failure_mid_stream_leaves_nothing_loaded(reference, tmp_path, monkeypat
                 raise CheckpointError("shard 4 vanished")
             yield item
 
-    monkeypatch.setattr(placement, "empty_model", keep)
-    monkeypatch.setattr(placement, "iter_checkpoint_shards", dies_after_three)
+    monkeypatch.setattr(streaming, "empty_model", keep)
+    monkeypatch.setattr(streaming, "iter_checkpoint_shards", dies_after_three)
     offload = tmp_path / "offload"
     with pytest.raises(CheckpointError, match="shard 4 vanished"):
         load_eva_clip(_cfg(), tmp_path / "ck", device_map=SPLIT_MAP, offload_dir=offload)

@@ -14,14 +14,14 @@ import pytest
 
 from evalkit import cli
 from evalkit.models import CARDS, eva_config
-from evalkit.models.placement import (
+from evalkit.models.memory_plan import (
     GPU_RUNTIME_RESERVE,
-    NO_SPLIT_MODULES,
     activation_bytes,
     empty_model,
     plan_memory,
     weight_bytes,
 )
+from evalkit.models.quantize import NO_SPLIT_MODULES
 from evalkit.plan import make_plan, render_plan
 
 GiB = 2**30

@@ -24,7 +24,9 @@ from evalkit import models
 from evalkit.demo.shapeworld import ShapeWorldClassification
 from evalkit.features import zero_shot_classifier
 from evalkit.models import CARDS, ModelLoadError, eva_config
-from evalkit.models.placement import INT8_THRESHOLD, PlacementError, empty_model, weight_bytes
+from evalkit.models.memory_plan import empty_model, weight_bytes
+from evalkit.models.precision import PlacementError
+from evalkit.models.quantize import INT8_THRESHOLD
 from evalkit.tasks.spec import TaskIndex
 
 TOP1_IMAGES = 200  # int8 runs through bitsandbytes' reference CPU kernels: ~8 s per 64 images here
@@ -146,7 +148,7 @@ def test_broken_bitsandbytes_is_one_clear_error(monkeypatch):
         raise RuntimeError("CUDA Setup failed despite GPU being available")
 
     monkeypatch.setattr(bnb.nn, "Linear8bitLt", broken)
-    from evalkit.models.placement import require_bitsandbytes
+    from evalkit.models.quantize import require_bitsandbytes
 
     with pytest.raises(PlacementError, match="does not work on cpu .*CUDA Setup failed"):
         require_bitsandbytes("int8", "cpu")

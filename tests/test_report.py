@@ -145,7 +145,7 @@ def test_build_claims_mapping():
     r = row("EVA-CLIP-18B+@336", "ImageNet-A")
     assert (r["model"], r["protocol"], r["transform"]) == ("eva-clip-18b", "336px", "best-of-both")
     r = row("OpenCLIP-G/14", "COCO-5K", "i2t_R@5")
-    assert (r["model"], r["task"], r["metric"], r["transform"]) == ("openclip-bigg-14", "mscoco_captions",
+    assert (r["model"], r["task"], r["metric"], r["transform"]) == ("openclip-bigg-14", "coco",
                                                                     "text_retrieval_recall@5", "squash")
     r = row("SigLIP-SO400M(reported)", "ObjectNet")
     assert (r["model"], r["protocol"], r["transform"]) == ("siglip-so400m", "reported", "")
@@ -303,7 +303,7 @@ def test_retrieval_mean_recall(tmp_path):
     _result(out, "m", "flickr30k", {k: 0.9 for k in RETRIEVAL_METRICS}, transform="squash")
     a = report.aggregate_table(out, claims)
     assert _row(a, group="retrieval")["display"] == "90.00 (partial: 6/12)"
-    _result(out, "m", "mscoco_captions", {k: 0.7 for k in RETRIEVAL_METRICS}, transform="squash")
+    _result(out, "m", "coco", {k: 0.7 for k in RETRIEVAL_METRICS}, transform="squash")
     r = _row(report.aggregate_table(out, claims), group="retrieval")
     assert math.isclose(r["verified"], 80.0) and r["status"] == "verified"
 

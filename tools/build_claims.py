@@ -80,14 +80,14 @@ TASKS = {
     "STL10": "stl10", "VOC2007": "voc2007",
     "UCF101": "ucf101", "Kinetics400": "kinetics400", "Kinetics600": "kinetics600",
     "Kinetics700": "kinetics700",
-    "Flickr30K-1K": "flickr30k", "COCO-5K": "mscoco_captions", "COCO": "mscoco_captions",
+    "Flickr30K-1K": "flickr30k", "COCO-5K": "coco", "COCO": "coco",
     # the paper's printed aggregates keep the paper's names
     "AVG27": "AVG27", "AVG17": "AVG17", "AVG16_no_Birdsnap": "AVG16_no_Birdsnap",
     "ROBUST_AVG6": "ROBUST_AVG6", "ROBUST_DELTA": "ROBUST_DELTA", "VIDEO_AVG4": "VIDEO_AVG4",
     "RETRIEVAL_MR": "RETRIEVAL_MR",
 }
 VIDEO = {"ucf101", "kinetics400", "kinetics600", "kinetics700", "VIDEO_AVG4"}
-RETRIEVAL = {"flickr30k", "mscoco_captions", "RETRIEVAL_MR"}
+RETRIEVAL = {"flickr30k", "coco", "RETRIEVAL_MR"}
 
 # paper metric -> (evalkit metric, protocol tags)
 METRICS: dict[str, tuple[str, tuple[str, ...]]] = {

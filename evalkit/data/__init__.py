@@ -1,7 +1,10 @@
 """Data sources: where samples come from (see ``evalkit.data.sources``).
 
 Importing the package registers every source type: the generic ones (``wds``, ``folder``,
-``hf``, ``any``) and the dataset layouts of the EVA-CLIP-18B image benchmarks.
+``hf``, ``any``) and the dataset layouts of the EVA-CLIP-18B image benchmarks. Source types of
+other packages (the demo's ``shapeworld``) come through the ``evalkit.sources`` entry-point group,
+loaded when a task first names one; evalkit.data imports nothing above it (tasks, the demo).
+``evalkit.data.check`` checks one source spec on disk (found / missing / sample count).
 """
 
-from evalkit.data import birdsnap, imagenet_variants, sources, torchvision_roots, voc2007  # noqa: F401
+from evalkit.data import birdsnap, captions, imagenet_variants, sources, torchvision_roots, voc2007  # noqa: F401

@@ -24,7 +24,10 @@ from evalkit.registry import Registry
 IMAGE_EXTS = ("webp", "png", "jpg", "jpeg")
 FOLDER_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
-sources: Registry[Any] = Registry("source")
+# Source types by name. evalkit registers its own below and in the layout modules; a separate
+# package adds more through the ``evalkit.sources`` entry-point group (the demo's ``shapeworld``
+# plugs in so: pyproject.toml), loaded the first time a name is not known here.
+sources: Registry[Any] = Registry("source", "evalkit.sources")
 
 
 class DataError(ValueError):
@@ -306,7 +309,9 @@ def wds_source(source: dict[str, Any], data_root: str | Path | None, task: str) 
     # reused, and in this process (an error raised in a loader worker loses its message).
     for t in tars:
         scan_tar(t)
-    label_key = source.get("label_key", "cls")
+    # clip_benchmark marks a retrieval mirror with dataset_type.txt: its samples carry captions (txt)
+    kind = (root / "dataset_type.txt").read_text().strip().lower() if (root / "dataset_type.txt").exists() else ""
+    label_key = source.get("label_key") or ("txt" if kind == "retrieval" else "cls")
     units = [Unit(id=_file_id(t), samples=_tar_samples(t, label_key), count=_tar_counter(t)) for t in tars]
     info = {"path": str(root), "split": split, "shards": len(tars), "layout": "wds"}
     return SourceData(units, classnames, templates, info)
@@ -426,6 +431,13 @@ def _tar_samples(tar_path: Path, label_key: str) -> Callable[[], Iterator[RawSam
                     yield name, _missing(name, f"no image member ({'/'.join(IMAGE_EXTS)})"), None
                     continue
                 raw_label = sample.get(label_key)
+                if label_key == "txt":  # retrieval: the image's captions, one a line (as clip_benchmark)
+                    if raw_label is None:
+                        yield name, _missing(name, "no 'txt' captions member"), None
+                        continue
+                    label: Any = (raw_label.decode() if isinstance(raw_label, bytes) else str(raw_label)).splitlines()
+                    yield name, _open_image_bytes(sample[image_ext]), label
+                    continue
                 try:
                     label = int(raw_label.decode() if isinstance(raw_label, bytes) else raw_label)
                 except (TypeError, ValueError):
@@ -632,37 +644,6 @@ def hf_source(source: dict[str, Any], data_root: str | Path | None, task: str) -
         return f"{i}", loader, int(row[label_col])
 
     return SourceData(_range_units(f"hf:{root}:{fingerprint}", len(raw), get), classnames, None, {"path": str(root)})
-
-
-# -- ShapeWorld (the embedded demo) ------------------------------------------------------------
-
-
-@sources.register("shapeworld")
-def shapeworld_source(source: dict[str, Any], data_root: str | Path | None, task: str) -> SourceData:
-    """Procedurally generated images (evalkit.demo): nothing to download."""
-    from evalkit.demo.shapeworld import ShapeWorldClassification
-
-    ds = ShapeWorldClassification(
-        task=source.get("task", "shape"),
-        split=source.get("split", "test"),
-        n=int(source.get("n", 1000)),
-        seed=int(source.get("seed", 0)),
-    )
-
-    def get(i: int) -> RawSample:
-        def load() -> Image.Image:
-            return ds[i][0]
-
-        return ds.key(i), load, _label(ds, i)
-
-    images = f"shapeworld:{ds.split}:{ds.seed}:{ds.size}px:{len(ds)}"  # the same images in every task's view
-    units = _range_units(f"{images}:{ds.task}", len(ds), get, chunk=512, content_prefix=images)
-    return SourceData(units, list(ds.classnames), None, {"generated": True})
-
-
-def _label(ds: Any, i: int) -> int:
-    label_of = getattr(ds, "label", None)
-    return int(label_of(i)) if callable(label_of) else int(ds[i][1])
 
 
 # -- several layouts for one dataset ----------------------------------------------------------

@@ -4,22 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from evalkit.models.encoder import PRECISIONS, Encoder
 from evalkit.models.hub import ModelLoadError, locate
-from evalkit.models.open_clip_model import load_open_clip
+from evalkit.models.precision import DEFAULT_PRECISION, PlacementError, Precision, parse_precision
 from evalkit.models.zoo import CARDS, ModelCard
 from evalkit.registry import UnknownNameError, model_loaders
-from evalkit.results import DEFAULT_VARIANT
+
+if TYPE_CHECKING:
+    from evalkit.models.encoder import Encoder
 
 __all__ = ["load", "Encoder", "ModelLoadError", "CARDS", "list_models", "build_eva_clip", "DEFAULT_PRECISION"]
 
-# fp32: fastest on CPUs. A run at the default precision with the card's own weights is the
-# default result variant (evalkit.results), so the two are one definition.
-DEFAULT_PRECISION = DEFAULT_VARIANT
+
+def __getattr__(name: str) -> Any:
+    # torch is imported when a model is built, not with this package: the CLI reads
+    # evalkit.models.precision (its --precision choices) for `evalkit --help`.
+    if name == "Encoder":
+        from evalkit.models.encoder import Encoder
+
+        return Encoder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 RANDOM_INIT_MAX_PARAMS = 2 * 10**9
 
@@ -32,6 +37,8 @@ def list_models() -> list[tuple[str, str]]:
 
 
 def _check_device(device: str) -> None:
+    import torch
+
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"--device {device}: CUDA is not available on this machine (use --device cpu)")
     if device.split(":")[0] not in ("cpu", "cuda", "mps"):
@@ -54,7 +61,7 @@ def eva_config(card: ModelCard) -> Any:
 def build_eva_clip(
     card: ModelCard,
     weights: str | None,
-    precision: str,
+    precision: str | Precision,
     device: str,
     *,
     devices: str | None = None,
@@ -63,14 +70,15 @@ def build_eva_clip(
     offload_dir: str | Path | None = None,
     batch_size: int = 64,
 ) -> Encoder:
-    """An EVA-CLIP card as an Encoder, through the streaming loader (``models/placement.py``):
+    """An EVA-CLIP card as an Encoder, through the streaming loader (``models/streaming.py``):
     built on meta, checked against the checkpoint by key and shape, streamed shard by shard onto
     ``devices`` (default: ``device``) at ``precision``."""
     import open_clip
 
     from evalkit.models.checkpoint import CheckpointError
+    from evalkit.models.encoder import Encoder
     from evalkit.models.eva_clip import EvaClip
-    from evalkit.models.placement import PlacementError, load_eva_clip
+    from evalkit.models.streaming import load_eva_clip
 
     cfg = eva_config(card)
     if devices is None and device.startswith("mps"):
@@ -92,7 +100,7 @@ def build_eva_clip(
         # Untrained (seeded) weights, streamed through the same path as a checkpoint so every
         # precision and placement works on them. Small models only: built on the CPU in fp32.
         from evalkit.models.eva_clip import count_parameters
-        from evalkit.models.placement import empty_model
+        from evalkit.models.memory_plan import empty_model
 
         n = count_parameters(empty_model(cfg))["total"]
         if n > RANDOM_INIT_MAX_PARAMS:
@@ -124,7 +132,7 @@ def build_eva_clip(
         embed_dim=cfg.embed_dim,
         causal_text=True,
         weights=str(provenance),
-        precision=precision,
+        precision=placed.precision.name,
         device=placed.main_device,
         arch={"family": "eva_clip", **{k: str(v) for k, v in cfg.to_dict().items()}},
         weights_digest=placed.digest,
@@ -137,7 +145,7 @@ def build_eva_clip(
 def load(
     name: str,
     weights: str | None = None,
-    precision: str = DEFAULT_PRECISION,
+    precision: str | Precision = DEFAULT_PRECISION,
     device: str = "cpu",
     *,
     devices: str | None = None,
@@ -153,28 +161,32 @@ def load(
     int8/int4 precisions are the big-model path, for EVA-CLIP cards; ``batch_size`` sizes the
     activation reserve of the device map.
     """
-    if precision not in PRECISIONS:
-        raise ModelLoadError(f"--precision {precision}: choose from {', '.join(PRECISIONS)}")
+    try:
+        spec = parse_precision(precision)  # the one parse; everything below gets the Precision
+    except PlacementError as e:
+        raise ModelLoadError(str(e)) from None
     if devices is None:
         _check_device(device)
     big = devices is not None or max_memory is not None or offload_dir is not None or bool(allow_missing)
     if name.startswith("open_clip:") or (name in CARDS and CARDS[name].family != "eva_clip"):
-        if big or precision in ("int8", "int4"):
+        if big or spec.quantized:
             raise ModelLoadError(
                 f"{name}: --devices/--max-memory/--offload-dir/--allow-missing and --precision int8/int4 "
                 f"are for EVA-CLIP models (eva-clip-18b, eva-clip-8b, ...); use --device and fp32/bf16/fp16/amp"
             )
-    if name.startswith("open_clip:"):
-        return load_open_clip(name.split(":", 1)[1], weights, precision, device)
-    if name in CARDS:
+        from evalkit.models.open_clip_model import load_open_clip
+
+        if name.startswith("open_clip:"):
+            return load_open_clip(name.split(":", 1)[1], weights, spec, device)
         card = CARDS[name]
-        if card.family == "eva_clip":
-            return build_eva_clip(card, weights, precision, device, devices=devices, max_memory=max_memory,
-                                  allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size)
         assert card.open_clip_arch is not None
-        return load_open_clip(card.open_clip_arch, weights or card.default_weights, precision, device, name=card.name)
+        return load_open_clip(card.open_clip_arch, weights or card.default_weights, spec, device, name=card.name)
+    if name in CARDS:
+        return build_eva_clip(CARDS[name], weights, spec, device, devices=devices, max_memory=max_memory,
+                              allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size)
     if name in model_loaders:
-        if big or precision in ("int8", "int4"):
+        if big or spec.quantized:
             raise ModelLoadError(f"{name}: the big-model options are for EVA-CLIP models")
-        return model_loaders.get(name)(name=name, weights=weights, precision=precision, device=device)
+        # plugins get the name, as their contract (load_model(name, weights, precision: str, device)) says
+        return model_loaders.get(name)(name=name, weights=weights, precision=spec.name, device=device)
     raise UnknownNameError("model", name, [*CARDS, *model_loaders.names(), "open_clip:ViT-B-32"])

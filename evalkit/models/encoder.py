@@ -11,10 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-#: fp32/bf16/fp16: weights stored in that dtype; amp: fp32 weights under autocast; int8/int4:
-#: bitsandbytes-quantised block Linear layers with fp16 elsewhere (EVA-CLIP cards only).
-PRECISIONS = ("fp32", "bf16", "fp16", "amp", "int8", "int4")
-_INPUT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float16, "int4": torch.float16}
+from evalkit.models.precision import DEFAULT_PRECISION, Precision, parse_precision
 
 
 def __getattr__(name: str) -> Any:
@@ -44,7 +41,9 @@ class Encoder:
     embed_dim: int
     causal_text: bool
     weights: str = ""
-    precision: str = "fp32"
+    #: a name from PRECISION_NAMES, what results record (checked on construction; the parsed
+    #: Precision is precision_spec)
+    precision: str = DEFAULT_PRECISION
     device: str = "cpu"
     arch: dict[str, Any] = field(default_factory=dict)
     weights_digest: str = ""
@@ -59,6 +58,7 @@ class Encoder:
     def __post_init__(self) -> None:
         from evalkit.models.tokenize import cached_tokenizer
 
+        self.precision = parse_precision(self.precision).name
         self.tokenizer = cached_tokenizer(self.tokenizer)
 
     # -- preprocessing -------------------------------------------------------------------------
@@ -74,13 +74,19 @@ class Encoder:
 
     # -- forward -------------------------------------------------------------------------------
     @property
+    def precision_spec(self) -> Precision:
+        """The :class:`~evalkit.models.precision.Precision` this model runs at."""
+        return parse_precision(self.precision)
+
+    @property
     def input_dtype(self) -> torch.dtype:
-        return _INPUT_DTYPES.get(self.precision, torch.float32)
+        return self.precision_spec.dtype
 
     def _autocast(self):
-        if self.precision == "amp":
-            dtype = torch.float16 if self.device.startswith("cuda") else torch.bfloat16
-            return torch.autocast(self.device.split(":")[0], dtype=dtype)
+        device_type = self.device.split(":")[0]
+        dtype = self.precision_spec.autocast_dtype(device_type)
+        if dtype is not None:
+            return torch.autocast(device_type, dtype=dtype)
         return torch.autocast("cpu", enabled=False)
 
     @torch.inference_mode()
@@ -151,4 +157,4 @@ def state_dict_digest(model: nn.Module, max_bytes_per_tensor: int = 4096) -> str
     return h.hexdigest()[:16]
 
 
-__all__ = ["Encoder", "PRECISIONS", "state_dict_digest"]  # TRANSFORMS: lazily, see __getattr__
+__all__ = ["Encoder", "state_dict_digest"]  # TRANSFORMS: lazily, see __getattr__

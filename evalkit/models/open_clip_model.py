@@ -16,6 +16,7 @@ from torch import nn
 from evalkit.errors import one_line
 from evalkit.models.encoder import Encoder, state_dict_digest
 from evalkit.models.hub import HubFile, ModelLoadError, locate
+from evalkit.models.precision import DEFAULT_PRECISION, Precision, parse_precision
 
 
 def text_is_causal(model: nn.Module) -> bool:
@@ -82,7 +83,7 @@ def _is_path(weights: str) -> bool:
 def load_open_clip(
     arch: str,
     weights: str | None = None,
-    precision: str = "fp32",
+    precision: str | Precision = DEFAULT_PRECISION,
     device: str = "cpu",
     name: str | None = None,
 ) -> Encoder:
@@ -91,6 +92,7 @@ def load_open_clip(
     handed to open_clip as a local file, so open_clip itself never goes to the network."""
     import open_clip
 
+    spec = parse_precision(precision)
     label = name or f"open_clip:{arch}"
     if arch not in open_clip.list_models():
         from evalkit.registry import UnknownNameError
@@ -141,8 +143,8 @@ def load_open_clip(
     except Exception as e:
         raise ModelLoadError(f"open_clip:{arch}: cannot build its tokenizer (offline?): {e}") from e
     model.eval()
-    if precision in ("fp16", "bf16"):
-        model = model.to({"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
+    if not spec.quantized and spec.dtype != torch.float32:  # fp16, bf16
+        model = model.to(spec.dtype)
     model = model.to(device)
     visual = model.visual
     size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
@@ -158,7 +160,7 @@ def load_open_clip(
         embed_dim=int(getattr(visual, "output_dim", 0) or model.encode_text(tokenizer(["a"]).to(device)).shape[-1]),
         causal_text=causal,
         weights=provenance,
-        precision=precision,
+        precision=spec.name,
         device=device,
         arch={"family": "open_clip", "arch": arch},
         weights_digest=state_dict_digest(model),

@@ -53,6 +53,8 @@ class TaskSpec:
     path: str = ""
     tags: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
+    # the family's own YAML keys (its ``yaml_keys``), which its config dataclass validates
+    options: dict[str, Any] = field(default_factory=dict)
 
     def describe(self) -> str:
         return self.description or f"{self.family} task from {self.source.get('type', '?')}"
@@ -122,10 +124,20 @@ def _str_list(value: Any, fld: str, path: Path) -> list[str]:
     return list(value)
 
 
+def family_keys(family: str) -> frozenset[str]:
+    """The YAML keys a task family owns besides the common ones (its class's ``yaml_keys``)."""
+    from evalkit.registry import task_families
+    from evalkit.tasks import load_builtin_families
+
+    load_builtin_families()
+    return frozenset(getattr(task_families.get(family), "yaml_keys", ())) if family in task_families else frozenset()
+
+
 def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
-    unknown = set(data) - TASK_KEYS
+    own = family_keys(str(data.get("family", "")))
+    unknown = set(data) - TASK_KEYS - own
     if unknown:
-        raise TaskSpecError(f"{path}: unknown field(s) {sorted(unknown)}; allowed: {sorted(TASK_KEYS)}")
+        raise TaskSpecError(f"{path}: unknown field(s) {sorted(unknown)}; allowed: {sorted(TASK_KEYS | own)}")
     for required in ("task", "family", "source"):
         if required not in data:
             raise TaskSpecError(f"{path}: missing required field '{required}'")
@@ -161,6 +173,7 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
         path=str(path),
         tags=list(data.get("tags", [])),
         aliases=aliases,
+        options={k: data[k] for k in own if k in data},
     )
 
 
@@ -268,7 +281,7 @@ class TaskIndex:
         return list(out.values())
 
 
-ADHOC_PREFIXES = ("wds", "folder", "hf")
+ADHOC_PREFIXES = ("wds", "folder", "hf", "captions")
 
 
 def _alias_table(tasks: dict[str, TaskSpec], groups: dict[str, GroupSpec], origin: dict[str, Path]) -> dict[str, str]:
@@ -318,11 +331,21 @@ def adhoc_spec(name: str) -> TaskSpec:
     templates = None
     if kind in ("folder", "hf"):
         templates = ["a photo of a {c}."]  # wds folders carry their own templates
+    # images + captions (captions:DIR, or a WebDataset that says dataset_type.txt: retrieval)
+    retrieval = kind == "captions" or (kind == "wds" and _wds_dataset_type(Path(path)) == "retrieval")
     return TaskSpec(
         name=f"{kind}_{base}",
-        family="classification",
+        family="retrieval" if retrieval else "classification",
+        metric="mean_recall" if retrieval else "acc1",
         source=source,
         templates=templates,
         description=f"ad-hoc {kind} dataset at {path}",
         path=name,
     )
+
+
+def _wds_dataset_type(root: Path) -> str:
+    try:
+        return (root / "dataset_type.txt").read_text().strip().lower()
+    except OSError:
+        return "classification"

@@ -1,0 +1,105 @@
+"""``evalkit data check``: which datasets of a task list are on disk, in which layout, how many samples.
+
+    evalkit data check --tasks eva27 --data-root /data
+
+Per task: found / missing / error, the layout and folder used, the number of samples (counted
+without decoding an image: file lists, annotation files, tar headers; a tar shard that is cut
+short or has a corrupt header is an error naming the shard, never a smaller count) next to the size the
+protocol expects (``protocol.expected_size`` in the task file) and the size Table 11 of
+arXiv 2402.04252 prints (``protocol.table11_test_size``), and the class count. A missing dataset
+lists every folder looked in and the layout each would be read as. Exit status 0 when every task
+was found and is readable, 1 otherwise (``--strict``: also when a count differs from the expected
+size).
+"""
+
+# The command sits above the tasks layer because it resolves task and group names; checking one
+# source spec is data-level and lives in evalkit.data.check (see DESIGN.md, "Layout").
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from evalkit.cli_help import TASK_DIR_HELP, HelpFormatter
+from evalkit.data.check import TaskCheck, check_source
+from evalkit.data.root import default_data_root
+
+__all__ = ["register_cli", "cmd_check", "check_task", "check_tasks", "format_table"]
+
+
+def check_task(spec: Any, data_root: str | Path | None) -> TaskCheck:
+    """The data check of one resolved task (:class:`evalkit.tasks.spec.TaskSpec`)."""
+    from_yaml = spec.path and spec.path.endswith((".yaml", ".yml"))
+    return check_source(spec.name, spec.source, data_root, protocol=spec.protocol,
+                        classnames=getattr(spec, "classnames", None),
+                        base_dir=Path(spec.path).parent if from_yaml else None, where=spec.path or spec.name)
+
+
+def check_tasks(tasks: str, data_root: str | Path | None, task_dirs: list[str] | None = None) -> list[TaskCheck]:
+    """``tasks``: comma-separated task or group names, aliases or ad-hoc ``wds:/path`` datasets."""
+    from evalkit.tasks.spec import TaskIndex  # not evalkit.api: a data check needs no torch
+
+    names = [t for t in tasks.split(",") if t.strip()]
+    index = TaskIndex.load(extra=[Path(d) for d in task_dirs or ()])
+    return [check_task(spec, default_data_root(data_root)) for spec in index.resolve(names)]
+
+
+def format_table(rows: list[TaskCheck]) -> str:
+    from tabulate import tabulate
+
+    def fmt(n: int | None) -> str:
+        return "—" if n is None else f"{n:,}"
+
+    table = []
+    for r in rows:
+        where = r.path if r.status == "found" else r.message
+        table.append([r.task, r.status, r.layout, fmt(r.samples), fmt(r.expected), fmt(r.table11), fmt(r.classes),
+                      r.count, where + (f" ({r.message})" if r.status == "found" and r.message else "")])
+    headers = ["task", "status", "layout", "samples", "expected", "Table 11", "classes", "count", "path / problem"]
+    return tabulate(table, headers=headers, tablefmt="github")
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    rows = check_tasks(args.tasks, args.data_root, args.task_dir)
+    if args.json:
+        print(json.dumps([asdict(r) for r in rows], indent=2))
+    else:
+        print(format_table(rows))
+        found = sum(r.status == "found" for r in rows)
+        differ = [r.task for r in rows if r.count == "differs"]
+        missing = [r for r in rows if r.status == "missing"]
+        if missing:
+            print("\nmissing datasets: where each was looked for, and the layout accepted there")
+            for r in missing:
+                print(f"  {r.task}:")
+                for folders, layout in r.looked or []:
+                    print(f"    {' | '.join(folders)}\n        {layout}")
+        print(f"\n{found}/{len(rows)} found" + (f"; sample count differs from the expected size: {', '.join(differ)}"
+                                                  if differ else ""))
+    bad = any(r.status != "found" for r in rows) or (args.strict and any(r.count == "differs" for r in rows))
+    return 1 if bad else 0
+
+
+def register_cli(subparsers: Any) -> None:
+    data = subparsers.add_parser("data", help="inspect datasets on disk (evalkit data check ...)")
+    actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    check = actions.add_parser(
+        "check", help="per task: found / missing, layout, sample count vs the expected and Table 11 sizes",
+        description=__doc__, formatter_class=HelpFormatter)
+    check.add_argument("--tasks", required=True, help="comma-separated task or group names (e.g. eva27)")
+    check.add_argument("--data-root", help="folder under which the tasks look for their datasets "
+                       "(default: $EVALKIT_DATA)")
+    check.add_argument("--task-dir", action="append", default=None, help=TASK_DIR_HELP)
+    check.add_argument("--json", action="store_true", help="one JSON record per task instead of the table")
+    check.add_argument("--strict", action="store_true", help="also exit 1 when a sample count differs from the expected size")
+    check.set_defaults(func=cmd_check)
+
+
+if __name__ == "__main__":  # pragma: no cover  (python -m evalkit.datacheck ARGS = evalkit data check ARGS)
+    from evalkit.cli import main
+
+    sys.exit(main(["data", "check", *sys.argv[1:]]))

@@ -1,0 +1,120 @@
+"""The steps every family shares, in one place: which image views a task runs, the one pass
+that embeds its samples, the skipped-sample log, the predictions file, the provenance every
+result carries, and best-of-both's combination of per-transform metrics. A family keeps only
+what is its own: its YAML keys, its text side (classifier, captions) and its scoring."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from evalkit.data.sources import DataError, SourceData
+from evalkit.features import Embeddings, embed
+from evalkit.models.encoder import Encoder
+from evalkit.results import atomic_write_text, result_path
+from evalkit.tasks.base import RunContext
+from evalkit.tasks.spec import TaskSpec, TaskSpecError
+from evalkit.views import ImageView
+
+TRANSFORM_CHOICES = ("crop", "squash", "best-of-both")
+
+
+def transform_of(spec: TaskSpec, ctx: RunContext, default: str) -> str:
+    """``--transform``, else the task's ``preprocess.transform``, else the family's default."""
+    mode = ctx.transform or spec.preprocess.get("transform", default)
+    if mode not in TRANSFORM_CHOICES:
+        raise TaskSpecError(f"{spec.path or spec.name}: transform {mode!r} not in {TRANSFORM_CHOICES}")
+    return mode
+
+
+def image_modes(mode: str) -> list[str]:
+    """The transforms a mode runs: best-of-both runs crop and squash."""
+    return ["crop", "squash"] if mode == "best-of-both" else [mode]
+
+
+def embed_images(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: SourceData,
+                 modes: list[str]) -> dict[str, Embeddings]:
+    """The task's samples through one :class:`~evalkit.views.ImageView` per transform, in one pass.
+    No sample at all decoded is an error naming the task."""
+    out = embed(encoder, data, {m: ImageView(encoder.preprocess(m), m) for m in modes}, cache=ctx.cache,
+                batch_size=ctx.batch_size, num_workers=ctx.num_workers, limit=ctx.limit, strict=ctx.strict,
+                desc=f"{spec.name} [{'+'.join(modes)}]", progress=ctx.progress)
+    first = out[modes[0]]
+    if first.features.shape[0] == 0:
+        raise DataError(f"{spec.path or spec.name}: no sample could be decoded ({len(first.skipped)} skipped)")
+    return out
+
+
+def write_skipped_log(spec: TaskSpec, encoder: Encoder, ctx: RunContext, skipped: list[tuple[str, str]]) -> None:
+    """``<task>.skipped.log`` beside the result: one ``key<TAB>reason`` line per skipped sample."""
+    if skipped:
+        path = result_path(ctx.output_dir, encoder.name, spec.name, ".skipped.log", ctx.variant)
+        atomic_write_text(path, "".join(f"{k}\t{why}\n" for k, why in skipped))
+
+
+def write_predictions(spec: TaskSpec, encoder: Encoder, ctx: RunContext, records: Iterable[dict[str, Any]],
+                      tag: str | None = None) -> None:
+    """``<task>.predictions[.<tag>].jsonl`` beside the result, one JSON record a line."""
+    suffix = f".predictions.{tag}.jsonl" if tag else ".predictions.jsonl"
+    lines = [json.dumps(r) for r in records]
+    atomic_write_text(result_path(ctx.output_dir, encoder.name, spec.name, suffix, ctx.variant), "\n".join(lines) + "\n")
+
+
+def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, data: SourceData, mode: str,
+               by_mode: dict[str, Embeddings], started: float) -> dict[str, Any]:
+    """What every result records besides its family's own keys."""
+    modes = list(by_mode)
+    feats = by_mode[modes[0]]
+    skipped_keys = [k for k, _ in feats.skipped]
+    seconds, computed = feats.seconds, feats.computed
+    return {
+        **ctx.provenance,
+        "family": family,
+        "metric": spec.metric,  # the task's primary metric: what `evalkit report` compares first
+        "task_file": spec.path,
+        "source": dict(spec.source),
+        "data": data.info,
+        "protocol": spec.protocol,
+        "fingerprint": encoder.fingerprint,
+        "precision": encoder.precision,
+        "variant": ctx.variant,
+        "device": encoder.device,
+        # module -> device ("cuda:0", "cpu", "disk") of a model placed over several devices
+        "device_map": encoder.device_map,
+        "transform": mode,
+        "transforms_run": modes,
+        "samples": len(feats.keys) + len(feats.skipped),
+        "evaluated": len(feats.keys),
+        "skipped": len(skipped_keys),
+        "skipped_keys": skipped_keys[:100],
+        "limit": ctx.limit,
+        "batch_size": ctx.batch_size,
+        "num_workers": ctx.num_workers,
+        "image_seconds": round(seconds, 4),
+        # best-of-both: images whose crop and squash pixels are identical, encoded once
+        "views_reused": sum(e.reused for e in by_mode.values()),
+        "images_per_s": round(computed / seconds, 2) if seconds > 0 and computed else None,
+        "wall_time_s": round(time.perf_counter() - started, 4),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+def combine_transforms(per_mode: dict[str, dict[str, float]]) -> dict[str, float]:
+    """One transform: its metrics. Several: each as ``metric@transform`` plus the per-metric max
+    (the rule behind Table 2 of arXiv 2402.04252, which took the better of crop and squash)."""
+    if len(per_mode) == 1:
+        return dict(next(iter(per_mode.values())))
+    out: dict[str, float] = {}
+    for name in next(iter(per_mode.values())):
+        for m, vals in per_mode.items():
+            out[f"{name}@{m}"] = vals[name]
+        out[name] = max(vals[name] for vals in per_mode.values())
+    return out
+
+
+def best_transform_by_metric(per_mode: dict[str, dict[str, float]]) -> dict[str, str]:
+    """Which transform produced each reported (maximum) number under best-of-both."""
+    first = next(iter(per_mode.values()))
+    return {k: max(per_mode, key=lambda m, k=k: per_mode[m][k]) for k in first}

@@ -1,0 +1,94 @@
+"""Where a run's time goes: clocks around an encoder's forward calls, for benchmarks and profiling.
+
+    from evalkit.timing import TimedEncoder
+
+    timed = TimedEncoder(models.load("eva-clip-demo"))
+    result = task_families.get(spec.family)().run(spec, timed, ctx)   # or evaluate(...)'s parts
+    print(timed.image.wall, timed.image.items, timed.text.wall)
+
+:class:`TimedEncoder` wraps an :class:`~evalkit.models.encoder.Encoder` (composition: the model,
+tokenizer and settings are the wrapped encoder's, nothing is copied) and is used wherever an
+Encoder is: its forward methods (``encode_image``, ``encode_text``, ``encode_text_prefixes``,
+``encode_text_suffix``) run the wrapped encoder's inside a :class:`Clock`; every other attribute
+is read from the wrapped encoder. To change a setting (``share_text_prefix``, ``tokenizer``), set
+it on the encoder you wrap (a ``dataclasses.replace`` copy, to leave the original alone).
+
+A clock records wall time (``time.perf_counter``) and CPU time (``time.process_time``: this
+process, all its threads, so a background loading thread working during a forward counts too),
+the number of calls, and the number of items (images, prompts) they were given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from evalkit.models.encoder import Encoder
+
+__all__ = ["Clock", "TimedEncoder"]
+
+
+@dataclasses.dataclass
+class Clock:
+    """Wall and CPU seconds spent inside :meth:`measure` blocks, their count, and their items."""
+
+    wall: float = 0.0
+    cpu: float = 0.0
+    calls: int = 0
+    items: int = 0
+
+    @contextlib.contextmanager
+    def measure(self, items: int = 0) -> Iterator[None]:
+        """Time the block; ``items``: how many inputs it handles (a batch's size)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.wall += time.perf_counter() - wall
+            self.cpu += time.process_time() - cpu
+            self.calls += 1
+            self.items += items
+
+    def copy(self) -> Clock:
+        """The figures so far (subtract two copies for the time of one step)."""
+        return dataclasses.replace(self)
+
+    def __sub__(self, other: Clock) -> Clock:
+        return Clock(self.wall - other.wall, self.cpu - other.cpu, self.calls - other.calls, self.items - other.items)
+
+
+class TimedEncoder:
+    """An encoder whose forward calls are clocked: ``image`` (image tower; items = images) and
+    ``text`` (text tower, whole prompts and shared-prefix pieces alike; items = prompts)."""
+
+    def __init__(self, encoder: Encoder) -> None:
+        self.encoder = encoder
+        self.image = Clock()
+        self.text = Clock()
+
+    def __getattr__(self, name: str) -> Any:  # everything but the forward: the wrapped encoder's
+        if name == "encoder":  # not set yet (copy/pickle): no recursion
+            raise AttributeError(name)
+        return getattr(self.encoder, name)
+
+    def __repr__(self) -> str:
+        return f"TimedEncoder({self.encoder.name!r}, image={self.image}, text={self.text})"
+
+    def encode_image(self, images: Any) -> Any:
+        with self.image.measure(int(images.shape[0])):
+            return self.encoder.encode_image(images)
+
+    def encode_text(self, tokens: Any) -> Any:
+        with self.text.measure(int(tokens.shape[0])):
+            return self.encoder.encode_text(tokens)
+
+    def encode_text_prefixes(self, tokens: Any) -> Any:
+        with self.text.measure():  # the prefixes are not prompts: counted with their suffixes
+            return self.encoder.encode_text_prefixes(tokens)
+
+    def encode_text_suffix(self, prefixes: Any, which: Any, *rest: Any) -> Any:
+        with self.text.measure(int(which.shape[0])):
+            return self.encoder.encode_text_suffix(prefixes, which, *rest)

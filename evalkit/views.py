@@ -1,0 +1,125 @@
+"""Views embed: how one raw sample becomes one embedding.
+
+A *view* has three parts, so that every modality is one small class:
+
+* ``identity``: a string that says everything the embedding depends on besides the model and
+  the sample (transform, size, mean/std, interpolation, frame sampling ...). It is part of the
+  feature cache key: (model fingerprint, view identity, unit identity).
+* ``sample(loaded)``: the per-sample step, run in the data loader (worker processes or the
+  background thread): what a source's loader returned (a PIL image, a clip, a point cloud) in,
+  a uint8 (or float) tensor out. Tensors of one view have one shape, so a batch is a stack.
+* ``embed(encoder, batch)``: the per-batch step, just before and around the forward: normalise,
+  call the encoder's tower, pool several images of one sample into one feature, and
+  L2-normalise. Returns (B, D).
+
+Two views whose ``batch_key`` is equal run the same per-batch step, so where their per-sample
+tensors are equal (a square image under crop and under squash) the embedding is equal too, and
+:func:`evalkit.features.embed` encodes it once.
+
+Kinds of view: :class:`ImageView` (one image through the image tower), :class:`PooledView` (several
+images of one sample through the image tower, features averaged: video frames, rendered depth
+views). A view that needs a tower of its own (a point-cloud encoder) calls it in ``embed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+
+
+@runtime_checkable
+class View(Protocol):
+    """See the module docstring."""
+
+    @property
+    def identity(self) -> str: ...
+
+    @property
+    def batch_key(self) -> Hashable: ...
+
+    def sample(self, loaded: Any) -> torch.Tensor: ...
+
+    def embed(self, encoder: Any, batch: torch.Tensor) -> torch.Tensor: ...
+
+
+def _identity(batch: torch.Tensor) -> torch.Tensor:
+    return batch
+
+
+@dataclass(frozen=True)
+class ImageView:
+    """One image through the image tower.
+
+    ``transform``: an :class:`evalkit.transforms.Preprocess` (two stages: uint8 ``geometry`` per
+    image, ``normalize`` per batch), or any callable image -> float tensor, run whole per image.
+    ``name`` keys a callable that is not a dataclass (its parameters cannot be read)."""
+
+    transform: Callable[[Any], torch.Tensor]
+    name: str = "image"
+
+    @property
+    def identity(self) -> str:
+        t = self.transform
+        return f"image:{t!r}" if dataclasses.is_dataclass(t) else f"image:{self.name}"
+
+    @property
+    def _stages(self) -> tuple[Callable[[Any], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+        geometry, normalize = getattr(self.transform, "geometry", None), getattr(self.transform, "normalize", None)
+        if callable(geometry) and callable(normalize):
+            return geometry, normalize
+        return self.transform, _identity
+
+    @property
+    def batch_key(self) -> Hashable:
+        t = self.transform
+        if dataclasses.is_dataclass(t) and hasattr(t, "mean") and hasattr(t, "std"):
+            return ("image", tuple(t.mean), tuple(t.std))
+        return ("image", self.identity)  # an opaque callable: only itself
+
+    def sample(self, loaded: Any) -> torch.Tensor:
+        return self._stages[0](loaded)
+
+    def embed(self, encoder: Any, batch: torch.Tensor) -> torch.Tensor:
+        return F.normalize(encoder.encode_image(self._stages[1](batch)), dim=-1)
+
+
+@dataclass(frozen=True)
+class PooledView:
+    """Several images of one sample (video frames, rendered views), each through ``base``; the
+    per-image features are L2-normalised, averaged with equal weights, and L2-normalised again.
+
+    ``pick(loaded) -> list of images``: which images of the sample (e.g. a frame sampler), always
+    the same number for every sample; ``pick_id`` says what it picks (it is part of the identity)."""
+
+    base: ImageView
+    pick: Callable[[Any], list[Any]]
+    pick_id: str
+
+    @property
+    def identity(self) -> str:
+        return f"pooled[{self.pick_id}]:{self.base.identity}"
+
+    @property
+    def batch_key(self) -> Hashable:
+        return ("pooled", self.pick_id, self.base.batch_key)
+
+    def sample(self, loaded: Any) -> torch.Tensor:
+        images = self.pick(loaded)
+        if not images:
+            raise ValueError(f"{self.pick_id}: no image picked from the sample")
+        return torch.stack([self.base.sample(img) for img in images])
+
+    def embed(self, encoder: Any, batch: torch.Tensor) -> torch.Tensor:
+        b, k = batch.shape[:2]
+        per_image = self.base.embed(encoder, batch.flatten(0, 1))  # (B*K, D), each normalised
+        return F.normalize(per_image.view(b, k, -1).mean(dim=1), dim=-1)
+
+
+def as_view(value: Any, name: str = "image") -> View:
+    """A view as it is; a transform (or any image -> tensor callable) as an :class:`ImageView`."""
+    return value if isinstance(value, View) else ImageView(value, name)

@@ -1,0 +1,118 @@
+"""Views embed: the view contract (identity, per-sample step, per-batch step), a stand-in
+multi-image view (what video frames and rendered depth views will be), the cache keyed on the
+view, and identical pixels encoded once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from fixtures import make_image
+
+from evalkit import models
+from evalkit.data.sources import SourceData, Unit
+from evalkit.features import FeatureCache, embed
+from evalkit.transforms import build_transform
+from evalkit.views import ImageView, PooledView, View, as_view
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return models.load("eva-clip-demo")
+
+
+def _counting(encoder):
+    """The encoder, with a count of the images its image tower sees."""
+    seen = {"images": 0}
+
+    def forward(images):
+        seen["images"] += images.shape[0]
+        return encoder.model.encode_image(images)
+
+    return dataclasses.replace(encoder, _image_fn=forward), seen
+
+
+def _source(sizes: list[tuple[int, int]], name: str = "u") -> SourceData:
+    items = [(f"{name}{i:03d}", make_image(i % 6, i, size=h).resize((w, h)), i % 6) for i, (w, h) in enumerate(sizes)]
+
+    def samples():
+        for key, img, label in items:
+            yield key, (lambda img=img: img.copy()), label
+
+    return SourceData(units=[Unit(id=f"{name}[{len(items)}]", samples=samples, size=len(items))])
+
+
+def _tiles(img):
+    """Stand-in for frames / rendered views: the four quadrants of an image."""
+    w, h = img.size
+    return [img.crop((x, y, x + w // 2, y + h // 2)) for x in (0, w // 2) for y in (0, h // 2)]
+
+
+def test_views_meet_the_contract(demo):
+    crop = ImageView(demo.preprocess("crop"), "crop")
+    pooled = PooledView(crop, _tiles, "tiles4")
+    for view in (crop, pooled, as_view(demo.preprocess("squash"))):
+        assert isinstance(view, View)
+    assert "mode='crop'" in crop.identity and "size=32" in crop.identity
+    assert pooled.identity.startswith("pooled[tiles4]:") and crop.identity in pooled.identity
+    img = make_image(0, 0, size=40)
+    assert crop.sample(img).shape == (3, 32, 32) and crop.sample(img).dtype == torch.uint8
+    assert pooled.sample(img).shape == (4, 3, 32, 32)
+    # the same transform with other parameters is another view (another cache entry)
+    other = ImageView(build_transform("crop", 32, demo.mean, demo.std, "bilinear"), "crop")
+    assert other.identity != crop.identity and other.batch_key == crop.batch_key
+
+
+def test_pooled_view_averages_normalised_image_features(demo):
+    crop = ImageView(demo.preprocess("crop"), "crop")
+    pooled = PooledView(crop, _tiles, "tiles4")
+    imgs = [make_image(i, i, size=48) for i in range(3)]
+    batch = torch.stack([pooled.sample(img) for img in imgs])
+    got = pooled.embed(demo, batch)
+    expected = []
+    for img in imgs:
+        per_tile = F.normalize(demo.encode_image(crop._stages[1](torch.stack([crop.sample(t) for t in _tiles(img)]))),
+                               dim=-1)
+        expected.append(F.normalize(per_tile.mean(dim=0), dim=-1))
+    torch.testing.assert_close(got, torch.stack(expected), rtol=0, atol=1e-6)
+    assert torch.allclose(got.norm(dim=-1), torch.ones(3))
+
+
+def test_the_loop_runs_a_multi_image_view_and_caches_it_by_identity(demo, tmp_path):
+    counted, seen = _counting(demo)
+    crop = ImageView(demo.preprocess("crop"), "crop")
+    views = {"tiles": PooledView(crop, _tiles, "tiles4"), "crop": crop}
+    cache = FeatureCache(tmp_path)
+    out = embed(counted, _source([(40, 40), (50, 40), (40, 60)]), views, cache=cache, batch_size=2, progress=False)
+    assert out["tiles"].features.shape == (3, demo.embed_dim) and out["tiles"].keys == out["crop"].keys
+    assert seen["images"] == 3 * 4 + 3
+    again = embed(counted, _source([(40, 40), (50, 40), (40, 60)]), views, cache=cache, progress=False)
+    assert seen["images"] == 15  # all from the cache
+    assert torch.equal(again["tiles"].features, out["tiles"].features)
+    two = PooledView(crop, lambda im: _tiles(im)[:2], "tiles2")
+    embed(counted, _source([(40, 40), (50, 40), (40, 60)]), {"tiles": two}, cache=cache, progress=False)
+    assert seen["images"] == 15 + 3 * 2  # another view identity: computed
+
+
+def test_identical_pixels_are_encoded_once(demo):
+    counted, seen = _counting(demo)
+    views = {"crop": demo.preprocess("crop"), "squash": demo.preprocess("squash")}
+    sizes = [(40, 40), (48, 48), (40, 64), (64, 40), (33, 33)]  # 3 square, 2 not
+    out = embed(counted, _source(sizes), views, batch_size=4, progress=False)
+    assert seen["images"] == 5 + 2  # squash ran only the two non-square images
+    assert out["squash"].reused == 3
+    square = [0, 1, 4]
+    assert torch.equal(out["squash"].features[square], out["crop"].features[square])
+    alone = embed(demo, _source(sizes), {"squash": demo.preprocess("squash")}, batch_size=4, progress=False)["squash"]
+    torch.testing.assert_close(out["squash"].features, alone.features, rtol=0, atol=1e-6)
+
+
+def test_views_with_another_batch_step_are_not_shared(demo):
+    counted, seen = _counting(demo)
+    other_norm = build_transform("squash", demo.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    out = embed(counted, _source([(40, 40), (48, 48)]), {"crop": demo.preprocess("crop"), "squash": other_norm},
+                progress=False)
+    assert seen["images"] == 4 and out["squash"].reused == 0
+    assert not torch.equal(out["squash"].features, out["crop"].features)
