@@ -287,3 +287,8 @@ def test_help_names_the_defaults_the_option_does_not_mention():
     formatter = run._get_formatter()
     batch = next(a for a in run._actions if "--batch-size" in a.option_strings)
     assert formatter._expand_help(batch).endswith("(default: 64)")
+
+
+def test_every_builtin_task_has_a_version():
+    tasks = TaskIndex.load().tasks.values()
+    assert tasks and all(spec.version for spec in tasks), [s.name for s in tasks if not s.version]

@@ -234,6 +234,7 @@ def test_equals_clip_benchmark_evaluate(tiny_arch, tmp_path):
     assert ours.metrics["mean_recall"] == pytest.approx(sum(theirs.values()) / 6)
     ev = ours.evalkit
     assert ev["captions_truncated"] == 1 and ev["transform"] == "crop" and ev["metric"] == "mean_recall"
+    assert ev["task_version"] == TaskIndex.load().tasks["flickr30k"].version == "1"
     assert ours.task == "zeroshot_retrieval" and root.exists()
 
 

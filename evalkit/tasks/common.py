@@ -74,6 +74,7 @@ def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, d
         "family": family,
         "metric": spec.metric,  # the task's primary metric: what `evalkit report` compares first
         "task_file": spec.path,
+        "task_version": spec.version,
         "source": dict(spec.source),
         "data": data.info,
         "protocol": spec.protocol,

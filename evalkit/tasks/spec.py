@@ -29,7 +29,7 @@ log = logging.getLogger("evalkit")
 
 TASK_KEYS = {
     "task", "family", "description", "source", "classnames", "classnames_file", "templates",
-    "templates_file", "metric", "preprocess", "include", "protocol", "claims_name", "tags", "aliases",
+    "templates_file", "metric", "preprocess", "include", "protocol", "claims_name", "tags", "aliases", "version",
 }
 WDS_PREFIX = "wds/"  # clip_benchmark's name for a dataset read from its WebDataset mirror
 GROUP_KEYS = {"group", "tasks", "description", "include"}
@@ -55,6 +55,8 @@ class TaskSpec:
     aliases: list[str] = field(default_factory=list)
     # the family's own YAML keys (its ``yaml_keys``), which its config dataclass validates
     options: dict[str, Any] = field(default_factory=dict)
+    # the task file's protocol version, recorded in every result: a changed protocol shows
+    version: str | None = None
 
     def describe(self) -> str:
         return self.description or f"{self.family} task from {self.source.get('type', '?')}"
@@ -174,6 +176,7 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
         tags=list(data.get("tags", [])),
         aliases=aliases,
         options={k: data[k] for k in own if k in data},
+        version=None if data.get("version") is None else str(data["version"]),
     )
 
 
