@@ -35,7 +35,7 @@ def check_task(spec: Any, data_root: str | Path | None) -> TaskCheck:
     """The data check of one resolved task (:class:`evalkit.tasks.spec.TaskSpec`)."""
     from_yaml = spec.path and spec.path.endswith((".yaml", ".yml"))
     return check_source(spec.name, spec.source, data_root, protocol=spec.protocol,
-                        classnames=getattr(spec, "classnames", None),
+                        classnames=spec.classnames,
                         base_dir=Path(spec.path).parent if from_yaml else None, where=spec.path or spec.name)
 
 

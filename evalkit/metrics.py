@@ -107,13 +107,15 @@ def _check_retrieval_inputs(image_features: torch.Tensor, text_features: torch.T
                          f"outside 0..{image_features.shape[0] - 1}")
 
 
-def _query_blocks(queries: torch.Tensor, candidates: torch.Tensor, queries_are_texts: bool,
-                  chunk_size: int | None):
-    """Yield ``(start, end, scores)``: rows ``start:end`` of the (queries × candidates) scores.
+def _topk_blocks(queries: torch.Tensor, candidates: torch.Tensor, queries_are_texts: bool,
+                 chunk_size: int | None, ks: Sequence[int]):
+    """Yield ``(start, end, {k: torch.topk(scores[start:end], k, dim=1)})`` over the queries.
 
-    Each block is a slice of ``texts @ images.t()`` (clip_benchmark's expression), computed over a
-    window of at least ``_MIN_GEMM_ROWS`` queries (see the note above)."""
-    n = queries.shape[0]
+    ``scores`` is the (queries × candidates) block of ``texts @ images.t()`` (clip_benchmark's
+    expression; image queries take its columns), multiplied over a window of at least
+    ``_MIN_GEMM_ROWS`` queries (see the note above). Each k is cut to the number of candidates.
+    Only the small top-k results leave; a block is freed before the next one is multiplied."""
+    n, n_candidates = queries.shape[0], candidates.shape[0]
     if chunk_size is None:
         chunk_size = n
     elif chunk_size < 1:
@@ -124,14 +126,15 @@ def _query_blocks(queries: torch.Tensor, candidates: torch.Tensor, queries_are_t
     for start in range(0, n, chunk_size):
         end = min(start + chunk_size, n)
         if scores is None or end > hi:
+            scores = None  # free the last block first: never two alive
             lo = max(0, min(start, n - window))
             hi = min(n, lo + window)
             if queries_are_texts:  # rows of texts @ images.t()
                 scores = queries[lo:hi] @ candidates.t()
             else:  # columns of texts @ images.t(), as rows
                 scores = (candidates @ queries[lo:hi].t()).t()
-        yield start, end, scores[start - lo:end - lo]
-    del scores
+        rows = scores[start - lo:end - lo]
+        yield start, end, {k: torch.topk(rows, min(k, n_candidates), dim=1) for k in ks}
 
 
 def _common_dtype(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -174,29 +177,30 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
     from its in the last bit, which can only matter at exact near-ties.
     """
     _check_retrieval_inputs(image_features, text_features, text_to_image)
-    ks = [int(k) for k in ks]
+    ks = list(dict.fromkeys(int(k) for k in ks))  # in order, once each
     if not ks or min(ks) < 1:
         raise ValueError(f"retrieval_metrics: ks must be positive, got {ks}")
     image_features, text_features = _common_dtype(image_features, text_features)
     n_images, n_texts = image_features.shape[0], text_features.shape[0]
     text_to_image = text_to_image.to(device=text_features.device, dtype=torch.long)
 
-    t2i_hits = {k: [] for k in ks}
-    for start, end, scores in _query_blocks(text_features, image_features, True, chunk_size):
+    # hits are written into tensors made up front: small tensors kept alive between the score
+    # blocks would fragment the heap and raise the resident set far above the blocks' size
+    device = text_features.device
+    t2i_hits = {k: torch.empty(n_texts, dtype=torch.bool, device=device) for k in ks}
+    for start, end, top in _topk_blocks(text_features, image_features, True, chunk_size, ks):
         target = text_to_image[start:end, None]
         for k in ks:
-            top = torch.topk(scores, min(k, n_images), dim=1)[1]
-            t2i_hits[k].append((top == target).any(dim=1))
-    i2t_hits = {k: [] for k in ks}
-    for start, end, scores in _query_blocks(image_features, text_features, False, chunk_size):
-        own = torch.arange(start, end, device=text_to_image.device)[:, None]
+            t2i_hits[k][start:end] = (top[k].indices == target).any(dim=1)
+    i2t_hits = {k: torch.empty(n_images, dtype=torch.bool, device=device) for k in ks}
+    for start, end, top in _topk_blocks(image_features, text_features, False, chunk_size, ks):
+        own = torch.arange(start, end, device=device)[:, None]
         for k in ks:
-            top = torch.topk(scores, min(k, n_texts), dim=1)[1]
-            i2t_hits[k].append((text_to_image[top] == own).any(dim=1))
+            i2t_hits[k][start:end] = (text_to_image[top[k].indices] == own).any(dim=1)
 
-    def recall(hits: list[torch.Tensor]) -> float:
+    def recall(hits: torch.Tensor) -> float:
         # float32 mean over all queries, as clip_benchmark's ``(...>0).float().mean().item()``
-        return torch.cat(hits).float().mean().item()
+        return hits.float().mean().item()
 
     metrics: dict[str, float] = {}
     for k in ks:
@@ -225,10 +229,9 @@ def retrieval_topk(image_features: torch.Tensor, text_features: torch.Tensor, k:
     for queries, candidates, are_texts in ((image_features, text_features, False),
                                            (text_features, image_features, True)):
         kk = min(k, candidates.shape[0])
-        values, indices = [], []
-        for _, _, scores in _query_blocks(queries, candidates, are_texts, chunk_size):
-            v, i = torch.topk(scores, kk, dim=1)
-            values.append(v)
-            indices.append(i)
-        out += [torch.cat(indices), torch.cat(values)]
+        indices = torch.empty(queries.shape[0], kk, dtype=torch.long, device=queries.device)
+        values = torch.empty(queries.shape[0], kk, dtype=queries.dtype, device=queries.device)
+        for start, end, top in _topk_blocks(queries, candidates, are_texts, chunk_size, (kk,)):
+            values[start:end], indices[start:end] = top[kk]
+        out += [indices, values]
     return RetrievalTopK(out[0], out[1], out[2], out[3])

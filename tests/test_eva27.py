@@ -27,7 +27,6 @@ from fixtures_eva27 import (
 
 from evalkit import cli
 from evalkit.claims import EVA27, IMAGENET_VARIANTS, load_claims
-from evalkit.datacheck import check_tasks
 from evalkit.data.sources import (
     DataError,
     DatasetNotFound,
@@ -35,6 +34,7 @@ from evalkit.data.sources import (
     class_subset_groups,
     load_source,
 )
+from evalkit.datacheck import check_tasks
 from evalkit.results import safe_name
 from evalkit.tasks.spec import TaskIndex
 

@@ -88,7 +88,7 @@ def make_wds_retrieval(root: Path, items, nshards: int = 2) -> Path:
     per = -(-len(items) // nshards)
     for s in range(nshards):
         with tarfile.open(split / f"{s}.tar", "w") as tar:
-            for k, (name, data, caps) in enumerate(items[s * per:(s + 1) * per]):
+            for k, (_name, data, caps) in enumerate(items[s * per:(s + 1) * per]):
                 for ext, payload in (("jpg", data), ("txt", "\n".join(caps).encode())):
                     info = tarfile.TarInfo(f"s{s}{k:04d}.{ext}")
                     info.size = len(payload)
