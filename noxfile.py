@@ -29,5 +29,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_demo.py", "--json", "benchmarks/out/demo.json")
     session.run("python", "benchmarks/bench_eva27.py", "--baseline", "--json", "benchmarks/out/eva27.json")
     session.run("python", "benchmarks/bench_loader.py", "--json", "benchmarks/out/loader.json")
+    # the views core against the commit before it, eva27 miniatures under best-of-both
+    session.run("python", "benchmarks/bench_core.py", "--json", "benchmarks/out/core.json")
     # the demo from a wheel in a fresh virtual environment, against `import torch` (builds it: ~3 min)
     session.run("python", "benchmarks/bench_wheel.py", "--json", "benchmarks/out/wheel.json")

@@ -65,8 +65,10 @@ def zero_shot_classification_metrics(logits: torch.Tensor, target: torch.Tensor,
 #   cut out of a wider window. Chunking is only about memory; the numbers do not depend on it.
 # * Ties: which of several equal scores ``torch.topk`` keeps depends on K and on the row's values
 #   only (the CPU kernel sorts each row on its own), not on the other rows of the batch or on
-#   strides. So topk is called once per K, with that K, on whole rows, exactly as clip_benchmark
-#   does; taking the first K of one top-max(K) call would pick other tied indices.
+#   strides; taking the first K of one top-max(K) call can pick other tied indices than topk(K).
+#   Where the K-th and (K+1)-th largest scores of a row differ, though, the K largest are the only
+#   answer topk(K) can give. So one topk(max K + 1) per block serves every K, and only rows with a
+#   tie at the K boundary are passed to topk(K) itself, on whole rows, as clip_benchmark calls it.
 
 _MIN_GEMM_ROWS = 32
 DEFAULT_RETRIEVAL_CHUNK = 512
@@ -107,15 +109,15 @@ def _check_retrieval_inputs(image_features: torch.Tensor, text_features: torch.T
                          f"outside 0..{image_features.shape[0] - 1}")
 
 
-def _topk_blocks(queries: torch.Tensor, candidates: torch.Tensor, queries_are_texts: bool,
-                 chunk_size: int | None, ks: Sequence[int]):
-    """Yield ``(start, end, {k: torch.topk(scores[start:end], k, dim=1)})`` over the queries.
+def _map_blocks(queries: torch.Tensor, candidates: torch.Tensor, queries_are_texts: bool,
+                chunk_size: int | None, fn):
+    """Yield ``(start, end, fn(scores[start:end]))`` over the queries, a block at a time.
 
     ``scores`` is the (queries × candidates) block of ``texts @ images.t()`` (clip_benchmark's
     expression; image queries take its columns), multiplied over a window of at least
-    ``_MIN_GEMM_ROWS`` queries (see the note above). Each k is cut to the number of candidates.
-    Only the small top-k results leave; a block is freed before the next one is multiplied."""
-    n, n_candidates = queries.shape[0], candidates.shape[0]
+    ``_MIN_GEMM_ROWS`` queries (see the note above). ``fn`` should return something small: a block
+    is freed before the next one is multiplied, so only one is ever alive."""
+    n = queries.shape[0]
     if chunk_size is None:
         chunk_size = n
     elif chunk_size < 1:
@@ -126,15 +128,37 @@ def _topk_blocks(queries: torch.Tensor, candidates: torch.Tensor, queries_are_te
     for start in range(0, n, chunk_size):
         end = min(start + chunk_size, n)
         if scores is None or end > hi:
-            scores = None  # free the last block first: never two alive
+            scores = None  # free the last block first
             lo = max(0, min(start, n - window))
             hi = min(n, lo + window)
             if queries_are_texts:  # rows of texts @ images.t()
                 scores = queries[lo:hi] @ candidates.t()
             else:  # columns of texts @ images.t(), as rows
                 scores = (candidates @ queries[lo:hi].t()).t()
-        rows = scores[start - lo:end - lo]
-        yield start, end, {k: torch.topk(rows, min(k, n_candidates), dim=1) for k in ks}
+        yield start, end, fn(scores[start - lo:end - lo])
+
+
+def _topk_sets(scores: torch.Tensor, ks: Sequence[int]) -> dict[int, torch.Tensor]:
+    """For each k, the indices ``torch.topk(scores, k, dim=1)`` picks, in some order.
+
+    One ``topk`` with max(ks) + 1 serves every k whose k-th and (k+1)-th largest scores differ: the
+    k largest are then the only k indices topk can return. Rows with a tie there (or NaN, which
+    topk ranks first) are given to ``topk(k)`` itself, whose choice among tied scores depends on k."""
+    n = scores.shape[1]
+    top = torch.topk(scores, min(max(ks), n), dim=1)
+    out = {}
+    for k in ks:
+        if k >= n:  # every candidate
+            out[k] = top.indices
+            continue
+        idx = top.indices[:, :k]
+        kth, next_ = top.values[:, k - 1], top.values[:, k]
+        tied = (kth == next_) | kth.isnan()
+        if tied.any():
+            idx = idx.clone()
+            idx[tied] = torch.topk(scores[tied], k, dim=1).indices
+        out[k] = idx
+    return out
 
 
 def _common_dtype(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,10 +195,10 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
 
     ``chunk_size`` queries are scored at a time (a block never smaller than 32 queries is
     multiplied), so memory is ``chunk_size × max(N, M)`` scores rather than N × M; ``None`` scores
-    everything at once. The values are the same for every chunk size, ties included: ties are
-    resolved by ``torch.topk`` with each K on whole rows, as clip_benchmark does. Bit-identity with
-    clip_benchmark holds on CPU tensors (it multiplies on the CPU); on CUDA the scores may differ
-    from its in the last bit, which can only matter at exact near-ties.
+    everything at once. The values are the same for every chunk size, ties included: a tie at
+    the K boundary is resolved by ``torch.topk(row, K)``, the call clip_benchmark makes.
+    Bit-identity with clip_benchmark holds for CPU tensors (it multiplies on the CPU); on CUDA a
+    score may differ from its in the last bit, which can only matter at near-ties.
     """
     _check_retrieval_inputs(image_features, text_features, text_to_image)
     ks = list(dict.fromkeys(int(k) for k in ks))  # in order, once each
@@ -187,16 +211,20 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
     # hits are written into tensors made up front: small tensors kept alive between the score
     # blocks would fragment the heap and raise the resident set far above the blocks' size
     device = text_features.device
+
+    def topk_sets(scores: torch.Tensor) -> dict[int, torch.Tensor]:
+        return _topk_sets(scores, ks)
+
     t2i_hits = {k: torch.empty(n_texts, dtype=torch.bool, device=device) for k in ks}
-    for start, end, top in _topk_blocks(text_features, image_features, True, chunk_size, ks):
+    for start, end, top in _map_blocks(text_features, image_features, True, chunk_size, topk_sets):
         target = text_to_image[start:end, None]
         for k in ks:
-            t2i_hits[k][start:end] = (top[k].indices == target).any(dim=1)
+            t2i_hits[k][start:end] = (top[k] == target).any(dim=1)
     i2t_hits = {k: torch.empty(n_images, dtype=torch.bool, device=device) for k in ks}
-    for start, end, top in _topk_blocks(image_features, text_features, False, chunk_size, ks):
+    for start, end, top in _map_blocks(image_features, text_features, False, chunk_size, topk_sets):
         own = torch.arange(start, end, device=device)[:, None]
         for k in ks:
-            i2t_hits[k][start:end] = (text_to_image[top[k].indices] == own).any(dim=1)
+            i2t_hits[k][start:end] = (text_to_image[top[k]] == own).any(dim=1)
 
     def recall(hits: torch.Tensor) -> float:
         # float32 mean over all queries, as clip_benchmark's ``(...>0).float().mean().item()``
@@ -231,7 +259,8 @@ def retrieval_topk(image_features: torch.Tensor, text_features: torch.Tensor, k:
         kk = min(k, candidates.shape[0])
         indices = torch.empty(queries.shape[0], kk, dtype=torch.long, device=queries.device)
         values = torch.empty(queries.shape[0], kk, dtype=queries.dtype, device=queries.device)
-        for start, end, top in _topk_blocks(queries, candidates, are_texts, chunk_size, (kk,)):
-            values[start:end], indices[start:end] = top[kk]
+        for start, end, (v, i) in _map_blocks(queries, candidates, are_texts, chunk_size,
+                                              lambda scores, kk=kk: torch.topk(scores, kk, dim=1)):
+            values[start:end], indices[start:end] = v, i
         out += [indices, values]
     return RetrievalTopK(out[0], out[1], out[2], out[3])

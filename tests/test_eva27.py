@@ -89,7 +89,7 @@ def test_groups_are_table2_and_table6a_under_the_claims_names():
     for task in EVA27 + tuple(VARIANTS):
         s = spec(task)
         assert s.family == "classification" and s.metric == "acc1"
-        assert s.preprocess["transform"] == "best-of-both"  # Table 2 is the per-dataset best of the two
+        assert s.view["transform"] == "best-of-both"  # Table 2 is the per-dataset best of the two
         assert s.source["type"] == "any" and s.source["layouts"]
 
 

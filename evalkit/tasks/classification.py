@@ -53,9 +53,9 @@ class ClassificationFamily:
     name = "classification"
 
     def validate(self, spec: TaskSpec) -> None:
-        transform = spec.preprocess.get("transform", "crop")
+        transform = spec.view.get("transform", "crop")
         if transform not in TRANSFORM_CHOICES:
-            raise TaskSpecError(f"{spec.path}: preprocess.transform {transform!r} not in {TRANSFORM_CHOICES}")
+            raise TaskSpecError(f"{spec.path}: view.transform {transform!r} not in {TRANSFORM_CHOICES}")
 
     def prepare(self, spec: TaskSpec, data_root: str | Path | None) -> PreparedTask:
         """Find and check the task's data, class names and templates: no model needed, so a

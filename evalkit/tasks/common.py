@@ -22,8 +22,8 @@ TRANSFORM_CHOICES = ("crop", "squash", "best-of-both")
 
 
 def transform_of(spec: TaskSpec, ctx: RunContext, default: str) -> str:
-    """``--transform``, else the task's ``preprocess.transform``, else the family's default."""
-    mode = ctx.transform or spec.preprocess.get("transform", default)
+    """``--transform``, else the task's ``view.transform``, else the family's default."""
+    mode = ctx.transform or spec.view.get("transform", default)
     if mode not in TRANSFORM_CHOICES:
         raise TaskSpecError(f"{spec.path or spec.name}: transform {mode!r} not in {TRANSFORM_CHOICES}")
     return mode

@@ -74,9 +74,9 @@ class RetrievalFamily:
     yaml_keys = ("recall_k", "chunk_size")
 
     def validate(self, spec: TaskSpec) -> RetrievalConfig:
-        transform = spec.preprocess.get("transform", "squash")
+        transform = spec.view.get("transform", "squash")
         if transform not in ("crop", "squash", "best-of-both"):
-            raise TaskSpecError(f"{spec.path}: preprocess.transform {transform!r} not in crop, squash, best-of-both")
+            raise TaskSpecError(f"{spec.path}: view.transform {transform!r} not in crop, squash, best-of-both")
         return RetrievalConfig.from_spec(spec)
 
     def prepare(self, spec: TaskSpec, data_root: str | Path | None) -> PreparedRetrieval:

@@ -1,7 +1,7 @@
 """Task specs: datasets are YAML files, not code.
 
 A task file names its ``family`` (a registered plugin), its ``source`` (where samples come from),
-class names, templates, metric and preprocessing, and may list ``aliases`` (other names it answers
+class names, templates, metric and view (``transform``), and may list ``aliases`` (other names it answers
 to, e.g. clip_benchmark's: ``imagenet`` for ``imagenet1k``, ``vtab/cifar10`` for ``cifar10``).
 ``wds/NAME`` is clip_benchmark's WebDataset mirror ``wds_NAME`` (``/`` as ``-``): the task that
 lists that mirror among its layouts, read from the mirror only, under the name ``wds/NAME`` (its
@@ -29,7 +29,7 @@ log = logging.getLogger("evalkit")
 
 TASK_KEYS = {
     "task", "family", "description", "source", "classnames", "classnames_file", "templates",
-    "templates_file", "metric", "preprocess", "include", "protocol", "claims_name", "tags", "aliases", "version",
+    "templates_file", "metric", "view", "include", "protocol", "claims_name", "tags", "aliases", "version",
 }
 WDS_PREFIX = "wds/"  # clip_benchmark's name for a dataset read from its WebDataset mirror
 GROUP_KEYS = {"group", "tasks", "description", "include"}
@@ -47,7 +47,8 @@ class TaskSpec:
     classnames: list[str] | None = None
     templates: list[str] | None = None
     metric: str = "acc1"
-    preprocess: dict[str, Any] = field(default_factory=dict)
+    # how a sample becomes an embedding (evalkit.views): ``transform`` crop / squash / best-of-both
+    view: dict[str, Any] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     path: str = ""
@@ -158,7 +159,9 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
     for t in templates or []:
         if "{c}" not in t:
             raise TaskSpecError(f"{path}: template {t!r} has no '{{c}}' placeholder")
-    for fld in ("preprocess", "protocol"):
+    if "preprocess" in data:
+        raise TaskSpecError(f"{path}: field 'preprocess' is now called 'view' (view: {{transform: ...}})")
+    for fld in ("view", "protocol"):
         if not isinstance(data.get(fld, {}), dict):
             raise TaskSpecError(f"{path}: field '{fld}' must be a mapping")
     aliases = _str_list(data.get("aliases", []), "aliases", path)
@@ -169,7 +172,7 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
         classnames=classnames,
         templates=templates,
         metric=str(data.get("metric", "acc1")),
-        preprocess=dict(data.get("preprocess", {})),
+        view=dict(data.get("view", {})),
         protocol=dict(data.get("protocol", {})),
         description=str(data.get("description", "")),
         path=str(path),

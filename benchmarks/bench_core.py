@@ -1,0 +1,110 @@
+"""The views core against the core before it, in one run: `evalkit run --model eva-clip-demo
+--tasks eva27` (best-of-both, no cache) over the eva27 miniatures (evalkit.demo.miniatures:
+square and non-square images), once with this checkout and once with the tree of an earlier
+commit (``--before``, default: the last commit before the views core), each in a fresh process,
+interleaved, ``--repeats`` times each. Target: the new core no slower (wall ratio ≤ 1.0), and the
+same metrics. Also reported: the image passes best-of-both makes, and how many of them the new
+core saved by encoding a sample's identical crop and squash pixels once (``views_reused``).
+
+    python benchmarks/bench_core.py [--before REV] [--repeats 2] [--json OUT]
+
+The earlier tree is taken with ``git archive`` into a temporary folder and put first on
+PYTHONPATH; its own task files are read from it. Needs the repository's git history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from io import BytesIO
+from pathlib import Path
+
+from evalkit.demo.miniatures import build_data_root
+from evalkit.results import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_BEFORE = "0731259^"  # the commit before "views embed" landed
+
+
+def extract(rev: str, into: Path) -> Path:
+    blob = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev], check=True,
+                          capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(blob)) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+def run(tree: Path, data: Path, out: Path, env: dict[str, str]) -> tuple[float, dict[str, dict]]:
+    cmd = [sys.executable, "-m", "evalkit", "run", "--model", "eva-clip-demo", "--tasks", "eva27", "--data-root",
+           str(data), "--output-dir", str(out), "--no-cache", "--quiet"]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=out.parent, env={**env, "PYTHONPATH": str(tree)}, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{tree}: evalkit run failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    results = {p.stem: json.loads(p.read_text()) for p in (out / "runs" / "eva-clip-demo").glob("*.json")}
+    return wall, results
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--before", default=DEFAULT_BEFORE, help="the git revision to compare against")
+    ap.add_argument("--repeats", type=int, default=2, help="runs of each side, interleaved; medians reported")
+    ap.add_argument("--json", help="write the figures here as JSON")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        counts = build_data_root(tmp / "data")
+        before = extract(args.before, tmp / "before")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env.update(HF_HUB_OFFLINE="1", EVALKIT_CACHE=str(tmp / "cache"))
+        walls: dict[str, list[float]] = {"before": [], "after": []}
+        results: dict[str, dict[str, dict]] = {}
+        for i in range(args.repeats):
+            for side, tree in (("before", before), ("after", REPO)):
+                out = tmp / f"{side}{i}" / "out"
+                out.mkdir(parents=True)
+                wall, results[side] = run(tree, tmp / "data", out, env)
+                walls[side].append(wall)
+    after, old = results["after"], results["before"]
+    differ = sorted(t for t in after if t in old and after[t]["metrics"] != old[t]["metrics"])
+    close = sorted(t for t in differ if all(abs(after[t]["metrics"][k] - v) < 0.005 for k, v in old[t]["metrics"].items()))
+    samples = sum(r["evalkit"]["evaluated"] for r in after.values())
+    passes = sum(r["evalkit"]["evaluated"] * len(r["evalkit"]["transforms_run"]) for r in after.values())
+    reused = sum(r["evalkit"].get("views_reused", 0) for r in after.values())
+    med = {side: statistics.median(ts) for side, ts in walls.items()}
+    fig = {
+        "before": args.before,
+        "tasks": len(after),
+        "samples": samples,
+        "data_samples": sum(counts.values()),
+        "image_passes_best_of_both": passes,
+        "image_passes_saved": reused,
+        "share_saved": reused / passes if passes else 0.0,
+        "wall_s": walls,
+        "median_wall_s": med,
+        "ratio_after_before": med["after"] / med["before"],
+        "tasks_with_other_metrics": differ,
+        "of_which_within_half_a_point": close,
+        "load_average": os.getloadavg(),
+    }
+    print(f"eva27 miniatures, {len(after)} tasks, {samples} images, best-of-both: {passes} image passes")
+    print(f"before ({args.before}): {', '.join(f'{w:.1f}' for w in walls['before'])} s; "
+          f"after: {', '.join(f'{w:.1f}' for w in walls['after'])} s; after/before {fig['ratio_after_before']:.2f}")
+    print(f"identical crop/squash pixels encoded once: {reused} of {passes} image passes saved "
+          f"({fig['share_saved']:.1%}); tasks whose metrics moved: {differ or 'none'} "
+          f"(within 0.5 points: {close or 'none'}); load average {fig['load_average'][0]:.1f}")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(fig, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
