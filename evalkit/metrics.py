@@ -134,7 +134,7 @@ def _map_blocks(queries: torch.Tensor, candidates: torch.Tensor, queries_are_tex
             if queries_are_texts:  # rows of texts @ images.t()
                 scores = queries[lo:hi] @ candidates.t()
             else:  # columns of texts @ images.t(), as rows
-                scores = (candidates @ queries[lo:hi].t()).t()
+                scores = queries[lo:hi] @ candidates.t()
         yield start, end, fn(scores[start - lo:end - lo])
 
 
@@ -145,7 +145,7 @@ def _topk_sets(scores: torch.Tensor, ks: Sequence[int]) -> dict[int, torch.Tenso
     k largest are then the only k indices topk can return. Rows with a tie there (or NaN, which
     topk ranks first) are given to ``topk(k)`` itself, whose choice among tied scores depends on k."""
     n = scores.shape[1]
-    top = torch.topk(scores, min(max(ks), n), dim=1)
+    top = torch.topk(scores, min(max(ks) + 1, n), dim=1)
     out = {}
     for k in ks:
         if k >= n:  # every candidate

@@ -116,3 +116,27 @@ def test_views_with_another_batch_step_are_not_shared(demo):
                 progress=False)
     assert seen["images"] == 4 and out["squash"].reused == 0
     assert not torch.equal(out["squash"].features, out["crop"].features)
+
+
+def test_a_view_may_run_a_tower_of_its_own(demo):
+    """What a point-cloud view will do: its own per-sample tensor and its own tower; the loop
+    never calls the image tower for it."""
+    torch.manual_seed(0)
+    tower = torch.nn.Linear(3 * 8 * 8, demo.embed_dim)
+
+    @dataclasses.dataclass(frozen=True)
+    class OwnTower:
+        identity: str = "own-tower:8x8"
+        batch_key: tuple = ("own-tower",)
+
+        def sample(self, img):
+            return torch.from_numpy(__import__("numpy").asarray(img.convert("RGB").resize((8, 8)), dtype="float32"))
+
+        def embed(self, encoder, batch):
+            with torch.no_grad():
+                return F.normalize(tower(batch.flatten(1) / 255), dim=-1)
+
+    counted, seen = _counting(demo)
+    out = embed(counted, _source([(40, 40), (50, 30)]), {"own": OwnTower()}, progress=False)["own"]
+    assert seen["images"] == 0 and out.features.shape == (2, demo.embed_dim)
+    assert torch.allclose(out.features.norm(dim=-1), torch.ones(2))
