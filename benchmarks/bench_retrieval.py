@@ -137,6 +137,7 @@ def main() -> int:
     ap.add_argument("--cb-batch-size", type=int, default=64,
                     help="clip_benchmark's loader batch size (its batchify batch)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=2, help="runs per side (fastest time, highest peak)")
     ap.add_argument("--signal", type=float, default=0.1,
                     help="weight of a caption's image in its (random) feature; 0 gives chance-level recall")
     ap.add_argument("--json", help="write the figures here as JSON")
@@ -164,17 +165,26 @@ def main() -> int:
     del noise
     fig: dict = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
                  "threads": THREADS, "images": args.images, "captions": n_texts, "dim": args.dim,
-                 "ks": list(KS), "signal": args.signal, "evalkit_chunk_size": args.chunk_size, "cb_batch_size": args.cb_batch_size}
+                 "repeats": args.repeats, "ks": list(KS), "signal": args.signal, "evalkit_chunk_size": args.chunk_size, "cb_batch_size": args.cb_batch_size}
     print(f"retrieval metrics, {args.images} images × {n_texts} captions, D={args.dim}, {THREADS} threads",
           flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         inputs = Path(tmp) / "features.pt"
         torch.save({"images": images, "texts": texts, "text_to_image": text_to_image}, inputs)
         del images, texts
-        sides = {}
-        for side in ("evalkit", "clip_benchmark"):
-            sides[side] = r = _child(side, inputs, args)
-            print(f"  {side:15s} {r['seconds']:7.2f} s   peak {r['peak_mib']:8.1f} MiB", flush=True)
+        runs: dict[str, list[dict]] = {"evalkit": [], "clip_benchmark": []}
+        for _ in range(args.repeats):  # interleaved, so a busy spell on the machine hits both
+            for side, done in runs.items():
+                done.append(r := _child(side, inputs, args))
+                print(f"  {side:15s} {r['seconds']:7.2f} s   peak {r['peak_mib']:8.1f} MiB", flush=True)
+    sides = {}
+    for side, done in runs.items():
+        if any(r["metrics"] != done[0]["metrics"] for r in done):
+            raise SystemExit(f"bench_retrieval: {side} gave different metrics on a rerun")
+        # the fastest run (the least disturbed) and the highest peak
+        sides[side] = {**done[0], "seconds": min(r["seconds"] for r in done),
+                       "peak_mib": max(r["peak_mib"] for r in done),
+                       "runs": [{"seconds": r["seconds"], "peak_mib": r["peak_mib"]} for r in done]}
 
     ours, theirs = sides["evalkit"], sides["clip_benchmark"]
     equal = ours["metrics"] == theirs["metrics"]
@@ -191,6 +201,8 @@ def main() -> int:
         "clip_benchmark_floor_mib": floor_mib, "memory_ratio_vs_floor": ours["peak_mib"] / floor_mib,
         "identical": equal, "targets": {"time_ratio": 0.5, "memory_ratio": 0.25},
     })
+    print(f"  best of {args.repeats}: evalkit {ours['seconds']:.2f} s, {ours['peak_mib']:.1f} MiB; "
+          f"clip_benchmark {theirs['seconds']:.2f} s, {theirs['peak_mib']:.1f} MiB")
     print(f"  ratio evalkit/clip_benchmark: time {fig['time_ratio']:.3f} (target ≤ 0.5)   "
           f"peak memory {fig['memory_ratio']:.3f} (target ≤ 0.25)   identical: {equal}")
     print(f"  clip_benchmark's tensors need ≥ {floor_mib:.0f} MiB whatever the allocator keeps; "

@@ -134,7 +134,7 @@ def _map_blocks(queries: torch.Tensor, candidates: torch.Tensor, queries_are_tex
             if queries_are_texts:  # rows of texts @ images.t()
                 scores = queries[lo:hi] @ candidates.t()
             else:  # columns of texts @ images.t(), as rows
-                scores = queries[lo:hi] @ candidates.t()
+                scores = (candidates @ queries[lo:hi].t()).t()
         yield start, end, fn(scores[start - lo:end - lo])
 
 

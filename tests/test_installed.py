@@ -292,3 +292,13 @@ def test_help_names_the_defaults_the_option_does_not_mention():
 def test_every_builtin_task_has_a_version():
     tasks = TaskIndex.load().tasks.values()
     assert tasks and all(spec.version for spec in tasks), [s.name for s in tasks if not s.version]
+
+
+def test_the_old_preprocess_key_is_a_named_error(tmp_path):
+    d = tmp_path / "t"
+    d.mkdir()
+    (d / "x.yaml").write_text("task: x\nfamily: classification\nsource: {type: wds}\npreprocess: {transform: crop}\n")
+    with pytest.raises(TaskSpecError, match=r"x\.yaml: field 'preprocess' is now called 'view'"):
+        TaskIndex.load([d])
+    (d / "x.yaml").write_text("task: x\nfamily: classification\nsource: {type: wds}\nview: {transform: squash}\n")
+    assert TaskIndex.load([d]).tasks["x"].view == {"transform": "squash"}
