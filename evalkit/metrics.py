@@ -246,9 +246,10 @@ def retrieval_topk(image_features: torch.Tensor, text_features: torch.Tensor, k:
                    chunk_size: int | None = DEFAULT_RETRIEVAL_CHUNK) -> RetrievalTopK:
     """Each query's ``k`` best candidates in both directions (for ``--save-predictions``).
 
-    Same inputs, score blocks and ``torch.topk`` call as :func:`retrieval_metrics`, so the
-    indices of ``retrieval_topk(..., k=K)`` are the ones whose hits give recall@K there. ``k`` is
-    cut to the number of candidates (N images for captions, M captions for images)."""
+    Same inputs and score blocks as :func:`retrieval_metrics`; each row is ``torch.topk(scores,
+    k)`` over all candidates, the call clip_benchmark makes, so the indices of
+    ``retrieval_topk(..., k=K)`` are the ones whose hits give recall@K there, ties included. ``k``
+    is cut to the number of candidates (N images for captions, M captions for images)."""
     _check_retrieval_inputs(image_features, text_features)
     if k < 1:
         raise ValueError(f"retrieval_topk: k must be ≥ 1, got {k}")
