@@ -29,6 +29,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_demo.py", "--json", "benchmarks/out/demo.json")
     session.run("python", "benchmarks/bench_eva27.py", "--baseline", "--json", "benchmarks/out/eva27.json")
     session.run("python", "benchmarks/bench_loader.py", "--json", "benchmarks/out/loader.json")
+    # retrieval metrics at COCO's shape against clip_benchmark's evaluate (time, peak memory)
+    session.run("python", "benchmarks/bench_retrieval.py", "--json", "benchmarks/out/retrieval.json")
     # the views core against the commit before it, eva27 miniatures under best-of-both
     session.run("python", "benchmarks/bench_core.py", "--json", "benchmarks/out/core.json")
     # the demo from a wheel in a fresh virtual environment, against `import torch` (builds it: ~3 min)
