@@ -54,7 +54,7 @@ def measured(encoders):
         for name, spec in specs.items()
     }
     first = views[DEMO_TASKS[0]]
-    transform = encoders["fp32"].preprocess(specs[DEMO_TASKS[0]].preprocess.get("transform", "crop"))
+    transform = encoders["fp32"].preprocess(specs[DEMO_TASKS[0]].view.get("transform", "crop"))
     images = torch.stack([transform(first[i][0]) for i in range(len(first))])
     prompts = [t.format(c=c) for name in DEMO_TASKS for c in views[name].classnames for t in specs[name].templates]
     tokens = encoders["fp32"].tokenize(prompts)

@@ -137,6 +137,8 @@ def family_keys(family: str) -> frozenset[str]:
 
 
 def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
+    if "preprocess" in data:
+        raise TaskSpecError(f"{path}: field 'preprocess' is now called 'view' (view: {{transform: ...}})")
     own = family_keys(str(data.get("family", "")))
     unknown = set(data) - TASK_KEYS - own
     if unknown:
@@ -159,8 +161,6 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
     for t in templates or []:
         if "{c}" not in t:
             raise TaskSpecError(f"{path}: template {t!r} has no '{{c}}' placeholder")
-    if "preprocess" in data:
-        raise TaskSpecError(f"{path}: field 'preprocess' is now called 'view' (view: {{transform: ...}})")
     for fld in ("view", "protocol"):
         if not isinstance(data.get(fld, {}), dict):
             raise TaskSpecError(f"{path}: field '{fld}' must be a mapping")
