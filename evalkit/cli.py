@@ -179,7 +179,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _print_result(result: Any, path: Path) -> None:
     m, ev = result.metrics, result.evalkit
-    line = "  ".join(f"{k}={v * 100:.2f}" for k, v in m.items() if "@" not in k)
+    # per-transform copies (acc1@crop) and clip_benchmark's retrieval names (the same as t2i_/i2t_R@K) left out
+    shown = {k: v for k, v in m.items() if not k.endswith(("@crop", "@squash"))
+             and not k.startswith(("image_retrieval_recall", "text_retrieval_recall"))}
+    line = "  ".join(f"{k}={v * 100:.2f}" for k, v in shown.items())
     extra = f"  skipped={ev['skipped']}" if ev.get("skipped") else ""
     rate = f"  {ev['images_per_s']:.0f} img/s" if ev.get("images_per_s") else "  (cached)"
     print(f"{result.dataset}: {line}  n={ev.get('evaluated')}{extra}{rate}  -> {path}", flush=True)

@@ -206,3 +206,38 @@ def test_shape_and_colour_tasks_share_image_features_but_not_labels():
     part = image_features(enc, load_source({**source, "task": "colour"}, None, "c"), transforms, cache=cache,
                           limit=100, progress=False)["crop"]
     assert part.computed == 100 and part.labels == view.labels()[:100]
+
+
+def test_scenes_are_deterministic_and_their_captions_true():
+    from evalkit.demo.shapeworld import ShapeWorldRetrieval, scene
+
+    ds = ShapeWorldRetrieval(n=40, seed=2024)
+    again = ShapeWorldRetrieval(n=40, seed=2024)
+    assert ds.image(3).tobytes() == again.image(3).tobytes() and ds.texts(3) == again.texts(3)
+    counts = {1: 0, 2: 0}
+    for i in range(len(ds)):
+        sc = scene(2024, i)
+        counts[len(sc.shapes)] += 1
+        texts = ds.texts(i)
+        assert len(texts) == 5 and len(set(texts)) == 5
+        if len(sc.shapes) == 2:
+            a, b = sc.shapes
+            assert (a.shape, a.colour) != (b.shape, b.colour)
+            # the two small shapes never touch
+            assert ((a.cx - b.cx) ** 2 + (a.cy - b.cy) ** 2) ** 0.5 > a.radius + b.radius
+            assert all(f"{a.colour} {a.shape}" in t and f"{b.colour} {b.shape}" in t for t in texts)
+        else:
+            attrs = sc.shapes[0]
+            assert all(attrs.shape in t or attrs.colour in t for t in texts)
+    assert counts[1] > 10 and counts[2] > 10  # about half each
+    assert scene(2024, 0) != scene(2025, 0)
+
+
+def test_retrieval_source_gives_captions_as_targets():
+    from evalkit.data.sources import sources
+
+    data = sources.get("shapeworld")({"type": "shapeworld", "task": "retrieval", "n": 6, "seed": 1, "captions": 3},
+                                     None, "t")
+    samples = [(k, load, caps) for u in data.units for k, load, caps in u.samples()]
+    assert len(samples) == 6 and all(len(caps) == 3 for _, _, caps in samples)
+    assert samples[0][1]().size == (96, 96)

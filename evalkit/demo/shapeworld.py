@@ -10,6 +10,7 @@ The module needs only NumPy and Pillow (no torch), so data-side code can use it 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,11 @@ __all__ = [
     "generate",
     "sample_key",
     "ShapeWorldClassification",
+    "Scene",
+    "scene",
+    "render_scene",
+    "scene_captions",
+    "ShapeWorldRetrieval",
 ]
 
 # Chosen to stay distinct at the demo model's 64-pixel input even when small: a hexagon, for one,
@@ -358,3 +364,114 @@ def class_prompts(task: str, classnames: Sequence[str] | None = None) -> list[li
         raise ValueError(f"unknown ShapeWorld task {task!r}; choose from {', '.join(TASKS)}")
     names, templates = TASKS[task]
     return [[t.format(c=c) for t in templates] for c in (classnames or names)]
+
+
+# -- scenes of one or two shapes, each with several captions (the demo's retrieval task) ----------
+
+#: where the two shapes of a two-shape scene sit, and the words that relate the first to the second
+_PAIRS: tuple[tuple[str, tuple[float, float], tuple[float, float], tuple[str, ...]], ...] = (
+    ("left-right", (0.27, 0.50), (0.73, 0.50), ("on the left of", "to the left of", "left of")),
+    ("top-bottom", (0.50, 0.27), (0.50, 0.73), ("above", "over", "on top of")),
+)
+_SCENE_STREAM = 7  # a seed stream of its own: scenes never repeat the classification images
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One or two shapes on one background; ``relation`` says how the first relates to the second."""
+
+    shapes: tuple[ShapeAttrs, ...]
+    relation: str = ""
+    background: int = 220
+    noise_seed: int = 0
+
+
+def scene(seed: int, index: int) -> Scene:
+    """Scene ``index`` under ``seed``: one shape (half of them) or two, left/right or top/bottom,
+    of different shape or colour, small enough not to touch."""
+    rng = np.random.default_rng([int(seed), _SCENE_STREAM, int(index)])
+    first = _draw_attrs(rng)
+    if rng.random() < 0.5:
+        return Scene((first,), "", first.background, first.noise_seed)
+    _, xy1, xy2, relations = _PAIRS[rng.integers(len(_PAIRS))]
+    second = _draw_attrs(rng)
+    while second.shape == first.shape and second.colour == first.colour:
+        second = _draw_attrs(rng)
+    placed = []
+    for attrs, (x, y) in ((first, xy1), (second, xy2)):
+        lo, hi = _RADIUS["small"]
+        placed.append(dataclasses.replace(attrs, size="small", radius=float(rng.uniform(lo, hi)),
+                                          cx=x + float(rng.uniform(-0.02, 0.02)), cy=y + float(rng.uniform(-0.02, 0.02))))
+    return Scene(tuple(placed), relations[rng.integers(len(relations))], first.background, first.noise_seed)
+
+
+def render_scene(sc: Scene, size: int = IMAGE_SIZE) -> Image.Image:
+    """Draw every shape of ``sc`` as ``render`` draws one."""
+    big = size * _SUPERSAMPLE
+    img = Image.new("RGB", (big, big), (sc.background,) * 3)
+    draw = ImageDraw.Draw(img)
+    for attrs in sc.shapes:
+        cx, cy, r = attrs.cx * big, attrs.cy * big, attrs.radius * big
+        if attrs.shape == "circle":
+            draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=attrs.rgb)
+        else:
+            draw.polygon(_outline(attrs.shape, cx, cy, r, attrs.rotation), fill=attrs.rgb)
+    img = img.reduce(_SUPERSAMPLE)
+    noise = np.random.default_rng(sc.noise_seed).integers(-6, 7, size=(size, size, 3), dtype=np.int16)
+    return Image.fromarray(np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8), mode="RGB")
+
+
+def _named(attrs: ShapeAttrs) -> str:
+    return f"{attrs.colour} {attrs.shape}"
+
+
+def scene_captions(sc: Scene, seed: int, index: int, k: int = 5) -> list[str]:
+    """``k`` different true captions of ``sc``: single shapes as the classification captions
+    describe them; pairs as "a red circle and a blue star", "a red circle on the left of a blue
+    star", "two shapes: ...", or one of the two alone."""
+    rng = np.random.default_rng([int(seed), _SCENE_STREAM + 1, int(index)])
+    out: list[str] = []
+    for _ in range(20 * k):
+        if len(sc.shapes) == 1:
+            text = describe(sc.shapes[0], rng)[0]
+        else:
+            a, b = sc.shapes
+            na, nb = _named(a), _named(b)
+            form = rng.integers(5)
+            if form == 0:
+                text = f"{_article(na)} {na} and {_article(nb)} {nb}"
+            elif form == 1:
+                text = f"{_article(na)} {na} {sc.relation} {_article(nb)} {nb}"
+            elif form == 2:
+                text = f"two shapes: {_article(na)} {na} and {_article(nb)} {nb}"
+            elif form == 3:
+                text = f"{_article(nb)} {nb} and {_article(na)} {na}"
+            else:
+                text = f"{_PREFIXES[rng.integers(len(_PREFIXES))]}{_article(na)} {na} next to {_article(nb)} {nb}"
+        if text not in out:
+            out.append(text)
+        if len(out) == k:
+            break
+    return out
+
+
+class ShapeWorldRetrieval:
+    """Scenes of one or two shapes, each with ``captions`` different captions (test images only:
+    the scene stream is never used in training)."""
+
+    def __init__(self, n: int = 500, seed: int = 0, captions: int = 5, size: int = IMAGE_SIZE) -> None:
+        if n <= 0 or captions <= 0:
+            raise ValueError(f"ShapeWorld retrieval needs n > 0 and captions > 0, got n={n}, captions={captions}")
+        self.n, self.seed, self.captions, self.size = int(n), int(seed), int(captions), int(size)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def key(self, i: int) -> str:
+        return f"shapeworld-scene-s{self.seed}-{i:06d}"
+
+    def image(self, i: int) -> Image.Image:
+        return render_scene(scene(self.seed, i), self.size)
+
+    def texts(self, i: int) -> list[str]:
+        return scene_captions(scene(self.seed, i), self.seed, i, self.captions)

@@ -21,7 +21,7 @@ from typing import Any
 from PIL import Image
 
 from evalkit.data.sources import RawSample, SourceData, Unit
-from evalkit.demo.shapeworld import ShapeWorldClassification
+from evalkit.demo.shapeworld import ShapeWorldClassification, ShapeWorldRetrieval
 
 __all__ = ["shapeworld_source"]
 
@@ -32,7 +32,11 @@ UNIT_SIZE = 512
 def shapeworld_source(source: dict[str, Any], data_root: str | Path | None, task: str) -> SourceData:
     """ShapeWorld's classification view: ``task`` (shape or colour), ``split``, ``n`` images, ``seed``.
     The shape and colour tasks of one (split, seed, n) hold the same images: their units share a
-    ``content_id``, so the image features computed for one are reused by the other."""
+    ``content_id``, so the image features computed for one are reused by the other.
+    ``task: retrieval``: ``n`` scenes of one or two shapes, each with ``captions`` captions."""
+    if source.get("task") == "retrieval":
+        return _retrieval(ShapeWorldRetrieval(n=int(source.get("n", 500)), seed=int(source.get("seed", 0)),
+                                              captions=int(source.get("captions", 5))))
     ds = ShapeWorldClassification(
         task=source.get("task", "shape"),
         split=source.get("split", "test"),
@@ -57,3 +61,17 @@ def _unit(ds: ShapeWorldClassification, prefix: str, images: str, lo: int, hi: i
             yield sample(i)
 
     return Unit(id=f"{prefix}[{lo}:{hi}]", samples=iterate, size=hi - lo, content_id=f"{images}[{lo}:{hi}]")
+
+
+def _retrieval(ds: ShapeWorldRetrieval) -> SourceData:
+    prefix = f"shapeworld-scenes:{ds.seed}:{ds.size}px:{ds.captions}"
+
+    def unit(lo: int, hi: int) -> Unit:
+        def iterate() -> Iterator[RawSample]:
+            for i in range(lo, hi):
+                yield ds.key(i), (lambda i=i: ds.image(i)), ds.texts(i)
+
+        return Unit(id=f"{prefix}[{lo}:{hi}]", samples=iterate, size=hi - lo)
+
+    units = [unit(lo, min(lo + UNIT_SIZE, len(ds))) for lo in range(0, len(ds), UNIT_SIZE)]
+    return SourceData(units, info={"generated": True, "images": len(ds), "captions_per_image": ds.captions})
