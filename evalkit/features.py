@@ -273,7 +273,7 @@ class Embeddings:
     seconds: float = 0.0  # wall time of the call that computed it (shared by its views; 0 when all cached)
     computed: int = 0  # samples actually run through the model in this call
     cached_units: int = 0
-    reused: int = 0  # embeddings copied from another view of the same sample with identical pixels
+    reused: int = 0  # this view's embeddings copied from another view's identical pixels (not encoded)
 
 
 def image_features(encoder: Encoder, data: SourceData, transforms: Mapping[str, Callable], **kwargs: Any
@@ -310,7 +310,8 @@ def embed(
     total = data.size if limit is None else (min(limit, data.size) if data.size is not None else limit)
     bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True, leave=False)
     t0 = time.perf_counter()
-    computed = cached_units = reused = 0
+    computed = cached_units = 0
+    reused = dict.fromkeys(names, 0)
     try:
         for unit in data.units:
             if remaining is not None and remaining <= 0:
@@ -334,7 +335,8 @@ def embed(
                     fresh = _run_unit(encoder, unit, views, batch_size, num_workers, unit_limit, strict,
                                       tqdm(disable=True))
                     reference = fresh[names[0]]
-                reused += sum(record.pop("reused", 0) for record in fresh.values())
+                for n, record in fresh.items():
+                    reused[n] += record.pop("reused", 0)
                 for n, record in fresh.items():
                     hits[n] = record
                     if cache is not None:
@@ -358,7 +360,7 @@ def embed(
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    return {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units, reused) for n in names}
+    return {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units, reused[n]) for n in names}
 
 
 def background(iterable: Iterable[Any], depth: int = 2) -> Iterator[Any]:
@@ -447,7 +449,7 @@ def _run_unit(
     bar: tqdm,
 ) -> dict[str, dict[str, Any]]:
     """One unit through the model: per view name a record (features, labels, keys, skipped; the
-    first record also counts the embeddings ``reused`` from another view's identical pixels)."""
+    and ``reused``: how many of its embeddings were copied from another view's identical pixels)."""
     names = list(views)
     loader = DataLoader(
         _UnitDataset(unit, [views[n].sample for n in names], limit),
@@ -462,7 +464,7 @@ def _run_unit(
     labels: list[Any] = []
     keys: list[str] = []
     skipped: list[tuple[str, str]] = []
-    reused = 0
+    reused = [0] * len(names)
     # No worker processes: a thread decodes and transforms the next batches while the model runs
     # (PIL and torch release the GIL in their C code), so loading overlaps the forward.
     for batch in background(loader) if num_workers == 0 else loader:
@@ -486,7 +488,7 @@ def _run_unit(
                 if out is None:
                     out = views[name].embed(encoder, tensors[j])
                 else:
-                    reused += int((~todo).sum())
+                    reused[j] += int((~todo).sum())
                     if todo.any():
                         out[todo] = views[name].embed(encoder, tensors[j][todo])
                 done.append(out)
@@ -499,5 +501,6 @@ def _run_unit(
                "labels": labels, "keys": keys, "skipped": skipped}
         for name, f in zip(names, feats, strict=True)
     }
-    records[names[0]]["reused"] = reused
+    for j, name in enumerate(names):
+        records[name]["reused"] = reused[j]
     return records

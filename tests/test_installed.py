@@ -302,3 +302,14 @@ def test_the_old_preprocess_key_is_a_named_error(tmp_path):
         TaskIndex.load([d])
     (d / "x.yaml").write_text("task: x\nfamily: classification\nsource: {type: wds}\nview: {transform: squash}\n")
     assert TaskIndex.load([d]).tasks["x"].view == {"transform": "squash"}
+
+
+def test_reading_task_files_imports_no_torch(tmp_path):
+    """`evalkit list tasks` stays fast: task files are read without importing a family."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from evalkit.tasks.spec import TaskIndex; i = TaskIndex.load(); "
+            "assert i.tasks and 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-500:]

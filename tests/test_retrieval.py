@@ -289,11 +289,69 @@ def test_family_keys_are_checked(tmp_path):
     with pytest.raises(TaskSpecError, match=r"r\.yaml: field 'recall_k' must be a list of whole numbers"):
         _validate(index.tasks["r"])
     (d / "r.yaml").write_text("task: r\nfamily: classification\nsource: {type: captions}\nrecall_k: [1]\n")
-    with pytest.raises(TaskSpecError, match=r"unknown field\(s\) \['recall_k'\]"):
-        TaskIndex.load([d])
+    with pytest.raises(TaskSpecError, match=r"r\.yaml: unknown field\(s\) \['recall_k'\]"):
+        api.resolve_tasks("r", [d])
+    (d / "r.yaml").write_text("task: r\nfamily: retrieval\nsource: {type: captions}\nrecal_k: [1]\n")
+    with pytest.raises(TaskSpecError, match=r"unknown field\(s\) \['recal_k'\]; allowed: .*'recall_k'"):
+        api.resolve_tasks("r", [d])
 
 
 def _validate(spec):
     from evalkit.tasks.retrieval import RetrievalFamily
 
     return RetrievalFamily().validate(spec)
+
+
+def test_edited_captions_are_not_served_from_the_cache(tiny_arch, tmp_path):
+    items = _items(6)
+    root = make_captions_dir(tmp_path / "mine", items)
+    cache = tmp_path / "cache"
+    kw = dict(output_dir=tmp_path / "out", cache_dir=cache, progress=False, raise_errors=True)
+    first = api.evaluate(f"open_clip:{tiny_arch}", f"captions:{root}", **kw).results[0]
+    text = (root / "captions.csv").read_text().splitlines()
+    (root / "captions.csv").write_text("\n".join(text[:-3]) + "\n")  # the last image loses 3 captions
+    again = api.evaluate(f"open_clip:{tiny_arch}", f"captions:{root}", **kw).results[0]
+    assert again.evalkit["captions"] == first.evalkit["captions"] - 3
+
+
+def test_best_of_both_reports_one_transforms_recalls(tiny_arch, tmp_path):
+    items = [(n, image_bytes(make_image(i % 6, i, size=30).resize((30 + 9 * (i % 3), 30)), "JPEG"), c)
+             for i, (n, _, c) in enumerate(_items(9))]  # non-square: crop and squash differ
+    root = make_captions_dir(tmp_path / "mine", items)
+    r = api.evaluate(f"open_clip:{tiny_arch}", f"captions:{root}", transform="best-of-both",
+                     output_dir=tmp_path / "out", progress=False, raise_errors=True).results[0]
+    m, best = r.metrics, r.evalkit["best_transform"]
+    six = [m[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in (1, 5, 10)]
+    assert m["mean_recall"] == pytest.approx(sum(six) / 6)
+    assert all(m[k] == m[f"{k}@{best}"] for k in ("mean_recall", "i2t_R@1", "t2i_R@10"))
+    other = "crop" if best == "squash" else "squash"
+    assert m[f"mean_recall@{best}"] >= m[f"mean_recall@{other}"]
+
+
+def test_wds_captions_that_are_not_text_are_a_named_skipped_sample(tiny_arch, tmp_path):
+    items = _items(6)
+    root = make_wds_retrieval(tmp_path / "wds_caps", items, nshards=1)
+    tar_path = root / "test" / "0.tar"
+    with tarfile.open(tar_path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(tar_path, "w") as tar:
+        for m, payload in members:
+            if m.name.endswith("0001.txt"):
+                payload = b"\xff\xfe not utf-8"
+                m.size = len(payload)
+            tar.addfile(m, io.BytesIO(payload))
+    r = api.evaluate(f"open_clip:{tiny_arch}", f"wds:{root}", output_dir=tmp_path / "out", progress=False,
+                     raise_errors=True).results[0]
+    assert r.evalkit["skipped"] == 1 and r.evalkit["skipped_keys"] == ["0.tar/s00001"]
+
+
+def test_retrieval_over_a_labelled_dataset_fails_before_any_work(tiny_arch, tmp_path):
+    from fixtures import make_wds
+
+    from evalkit.tasks.retrieval import RetrievalFamily
+    from evalkit.tasks.spec import TaskSpec
+
+    root = make_wds(tmp_path / "wds_cls")
+    spec = TaskSpec(name="r", family="retrieval", source={"type": "wds", "path": str(root)})
+    with pytest.raises(DataError, match=r"has the target 0, not a list of captions"):
+        RetrievalFamily().prepare(spec, None)

@@ -102,7 +102,7 @@ def test_identical_pixels_are_encoded_once(demo):
     sizes = [(40, 40), (48, 48), (40, 64), (64, 40), (33, 33)]  # 3 square, 2 not
     out = embed(counted, _source(sizes), views, batch_size=4, progress=False)
     assert seen["images"] == 5 + 2  # squash ran only the two non-square images
-    assert out["squash"].reused == 3
+    assert out["squash"].reused == 3 and out["crop"].reused == 0  # counted once, on the view that copied
     square = [0, 1, 4]
     assert torch.equal(out["squash"].features[square], out["crop"].features[square])
     alone = embed(demo, _source(sizes), {"squash": demo.preprocess("squash")}, batch_size=4, progress=False)["squash"]
@@ -140,3 +140,18 @@ def test_a_view_may_run_a_tower_of_its_own(demo):
     out = embed(counted, _source([(40, 40), (50, 30)]), {"own": OwnTower()}, progress=False)["own"]
     assert seen["images"] == 0 and out.features.shape == (2, demo.embed_dim)
     assert torch.allclose(out.features.norm(dim=-1), torch.ones(2))
+
+
+def test_result_records_the_passes_saved_once(demo, tmp_path):
+    from fixtures import make_folder
+
+    from evalkit import api
+
+    root = make_folder(tmp_path / "imgs", n_per_class=7)  # sizes 40 x (40 + i % 7): one square a class
+    crop, squash = demo.preprocess("crop").geometry, demo.preprocess("squash").geometry
+    from PIL import Image
+
+    same = sum(torch.equal(crop(Image.open(p)), squash(Image.open(p))) for p in sorted(root.rglob("*.jpg")))
+    res = api.evaluate("eva-clip-demo", f"folder:{root}", transform="best-of-both", output_dir=tmp_path / "out",
+                       progress=False, raise_errors=True).results[0]
+    assert same >= 6 and res.evalkit["views_reused"] == same

@@ -10,7 +10,8 @@ Source type ``captions`` reads a folder holding the images and one annotation fi
   ``.jpg,``, nothing un-quoted), so the captions and their order are clip_benchmark's.
 * clip_benchmark's ``coco_test_karpathy.json``: COCO format, ``images[]`` (``id``,
   ``file_name``) and ``annotations[]`` (``image_id``, ``caption``), every caption kept, images
-  in annotation-file order (as torchvision's CocoCaptions, which clip_benchmark uses).
+  in sorted-id order and captions in file order (as torchvision's CocoCaptions, which
+  clip_benchmark uses).
 * ``captions.csv`` (ad hoc, ``--tasks captions:DIR``): a header ``image,caption``, one row per
   caption, read as CSV (quoted captions are un-quoted).
 
@@ -190,8 +191,9 @@ def captions_source(source: dict[str, Any], data_root: str | Path | None, task: 
         tried = [folder / r for folder in folders for r in rel]
         paths.append((next((p for p in tried if p.is_file()), None), tried))
     listed_missing = sum(p is None for p, _ in paths)
-    digest = hashlib.sha256("\n".join(f"{k}:{p}:{p.stat().st_size if p else -1}"
-                                      for (k, _, _), (p, _) in zip(entries, paths, strict=True)).encode()).hexdigest()[:16]
+    # the unit's identity covers the captions too: features cached for it carry them as labels
+    digest = hashlib.sha256("\n".join(f"{k}:{p}:{p.stat().st_size if p else -1}:{json.dumps(caps)}"
+                                      for (k, _, caps), (p, _) in zip(entries, paths, strict=True)).encode()).hexdigest()[:16]
 
     def get(i: int) -> RawSample:
         key, _, caps = entries[i]

@@ -435,7 +435,11 @@ def _tar_samples(tar_path: Path, label_key: str) -> Callable[[], Iterator[RawSam
                     if raw_label is None:
                         yield name, _missing(name, "no 'txt' captions member"), None
                         continue
-                    label: Any = (raw_label.decode() if isinstance(raw_label, bytes) else str(raw_label)).splitlines()
+                    try:
+                        label: Any = (raw_label.decode() if isinstance(raw_label, bytes) else str(raw_label)).splitlines()
+                    except UnicodeDecodeError as e:
+                        yield name, _missing(name, f"captions ('txt') are not UTF-8 text: {e.reason} at byte {e.start}"), None
+                        continue
                     yield name, _open_image_bytes(sample[image_ext]), label
                     continue
                 try:

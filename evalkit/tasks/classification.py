@@ -23,8 +23,8 @@ from evalkit.registry import task_families
 from evalkit.results import TaskResult
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.common import (
-    TRANSFORM_CHOICES,
     best_transform_by_metric,
+    check_transform,
     combine_transforms,
     embed_images,
     image_modes,
@@ -33,7 +33,7 @@ from evalkit.tasks.common import (
     write_predictions,
     write_skipped_log,
 )
-from evalkit.tasks.spec import TaskSpec, TaskSpecError
+from evalkit.tasks.spec import TaskSpec
 
 
 @dataclass
@@ -51,11 +51,11 @@ class PreparedTask:
 @task_families.register("classification")
 class ClassificationFamily:
     name = "classification"
+    yaml_keys: tuple[str, ...] = ()  # class names and templates are common keys (spec.TASK_KEYS)
 
     def validate(self, spec: TaskSpec) -> None:
-        transform = spec.view.get("transform", "crop")
-        if transform not in TRANSFORM_CHOICES:
-            raise TaskSpecError(f"{spec.path}: view.transform {transform!r} not in {TRANSFORM_CHOICES}")
+        spec.check_options(self.yaml_keys)
+        check_transform(spec, "crop")
 
     def prepare(self, spec: TaskSpec, data_root: str | Path | None) -> PreparedTask:
         """Find and check the task's data, class names and templates: no model needed, so a

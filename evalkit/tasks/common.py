@@ -21,12 +21,17 @@ from evalkit.views import ImageView
 TRANSFORM_CHOICES = ("crop", "squash", "best-of-both")
 
 
+def check_transform(spec: TaskSpec, default: str) -> str:
+    """The task's ``view.transform`` (else the family's default), checked."""
+    mode = spec.view.get("transform", default)
+    if mode not in TRANSFORM_CHOICES:
+        raise TaskSpecError(f"{spec.path or spec.name}: view.transform {mode!r} not in {TRANSFORM_CHOICES}")
+    return mode
+
+
 def transform_of(spec: TaskSpec, ctx: RunContext, default: str) -> str:
     """``--transform``, else the task's ``view.transform``, else the family's default."""
-    mode = ctx.transform or spec.view.get("transform", default)
-    if mode not in TRANSFORM_CHOICES:
-        raise TaskSpecError(f"{spec.path or spec.name}: transform {mode!r} not in {TRANSFORM_CHOICES}")
-    return mode
+    return ctx.transform or check_transform(spec, default)
 
 
 def image_modes(mode: str) -> list[str]:
@@ -113,6 +118,17 @@ def combine_transforms(per_mode: dict[str, dict[str, float]]) -> dict[str, float
             out[f"{name}@{m}"] = vals[name]
         out[name] = max(vals[name] for vals in per_mode.values())
     return out
+
+
+def combine_by(per_mode: dict[str, dict[str, float]], key: str) -> tuple[dict[str, float], str]:
+    """Several transforms scored as one set: the transform with the best ``key`` gives every
+    reported number (so they stay consistent, e.g. a mean with its parts), each transform's own
+    numbers as ``metric@transform``. Returns (metrics, the transform chosen)."""
+    best = max(per_mode, key=lambda m: per_mode[m][key])
+    if len(per_mode) == 1:
+        return dict(per_mode[best]), best
+    out = {f"{name}@{m}": v for m, vals in per_mode.items() for name, v in vals.items()}
+    return {**out, **per_mode[best]}, best
 
 
 def best_transform_by_metric(per_mode: dict[str, dict[str, float]]) -> dict[str, str]:

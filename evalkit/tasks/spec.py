@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,14 @@ class TaskSpec:
     options: dict[str, Any] = field(default_factory=dict)
     # the task file's protocol version, recorded in every result: a changed protocol shows
     version: str | None = None
+
+    def check_options(self, family_keys: Sequence[str]) -> None:
+        """The family's own YAML keys are ``family_keys``; anything else beyond the common keys
+        is an error naming the file."""
+        unknown = sorted(set(self.options) - set(family_keys))
+        if unknown:
+            raise TaskSpecError(f"{self.path or self.name}: unknown field(s) {unknown}; allowed: "
+                                f"{sorted(TASK_KEYS | set(family_keys))}")
 
     def describe(self) -> str:
         return self.description or f"{self.family} task from {self.source.get('type', '?')}"
@@ -127,22 +136,11 @@ def _str_list(value: Any, fld: str, path: Path) -> list[str]:
     return list(value)
 
 
-def family_keys(family: str) -> frozenset[str]:
-    """The YAML keys a task family owns besides the common ones (its class's ``yaml_keys``)."""
-    from evalkit.registry import task_families
-    from evalkit.tasks import load_builtin_families
-
-    load_builtin_families()
-    return frozenset(getattr(task_families.get(family), "yaml_keys", ())) if family in task_families else frozenset()
-
-
 def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
     if "preprocess" in data:
         raise TaskSpecError(f"{path}: field 'preprocess' is now called 'view' (view: {{transform: ...}})")
-    own = family_keys(str(data.get("family", "")))
-    unknown = set(data) - TASK_KEYS - own
-    if unknown:
-        raise TaskSpecError(f"{path}: unknown field(s) {sorted(unknown)}; allowed: {sorted(TASK_KEYS | own)}")
+    # keys beyond the common ones belong to the family, which checks them (TaskSpec.check_options)
+    # when the task is run: reading task files imports no family (and no torch)
     for required in ("task", "family", "source"):
         if required not in data:
             raise TaskSpecError(f"{path}: missing required field '{required}'")
@@ -178,7 +176,7 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
         path=str(path),
         tags=list(data.get("tags", [])),
         aliases=aliases,
-        options={k: data[k] for k in own if k in data},
+        options={k: v for k, v in data.items() if k not in TASK_KEYS},
         version=None if data.get("version") is None else str(data["version"]),
     )
 
