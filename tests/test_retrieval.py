@@ -205,26 +205,32 @@ def test_image_without_captions_stays_in_the_gallery(tmp_path, tiny_arch):
 # ----------------------------------------------------------------------------- the family
 
 
-def _cb_evaluate(tiny_arch, items, batch_size=4):
-    import open_clip
+def _cb_evaluate(encoder, items, batch_size=4):
+    """clip_benchmark's own retrieval evaluate on the same model, images and captions."""
     from clip_benchmark.datasets.builder import image_captions_collate_fn
     from clip_benchmark.metrics.zeroshot_retrieval import evaluate
     from PIL import Image
 
-    torch.manual_seed(0)
-    model, _, preprocess = open_clip.create_model_and_transforms(tiny_arch)
-    model.eval()
+    preprocess = encoder.preprocess("crop")  # bit-for-bit torchvision's Compose (test_image_pipeline)
     ds = [(preprocess(Image.open(io.BytesIO(data))), caps) for _, data, caps in items]
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=image_captions_collate_fn)
-    return evaluate(model, loader, open_clip.get_tokenizer(tiny_arch), "cpu", amp=False, recall_k_list=[1, 5, 10])
+    tokenizer = encoder.tokenizer  # open_clip's ids exactly (test_tokenize)
+    return evaluate(encoder.model, loader, tokenizer, "cpu", amp=False, recall_k_list=[1, 5, 10])
 
 
-def test_equals_clip_benchmark_evaluate(tiny_arch, tmp_path):
+@pytest.mark.parametrize("arch", ["tiny", "ViT-B-32"])
+def test_equals_clip_benchmark_evaluate(arch, tiny_arch, tmp_path):
+    from evalkit import models
+    from evalkit.tasks.base import RunContext
+    from evalkit.tasks.retrieval import RetrievalFamily
+
     items = _items(11)
-    root = make_karpathy(tmp_path / "flickr30k", items)
-    ours = api.evaluate(f"open_clip:{tiny_arch}", "flickr30k", data_root=tmp_path, transform="crop",
-                        output_dir=tmp_path / "out", progress=False, raise_errors=True).results[0]
-    theirs = _cb_evaluate(tiny_arch, items)
+    make_karpathy(tmp_path / "flickr30k", items)
+    encoder = models.load(f"open_clip:{tiny_arch if arch == 'tiny' else arch}")  # random weights, seeded
+    spec = TaskIndex.load().tasks["flickr30k"]
+    ctx = RunContext(data_root=tmp_path, output_dir=tmp_path / "out", transform="crop", batch_size=5, progress=False)
+    ours = RetrievalFamily().run(spec, encoder, ctx)
+    theirs = _cb_evaluate(encoder, items)
     assert set(theirs) == {f"{d}_retrieval_recall@{k}" for d in ("image", "text") for k in (1, 5, 10)}
     for key, value in theirs.items():
         assert ours.metrics[key] == value, key
@@ -234,8 +240,8 @@ def test_equals_clip_benchmark_evaluate(tiny_arch, tmp_path):
     assert ours.metrics["mean_recall"] == pytest.approx(sum(theirs.values()) / 6)
     ev = ours.evalkit
     assert ev["captions_truncated"] == 1 and ev["transform"] == "crop" and ev["metric"] == "mean_recall"
-    assert ev["task_version"] == TaskIndex.load().tasks["flickr30k"].version == "1"
-    assert ours.task == "zeroshot_retrieval" and root.exists()
+    assert ev["task_version"] == spec.version == "1"
+    assert ours.task == "zeroshot_retrieval"
 
 
 def test_every_layout_gives_the_same_metrics(tiny_arch, tmp_path):
