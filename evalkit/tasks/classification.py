@@ -16,23 +16,13 @@ from evalkit.data.sources import (
     class_subset_groups,
     load_source,
 )
-from evalkit.features import zero_shot_classifier
+from evalkit.features import Embeddings, zero_shot_classifier
 from evalkit.metrics import classification_logits, zero_shot_classification_metrics
 from evalkit.models.encoder import Encoder
 from evalkit.registry import task_families
 from evalkit.results import TaskResult
 from evalkit.tasks.base import RunContext
-from evalkit.tasks.common import (
-    best_transform_by_metric,
-    check_transform,
-    combine_transforms,
-    embed_images,
-    image_modes,
-    provenance,
-    transform_of,
-    write_predictions,
-    write_skipped_log,
-)
+from evalkit.tasks.common import Scored, check_transform, run_task
 from evalkit.tasks.spec import TaskSpec
 
 
@@ -52,6 +42,9 @@ class PreparedTask:
 class ClassificationFamily:
     name = "classification"
     yaml_keys: tuple[str, ...] = ()  # class names and templates are common keys (spec.TASK_KEYS)
+    default_transform = "crop"
+    combine = None  # best-of-both: each metric's maximum over the transforms (Table 2's rule)
+    result_task = "zeroshot_classification"
 
     def validate(self, spec: TaskSpec) -> None:
         spec.check_options(self.yaml_keys)
@@ -89,58 +82,40 @@ class ClassificationFamily:
 
     def run(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext,
             prepared: PreparedTask | None = None) -> TaskResult:
-        started = time.perf_counter()
-        if prepared is None:
-            prepared = self.prepare(spec, ctx.data_root)
-        data, classnames, templates = prepared.data, prepared.classnames, prepared.templates
-        n_labels, where = prepared.n_labels, prepared.where
+        return run_task(self, spec, encoder, ctx, prepared)
 
+    def score(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prepared: PreparedTask,
+              by_mode: dict[str, Embeddings]) -> Scored:
+        """The classifier (cached), then per transform: 100 × cosine logits, projected onto label
+        groups where the data has them, and clip_benchmark's metrics."""
         t0 = time.perf_counter()
         hits_before = ctx.cache.hits
-        classifier = zero_shot_classifier(encoder, classnames, templates, ctx.cache)
+        classifier = zero_shot_classifier(encoder, prepared.classnames, prepared.templates, ctx.cache)
         classifier_s = time.perf_counter() - t0
-        classifier_cached = ctx.cache.hits > hits_before
-
-        mode = transform_of(spec, ctx, "crop")
-        modes = image_modes(mode)
-        by_mode = embed_images(spec, encoder, ctx, data, modes)
-        feats = by_mode[modes[0]]
+        feats = next(iter(by_mode.values()))
         target = torch.tensor(feats.labels, dtype=torch.long)
-        bad = (target < 0) | (target >= n_labels)
+        bad = (target < 0) | (target >= prepared.n_labels)
         if bad.any():
             i = int(bad.nonzero()[0])
-            raise DataError(
-                f"{where}: sample {feats.keys[i]} has label {int(target[i])} but there are only "
-                f"{n_labels} classes"
-            )
-        per_mode: dict[str, dict[str, float]] = {}
-        for m in modes:
-            logits = classification_logits(by_mode[m].features, classifier)
-            if data.label_groups is not None:
-                logits = project_logits(logits, data.label_groups)
-            per_mode[m] = zero_shot_classification_metrics(logits, target, n_labels)
+            raise DataError(f"{prepared.where}: sample {feats.keys[i]} has label {int(target[i])} but there are "
+                            f"only {prepared.n_labels} classes")
+        scored = Scored(metrics={}, evalkit={
+            "n_classes": prepared.n_labels,
+            "n_classifier_classes": len(prepared.classnames),
+            "n_templates": len(prepared.templates),
+            "template_set": spec.protocol.get("template_set"),
+            "classnames_check": prepared.names_note,
+            "classifier_seconds": round(classifier_s, 4),
+            "classifier_cached": ctx.cache.hits > hits_before,
+        })
+        for m, emb in by_mode.items():
+            logits = classification_logits(emb.features, classifier)
+            if prepared.data.label_groups is not None:
+                logits = project_logits(logits, prepared.data.label_groups)
+            scored.metrics[m] = zero_shot_classification_metrics(logits, target, prepared.n_labels)
             if ctx.save_predictions:
-                write_predictions(spec, encoder, ctx, _top5(feats.keys, target, logits), m if len(modes) > 1 else None)
-        write_skipped_log(spec, encoder, ctx, feats.skipped)
-        return TaskResult(
-            dataset=spec.name,
-            model=encoder.name,
-            pretrained=encoder.weights,
-            task="zeroshot_classification",
-            metrics=combine_transforms(per_mode),
-            evalkit={
-                **provenance(spec, encoder, ctx, self.name, data, mode, by_mode, started),
-                "best_transform": max(per_mode, key=lambda m: per_mode[m]["acc1"]),
-                "best_transform_by_metric": best_transform_by_metric(per_mode),
-                "n_classes": n_labels,
-                "n_classifier_classes": len(classnames),
-                "n_templates": len(templates),
-                "template_set": spec.protocol.get("template_set"),
-                "classnames_check": prepared.names_note,
-                "classifier_seconds": round(classifier_s, 4),
-                "classifier_cached": classifier_cached,
-            },
-        )
+                scored.predictions[m] = _top5(feats.keys, target, logits)
+        return scored
 
 
 def _top5(keys: list[str], target: torch.Tensor, logits: torch.Tensor) -> list[dict[str, Any]]:

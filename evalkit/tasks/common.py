@@ -1,19 +1,21 @@
-"""The steps every family shares, in one place: which image views a task runs, the one pass
-that embeds its samples, the skipped-sample log, the predictions file, the provenance every
-result carries, and best-of-both's combination of per-transform metrics. A family keeps only
-what is its own: its YAML keys, its text side (classifier, captions) and its scoring."""
+"""The steps every family shares, in one place (:func:`run_task`): which image views a task runs,
+the one pass that embeds its samples, the skipped-sample log, the predictions files, the
+provenance every result carries, best-of-both's combination of per-transform metrics, and the
+result. A family keeps only what is its own: its YAML keys, finding its data (``prepare``), and
+``score`` — its text side (classifier, captions) and its metrics."""
 
 from __future__ import annotations
 
 import json
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from evalkit.data.sources import DataError, SourceData
 from evalkit.features import Embeddings, embed
 from evalkit.models.encoder import Encoder
-from evalkit.results import atomic_write_text, result_path
+from evalkit.results import TaskResult, atomic_write_text, result_path
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.spec import TaskSpec, TaskSpecError
 from evalkit.views import ImageView
@@ -135,3 +137,48 @@ def best_transform_by_metric(per_mode: dict[str, dict[str, float]]) -> dict[str,
     """Which transform produced each reported (maximum) number under best-of-both."""
     first = next(iter(per_mode.values()))
     return {k: max(per_mode, key=lambda m, k=k: per_mode[m][k]) for k in first}
+
+
+@dataclass
+class Scored:
+    """What a family's ``score`` returns: per transform its metrics (and, with
+    ``--save-predictions``, its prediction records), plus the family's own provenance."""
+
+    metrics: dict[str, dict[str, float]]
+    predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    evalkit: dict[str, Any] = field(default_factory=dict)
+
+
+def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prepared: Any) -> TaskResult:
+    """One task, the shared way: the family's ``prepare`` (unless done before the model was
+    loaded), the image pass through the task's views, the family's ``score``, then predictions,
+    the skipped log and the result. Best-of-both reports each metric's maximum
+    (``family.combine = None``, Table 2's rule), or one transform's metrics all together, the one
+    best by ``family.combine`` (retrieval: mean recall)."""
+    started = time.perf_counter()
+    if prepared is None:
+        prepared = family.prepare(spec, ctx.data_root)
+    mode = transform_of(spec, ctx, family.default_transform)
+    modes = image_modes(mode)
+    by_mode = embed_images(spec, encoder, ctx, prepared.data, modes)
+    scored = family.score(spec, encoder, ctx, prepared, by_mode)
+    for m, records in scored.predictions.items():
+        write_predictions(spec, encoder, ctx, records, m if len(modes) > 1 else None)
+    write_skipped_log(spec, encoder, ctx, by_mode[modes[0]].skipped)
+    if family.combine is None:
+        metrics = combine_transforms(scored.metrics)
+        first = next(iter(scored.metrics.values()))
+        best = {"best_transform": max(scored.metrics, key=lambda m: scored.metrics[m][next(iter(first))]),
+                "best_transform_by_metric": best_transform_by_metric(scored.metrics)}
+    else:
+        metrics, chosen = combine_by(scored.metrics, family.combine)
+        best = {"best_transform": chosen}
+    return TaskResult(
+        dataset=spec.name,
+        model=encoder.name,
+        pretrained=encoder.weights,
+        task=family.result_task,
+        metrics=metrics,
+        evalkit={**provenance(spec, encoder, ctx, family.name, prepared.data, mode, by_mode, started), **best,
+                 **scored.evalkit},
+    )

@@ -20,22 +20,13 @@ from typing import Any
 import torch
 
 from evalkit.data.sources import DataError, SourceData, load_source
-from evalkit.features import caption_features, truncated_texts
+from evalkit.features import Embeddings, caption_features, truncated_texts
 from evalkit.metrics import DEFAULT_RETRIEVAL_CHUNK, retrieval_metrics, retrieval_topk
 from evalkit.models.encoder import Encoder
 from evalkit.registry import task_families
 from evalkit.results import TaskResult
 from evalkit.tasks.base import RunContext
-from evalkit.tasks.common import (
-    check_transform,
-    combine_by,
-    embed_images,
-    image_modes,
-    provenance,
-    transform_of,
-    write_predictions,
-    write_skipped_log,
-)
+from evalkit.tasks.common import Scored, check_transform, run_task
 from evalkit.tasks.spec import TaskSpec, TaskSpecError
 
 PREDICTION_TOP_K = 10
@@ -72,6 +63,9 @@ class PreparedRetrieval:
 class RetrievalFamily:
     name = "retrieval"
     yaml_keys = ("recall_k", "chunk_size")
+    default_transform = "squash"  # the paper's transform for retrieval (§7)
+    combine = "mean_recall"  # best-of-both: the transform with the better mean recall gives all six recalls
+    result_task = "zeroshot_retrieval"
 
     def validate(self, spec: TaskSpec) -> RetrievalConfig:
         spec.check_options(self.yaml_keys)
@@ -92,44 +86,30 @@ class RetrievalFamily:
 
     def run(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext,
             prepared: PreparedRetrieval | None = None) -> TaskResult:
-        started = time.perf_counter()
-        if prepared is None:
-            prepared = self.prepare(spec, ctx.data_root)
-        data, config = prepared.data, prepared.config
-        mode = transform_of(spec, ctx, "squash")
-        modes = image_modes(mode)
-        by_mode = embed_images(spec, encoder, ctx, data, modes)
-        images = by_mode[modes[0]]
+        return run_task(self, spec, encoder, ctx, prepared)
+
+    def score(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prepared: PreparedRetrieval,
+              by_mode: dict[str, Embeddings]) -> Scored:
+        """The captions of the evaluated images (cached features), then per transform the recalls
+        both ways and, with ``--save-predictions``, each query's top 10."""
+        config = prepared.config
+        images = next(iter(by_mode.values()))
         captions, text_to_image = _queries(images.labels, images.keys, prepared.where)
         t0 = time.perf_counter()
         texts = caption_features(encoder, captions, ctx.cache)
-        text_s = time.perf_counter() - t0
-        per_mode = {m: retrieval_metrics(by_mode[m].features, texts, text_to_image, config.recall_k,
-                                         config.chunk_size) for m in modes}
-        if ctx.save_predictions:
-            for m in modes:
-                write_predictions(spec, encoder, ctx, _top(by_mode[m].features, texts, images.keys, text_to_image,
-                                                           config.chunk_size), m if len(modes) > 1 else None)
-        write_skipped_log(spec, encoder, ctx, images.skipped)
-        # best-of-both: the transform with the better mean recall gives all six recalls
-        metrics, best = combine_by(per_mode, "mean_recall")
-        return TaskResult(
-            dataset=spec.name,
-            model=encoder.name,
-            pretrained=encoder.weights,
-            task="zeroshot_retrieval",
-            metrics=metrics,
-            evalkit={
-                **provenance(spec, encoder, ctx, self.name, data, mode, by_mode, started),
-                "best_transform": best,
-                "recall_k": list(config.recall_k),
-                "images": len(images.keys),
-                "captions": len(captions),
-                "images_without_captions": sum(not c for c in images.labels),
-                "captions_truncated": truncated_texts(encoder, captions),
-                "text_seconds": round(text_s, 4),
-            },
-        )
+        scored = Scored(metrics={}, evalkit={
+            "recall_k": list(config.recall_k),
+            "images": len(images.keys),
+            "captions": len(captions),
+            "images_without_captions": sum(not c for c in images.labels),
+            "captions_truncated": truncated_texts(encoder, captions),
+            "text_seconds": round(time.perf_counter() - t0, 4),
+        })
+        for m, emb in by_mode.items():
+            scored.metrics[m] = retrieval_metrics(emb.features, texts, text_to_image, config.recall_k, config.chunk_size)
+            if ctx.save_predictions:
+                scored.predictions[m] = _top(emb.features, texts, images.keys, text_to_image, config.chunk_size)
+        return scored
 
 
 def _queries(labels: list[Any], keys: list[str], where: str) -> tuple[list[str], torch.Tensor]:
