@@ -30,7 +30,7 @@ log = logging.getLogger("evalkit")
 
 TASK_KEYS = {
     "task", "family", "description", "source", "classnames", "classnames_file", "templates",
-    "templates_file", "metric", "view", "include", "protocol", "claims_name", "tags", "aliases", "version",
+    "templates_file", "metric", "view", "include", "protocol", "tags", "aliases", "version",
 }
 WDS_PREFIX = "wds/"  # clip_benchmark's name for a dataset read from its WebDataset mirror
 GROUP_KEYS = {"group", "tasks", "description", "include"}
