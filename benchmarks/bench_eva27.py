@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 from evalkit.results import atomic_write_text
+from evalkit.tasks.common import combine_transforms
 from evalkit.timing import Clock, TimedEncoder
 
 
@@ -114,18 +115,6 @@ def naive_features(encoder, data, transform, batch_size: int) -> tuple[torch.Ten
     return torch.cat(feats), labels
 
 
-def combine(per_mode: dict[str, dict[str, float]]) -> dict[str, float]:
-    """evalkit's best-of-both result: each metric per transform (``acc1@crop``) and the maximum."""
-    if len(per_mode) == 1:
-        return dict(next(iter(per_mode.values())))
-    out: dict[str, float] = {}
-    for name in next(iter(per_mode.values())):
-        for m, vals in per_mode.items():
-            out[f"{name}@{m}"] = vals[name]
-        out[name] = max(vals[name] for vals in per_mode.values())
-    return out
-
-
 def run_baseline(specs, encoder, data_root, batch_size: int):
     """Every task once without evalkit's data path (see the module docstring); the same figures
     as :func:`run_suite`."""
@@ -160,7 +149,7 @@ def run_baseline(specs, encoder, data_root, batch_size: int):
         image = timed.image - img0
         pipeline.items += image.items
         per_task.append({"task": spec.name, "wall_s": round(time.perf_counter() - t, 3),
-                         "image_passes": image.items, "metrics": combine(per_mode)})
+                         "image_passes": image.items, "metrics": combine_transforms(per_mode)})
     return per_task, time.perf_counter() - t_run, time.process_time() - c_run, (timed.image, timed.text, pipeline)
 
 

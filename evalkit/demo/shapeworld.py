@@ -214,21 +214,7 @@ def _outline(shape: str, cx: float, cy: float, r: float, rot: float) -> list[tup
 
 def render(attrs: ShapeAttrs, size: int = IMAGE_SIZE) -> Image.Image:
     """Draw ``attrs`` as a ``size``×``size`` RGB image on a lightly noisy grey background."""
-    if size < 8:
-        raise ValueError(f"ShapeWorld image size must be at least 8 pixels, got {size}")
-    big = size * _SUPERSAMPLE
-    img = Image.new("RGB", (big, big), (attrs.background,) * 3)
-    draw = ImageDraw.Draw(img)
-    cx, cy, r = attrs.cx * big, attrs.cy * big, attrs.radius * big
-    if attrs.shape == "circle":
-        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=attrs.rgb)
-    else:
-        draw.polygon(_outline(attrs.shape, cx, cy, r, attrs.rotation), fill=attrs.rgb)
-    img = img.reduce(_SUPERSAMPLE)
-    # Light sensor-like noise so the background is not a single flat value.
-    noise = np.random.default_rng(attrs.noise_seed).integers(-6, 7, size=(size, size, 3), dtype=np.int16)
-    pixels = np.clip(np.asarray(img, dtype=np.int16) + noise, 0, 255).astype(np.uint8)
-    return Image.fromarray(pixels, mode="RGB")
+    return render_scene(Scene((attrs,), "", attrs.background, attrs.noise_seed), size)
 
 
 _PREFIXES = ("", "", "a photo of ", "a picture of ", "an image of ", "a drawing of ", "there is ")
@@ -406,7 +392,10 @@ def scene(seed: int, index: int) -> Scene:
 
 
 def render_scene(sc: Scene, size: int = IMAGE_SIZE) -> Image.Image:
-    """Draw every shape of ``sc`` as ``render`` draws one."""
+    """Draw every shape of ``sc`` (supersampled, box-filtered down) on its background, with light
+    sensor-like noise so the background is not a single flat value."""
+    if size < 8:
+        raise ValueError(f"ShapeWorld image size must be at least 8 pixels, got {size}")
     big = size * _SUPERSAMPLE
     img = Image.new("RGB", (big, big), (sc.background,) * 3)
     draw = ImageDraw.Draw(img)
