@@ -7,4 +7,12 @@ loaded when a task first names one; evalkit.data imports nothing above it (tasks
 ``evalkit.data.check`` checks one source spec on disk (found / missing / sample count).
 """
 
-from evalkit.data import birdsnap, captions, imagenet_variants, sources, torchvision_roots, voc2007  # noqa: F401
+from evalkit.data import (  # noqa: F401
+    birdsnap,
+    captions,
+    imagenet_variants,
+    sources,
+    torchvision_roots,
+    video_datasets,
+    voc2007,
+)
