@@ -123,3 +123,15 @@ class PooledView:
 def as_view(value: Any, name: str = "image") -> View:
     """A view as it is; a transform (or any image -> tensor callable) as an :class:`ImageView`."""
     return value if isinstance(value, View) else ImageView(value, name)
+
+
+def frames_view(base: ImageView, sampler: str) -> PooledView:
+    """A video clip (a source's loader returns its path) as the pooled image features of the
+    frames ``sampler`` picks (``middle``, ``middle-centre``, ``uniform-N``; evalkit.data.video),
+    each through ``base``'s transform, decoding only those frames."""
+    import functools
+
+    from evalkit.data.video import parse_sampler, sample_frames
+
+    parsed = parse_sampler(sampler)
+    return PooledView(base, functools.partial(sample_frames, sampler=parsed), f"frames:{parsed.name}")

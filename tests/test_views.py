@@ -155,3 +155,31 @@ def test_result_records_the_passes_saved_once(demo, tmp_path):
     res = api.evaluate("eva-clip-demo", f"folder:{root}", transform="best-of-both", output_dir=tmp_path / "out",
                        progress=False, raise_errors=True).results[0]
     assert same >= 6 and res.evalkit["views_reused"] == same
+
+
+@pytest.mark.parametrize("sampler, n_frames", [("middle", 1), ("uniform-8", 8)])
+def test_frames_view_pools_the_sampled_frames_of_a_clip(demo, tmp_path, sampler, n_frames):
+    """Issue 10's view through the one loop: clips from a videofolder source, frames picked by
+    the sampler and decoded by seeking, pooled into one feature per clip."""
+    from test_video_frames import make_clip
+
+    from evalkit.data.sources import load_source
+    from evalkit.data.video import sample_frames
+    from evalkit.views import frames_view
+
+    for c in range(2):
+        (tmp_path / "clips" / f"class_{c}").mkdir(parents=True)
+        for k in range(2):
+            make_clip(tmp_path / "clips" / f"class_{c}" / f"{k}.mp4", "mpeg4", n=20 + 5 * k)
+    data = load_source({"type": "videofolder", "path": str(tmp_path / "clips")}, None, "v")
+    counted, seen = _counting(demo)
+    view = frames_view(ImageView(demo.preprocess("crop"), "crop"), sampler)
+    out = embed(counted, data, {"frames": view}, progress=False)["frames"]
+    assert out.features.shape == (4, demo.embed_dim) and out.labels == [0, 0, 1, 1]
+    assert seen["images"] == 4 * n_frames and view.identity.startswith(f"pooled[frames:{sampler}]:")
+    # equal to pooling the same frames by hand
+    path = tmp_path / "clips" / "class_1" / "1.mp4"
+    frames = [view.base.sample(f) for f in sample_frames(path, sampler)]
+    by_hand = F.normalize(F.normalize(demo.encode_image(view.base._stages[1](torch.stack(frames))), dim=-1)
+                          .mean(dim=0), dim=-1)
+    torch.testing.assert_close(out.features[3], by_hand, rtol=0, atol=1e-6)
