@@ -31,6 +31,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_loader.py", "--json", "benchmarks/out/loader.json")
     # retrieval metrics at COCO's shape against clip_benchmark's evaluate (time, peak memory)
     session.run("python", "benchmarks/bench_retrieval.py", "--json", "benchmarks/out/retrieval.json")
+    # video frames: seeking decode against a full decode (middle, uniform-8)
+    session.run("python", "benchmarks/bench_video.py", "--json", "benchmarks/out/video.json")
     # the views core against the commit before it, eva27 miniatures under best-of-both
     session.run("python", "benchmarks/bench_core.py", "--json", "benchmarks/out/core.json")
     # the demo from a wheel in a fresh virtual environment, against `import torch` (builds it: ~3 min)
