@@ -22,9 +22,10 @@ from evalkit.registry import task_families
 from evalkit.results import (
     TaskResult,
     git_commit,
+    path_of,
     read_result,
+    result_name,
     result_path,
-    result_variant,
     run_variant,
     write_result,
 )
@@ -73,6 +74,7 @@ def evaluate(
     num_workers: int | None = None,
     strict: bool = False,
     transform: str | None = None,
+    frames: str | None = None,
     save_predictions: bool = False,
     cache_dir: str | Path | None = "default",
     progress: bool = True,
@@ -128,7 +130,8 @@ def evaluate(
     if skip_existing:
         todo = []
         for spec in specs:
-            if result_path(output_dir, model, spec.name, variant=variant).exists():
+            name = result_name(spec.name, frames if "frames" in spec.view else None, spec.view.get("frames"))
+            if result_path(output_dir, model, name, variant=variant).exists():
                 report.skipped_existing.append(spec.name)
             else:
                 todo.append(spec)
@@ -161,6 +164,7 @@ def evaluate(
         limit=limit,
         strict=strict,
         transform=transform,
+        frames=frames,
         save_predictions=save_predictions,
         progress=progress,
         cache=cache,
@@ -197,7 +201,7 @@ def evaluate(
 def _warn_if_replacing_other_weights(result: TaskResult, output_dir: Path) -> None:
     """Weights are told apart by their path: new weights written to the same path (a retrained
     ``latest.pt``) land in the same place. Say so when the model's fingerprint changed."""
-    path = result_path(output_dir, result.model, result.dataset, variant=result_variant(result))
+    path = path_of(result, output_dir)
     if not path.exists():
         return
     try:

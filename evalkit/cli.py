@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--transform", choices=["crop", "squash", "best-of-both"],
                      help="image transform (default: the task's own, usually crop); best-of-both runs "
                      "both and reports each plus the per-metric maximum, as Table 2 of arXiv 2402.04252")
+    run.add_argument("--frames", metavar="SAMPLER",
+                     help="video tasks: which frames of a clip are encoded and pooled: middle (vissl's one-frame "
+                     "rule, the paper's main setting), middle-centre, uniform-8, uniform-16 or uniform-N "
+                     "(default: the task's own)")
     run.add_argument("--save-predictions", action="store_true",
                      help="also write per-sample top-5 predictions as <task>.predictions.jsonl")
     run.add_argument("--cache-dir", help="feature/classifier cache folder "
@@ -163,6 +167,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         num_workers=args.num_workers,
         strict=args.strict,
         transform=args.transform,
+        frames=args.frames,
         save_predictions=args.save_predictions,
         cache_dir=None if args.no_cache else (args.cache_dir or "default"),
         progress=not args.quiet and sys.stderr.isatty(),

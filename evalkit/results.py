@@ -85,6 +85,14 @@ def result_variant(result: TaskResult) -> str:
     return str(ev.get("variant") or ev.get("precision") or DEFAULT_VARIANT)
 
 
+def result_name(task: str, frames: str | None = None, task_frames: str | None = None) -> str:
+    """The file name (without suffix) of a task's result: the task, plus ``@<sampler>`` when a
+    video task ran with another frame sampler than its own (``kinetics400@uniform-8``, written
+    as ``kinetics400_uniform-8.json``), so the 1-, 8- and 16-frame results of one task sit side
+    by side."""
+    return task if frames is None or frames == task_frames else f"{task}@{frames}"
+
+
 def result_path(output_dir: str | Path, model: str, task: str, suffix: str = ".json",
                 variant: str = DEFAULT_VARIANT) -> Path:
     folder = Path(output_dir) / "runs" / safe_name(model)
@@ -122,8 +130,14 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def path_of(result: TaskResult, output_dir: str | Path) -> Path:
+    """Where ``result`` is written: its model, variant and name (:func:`result_name`)."""
+    name = str(result.evalkit.get("result_name") or result.dataset)
+    return result_path(output_dir, result.model, name, variant=result_variant(result))
+
+
 def write_result(result: TaskResult, output_dir: str | Path) -> Path:
-    path = result_path(output_dir, result.model, result.dataset, variant=result_variant(result))
+    path = path_of(result, output_dir)
     atomic_write_text(path, json.dumps(result.to_dict(), indent=2, sort_keys=False) + "\n")
     return path
 

@@ -21,6 +21,7 @@ class RunContext:
     limit: int | None = None
     strict: bool = False
     transform: str | None = None  # None: the task's own default
+    frames: str | None = None  # video tasks' frame sampler (--frames); None: the task's own
     save_predictions: bool = False
     progress: bool = True
     cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))

@@ -15,10 +15,10 @@ from typing import Any
 from evalkit.data.sources import DataError, SourceData
 from evalkit.features import Embeddings, embed
 from evalkit.models.encoder import Encoder
-from evalkit.results import TaskResult, atomic_write_text, result_path
+from evalkit.results import TaskResult, atomic_write_text, result_name, result_path
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.spec import TaskSpec, TaskSpecError
-from evalkit.views import ImageView
+from evalkit.views import ImageView, frames_view
 
 TRANSFORM_CHOICES = ("crop", "squash", "best-of-both")
 
@@ -41,11 +41,27 @@ def image_modes(mode: str) -> list[str]:
     return ["crop", "squash"] if mode == "best-of-both" else [mode]
 
 
+def frames_of(spec: TaskSpec, ctx: RunContext) -> str | None:
+    """A video task's frame sampler: ``--frames``, else the task's ``view.frames``; None for images."""
+    if ctx.frames is not None and "frames" not in spec.view:
+        raise TaskSpecError(f"{spec.path or spec.name}: --frames is for video tasks (their view has 'frames')")
+    return ctx.frames or spec.view.get("frames")
+
+
 def embed_images(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: SourceData,
                  modes: list[str]) -> dict[str, Embeddings]:
-    """The task's samples through one :class:`~evalkit.views.ImageView` per transform, in one pass.
-    No sample at all decoded is an error naming the task."""
-    out = embed(encoder, data, {m: ImageView(encoder.preprocess(m), m) for m in modes}, cache=ctx.cache,
+    """The task's samples through one view per transform, in one pass: an
+    :class:`~evalkit.views.ImageView`, or for a video task (``view.frames``) the sampled frames of
+    each clip through it, pooled (:func:`~evalkit.views.frames_view`). No sample at all decoded is
+    an error naming the task."""
+    sampler = frames_of(spec, ctx)
+    views: dict[str, Any] = {m: ImageView(encoder.preprocess(m), m) for m in modes}
+    if sampler is not None:
+        try:
+            views = {m: frames_view(v, sampler) for m, v in views.items()}
+        except ValueError as e:
+            raise TaskSpecError(f"{spec.path or spec.name}: {e}") from e
+    out = embed(encoder, data, views, cache=ctx.cache,
                 batch_size=ctx.batch_size, num_workers=ctx.num_workers, limit=ctx.limit, strict=ctx.strict,
                 desc=f"{spec.name} [{'+'.join(modes)}]", progress=ctx.progress)
     first = out[modes[0]]
@@ -57,7 +73,7 @@ def embed_images(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: Source
 def write_skipped_log(spec: TaskSpec, encoder: Encoder, ctx: RunContext, skipped: list[tuple[str, str]]) -> None:
     """``<task>.skipped.log`` beside the result: one ``key<TAB>reason`` line per skipped sample."""
     if skipped:
-        path = result_path(ctx.output_dir, encoder.name, spec.name, ".skipped.log", ctx.variant)
+        path = result_path(ctx.output_dir, encoder.name, _name(spec, ctx), ".skipped.log", ctx.variant)
         atomic_write_text(path, "".join(f"{k}\t{why}\n" for k, why in skipped))
 
 
@@ -66,7 +82,8 @@ def write_predictions(spec: TaskSpec, encoder: Encoder, ctx: RunContext, records
     """``<task>.predictions[.<tag>].jsonl`` beside the result, one JSON record a line."""
     suffix = f".predictions.{tag}.jsonl" if tag else ".predictions.jsonl"
     lines = [json.dumps(r) for r in records]
-    atomic_write_text(result_path(ctx.output_dir, encoder.name, spec.name, suffix, ctx.variant), "\n".join(lines) + "\n")
+    atomic_write_text(result_path(ctx.output_dir, encoder.name, _name(spec, ctx), suffix, ctx.variant),
+                      "\n".join(lines) + "\n")
 
 
 def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, data: SourceData, mode: str,
@@ -93,6 +110,7 @@ def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, d
         "device_map": encoder.device_map,
         "transform": mode,
         "transforms_run": modes,
+        **_frames_provenance(spec, ctx),
         "samples": len(feats.keys) + len(feats.skipped),
         "evaluated": len(feats.keys),
         "skipped": len(skipped_keys),
@@ -182,3 +200,19 @@ def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, pre
         evalkit={**provenance(spec, encoder, ctx, family.name, prepared.data, mode, by_mode, started), **best,
                  **scored.evalkit},
     )
+
+
+def _frames_provenance(spec: TaskSpec, ctx: RunContext) -> dict[str, Any]:
+    """A video result's sampler and frame count (the report's ``1frame`` / ``8frames`` tags)."""
+    sampler = frames_of(spec, ctx)
+    if sampler is None:
+        return {}
+    name = _name(spec, ctx)
+    from evalkit.data.video import parse_sampler
+
+    parsed = parse_sampler(sampler)
+    return {"frame_sampler": parsed.name, "frames": parsed.n, **({"result_name": name} if name != spec.name else {})}
+
+
+def _name(spec: TaskSpec, ctx: RunContext) -> str:
+    return result_name(spec.name, frames_of(spec, ctx), spec.view.get("frames"))

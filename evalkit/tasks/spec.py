@@ -285,7 +285,9 @@ class TaskIndex:
         return list(out.values())
 
 
-ADHOC_PREFIXES = ("wds", "folder", "hf", "captions")
+ADHOC_PREFIXES = ("wds", "folder", "hf", "captions", "videofolder")
+# --tasks videofolder:DIR without DIR/templates.txt: generic video prompts
+VIDEO_TEMPLATES = ["a video of {c}.", "a video of a person {c}.", "a clip of {c}.", "a video showing {c}."]
 
 
 def _alias_table(tasks: dict[str, TaskSpec], groups: dict[str, GroupSpec], origin: dict[str, Path]) -> dict[str, str]:
@@ -337,6 +339,11 @@ def adhoc_spec(name: str) -> TaskSpec:
         templates = ["a photo of a {c}."]  # wds folders carry their own templates
     # images + captions (captions:DIR, or a WebDataset that says dataset_type.txt: retrieval)
     retrieval = kind == "captions" or (kind == "wds" and _wds_dataset_type(Path(path)) == "retrieval")
+    view: dict[str, Any] = {}
+    if kind == "videofolder":
+        view = {"transform": "crop", "frames": "middle"}
+        if not (Path(path) / "templates.txt").is_file():
+            templates = list(VIDEO_TEMPLATES)
     return TaskSpec(
         name=f"{kind}_{base}",
         family="retrieval" if retrieval else "classification",
@@ -345,6 +352,7 @@ def adhoc_spec(name: str) -> TaskSpec:
         templates=templates,
         description=f"ad-hoc {kind} dataset at {path}",
         path=name,
+        view=view,
     )
 
 

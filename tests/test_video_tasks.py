@@ -1,0 +1,73 @@
+"""Video tasks end to end (issue 10, in progress): generated clips through the task files, the
+frames view and the classification family, with the demo model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_video_frames import make_clip
+
+from evalkit import cli
+from evalkit.tasks.spec import TaskIndex
+
+K400 = (__import__("pathlib").Path(__file__).resolve().parents[1] / "tasks" / "classnames" / "kinetics400.txt")
+
+
+def _videofolder(root, classes=("riding a bike", "swimming"), per_class=2):
+    for c in classes:
+        d = root / c.replace(" ", "_")
+        d.mkdir(parents=True)
+        for k in range(per_class):
+            make_clip(d / f"{k}.mp4", "mpeg4", n=20 + 5 * k)
+    return root
+
+
+def _run(tmp_path, *argv):
+    return cli.main(["run", "--model", "eva-clip-demo", "--output-dir", str(tmp_path / "out"), "--quiet", *argv])
+
+
+def test_videofolder_runs_middle_and_uniform_side_by_side(tmp_path, capsys):
+    root = _videofolder(tmp_path / "clips")
+    assert _run(tmp_path, "--tasks", f"videofolder:{root}") == 0
+    assert _run(tmp_path, "--tasks", f"videofolder:{root}", "--frames", "uniform-8") == 0
+    folder = tmp_path / "out" / "runs" / "eva-clip-demo"
+    one = json.loads((folder / "videofolder_clips.json").read_text())
+    eight = json.loads((folder / "videofolder_clips_uniform-8.json").read_text())
+    assert (one["evalkit"]["frame_sampler"], one["evalkit"]["frames"]) == ("middle", 1)
+    assert (eight["evalkit"]["frame_sampler"], eight["evalkit"]["frames"]) == ("uniform-8", 8)
+    assert one["evalkit"]["evaluated"] == eight["evalkit"]["evaluated"] == 4
+    assert one["evalkit"]["n_templates"] == 4  # the generic video prompts (no templates.txt)
+
+
+def test_frames_is_for_video_tasks_only(tmp_path, capsys):
+    assert _run(tmp_path, "--tasks", "shapeworld-shape", "--frames", "uniform-8") == 1
+    assert "--frames is for video tasks" in capsys.readouterr().err
+    root = _videofolder(tmp_path / "clips", per_class=1)
+    assert _run(tmp_path, "--tasks", f"videofolder:{root}", "--frames", "uniform-x") == 1
+    assert "uniform-x" in capsys.readouterr().err
+
+
+def test_kinetics400_from_its_csv_with_a_missing_clip(tmp_path):
+    names = K400.read_text().splitlines()
+    root = tmp_path / "kinetics400"
+    (root / "val").mkdir(parents=True)
+    rows = [(names[0], "aaa", 0, 10), (names[5], "bbb", 1, 11), (names[5], "gone", 2, 12)]
+    (root / "val.csv").write_text("label,youtube_id,time_start,time_end,split\n" +
+                                  "".join(f"{lab},{y},{s},{e},val\n" for lab, y, s, e in rows))
+    for _, y, s, e in rows[:2]:
+        make_clip(root / "val" / f"{y}_{s:06d}_{e:06d}.mp4", "mpeg4", n=12)
+    assert _run(tmp_path, "--tasks", "kinetics400", "--data-root", str(tmp_path)) == 0
+    r = json.loads((tmp_path / "out" / "runs" / "eva-clip-demo" / "kinetics400.json").read_text())
+    ev, m = r["evalkit"], r["metrics"]
+    assert ev["evaluated"] == 2 and ev["skipped"] == 1 and ev["skipped_keys"] == ["gone_000002_000012"]
+    assert ev["data"]["listed_missing"] == 1 and ev["metric"] == "mean_acc1_acc5"
+    assert m["mean_acc1_acc5"] == pytest.approx((m["acc1"] + m["acc5"]) / 2)
+    assert ev["n_classes"] == 400 and ev["n_templates"] == 28 and ev["frames"] == 1
+
+
+def test_video_group():
+    specs = TaskIndex.load().resolve(["video"])
+    assert [s.name for s in specs] == ["ucf101", "kinetics400", "kinetics600", "kinetics700"]
+    assert all(s.view == {"transform": "crop", "frames": "middle"} for s in specs)
+    assert [len(s.classnames) for s in specs] == [101, 400, 600, 700]
