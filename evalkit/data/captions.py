@@ -40,6 +40,7 @@ from evalkit.data.sources import (
     SourceData,
     _open_image_path,
     _range_units,
+    describe_layout,
     resolve_path,
     sources,
 )
@@ -47,6 +48,8 @@ from evalkit.data.sources import (
 CAPTIONS_LAYOUT = ("a folder of images with one annotation file: Karpathy's dataset_<name>.json, clip_benchmark's "
                    "<name>_test_karpathy.txt (CSV image,caption) or coco_test_karpathy.json (COCO format), "
                    "or captions.csv (image,caption)")
+
+describe_layout("captions", CAPTIONS_LAYOUT)
 
 # (image id, relative paths to try, captions)
 Entry = tuple[str, list[str], list[str]]

@@ -23,9 +23,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from evalkit.data.sources import DataError, RawSample, SourceData, _range_units, resolve_path, sources
+from evalkit.data.sources import (
+    DataError,
+    RawSample,
+    SourceData,
+    _range_units,
+    describe_layout,
+    resolve_path,
+    sources,
+)
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
+
+describe_layout("kinetics", "Kinetics: <split>.csv (label,youtube_id,time_start,time_end,split) and clips "
+                "<youtube_id>_<start:06d>_<end:06d>.mp4 in <split>/ or <split>/<class>/")
+describe_layout("ucf101", "UCF-101: ucfTrainTestlist/classInd.txt + testlist0{1,2,3}.txt and UCF-101/<Class>/v_*.avi")
+describe_layout("videofolder", "per-class folders of videos <root>/<class>/<clip>.mp4|avi|mkv|webm")
 
 
 def normalise_label(name: str) -> str:
