@@ -131,7 +131,15 @@ def frames_view(base: ImageView, sampler: str) -> PooledView:
     each through ``base``'s transform, decoding only those frames."""
     import functools
 
-    from evalkit.data.video import parse_sampler, sample_frames
+    from evalkit.data.video import parse_sampler
 
     parsed = parse_sampler(sampler)
-    return PooledView(base, functools.partial(sample_frames, sampler=parsed), f"frames:{parsed.name}")
+    return PooledView(base, functools.partial(_clip_frames, sampler=parsed), f"frames:{parsed.name}")
+
+
+def _clip_frames(clip: Any, sampler: Any) -> list[Any]:
+    """A clip's frames: a :class:`~evalkit.data.video.VideoClip` (what video sources load; it keeps
+    what it decoded, so several views of one clip decode it once) or a path."""
+    from evalkit.data.video import VideoClip, sample_frames
+
+    return clip.frames(sampler) if isinstance(clip, VideoClip) else sample_frames(clip, sampler)

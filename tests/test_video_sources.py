@@ -40,7 +40,7 @@ def test_kinetics_csv_and_clips(tmp_path, per_class):
     assert [k for k, _, _ in samples] == ["aaa_000010_000020", "bbb_000000_000010", "ccc_000005_000015",
                                           "gone_000001_000011", "ddd_000003_000013"]
     assert [lab for _, _, lab in samples[:4]] == [0, 1, 2, 1]
-    assert samples[0][1]().name == "aaa_000010_000020.mp4"
+    assert samples[0][1]().path.name == "aaa_000010_000020.mp4"
     with pytest.raises(FileNotFoundError, match="clip gone_000001_000011: listed in val.csv but not found"):
         samples[3][1]()
     with pytest.raises(ValueError, match="label 'juggling fire' is not in the task's class list"):
@@ -73,7 +73,7 @@ def test_ucf101_splits_and_openai_names(tmp_path):
     data = load_source({"type": "ucf101", "path": str(root), "split": 2}, None, "u", classnames=openai)
     samples = _samples(data)
     assert [lab for _, _, lab in samples] == [1, 2, 0]
-    assert samples[1][1]().name == "v_HandStandPushups_g02_c01.avi"
+    assert samples[1][1]().path.name == "v_HandStandPushups_g02_c01.avi"
     with pytest.raises(FileNotFoundError, match="YoYo/v_YoYo_g02_c01.avi"):
         samples[2][1]()
     assert data.info["split"] == 2 and data.info["listed_missing"] == 1

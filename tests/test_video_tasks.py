@@ -69,5 +69,19 @@ def test_kinetics400_from_its_csv_with_a_missing_clip(tmp_path):
 def test_video_group():
     specs = TaskIndex.load().resolve(["video"])
     assert [s.name for s in specs] == ["ucf101", "kinetics400", "kinetics600", "kinetics700"]
-    assert all(s.view == {"transform": "crop", "frames": "middle"} for s in specs)
+    assert all(s.view == {"transform": "best-of-both", "frames": "middle"} for s in specs)  # Table 5
     assert [len(s.classnames) for s in specs] == [101, 400, 600, 700]
+
+
+def test_best_of_both_decodes_each_clip_once(tmp_path, monkeypatch):
+    from evalkit import api
+    from evalkit.data import video
+
+    calls = []
+    real = video.sample_frames
+    monkeypatch.setattr(video, "sample_frames", lambda path, sampler, *a: calls.append(path) or real(path, sampler, *a))
+    root = _videofolder(tmp_path / "clips")
+    r = api.evaluate("eva-clip-demo", f"videofolder:{root}", transform="best-of-both", frames="uniform-8",
+                     output_dir=tmp_path / "out", progress=False, raise_errors=True).results[0]
+    assert len(calls) == 4 and len(set(calls)) == 4  # 4 clips, each decoded once for crop and squash
+    assert {"acc1@crop", "acc1@squash"} <= set(r.metrics) and r.evalkit["frames"] == 8

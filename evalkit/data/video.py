@@ -36,7 +36,7 @@ from __future__ import annotations
 import bisect
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -268,6 +268,8 @@ class VideoClip:
 
     path: Path
     missing_count: MissingCount = "packets"
+    # frames already decoded, by sampler: best-of-both's crop and squash views of one clip share them
+    _decoded: dict[str, list[Image.Image]] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "path", Path(self.path))
@@ -276,4 +278,7 @@ class VideoClip:
         return frame_count(self.path, self.missing_count)
 
     def frames(self, sampler: str | Sampler) -> list[Image.Image]:
-        return sample_frames(self.path, sampler, self.missing_count)
+        name = parse_sampler(sampler).name
+        if name not in self._decoded:
+            self._decoded[name] = sample_frames(self.path, sampler, self.missing_count)
+        return self._decoded[name]

@@ -1,5 +1,6 @@
-"""Video datasets: where clips are and what they are labelled. A sample's loader returns the clip's
-path; the frames view (issue 10) decodes only the frames its sampler needs.
+"""Video datasets: where clips are and what they are labelled. A sample's loader returns the clip
+(:class:`evalkit.data.video.VideoClip`, nothing decoded yet); the frames view decodes only the
+frames its sampler needs, once for all the views of the clip.
 
 * ``kinetics``: the Kinetics CSV (``label,youtube_id,time_start,time_end,split[,is_cc]``), clips
   named ``<youtube_id>_<start:06d>_<end:06d>.mp4`` directly in a split folder or in per-class
@@ -32,6 +33,7 @@ from evalkit.data.sources import (
     resolve_path,
     sources,
 )
+from evalkit.data.video import VideoClip
 
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".webm", ".mov")
 
@@ -60,8 +62,8 @@ def _bad_label(key: str, label: str) -> Callable[[], Path]:
     return fail
 
 
-def _path(path: Path) -> Callable[[], Path]:
-    return lambda: path
+def _path(path: Path) -> Callable[[], VideoClip]:
+    return lambda: VideoClip(path)
 
 
 def _units(prefix: str, items: list[tuple[str, Callable[[], Path], Any, str]]) -> list:
