@@ -85,3 +85,29 @@ def test_best_of_both_decodes_each_clip_once(tmp_path, monkeypatch):
                      output_dir=tmp_path / "out", progress=False, raise_errors=True).results[0]
     assert len(calls) == 4 and len(set(calls)) == 4  # 4 clips, each decoded once for crop and squash
     assert {"acc1@crop", "acc1@squash"} <= set(r.metrics) and r.evalkit["frames"] == 8
+
+
+def test_report_matches_video_results_to_the_frame_claims(tmp_path):
+    """The report's video average (Table 5) is built from results whose frame count matches the
+    claim's 1frame / 8frames tag."""
+    from evalkit import report
+    from evalkit.results import TaskResult, write_result
+
+    for frames in (1, 8):
+        for task, metric in (("ucf101", {"acc1": 0.8}), ("kinetics400", {"acc1": 0.6, "acc5": 0.8}),
+                             ("kinetics600", {"acc1": 0.6, "acc5": 0.8}), ("kinetics700", {"acc1": 0.6, "acc5": 0.8})):
+            m = dict(metric)
+            if "acc5" in m:
+                m["mean_acc1_acc5"] = (m["acc1"] + m["acc5"]) / 2 + (0.01 if frames == 8 else 0)
+            else:
+                m["acc1"] += 0.01 if frames == 8 else 0
+            ev = {"transform": "best-of-both", "frames": frames, "frame_sampler": "middle" if frames == 1 else "uniform-8"}
+            if frames == 8:
+                ev["result_name"] = f"{task}@uniform-8"
+            write_result(TaskResult(task, "eva-clip-18b", "x", "zeroshot_classification", m, evalkit=ev), tmp_path)
+    aggs = report.aggregate_table(tmp_path, model="eva-clip-18b")
+    video = aggs[(aggs["group"] == "video") & (aggs["aggregate"] == "VIDEO_AVG4") & (aggs["transform"] == "best-of-both")]
+    by_protocol = {row.protocol: row for row in video.itertuples()}
+    assert by_protocol["1frame"].verified == pytest.approx((80 + 70 * 3) / 4)
+    assert by_protocol["8frames"].verified == pytest.approx((81 + 71 * 3) / 4)
+    assert by_protocol["1frame"].n == by_protocol["8frames"].n == 4
