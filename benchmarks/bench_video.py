@@ -13,7 +13,7 @@ For each clip, in one run:
 
 Wall time per clip is the best of ``--repeat`` runs (files warm in the page cache); frames/s is
 frames *returned* per second; "decoded" is the frames the decoder produced (counted through
-``evalkit.data.video._decode_packet``). Target: middle >= 3x faster than the full decode.
+``evalkit.data.video.DecodeStats``). Target: middle >= 3x faster than the full decode.
 
     python benchmarks/bench_video.py [--json OUT] [--repeat 5]
 """
@@ -84,14 +84,6 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args(argv)
 
-    decoded = {"n": 0}
-    real = video._decode_packet
-
-    def counting(packet):
-        out = real(packet)
-        decoded["n"] += len(out)
-        return out
-
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for codec, ext in (("libx264", "mp4"), ("mpeg4", "mp4")):
@@ -107,13 +99,9 @@ def main(argv: list[str] | None = None) -> dict:
                     assert n_full == n_all, (path, n_full)
                     row[f"full/{sampler}"] = {"wall_s": t_full, "frames_per_s": len(keep) / t_full,
                                               "decoded": n_full}
-                    video._decode_packet = counting
-                    try:
-                        decoded["n"] = 0
-                        frames = video.sample_frames(path, sampler)
-                        n_dec = decoded["n"]
-                    finally:
-                        video._decode_packet = real
+                    stats = video.DecodeStats()  # frames decoded, counted by the reader itself
+                    frames = video.sample_frames(path, sampler, stats=stats)
+                    n_dec = stats.frames
                     t, _ = best_of(lambda p=path, s=sampler: video.sample_frames(p, s), args.repeat)
                     row[sampler] = {"wall_s": t, "frames_per_s": len(frames) / t, "decoded": n_dec,
                                     "speedup_vs_full": t_full / t}

@@ -293,3 +293,15 @@ def test_no_video_stream(tmp_path):
         for p in s.encode():
             c.mux(p)
     _raises(path, "no-video-stream", "audio.mkv: has no video stream")
+
+
+def test_decode_stats_count_what_the_decoder_produced(tmp_path, decode_counter):
+    path = make_clip(tmp_path / "long.mp4", "libx264", n=250, gop=25)
+    for sampler in ("middle", "uniform-8"):
+        decode_counter["frames"] = 0
+        stats = video.DecodeStats()
+        video.sample_frames(path, sampler, stats=stats)
+        assert stats.frames == decode_counter["frames"] > 0
+    stats = video.DecodeStats()
+    video.read_frames(path, [3, 200], stats=stats)
+    assert 2 <= stats.frames <= 2 * 25

@@ -180,7 +180,14 @@ def frame_count(path: str | Path, missing_count: MissingCount = "packets") -> in
         return _count(path, _index(path, container, stream), missing_count)
 
 
-def _forward(path, container, stream, index, pos, todo, k, out):
+@dataclass
+class DecodeStats:
+    """How much decoding a read took (pass one to :func:`read_frames` / :func:`sample_frames`)."""
+
+    frames: int = 0  # frames decoded, wanted or not
+
+
+def _forward(path, container, stream, index, pos, todo, k, out, stats=None):
     """Decode forward from the current seek point, collecting ``todo[k:]`` until the next wanted
     frame lies past a keyframe not yet reached (seek again) or all are in. Returns
     (k, got any frame, overshot the first target)."""
@@ -188,6 +195,8 @@ def _forward(path, container, stream, index, pos, todo, k, out):
     try:
         for packet in container.demux(stream):
             for frame in _decode_packet(packet):
+                if stats is not None:
+                    stats.frames += 1
                 i = pos.get(frame.pts)
                 if i is None:
                     continue
@@ -210,17 +219,19 @@ def _forward(path, container, stream, index, pos, todo, k, out):
     return k, got_any, False
 
 
-def read_frames(path: str | Path, indices: list[int]) -> list[Image.Image]:
+def read_frames(path: str | Path, indices: list[int], stats: DecodeStats | None = None) -> list[Image.Image]:
     """RGB frames at 0-based presentation-order ``indices``, returned in the order given
-    (repeats allowed), decoding only from the keyframe before each (module docstring)."""
+    (repeats allowed), decoding only from the keyframe before each (module docstring).
+    ``stats`` counts the frames decoded."""
     path = Path(path)
     with _open(path) as container:
         stream = _video_stream(path, container)
         index = _index(path, container, stream)
-        return _read(path, container, stream, index, list(indices))
+        return _read(path, container, stream, index, list(indices), stats)
 
 
-def _read(path: Path, container, stream, index: _Index, indices: list[int]) -> list[Image.Image]:
+def _read(path: Path, container, stream, index: _Index, indices: list[int],
+          stats: DecodeStats | None = None) -> list[Image.Image]:
     n = len(index.pts)
     bad = [i for i in indices if not 0 <= i < n]
     if bad:
@@ -230,11 +241,11 @@ def _read(path: Path, container, stream, index: _Index, indices: list[int]) -> l
         raise VideoError(path, "frame-count", detail)
     out: dict[int, Image.Image] = {}
     if indices:
-        _collect(path, container, stream, index, indices, out)
+        _collect(path, container, stream, index, indices, out, stats)
     return [out[i] for i in indices]
 
 
-def _collect(path, container, stream, index, indices, out) -> None:
+def _collect(path, container, stream, index, indices, out, stats=None) -> None:
     pos = {p: i for i, p in enumerate(index.pts)}
     todo = sorted(set(indices))
     k = 0
@@ -242,7 +253,7 @@ def _collect(path, container, stream, index, indices, out) -> None:
         start = index.keyframes[bisect.bisect_right(index.keyframes, todo[k]) - 1]
         for attempt in (start, 0):
             container.seek(index.pts[attempt], stream=stream, backward=True, any_frame=False)
-            k2, got_any, overshoot = _forward(path, container, stream, index, pos, todo, k, out)
+            k2, got_any, overshoot = _forward(path, container, stream, index, pos, todo, k, out, stats)
             if not overshoot:
                 break
         if not got_any:
@@ -250,15 +261,17 @@ def _collect(path, container, stream, index, indices, out) -> None:
         k = k2
 
 
-def sample_frames(path: str | Path, sampler: str | Sampler, missing_count: MissingCount = "packets") -> list[Image.Image]:
-    """The frames ``sampler`` takes from the clip at ``path`` (one open, one demux pass)."""
+def sample_frames(path: str | Path, sampler: str | Sampler, missing_count: MissingCount = "packets",
+                  stats: DecodeStats | None = None) -> list[Image.Image]:
+    """The frames ``sampler`` takes from the clip at ``path`` (one open, one demux pass);
+    ``stats`` counts the frames decoded."""
     sp = parse_sampler(sampler)
     path = Path(path)
     with _open(path) as container:
         stream = _video_stream(path, container)
         index = _index(path, container, stream)
         n = _count(path, index, missing_count)
-        return _read(path, container, stream, index, frame_indices(n, sp))
+        return _read(path, container, stream, index, frame_indices(n, sp), stats)
 
 
 @dataclass(frozen=True)
