@@ -111,3 +111,44 @@ def test_report_matches_video_results_to_the_frame_claims(tmp_path):
     assert by_protocol["1frame"].verified == pytest.approx((80 + 70 * 3) / 4)
     assert by_protocol["8frames"].verified == pytest.approx((81 + 71 * 3) / 4)
     assert by_protocol["1frame"].n == by_protocol["8frames"].n == 4
+
+
+def test_ucf101_three_splits_mean_and_std(tmp_path):
+    import statistics
+
+    from evalkit import api
+
+    root = tmp_path / "ucf101"
+    folders = [f.split()[1] for f in (K400.parent / "ucf101_folders.txt").read_text().splitlines()[:3]]
+    lists = root / "ucfTrainTestlist"
+    lists.mkdir(parents=True)
+    all_folders = [f.split()[1] for f in (K400.parent / "ucf101_folders.txt").read_text().splitlines()]
+    (lists / "classInd.txt").write_text("".join(f"{i + 1} {f}\n" for i, f in enumerate(all_folders)))
+    for split in (1, 2, 3):
+        lines = []
+        for f in folders:
+            for g in range(split):  # split k lists k clips a class: different sizes, different scores
+                rel = f"{f}/v_{f}_g{split:02d}_c{g:02d}.avi"
+                (root / "UCF-101" / f).mkdir(parents=True, exist_ok=True)
+                make_clip(root / "UCF-101" / rel, "mpeg4", n=10 + g)
+                lines.append(rel)
+        (lists / f"testlist0{split}.txt").write_text("\n".join(lines) + "\n")
+    kw = dict(data_root=tmp_path, output_dir=tmp_path / "out", progress=False, raise_errors=True, transform="crop")
+    three = api.evaluate("eva-clip-demo", "ucf101-3splits", **kw).results[0]
+    singles = [api.evaluate("eva-clip-demo", "ucf101", **kw).results[0]]
+    m = three.metrics
+    assert three.evalkit["evaluated"] == 3 * (1 + 2 + 3) and len(three.evalkit["per_split"]) == 3
+    values = [m[f"acc1@split{k}"] for k in (1, 2, 3)]
+    assert m["acc1"] == pytest.approx(statistics.mean(values))
+    assert m["acc1_std"] == pytest.approx(statistics.pstdev(values))
+    assert m["acc1@split1"] == singles[0].metrics["acc1"]  # split 1 is the plain task
+
+
+def test_combine_splits_is_mean_and_population_std():
+    import statistics
+
+    from evalkit.tasks.common import combine_splits
+
+    out = combine_splits([{"acc1": 0.5, "acc5": 0.9}, {"acc1": 0.7, "acc5": 0.9}, {"acc1": 0.6}])
+    assert out["acc1"] == pytest.approx(0.6) and out["acc1_std"] == pytest.approx(statistics.pstdev([0.5, 0.7, 0.6]))
+    assert out["acc1@split2"] == 0.7 and "acc5" not in out  # only what every split has

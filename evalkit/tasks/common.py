@@ -6,6 +6,7 @@ result. A family keeps only what is its own: its YAML keys, finding its data (``
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterable
@@ -168,6 +169,58 @@ class Scored:
 
 
 def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prepared: Any) -> TaskResult:
+    """:func:`run_one`, or, for a task whose ``protocol.splits`` lists several splits (source
+    settings merged into each layout, e.g. UCF-101's ``{split: 1}``, ``{split: 2}``, ``{split: 3}``),
+    once per split: every metric is then the mean over the splits, with ``<metric>_std`` (the
+    population standard deviation) and ``<metric>@split<k>``."""
+    splits = spec.protocol.get("splits")
+    if not splits:
+        return run_one(family, spec, encoder, ctx, prepared)
+    if not isinstance(splits, list) or not all(isinstance(s, dict) for s in splits):
+        raise TaskSpecError(f"{spec.path or spec.name}: protocol.splits must be a list of source settings")
+    results = []
+    for k, settings in enumerate(splits, start=1):
+        source = dict(spec.source)
+        if source.get("type") == "any":
+            source["layouts"] = [{**layout, **settings} for layout in source.get("layouts", [])]
+        else:
+            source.update(settings)
+        sub = dataclasses.replace(spec, source=source)
+        # the data found before the model was loaded is the task's own source: split 1's, if the same
+        reuse = prepared if k == 1 and _same_source(spec, settings) else None
+        results.append(run_one(family, sub, encoder, ctx, reuse))
+    first = results[0]
+    metrics = combine_splits([r.metrics for r in results])
+    ev = dict(first.evalkit)
+    ev.update(splits=splits, samples=sum(r.evalkit["samples"] for r in results),
+              evaluated=sum(r.evalkit["evaluated"] for r in results), skipped=sum(r.evalkit["skipped"] for r in results),
+              skipped_keys=[k for r in results for k in r.evalkit.get("skipped_keys", [])][:100],
+              per_split=[{"split": s, "evaluated": r.evalkit["evaluated"], "skipped": r.evalkit["skipped"]}
+                         for s, r in zip(splits, results, strict=True)])
+    return dataclasses.replace(first, metrics=metrics, evalkit=ev)
+
+
+def combine_splits(per_split: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric the splits share: its mean, ``<metric>_std`` (population standard deviation,
+    as the mean ± std the papers print) and ``<metric>@split<k>``."""
+    keys = [k for k in per_split[0] if all(k in m for m in per_split)]
+    out: dict[str, float] = {}
+    for key in keys:
+        values = [m[key] for m in per_split]
+        mean = sum(values) / len(values)
+        out[key] = mean
+        out[f"{key}_std"] = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+        out.update({f"{key}@split{i}": v for i, v in enumerate(values, start=1)})
+    return out
+
+
+def _same_source(spec: TaskSpec, settings: dict[str, Any]) -> bool:
+    """Whether the data prepared before the model (from the task's own source) is split 1's."""
+    layouts = spec.source.get("layouts", [spec.source]) if spec.source.get("type") == "any" else [spec.source]
+    return all(all(layout.get(k) == v for k, v in settings.items()) for layout in layouts)
+
+
+def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prepared: Any) -> TaskResult:
     """One task, the shared way: the family's ``prepare`` (unless done before the model was
     loaded), the image pass through the task's views, the family's ``score``, then predictions,
     the skipped log and the result. Best-of-both reports each metric's maximum
