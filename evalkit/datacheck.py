@@ -33,10 +33,8 @@ __all__ = ["register_cli", "cmd_check", "check_task", "check_tasks", "format_tab
 
 def check_task(spec: Any, data_root: str | Path | None) -> TaskCheck:
     """The data check of one resolved task (:class:`evalkit.tasks.spec.TaskSpec`)."""
-    from_yaml = spec.path and spec.path.endswith((".yaml", ".yml"))
-    return check_source(spec.name, spec.source, data_root, protocol=spec.protocol,
-                        classnames=spec.classnames,
-                        base_dir=Path(spec.path).parent if from_yaml else None, where=spec.path or spec.name)
+    return check_source(spec.name, spec.source, data_root, protocol=spec.protocol, classnames=spec.classnames,
+                        base_dir=spec.base_dir, where=spec.path or spec.name)
 
 
 def check_tasks(tasks: str, data_root: str | Path | None, task_dirs: list[str] | None = None) -> list[TaskCheck]:

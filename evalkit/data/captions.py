@@ -38,9 +38,9 @@ from evalkit.data.sources import (
     DataError,
     RawSample,
     SourceData,
-    _open_image_path,
-    _range_units,
     describe_layout,
+    open_image_path,
+    range_units,
     resolve_path,
     sources,
 )
@@ -201,11 +201,11 @@ def captions_source(source: dict[str, Any], data_root: str | Path | None, task: 
     def get(i: int) -> RawSample:
         key, _, caps = entries[i]
         path, tried = paths[i]
-        return key, _open_image_path(path) if path is not None else _missing_image(key, tried), list(caps)
+        return key, open_image_path(path) if path is not None else _missing_image(key, tried), list(caps)
 
     info = {
         "path": str(root), "layout": "captions", "annotations": str(ann), "format": fmt, "images": len(entries),
         "captions": sum(len(c) for _, _, c in entries), "images_without_captions": sum(not c for _, _, c in entries),
         "listed_missing": listed_missing,
     }
-    return SourceData(_range_units(f"captions:{ann}:{digest}", len(entries), get), info=info)
+    return SourceData(range_units(f"captions:{ann}:{digest}", len(entries), get), info=info)

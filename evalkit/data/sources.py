@@ -93,7 +93,7 @@ def _open_image_bytes(data: bytes) -> Callable[[], Image.Image]:
     return load
 
 
-def _open_image_path(path: Path) -> Callable[[], Image.Image]:
+def open_image_path(path: Path) -> Callable[[], Image.Image]:
     def load() -> Image.Image:
         with Image.open(path) as img:
             img.load()  # pixels are in memory now; leaving the block only closes the file
@@ -480,7 +480,7 @@ def _missing(name: str, why: str) -> Callable[[], Image.Image]:
 # -- ImageFolder trees -------------------------------------------------------------------------
 
 
-def _range_units(prefix: str, n: int, get: Callable[[int], RawSample], chunk: int = 2048,
+def range_units(prefix: str, n: int, get: Callable[[int], RawSample], chunk: int = 2048,
                  content_prefix: str | None = None) -> list[Unit]:
     def make(lo: int, hi: int) -> Unit:
         def iterate() -> Iterator[RawSample]:
@@ -598,10 +598,10 @@ def folder_source(source: dict[str, Any], data_root: str | Path | None, task: st
 
     def get(i: int) -> RawSample:
         path, label = items[i]
-        return str(path.relative_to(root)), _open_image_path(path), label
+        return str(path.relative_to(root)), open_image_path(path), label
 
     info = {"path": str(root), "layout": "folder", "class_folders": len(labels)}
-    return SourceData(_range_units(f"folder:{root}:{digest}", len(items), get), classnames, None, info)
+    return SourceData(range_units(f"folder:{root}:{digest}", len(items), get), classnames, None, info)
 
 
 # -- Hugging Face datasets saved with save_to_disk --------------------------------------------
@@ -644,10 +644,10 @@ def hf_source(source: dict[str, Any], data_root: str | Path | None, task: str) -
     def get(i: int) -> RawSample:
         row = raw[i]
         img = row[image_col]
-        loader = _open_image_bytes(img["bytes"]) if img.get("bytes") else _open_image_path(Path(img["path"]))
+        loader = _open_image_bytes(img["bytes"]) if img.get("bytes") else open_image_path(Path(img["path"]))
         return f"{i}", loader, int(row[label_col])
 
-    return SourceData(_range_units(f"hf:{root}:{fingerprint}", len(raw), get), classnames, None, {"path": str(root)})
+    return SourceData(range_units(f"hf:{root}:{fingerprint}", len(raw), get), classnames, None, {"path": str(root)})
 
 
 # -- several layouts for one dataset ----------------------------------------------------------

@@ -49,10 +49,10 @@ from evalkit.data.sources import (
     SourceData,
     _file_id,
     _listing,
-    _open_image_path,
-    _range_units,
     describe_layout,
     expect_entries,
+    open_image_path,
+    range_units,
     resolve_path,
     sources,
 )
@@ -68,9 +68,9 @@ def _files_units(prefix: str, root: Path, items: Sequence[tuple[Path, int]], key
     def get(i: int) -> RawSample:
         path, label = items[i]
         key = keys[i] if keys is not None else str(path.relative_to(root))
-        return key, _open_image_path(path), label
+        return key, open_image_path(path), label
 
-    return _range_units(f"{prefix}:{root}:{digest}", len(items), get)
+    return range_units(f"{prefix}:{root}:{digest}", len(items), get)
 
 
 def _array_units(prefix: str, files: Sequence[Path], n: int, image: Callable[[int], Image.Image],
@@ -84,7 +84,7 @@ def _array_units(prefix: str, files: Sequence[Path], n: int, image: Callable[[in
 
         return f"{files[0].name}[{i}]", load, int(labels[i])
 
-    return _range_units(f"{prefix}:{ident}", n, get)
+    return range_units(f"{prefix}:{ident}", n, get)
 
 
 def _check_images(items: Sequence[tuple[Path, int]], root: Path, what: str) -> None:

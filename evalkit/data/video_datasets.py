@@ -28,8 +28,8 @@ from evalkit.data.sources import (
     DataError,
     RawSample,
     SourceData,
-    _range_units,
     describe_layout,
+    range_units,
     resolve_path,
     sources,
 )
@@ -74,7 +74,7 @@ def _units(prefix: str, items: list[tuple[str, Callable[[], Path], Any, str]]) -
         key, load, label, _ = items[i]
         return key, load, label
 
-    return _range_units(f"{prefix}:{digest}", len(items), get)
+    return range_units(f"{prefix}:{digest}", len(items), get)
 
 
 def _ident(path: Path) -> str:

@@ -25,9 +25,9 @@ from evalkit.data.sources import (
     RawSample,
     SourceData,
     _listing,
-    _open_image_path,
-    _range_units,
     describe_layout,
+    open_image_path,
+    range_units,
     resolve_path,
     sources,
 )
@@ -103,8 +103,8 @@ def voc2007_crops_source(source: dict[str, Any], data_root: str | Path | None, t
 
     def get(i: int) -> RawSample:
         key, path, box, label = samples[i]
-        return key, _crop(_open_image_path(path), box), label
+        return key, _crop(open_image_path(path), box), label
 
     info = {"path": str(root), "layout": "voc2007_crops", "split": split,
             "images": len({p for _, p, _, _ in samples}), "objects": len(samples)}
-    return SourceData(_range_units(f"voc2007_crops:{voc}:{digest}", len(samples), get), None, None, info)
+    return SourceData(range_units(f"voc2007_crops:{voc}:{digest}", len(samples), get), None, None, info)

@@ -14,13 +14,10 @@ layer's public types (:class:`~evalkit.data.sources.SourceData`, :class:`~evalki
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
-
-from evalkit.data.sources import RawSample, SourceData, Unit
+from evalkit.data.sources import RawSample, SourceData, range_units
 from evalkit.demo.shapeworld import ShapeWorldClassification, ShapeWorldRetrieval
 
 __all__ = ["shapeworld_source"]
@@ -44,34 +41,18 @@ def shapeworld_source(source: dict[str, Any], data_root: str | Path | None, task
         seed=int(source.get("seed", 0)),
     )
     images = f"shapeworld:{ds.split}:{ds.seed}:{ds.size}px:{len(ds)}"  # the same images in every task's view
-    units = [_unit(ds, f"{images}:{ds.task}", images, lo, min(lo + UNIT_SIZE, len(ds)))
-             for lo in range(0, len(ds), UNIT_SIZE)]
+
+    def get(i: int) -> RawSample:
+        return ds.key(i), (lambda: ds[i][0]), int(ds.label(i))
+
+    # same ids as ever: existing caches still match
+    units = range_units(f"{images}:{ds.task}", len(ds), get, chunk=UNIT_SIZE, content_prefix=images)
     return SourceData(units, list(ds.classnames), None, {"generated": True})
 
 
-def _unit(ds: ShapeWorldClassification, prefix: str, images: str, lo: int, hi: int) -> Unit:
-    def sample(i: int) -> RawSample:
-        def load() -> Image.Image:
-            return ds[i][0]
-
-        return ds.key(i), load, int(ds.label(i))
-
-    def iterate() -> Iterator[RawSample]:
-        for i in range(lo, hi):
-            yield sample(i)
-
-    return Unit(id=f"{prefix}[{lo}:{hi}]", samples=iterate, size=hi - lo, content_id=f"{images}[{lo}:{hi}]")
-
-
 def _retrieval(ds: ShapeWorldRetrieval) -> SourceData:
-    prefix = f"shapeworld-scenes:{ds.seed}:{ds.size}px:{ds.captions}"
+    def get(i: int) -> RawSample:
+        return ds.key(i), (lambda: ds.image(i)), ds.texts(i)
 
-    def unit(lo: int, hi: int) -> Unit:
-        def iterate() -> Iterator[RawSample]:
-            for i in range(lo, hi):
-                yield ds.key(i), (lambda i=i: ds.image(i)), ds.texts(i)
-
-        return Unit(id=f"{prefix}[{lo}:{hi}]", samples=iterate, size=hi - lo)
-
-    units = [unit(lo, min(lo + UNIT_SIZE, len(ds))) for lo in range(0, len(ds), UNIT_SIZE)]
+    units = range_units(f"shapeworld-scenes:{ds.seed}:{ds.size}px:{ds.captions}", len(ds), get, chunk=UNIT_SIZE)
     return SourceData(units, info={"generated": True, "images": len(ds), "captions_per_image": ds.captions})

@@ -54,9 +54,8 @@ class ClassificationFamily:
         """Find and check the task's data, class names and templates: no model needed, so a
         missing or malformed dataset is reported before any weights are read."""
         self.validate(spec)
-        task_file = Path(spec.path) if spec.path and spec.path.endswith((".yaml", ".yml")) else None
         data = load_source(spec.source, data_root, spec.name,
-                           base_dir=task_file.parent if task_file else None, classnames=spec.classnames)
+                           base_dir=spec.base_dir, classnames=spec.classnames)
         classnames = spec.classnames if spec.classnames is not None else data.classnames
         if data.override_classnames:
             classnames = data.classnames
@@ -66,7 +65,7 @@ class ClassificationFamily:
             raise DataError(f"{where}: no class names (set 'classnames' in the task or add classnames.txt to the data)")
         if not templates:
             raise DataError(f"{where}: no templates (set 'templates' in the task or add zeroshot_classification_templates.txt)")
-        subset = class_subset_groups(spec.protocol, task_file.parent if task_file else None, where)
+        subset = class_subset_groups(spec.protocol, spec.base_dir, where)
         if subset is not None:
             if data.label_groups is not None:
                 raise DataError(f"{where}: protocol.class_subset and a source with its own label groups exclude each other")

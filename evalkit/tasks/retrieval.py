@@ -74,8 +74,7 @@ class RetrievalFamily:
 
     def prepare(self, spec: TaskSpec, data_root: str | Path | None) -> PreparedRetrieval:
         config = self.validate(spec)
-        task_file = Path(spec.path) if spec.path.endswith((".yaml", ".yml")) else None
-        data = load_source(spec.source, data_root, spec.name, base_dir=task_file.parent if task_file else None)
+        data = load_source(spec.source, data_root, spec.name, base_dir=spec.base_dir)
         where = spec.path or spec.name
         # a source of labels, not captions, fails now rather than after every image is embedded
         first = next((sample for unit in data.units[:1] for sample in unit.samples()), None)

@@ -60,6 +60,12 @@ class TaskSpec:
     # the task file's protocol version, recorded in every result: a changed protocol shows
     version: str | None = None
 
+    @property
+    def base_dir(self) -> Path | None:
+        """The task file's folder (relative file names in its source resolve there); None for
+        an ad-hoc task."""
+        return Path(self.path).parent if self.path.endswith((".yaml", ".yml")) else None
+
     def check_options(self, family_keys: Sequence[str]) -> None:
         """The family's own YAML keys are ``family_keys``; anything else beyond the common keys
         is an error naming the file."""
