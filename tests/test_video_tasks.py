@@ -152,3 +152,62 @@ def test_combine_splits_is_mean_and_population_std():
     out = combine_splits([{"acc1": 0.5, "acc5": 0.9}, {"acc1": 0.7, "acc5": 0.9}, {"acc1": 0.6}])
     assert out["acc1"] == pytest.approx(0.6) and out["acc1_std"] == pytest.approx(statistics.pstdev([0.5, 0.7, 0.6]))
     assert out["acc1@split2"] == 0.7 and "acc5" not in out  # only what every split has
+
+
+def test_kinetics600_zs220_three_splits_of_160_classes(tmp_path):
+    """ER-ZSAR's protocol: each split scores the K600 test clips of its 160 classes against those
+    160 names only; other classes' clips are left out (counted), a split's labels follow its index
+    file's order, and the task reports the mean and std over the 3 splits."""
+    import statistics
+
+    from evalkit import api
+
+    splits_dir = K400.parents[1] / "video" / "splits"
+    c620 = (splits_dir / "classes620.txt").read_text().splitlines()
+    idx = {k: [int(x) for x in (splits_dir / f"tst_class_idxs_split{k}.txt").read_text().split()] for k in (1, 2, 3)}
+    only1 = next(i for i in idx[1] if i not in idx[2] and i not in idx[3])
+    in_all = next(i for i in idx[1] if i in idx[2] and i in idx[3])
+    only3 = next(i for i in idx[3] if i not in idx[1])
+    # a K400 class (not in any split), a K600 rename that is not in the 620 list at all
+    rows = [(c620[only1], "a1"), (c620[in_all], "b1"), (c620[in_all], "b2"), (c620[only3], "c1"),
+            (c620[3], "k400"), ("dyeing hair", "renamed")]
+    root = tmp_path / "kinetics600"
+    (root / "test").mkdir(parents=True)
+    (root / "test.csv").write_text("label,youtube_id,time_start,time_end,split\n" +
+                                   "".join(f"{lab},{y},0,10,test\n" for lab, y in rows))
+    for n, (_, y) in enumerate(rows):
+        make_clip(root / "test" / f"{y}_000000_000010.mp4", "mpeg4", n=10 + n)
+    kw = dict(data_root=tmp_path, output_dir=tmp_path / "out", progress=False, raise_errors=True,
+              transform="crop", save_predictions=True)
+    r = api.evaluate("eva-clip-demo", "kinetics600-zs220", **kw).results[0]
+    ev, m = r.evalkit, r.metrics
+    expected = {k: [y for lab, y in rows if lab in {c620[i] for i in idx[k]}] for k in (1, 2, 3)}
+    assert [s["evaluated"] for s in ev["per_split"]] == [len(expected[k]) for k in (1, 2, 3)] == [3, 2, 3]
+    assert ev["skipped"] == 0 and ev["n_classes"] == 160
+    values = [m[f"acc1@split{k}"] for k in (1, 2, 3)]
+    assert m["acc1"] == pytest.approx(statistics.mean(values))
+    assert m["acc1_std"] == pytest.approx(statistics.pstdev(values))
+    folder = tmp_path / "out" / "runs" / "eva-clip-demo"
+    for k in (1, 2, 3):  # each split's predictions in a file of its own, labels in that split's order
+        preds = [json.loads(ln) for ln in (folder / f"kinetics600-zs220.predictions.split{k}.jsonl").read_text().splitlines()]
+        assert {p["key"].split("_")[0]: p["label"] for p in preds} == {
+            y: idx[k].index(c620.index(lab)) for lab, y in rows if y in expected[k]}
+    assert ev["data"]["outside_classes"] == len(rows) - len(expected[3])  # the last split's source info
+    assert ev["data"]["classes"] == 160
+
+
+def test_class_indices_errors_name_the_file(tmp_path):
+    from evalkit.data.sources import DataError
+    from evalkit.data.video_datasets import kinetics_source
+
+    root = tmp_path / "k"
+    root.mkdir()
+    (root / "test.csv").write_text("label,youtube_id,time_start,time_end,split\nx,a,0,10,test\n")
+    for content, why in (("0\n7\n", "outside the task's 3 classes"), ("1\none\n", "must be integers"),
+                         ("1\n1\n", "listed twice")):
+        (tmp_path / "idx.txt").write_text(content)
+        src = {"path": str(root), "split": "test", "_classnames": ["x", "y", "z"], "class_indices": "idx.txt",
+               "_base_dir": str(tmp_path)}
+        with pytest.raises(DataError, match=why) as e:
+            kinetics_source(src, None, "t")
+        assert "idx.txt" in str(e.value)

@@ -6,7 +6,11 @@ frames its sampler needs, once for all the views of the clip.
   named ``<youtube_id>_<start:06d>_<end:06d>.mp4`` directly in a split folder or in per-class
   folders under it. Kinetics lists clips that can no longer be downloaded: a listed clip missing
   on disk is a sample that fails to load (counted, its id and reason in the skipped log, an error
-  under ``--strict``), as is a CSV label that is not in the task's class list.
+  under ``--strict``), as is a CSV label that is not in the task's class list. ``class_indices``
+  (a file of 0-based indices into the task's class list, one a line, relative to the task file)
+  restricts the label space to those classes, in that order: the rows of other classes are left
+  out of the task and counted (``outside_classes``), not skipped (ER-ZSAR's Kinetics-600 "220 new
+  classes" splits: 160 of the 620 classes each, over the K600 test clips).
 * ``ucf101``: ``ucfTrainTestlist/testlist0{1,2,3}.txt`` + ``classInd.txt`` and ``UCF-101/<Class>/v_*.avi``
   (``split``: 1, 2 or 3; 1 by default). The task's class names (OpenAI's) map onto the
   ``classInd.txt`` folders by normalised name (lower case, letters and digits only), so their
@@ -30,6 +34,7 @@ from evalkit.data.sources import (
     SourceData,
     describe_layout,
     range_units,
+    read_list_file,
     resolve_path,
     sources,
 )
@@ -95,6 +100,7 @@ def kinetics_source(source: dict[str, Any], data_root: str | Path | None, task: 
     classnames = source.get("_classnames")
     if not classnames:
         raise DataError(f"task {task!r}: a kinetics source needs the task's class names")
+    classnames, chosen = _class_subset(source, list(classnames), ann)
     index = {normalise_label(c): i for i, c in enumerate(classnames)}
     clip_dirs = [root / d for d in (source.get("clips") or [split, "val", "test", "."])]
     by_name: dict[str, Path] = {}
@@ -104,6 +110,7 @@ def kinetics_source(source: dict[str, Any], data_root: str | Path | None, task: 
                 if p.suffix.lower() in VIDEO_EXTS:
                     by_name.setdefault(p.stem, p)
     items = []
+    outside = 0
     try:
         with ann.open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
@@ -116,6 +123,9 @@ def kinetics_source(source: dict[str, Any], data_root: str | Path | None, task: 
                 except (TypeError, ValueError) as e:
                     raise DataError(f"{ann}:{reader.line_num}: bad time_start/time_end: {e}") from e
                 label = index.get(normalise_label(row["label"]))
+                if label is None and chosen is not None:
+                    outside += 1  # another split's class: not part of this task
+                    continue
                 path = by_name.get(key)
                 if label is None:
                     load = _bad_label(key, row["label"])
@@ -129,7 +139,30 @@ def kinetics_source(source: dict[str, Any], data_root: str | Path | None, task: 
     listed_missing = sum(1 for key, *_ in items if key not in by_name)
     info = {"path": str(root), "layout": "kinetics", "annotations": str(ann), "listed": len(items),
             "listed_missing": listed_missing}
-    return SourceData(_units(f"kinetics:{ann}", items), list(classnames), None, info)
+    if chosen is not None:
+        info.update(classnames_file=chosen, classes=len(classnames), outside_classes=outside)
+    subset_id = f":{chosen}" if chosen else ""
+    return SourceData(_units(f"kinetics:{ann}{subset_id}", items), list(classnames), None, info,
+                      override_classnames=chosen is not None)
+
+
+def _class_subset(source: dict[str, Any], classnames: list[str], ann: Path) -> tuple[list[str], str | None]:
+    """The task's class names, or with ``class_indices`` the chosen ones (in the file's order)
+    and the file's name."""
+    lines = read_list_file(source, "class_indices")
+    if lines is None:
+        return classnames, None
+    where = str(source["class_indices"])
+    try:
+        picked = [int(x) for x in lines]
+    except ValueError as e:
+        raise DataError(f"{where}: class_indices must be integers, one a line: {e}") from e
+    bad = [i for i in picked if not 0 <= i < len(classnames)]
+    if bad:
+        raise DataError(f"{where}: class index {bad[0]} is outside the task's {len(classnames)} classes")
+    if len(set(picked)) != len(picked):
+        raise DataError(f"{where}: a class index is listed twice")
+    return [classnames[i] for i in picked], where
 
 
 @sources.register("ucf101")

@@ -71,10 +71,13 @@ def embed_images(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: Source
     return out
 
 
-def write_skipped_log(spec: TaskSpec, encoder: Encoder, ctx: RunContext, skipped: list[tuple[str, str]]) -> None:
-    """``<task>.skipped.log`` beside the result: one ``key<TAB>reason`` line per skipped sample."""
+def write_skipped_log(spec: TaskSpec, encoder: Encoder, ctx: RunContext, skipped: list[tuple[str, str]],
+                      part: str | None = None) -> None:
+    """``<task>[.<part>].skipped.log`` beside the result: one ``key<TAB>reason`` line per skipped
+    sample (``part``: one split of a several-split task, ``split2``)."""
     if skipped:
-        path = result_path(ctx.output_dir, encoder.name, _name(spec, ctx), ".skipped.log", ctx.variant)
+        suffix = f".{part}.skipped.log" if part else ".skipped.log"
+        path = result_path(ctx.output_dir, encoder.name, _name(spec, ctx), suffix, ctx.variant)
         atomic_write_text(path, "".join(f"{k}\t{why}\n" for k, why in skipped))
 
 
@@ -188,7 +191,7 @@ def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, pre
         sub = dataclasses.replace(spec, source=source)
         # the data found before the model was loaded is the task's own source: split 1's, if the same
         reuse = prepared if k == 1 and _same_source(spec, settings) else None
-        results.append(run_one(family, sub, encoder, ctx, reuse))
+        results.append(run_one(family, sub, encoder, ctx, reuse, part=f"split{k}"))
     first = results[0]
     metrics = combine_splits([r.metrics for r in results])
     ev = dict(first.evalkit)
@@ -220,12 +223,14 @@ def _same_source(spec: TaskSpec, settings: dict[str, Any]) -> bool:
     return all(all(layout.get(k) == v for k, v in settings.items()) for layout in layouts)
 
 
-def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prepared: Any) -> TaskResult:
+def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prepared: Any,
+            part: str | None = None) -> TaskResult:
     """One task, the shared way: the family's ``prepare`` (unless done before the model was
     loaded), the image pass through the task's views, the family's ``score``, then predictions,
     the skipped log and the result. Best-of-both reports each metric's maximum
     (``family.combine = None``, Table 2's rule), or one transform's metrics all together, the one
-    best by ``family.combine`` (retrieval: mean recall)."""
+    best by ``family.combine`` (retrieval: mean recall). ``part``: which split of a several-split
+    task this is (its predictions and skipped log get their own files, ``.split2``)."""
     started = time.perf_counter()
     if prepared is None:
         prepared = family.prepare(spec, ctx.data_root)
@@ -234,8 +239,9 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
     by_mode = embed_images(spec, encoder, ctx, prepared.data, modes)
     scored = family.score(spec, encoder, ctx, prepared, by_mode)
     for m, records in scored.predictions.items():
-        write_predictions(spec, encoder, ctx, records, m if len(modes) > 1 else None)
-    write_skipped_log(spec, encoder, ctx, by_mode[modes[0]].skipped)
+        tag = ".".join(t for t in (part, m if len(modes) > 1 else None) if t)
+        write_predictions(spec, encoder, ctx, records, tag or None)
+    write_skipped_log(spec, encoder, ctx, by_mode[modes[0]].skipped, part)
     if family.combine is None:
         metrics = combine_transforms(scored.metrics)
         first = next(iter(scored.metrics.values()))
