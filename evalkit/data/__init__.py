@@ -11,6 +11,7 @@ from evalkit.data import (  # noqa: F401
     birdsnap,
     captions,
     imagenet_variants,
+    pointclouds,
     sources,
     torchvision_roots,
     video_datasets,
