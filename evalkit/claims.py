@@ -52,7 +52,7 @@ BASIC17 = (
 )
 VIDEO = ("ucf101", "kinetics400", "kinetics600", "kinetics700")
 RETRIEVAL = ("flickr30k", "coco")
-DEMO = ("shapeworld-shape", "shapeworld-colour", "shapeworld-retrieval")
+DEMO = ("shapeworld-shape", "shapeworld-colour", "shapeworld-retrieval", "shapeworld-video")
 TASK_ORDER = EVA27 + VIDEO + RETRIEVAL + DEMO
 
 RETRIEVAL_METRICS = tuple(

@@ -17,10 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from evalkit.data.sources import RawSample, SourceData, range_units
+from evalkit.data.sources import DataError, RawSample, SourceData, range_units
+from evalkit.data.video import VideoClip, frame_indices
 from evalkit.demo.shapeworld import ShapeWorldClassification, ShapeWorldRetrieval
 
-__all__ = ["shapeworld_source"]
+__all__ = ["shapeworld_source", "video_source", "video_cache_root"]
 
 #: samples per unit (the feature cache stores one unit per entry)
 UNIT_SIZE = 512
@@ -30,7 +31,11 @@ def shapeworld_source(source: dict[str, Any], data_root: str | Path | None, task
     """ShapeWorld's classification view: ``task`` (shape or colour), ``split``, ``n`` images, ``seed``.
     The shape and colour tasks of one (split, seed, n) hold the same images: their units share a
     ``content_id``, so the image features computed for one are reused by the other.
-    ``task: retrieval``: ``n`` scenes of one or two shapes, each with ``captions`` captions."""
+    ``task: retrieval``: ``n`` scenes of one or two shapes, each with ``captions`` captions.
+    ``task: video``: ``n`` clips of ``frames`` frames, each showing its shape in only some of them,
+    labelled by shape (:func:`video_source`)."""
+    if source.get("task") == "video":
+        return video_source(source, data_root, task)
     if source.get("task") == "retrieval":
         return _retrieval(ShapeWorldRetrieval(n=int(source.get("n", 500)), seed=int(source.get("seed", 0)),
                                               captions=int(source.get("captions", 5))))
@@ -56,3 +61,41 @@ def _retrieval(ds: ShapeWorldRetrieval) -> SourceData:
 
     units = range_units(f"shapeworld-scenes:{ds.seed}:{ds.size}px:{ds.captions}", len(ds), get, chunk=UNIT_SIZE)
     return SourceData(units, info={"generated": True, "images": len(ds), "captions_per_image": ds.captions})
+
+
+def video_cache_root() -> Path:
+    """Where generated clip sets live: ``shapeworld-video/`` under evalkit's cache folder
+    (``$EVALKIT_CACHE``, else ``~/.cache/evalkit``; :func:`evalkit.features.default_cache_dir`)."""
+    from evalkit.features import default_cache_dir
+
+    return Path(default_cache_dir()) / "shapeworld-video"
+
+
+def video_source(source: dict[str, Any], data_root: str | Path | None, task: str) -> SourceData:
+    """``n`` generated clips (``seed``, ``frames`` per clip, ``size`` px), labelled by shape; each
+    sample's loader returns a :class:`~evalkit.data.video.VideoClip`, as a real video source's
+    does. The set is generated on first use and reused from the cache after
+    (:func:`evalkit.demo.shapeworld_video.ensure_clips`); ``data_root`` is not used."""
+    from evalkit.demo import shapeworld_video as sv
+
+    try:
+        n, seed = int(source.get("n", 96)), int(source.get("seed", 0))
+        frames, size = int(source.get("frames", sv.FRAMES)), int(source.get("size", sv.SIZE))
+    except (TypeError, ValueError) as e:
+        raise DataError(f"task {task!r}: source n, seed, frames and size must be integers ({e})") from e
+    try:
+        clips = sv.ensure_clips(video_cache_root(), seed, n, frames, size)
+    except ValueError as e:
+        raise DataError(f"task {task!r}: {e}") from e
+    except OSError as e:
+        raise DataError(f"task {task!r}: cannot write the generated clips under {video_cache_root()}: {e}") from e
+
+    def get(i: int) -> RawSample:
+        spec, path = clips.specs[i], clips.paths[i]
+        return f"shapeworld-video-s{seed}-{i:05d}", (lambda: VideoClip(path)), spec.label
+
+    units = range_units(f"shapeworld-video:{clips.folder.name}:{clips.digest}", n, get, chunk=UNIT_SIZE)
+    middle = sum(s.visible[frame_indices(frames, "middle")[0]] for s in clips.specs)
+    info = {"generated": True, "clips": n, "frames_per_clip": frames, "size": size, "path": str(clips.folder),
+            "middle_frame_shows_shape": middle}
+    return SourceData(units, list(sv.SHAPES), None, info)
