@@ -6,7 +6,9 @@ Per task: found / missing / error, the layout and folder used, the number of sam
 without decoding an image: file lists, annotation files, tar headers; a tar shard that is cut
 short or has a corrupt header is an error naming the shard, never a smaller count) next to the size the
 protocol expects (``protocol.expected_size`` in the task file) and the size Table 11 of
-arXiv 2402.04252 prints (``protocol.table11_test_size``), and the class count. A missing dataset
+arXiv 2402.04252 prints (``protocol.table11_test_size``), the class count next to Table 11's
+(``protocol.table11_classes``), and how many listed samples (annotation files, test lists) are not
+on disk. A missing dataset
 lists every folder looked in and the layout each would be read as. Exit status 0 when every task
 was found and is readable, 1 otherwise (``--strict``: also when a count differs from the expected
 size).
@@ -32,9 +34,31 @@ __all__ = ["register_cli", "cmd_check", "check_task", "check_tasks", "format_tab
 
 
 def check_task(spec: Any, data_root: str | Path | None) -> TaskCheck:
-    """The data check of one resolved task (:class:`evalkit.tasks.spec.TaskSpec`)."""
-    return check_source(spec.name, spec.source, data_root, protocol=spec.protocol, classnames=spec.classnames,
-                        base_dir=spec.base_dir, where=spec.path or spec.name)
+    """The data check of one resolved task (:class:`evalkit.tasks.spec.TaskSpec`). A task over
+    several splits (``protocol.splits``) checks every split: the first that is not found or
+    fails is the row; else the counts are summed and the row names each split's."""
+    def one(s: Any) -> TaskCheck:
+        return check_source(spec.name, s.source, data_root, protocol=spec.protocol, classnames=spec.classnames,
+                            base_dir=spec.base_dir, where=spec.path or spec.name,
+                            noun="clips" if "frames" in spec.view else "images")
+
+    parts = spec.split_specs()
+    if not parts:
+        return one(spec)
+    rows = [one(sub) for _, sub in parts]
+    for k, r in enumerate(rows, start=1):
+        if r.status != "found":
+            r.message = f"split {k}: {r.message}"
+            return r
+    sizes = " + ".join(f"{r.samples or 0:,}" for r in rows)
+    row = rows[0]
+    row.samples = sum(r.samples or 0 for r in rows)
+    row.listed_missing = sum(r.listed_missing or 0 for r in rows) or None
+    if row.expected is not None:
+        row.count = "ok" if row.samples == row.expected else "differs"
+    row.message = "; ".join(m for m in [f"{len(rows)} splits: {sizes}",
+                                         *(f"split {k}: {r.message}" for k, r in enumerate(rows, 1) if r.message)] if m)
+    return row
 
 
 def check_tasks(tasks: str, data_root: str | Path | None, task_dirs: list[str] | None = None) -> list[TaskCheck]:
@@ -56,8 +80,10 @@ def format_table(rows: list[TaskCheck]) -> str:
     for r in rows:
         where = r.path if r.status == "found" else r.message
         table.append([r.task, r.status, r.layout, fmt(r.samples), fmt(r.expected), fmt(r.table11), fmt(r.classes),
-                      r.count, where + (f" ({r.message})" if r.status == "found" and r.message else "")])
-    headers = ["task", "status", "layout", "samples", "expected", "Table 11", "classes", "count", "path / problem"]
+                      fmt(r.table11_classes), r.count,
+                      where + (f" ({r.message})" if r.status == "found" and r.message else "")])
+    headers = ["task", "status", "layout", "samples", "expected", "Table 11 size", "classes", "Table 11 classes",
+               "count", "path / problem"]
     return tabulate(table, headers=headers, tablefmt="github")
 
 

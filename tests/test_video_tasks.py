@@ -211,3 +211,27 @@ def test_class_indices_errors_name_the_file(tmp_path):
         with pytest.raises(DataError, match=why) as e:
             kinetics_source(src, None, "t")
         assert "idx.txt" in str(e.value)
+
+
+def test_a_rerun_with_nothing_skipped_removes_the_old_skipped_log(tmp_path):
+    root = _videofolder(tmp_path / "clips", per_class=1)
+    (root / "swimming" / "broken.mp4").write_bytes(b"not a video")
+    assert _run(tmp_path, "--tasks", f"videofolder:{root}", "--no-cache") == 0
+    log = tmp_path / "out" / "runs" / "eva-clip-demo" / "videofolder_clips.skipped.log"
+    assert "swimming/broken.mp4" in log.read_text()
+    (root / "swimming" / "broken.mp4").unlink()
+    assert _run(tmp_path, "--tasks", f"videofolder:{root}", "--no-cache") == 0
+    assert not log.exists()
+
+
+def test_kinetics_per_class_copy_is_found_beside_the_csv_layout(tmp_path):
+    from evalkit import api
+
+    names = K400.read_text().splitlines()
+    root = tmp_path / "kinetics400" / "val_per_class"
+    for c in names[:2]:
+        (root / c).mkdir(parents=True)
+        make_clip(root / c / "x_000000_000010.mp4", "mpeg4", n=12)
+    r = api.evaluate("eva-clip-demo", "kinetics400", data_root=tmp_path, output_dir=tmp_path / "out",
+                     progress=False, raise_errors=True, transform="crop", cache_dir=None).results[0]
+    assert r.evalkit["data"]["layout"] == "videofolder" and r.evalkit["evaluated"] == 2

@@ -36,10 +36,12 @@ class TaskCheck:
     path: str = ""
     samples: int | None = None
     expected: int | None = None
-    table11: int | None = None
+    table11: int | None = None  # the test size Table 11 of arXiv 2402.04252 prints
     classes: int | None = None
+    table11_classes: int | None = None  # the class count Table 11 prints
     count: str = ""  # ok, differs, unknown
     message: str = ""
+    listed_missing: int | None = None  # samples an annotation file lists that are not on disk
     looked: list[tuple[list[str], str]] | None = None  # missing: folders tried per layout
 
 
@@ -64,17 +66,20 @@ def _as_int(value: Any) -> int | None:
 
 def check_source(name: str, source: dict[str, Any], data_root: str | Path | None, *,
                  protocol: dict[str, Any] | None = None, classnames: list[str] | None = None,
-                 base_dir: str | Path | None = None, where: str | None = None) -> TaskCheck:
+                 base_dir: str | Path | None = None, where: str | None = None,
+                 noun: str = "images") -> TaskCheck:
     """Check the source spec ``source`` of the dataset called ``name`` under ``data_root``.
 
-    ``protocol``: its ``expected_size`` and ``table11_test_size`` are reported next to the count,
-    and ``class_subset`` (label groups) sets the class count; ``classnames``: the names the data's
-    own list must agree with; ``base_dir``: where relative file names in ``source`` resolve (the
-    task file's folder); ``where``: what error messages name (default ``name``)."""
+    ``protocol``: its ``expected_size``, ``table11_test_size`` and ``table11_classes`` are reported
+    next to the counts, and ``class_subset`` (label groups) sets the class count; ``classnames``:
+    the names the data's own list must agree with; ``base_dir``: where relative file names in
+    ``source`` resolve (the task file's folder); ``where``: what error messages name (default
+    ``name``); ``noun``: what the samples are, in the message on listed samples not on disk."""
     proto = protocol or {}
     where = where or name
     row = TaskCheck(name, "found", expected=_as_int(proto.get("expected_size")),
-                    table11=_as_int(proto.get("table11_test_size")))
+                    table11=_as_int(proto.get("table11_test_size")),
+                    table11_classes=_as_int(proto.get("table11_classes")))
     try:
         data = load_source(source, data_root, name, base_dir=base_dir, classnames=classnames)
         subset = class_subset_groups(proto, base_dir, where)
@@ -99,7 +104,8 @@ def check_source(name: str, source: dict[str, Any], data_root: str | Path | None
     extra = []
     if note not in ("match", "task names only", "data names used"):
         extra.append(f"class names: {note}")
-    if data.info.get("listed_missing"):
-        extra.append(f"{data.info['listed_missing']} listed images not on disk")
+    row.listed_missing = _as_int(data.info.get("listed_missing"))
+    if row.listed_missing:
+        extra.append(f"{row.listed_missing} listed {noun} not on disk")
     row.message = "; ".join(extra)
     return row

@@ -131,6 +131,11 @@ def _open(path: Path) -> av.container.InputContainer:
 
 def _video_stream(path: Path, container: av.container.InputContainer) -> av.video.stream.VideoStream:
     if not container.streams.video:
+        if not container.streams.audio and not container.streams.subtitles:
+            # nothing but data streams, or none: FFmpeg opens some cut-short files this way (an mp4
+            # whose index, at the end, was cut off), so this is an unreadable file, not an audio one
+            raise VideoError(path, "unreadable", "cannot open video (it has no audio or video stream: "
+                             "not a video, or cut short)")
         raise VideoError(path, "no-video-stream", "has no video stream")
     stream = container.streams.video[0]
     ctx = stream.codec_context

@@ -77,6 +77,26 @@ class TaskSpec:
     def describe(self) -> str:
         return self.description or f"{self.family} task from {self.source.get('type', '?')}"
 
+    def split_specs(self) -> list[tuple[dict[str, Any], TaskSpec]]:
+        """A task over several splits (``protocol.splits``: a list of source settings, e.g.
+        UCF-101's ``{split: 1}``, ``{split: 2}``, ``{split: 3}``): per split, its settings and the
+        task with them merged into its source (into each layout of an ``any`` source). Empty for
+        a task of one split."""
+        splits = self.protocol.get("splits")
+        if not splits:
+            return []
+        if not isinstance(splits, list) or not all(isinstance(s, dict) for s in splits):
+            raise TaskSpecError(f"{self.path or self.name}: protocol.splits must be a list of source settings")
+        out = []
+        for settings in splits:
+            source = dict(self.source)
+            if source.get("type") == "any":
+                source["layouts"] = [{**layout, **settings} for layout in source.get("layouts", [])]
+            else:
+                source.update(settings)
+            out.append((settings, dataclasses.replace(self, source=source)))
+        return out
+
 
 @dataclass
 class GroupSpec:
@@ -291,7 +311,7 @@ class TaskIndex:
         return list(out.values())
 
 
-ADHOC_PREFIXES = ("wds", "folder", "hf", "captions", "videofolder")
+ADHOC_PREFIXES = ("wds", "folder", "hf", "captions", "videofolder", "pointfolder")
 # --tasks videofolder:DIR without DIR/templates.txt: generic video prompts
 VIDEO_TEMPLATES = ["a video of {c}.", "a video of a person {c}.", "a clip of {c}.", "a video showing {c}."]
 
@@ -334,7 +354,10 @@ def _mirror_table(tasks: dict[str, TaskSpec]) -> dict[str, tuple[str, dict[str, 
 
 
 def adhoc_spec(name: str) -> TaskSpec:
-    """``wds:/path``, ``folder:/path[?classnames=FILE]``, ``hf:/path`` → a classification task spec."""
+    """``wds:/path``, ``folder:/path[?classnames=FILE]``, ``hf:/path``, ``videofolder:/path``,
+    ``pointfolder:/path`` → a classification task spec (``captions:/path``: retrieval). Point clouds
+    get Uni3D's 64 templates for a point tower, generic depth-map prompts for depth views, unless
+    the folder has its own ``templates.txt``."""
     kind, rest = name.split(":", 1)
     path, _, query = rest.partition("?")
     opts = dict(kv.split("=", 1) for kv in query.split("&") if "=" in kv)
@@ -350,6 +373,12 @@ def adhoc_spec(name: str) -> TaskSpec:
         view = {"transform": "crop", "frames": "middle"}
         if not (Path(path) / "templates.txt").is_file():
             templates = list(VIDEO_TEMPLATES)
+    if kind == "pointfolder":  # clouds: the model's point tower, else depth views
+        prompts = builtin_tasks_dir() / "templates"
+        view = {"transform": "crop", "cloud": "auto", "depth_views": 10,
+                "depth_templates_file": str(prompts / "depth_maps.txt")}
+        if not (Path(path) / "templates.txt").is_file():
+            templates = _read_list_file(prompts / "modelnet40_64.txt", "templates", Path(name))
     return TaskSpec(
         name=f"{kind}_{base}",
         family="retrieval" if retrieval else "classification",
