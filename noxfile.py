@@ -33,6 +33,9 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_retrieval.py", "--json", "benchmarks/out/retrieval.json")
     # video frames: seeking decode against a full decode (middle, uniform-8)
     session.run("python", "benchmarks/bench_video.py", "--json", "benchmarks/out/video.json")
+    session.run("python", "benchmarks/bench_pointops.py", "--json", "benchmarks/out/pointops.json")
+    session.run("python", "benchmarks/bench_render.py", "--json", "benchmarks/out/render.json")
+    session.run("python", "benchmarks/bench_fewshot.py", "--json", "benchmarks/out/fewshot.json")
     # the views core against the commit before it, eva27 miniatures under best-of-both
     session.run("python", "benchmarks/bench_core.py", "--json", "benchmarks/out/core.json")
     # the demo from a wheel in a fresh virtual environment, against `import torch` (builds it: ~3 min)

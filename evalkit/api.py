@@ -27,6 +27,7 @@ from evalkit.results import (
     result_name,
     result_path,
     run_variant,
+    safe_name,
     write_result,
 )
 from evalkit.tasks import load_builtin_families
@@ -75,6 +76,8 @@ def evaluate(
     strict: bool = False,
     transform: str | None = None,
     frames: str | None = None,
+    shots: Sequence[int] | None = None,
+    seeds: int | None = None,
     save_predictions: bool = False,
     cache_dir: str | Path | None = "default",
     progress: bool = True,
@@ -85,6 +88,8 @@ def evaluate(
     max_memory: str | Mapping[Any, Any] | None = None,
     allow_missing: Sequence[str] = (),
     offload_dir: str | Path | None = None,
+    text_model: str | None = None,
+    text_weights: str | None = None,
     on_failure: Callable[[str, str], None] | None = None,
     on_result: Callable[[TaskResult, Path], None] | None = None,
 ) -> RunReport:
@@ -105,6 +110,13 @@ def evaluate(
     keys that may be absent), ``offload_dir`` and ``precision="int8"``/``"int4"``; see
     :func:`evalkit.models.load`.
 
+    A point-cloud encoder (``uni3d-b``) scores against the text tower of ``text_model`` (default:
+    its card's teacher), loaded from ``text_weights`` (default: that card's own); another text
+    tower than the card's is a variant of its own (``fp32+text-eva-clip-18b``).
+
+    Few-shot linear-probe tasks: ``shots`` (samples per class, e.g. ``[1, 2, 4, 8, 16]``) and
+    ``seeds`` (seeds 0 … N-1) replace the task's own.
+
     ``on_failure(task, reason)`` is called the moment a task fails (its data missing, or the
     run itself), so a long run reports a failure when it happens; by default it is logged.
     ``on_result(result, path)`` is called as each result is written.
@@ -115,6 +127,9 @@ def evaluate(
     card = models.CARDS.get(model)
     # what produced a result besides the model name; the card's own weights need no label
     variant = run_variant(precision, None if card is not None and weights == card.default_weights else weights)
+    if (text_model is not None and (card is None or text_model != card.text_model)) or text_weights is not None:
+        variant += f"+text-{safe_name(text_model or 'card')}" + (f"-{safe_name(Path(text_weights).name)}"
+                                                                 if text_weights else "")
     report = RunReport()
 
     def fail(name: str, e: BaseException) -> None:
@@ -154,6 +169,7 @@ def evaluate(
     encoder = models.load(
         model, weights=weights, precision=precision, device=device, devices=devices, max_memory=max_memory,
         allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size,
+        text_model=text_model, text_weights=text_weights,
     )
     cache = FeatureCache(None if cache_dir is None else (default_cache_dir() if cache_dir == "default" else cache_dir))
     ctx = RunContext(
@@ -165,6 +181,8 @@ def evaluate(
         strict=strict,
         transform=transform,
         frames=frames,
+        shots=sorted(set(shots)) if shots else None,
+        seeds=seeds,
         save_predictions=save_predictions,
         progress=progress,
         cache=cache,
@@ -176,6 +194,9 @@ def evaluate(
             "python": platform.python_version(),
             "torch": torch.__version__,
             "weights": encoder.weights,
+            # a point encoder paired with a text tower: which, and its own fingerprint
+            **({"text_model": encoder.arch["text_model"], "text_fingerprint": encoder.arch["text_fingerprint"]}
+               if "text_model" in encoder.arch else {}),
             "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
     )

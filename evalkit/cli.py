@@ -37,6 +37,16 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _shots(value: str) -> list[int]:
+    try:
+        shots = [int(k) for k in value.split(",") if k.strip()]
+    except ValueError:
+        shots = []
+    if not shots or any(k < 1 for k in shots):
+        raise argparse.ArgumentTypeError(f"expected samples per class as positive integers, e.g. 1,2,4,8,16; got {value!r}")
+    return sorted(set(shots))
+
+
 def _workers(value: str) -> int | None:
     if value == "auto":
         return None
@@ -88,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                      "load is strict); allowed tensors keep their initial values")
     run.add_argument("--offload-dir", help="folder for weights offloaded to disk when devices and RAM are short "
                      "(slow: read every forward pass)")
+    run.add_argument("--text-model", metavar="MODEL",
+                     help="point-cloud encoders (uni3d-b ...): the model whose text tower scores the clouds "
+                     "(default: the card's teacher, e.g. eva02-clip-e-14-plus for Uni3D's released checkpoints)")
+    run.add_argument("--text-weights", metavar="PATH", help="weights of --text-model (default: its card's own)")
     run.add_argument("--output-dir", default="results", help="results go to OUTPUT_DIR/runs/<model>/<task>.json, or "
                      "OUTPUT_DIR/runs/<model>/<variant>/<task>.json for another precision or other weights")
     run.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples of each task")
@@ -104,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="video tasks: which frames of a clip are encoded and pooled: middle (vissl's one-frame "
                      "rule, the paper's main setting), middle-centre, uniform-8, uniform-16 or uniform-N "
                      "(default: the task's own)")
+    run.add_argument("--shots", type=_shots, metavar="K,K,...",
+                     help="few-shot linear-probe tasks: the samples per class to train on, e.g. 1,2,4,8,16 "
+                     "(default: the task's own)")
+    run.add_argument("--seeds", type=_positive_int, metavar="N",
+                     help="few-shot linear-probe tasks: repeat each K with seeds 0..N-1 and report mean and std "
+                     "(default: the task's own, usually 3)")
     run.add_argument("--save-predictions", action="store_true",
                      help="also write per-sample top-5 predictions as <task>.predictions.jsonl")
     run.add_argument("--cache-dir", help="feature/classifier cache folder "
@@ -162,12 +182,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         max_memory=args.max_memory,
         allow_missing=tuple(args.allow_missing or ()),
         offload_dir=args.offload_dir,
+        text_model=args.text_model,
+        text_weights=args.text_weights,
         output_dir=args.output_dir,
         limit=args.limit,
         num_workers=args.num_workers,
         strict=args.strict,
         transform=args.transform,
         frames=args.frames,
+        shots=args.shots,
+        seeds=args.seeds,
         save_predictions=args.save_predictions,
         cache_dir=None if args.no_cache else (args.cache_dir or "default"),
         progress=not args.quiet and sys.stderr.isatty(),

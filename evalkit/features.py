@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from evalkit.data.sources import DataError, SourceData, Unit
 from evalkit.models.encoder import Encoder
-from evalkit.views import View, as_view
+from evalkit.views import Noted, View, as_view
 
 
 def default_cache_dir() -> Path:
@@ -226,12 +226,14 @@ def zero_shot_classifier(
 class _UnitDataset(IterableDataset):
     """One unit's samples, decoded once and put through every view's per-sample step in the
     workers (sample i goes to worker i % W). A sample that fails to decode, or fails any of the
-    views, is skipped for all of them: every view scores the same samples."""
+    views, is skipped for all of them: every view scores the same samples. A view's step may return
+    :class:`~evalkit.views.Noted` (a tensor it had to make by a documented fallback, with why):
+    the sample is scored, and its note counted and reported."""
 
     def __init__(self, unit: Unit, stages: Sequence[Callable], limit: int | None) -> None:
         self.unit, self.stages, self.limit = unit, list(stages), limit
 
-    def __iter__(self) -> Iterator[tuple[str, tuple[torch.Tensor, ...] | None, Any, str | None]]:
+    def __iter__(self) -> Iterator[tuple[str, tuple[torch.Tensor, ...] | None, Any, str | None, str | None]]:
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
         for i, (key, load, label) in enumerate(self.unit.samples()):
@@ -241,12 +243,17 @@ class _UnitDataset(IterableDataset):
                 continue
             try:
                 img = load()
-                yield key, tuple(stage(img) for stage in self.stages), label, None
+                outs = [stage(img) for stage in self.stages]
             except Exception as e:  # a sample that does not decode is reported, not dropped
-                yield key, None, label, f"{type(e).__name__}: {e}".splitlines()[0][:300]
+                yield key, None, label, f"{type(e).__name__}: {e}".splitlines()[0][:300], None
+                continue
+            notes = [o.note for o in outs if isinstance(o, Noted)]
+            tensors = tuple(o.tensor if isinstance(o, Noted) else o for o in outs)
+            yield key, tensors, label, None, notes[0] if notes else None
 
 
-def _collate(batch: list[tuple[str, tuple[torch.Tensor, ...] | None, Any, str | None]]) -> dict[str, Any]:
+def _collate(batch: list[tuple[str, tuple[torch.Tensor, ...] | None, Any, str | None, str | None]]
+             ) -> dict[str, Any]:
     good = [b for b in batch if b[1] is not None]
     n_stages = len(good[0][1]) if good else 0
     return {
@@ -254,6 +261,7 @@ def _collate(batch: list[tuple[str, tuple[torch.Tensor, ...] | None, Any, str | 
         "labels": [b[2] for b in good],
         "keys": [b[0] for b in good],
         "skipped": [(b[0], b[3]) for b in batch if b[1] is None],
+        "noted": [(b[0], b[4]) for b in good if b[4] is not None],
     }
 
 
@@ -263,8 +271,9 @@ class SampleDecodeError(DataError):
 
 @dataclass
 class Embeddings:
-    """A view's embeddings of a dataset: features with their samples' targets and keys, and the
-    samples that could not be read (key, reason), never silently dropped."""
+    """A view's embeddings of a dataset: features with their samples' targets and keys, the
+    samples that could not be read (key, reason), never silently dropped, and the scored samples a
+    view had to make by a documented fallback (key, note; e.g. a cloud resampled to enough points)."""
 
     features: torch.Tensor  # (N, D), L2-normalised
     labels: list[Any]  # each sample's target, as its source gives it
@@ -274,6 +283,7 @@ class Embeddings:
     computed: int = 0  # samples actually run through the model in this call
     cached_units: int = 0
     reused: int = 0  # this view's embeddings copied from another view's identical pixels (not encoded)
+    noted: list[tuple[str, str]] = field(default_factory=list)
 
 
 def image_features(encoder: Encoder, data: SourceData, transforms: Mapping[str, Callable], **kwargs: Any
@@ -350,6 +360,10 @@ def embed(
                     key, why = first["skipped"][0]
                     raise SampleDecodeError(f"sample {key}: cannot decode ({why}; recorded in the feature cache "
                                             f"by an earlier run); rerun without --strict to skip it")
+                if strict and first.get("noted"):
+                    key, why = first["noted"][0]
+                    raise SampleDecodeError(f"sample {key}: {why} (recorded in the feature cache by an earlier "
+                                            f"run); rerun without --strict to accept it")
                 bar.update(len(first["keys"]) + len(first["skipped"]))
                 # features shared with another labelling of the same images: this unit's own labels
                 labels = first["labels"] if image_id == unit.id else _unit_labels(unit, unit_limit, first["keys"])
@@ -435,6 +449,7 @@ def _join(records: list[dict[str, Any]], dim: int, seconds: float, computed: int
         computed,
         cached_units,
         reused,
+        [tuple(s) for r in records for s in r.get("noted", [])],
     )
 
 
@@ -464,6 +479,7 @@ def _run_unit(
     labels: list[Any] = []
     keys: list[str] = []
     skipped: list[tuple[str, str]] = []
+    noted: list[tuple[str, str]] = []
     reused = [0] * len(names)
     # No worker processes: a thread decodes and transforms the next batches while the model runs
     # (PIL and torch release the GIL in their C code), so loading overlaps the forward.
@@ -471,7 +487,11 @@ def _run_unit(
         if batch["skipped"] and strict:
             key, why = batch["skipped"][0]
             raise SampleDecodeError(f"sample {key}: cannot decode ({why}); rerun without --strict to skip it")
+        if batch["noted"] and strict:
+            key, why = batch["noted"][0]
+            raise SampleDecodeError(f"sample {key}: {why}; rerun without --strict to accept it")
         skipped.extend(batch["skipped"])
+        noted.extend(batch["noted"])
         if batch["images"] is not None:
             tensors = batch["images"]
             done: list[torch.Tensor] = []
@@ -498,7 +518,7 @@ def _run_unit(
         bar.update(len(batch["keys"]) + len(batch["skipped"]))
     records = {
         name: {"features": torch.cat(f) if f else torch.empty(0, encoder.embed_dim),
-               "labels": labels, "keys": keys, "skipped": skipped}
+               "labels": labels, "keys": keys, "skipped": skipped, "noted": noted}
         for name, f in zip(names, feats, strict=True)
     }
     for j, name in enumerate(names):

@@ -24,9 +24,10 @@ views). A view that needs a tower of its own (a point-cloud encoder) calls it in
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +46,15 @@ class View(Protocol):
     def sample(self, loaded: Any) -> torch.Tensor: ...
 
     def embed(self, encoder: Any, batch: torch.Tensor) -> torch.Tensor: ...
+
+
+class Noted(NamedTuple):
+    """What a view's ``sample`` returns when it had to make the tensor by a documented fallback
+    (a cloud with too few points, resampled): the sample is scored, and ``note`` is counted and
+    reported with its key (an error under ``--strict``)."""
+
+    tensor: torch.Tensor
+    note: str
 
 
 def _identity(batch: torch.Tensor) -> torch.Tensor:
@@ -129,8 +139,6 @@ def frames_view(base: ImageView, sampler: str) -> PooledView:
     """A video clip (a source's loader returns its path) as the pooled image features of the
     frames ``sampler`` picks (``middle``, ``middle-centre``, ``uniform-N``; evalkit.data.video),
     each through ``base``'s transform, decoding only those frames."""
-    import functools
-
     from evalkit.data.video import parse_sampler
 
     parsed = parse_sampler(sampler)
@@ -143,3 +151,61 @@ def _clip_frames(clip: Any, sampler: Any) -> list[Any]:
     from evalkit.data.video import VideoClip, sample_frames
 
     return clip.frames(sampler) if isinstance(clip, VideoClip) else sample_frames(clip, sampler)
+
+
+def depth_view(base: ImageView, n_views: int = 10, resolution: int = 224) -> PooledView:
+    """A point cloud (an object with ``xyz``, or an (N, 3) array) as the pooled image features of
+    ``n_views`` rendered depth images (:func:`evalkit.render.render_depth_views`, PointCLIP V2's
+    realistic projection), each through ``base``'s transform; fixed uniform view weights."""
+    if n_views < 1:
+        raise ValueError(f"depth views: n_views must be >= 1, got {n_views}")
+    pick = functools.partial(_cloud_depth_images, n_views=n_views, resolution=resolution)
+    return PooledView(base, pick, f"depth:{n_views}v:{resolution}px")
+
+
+def _cloud_depth_images(cloud: Any, n_views: int, resolution: int) -> list[Any]:
+    from evalkit.render import depth_view_images
+
+    return depth_view_images(getattr(cloud, "xyz", cloud), n_views=n_views, resolution=resolution)
+
+
+@dataclass(frozen=True)
+class PointView:
+    """A point cloud through the model's point tower (Uni3D): per sample, Uni3D's input handling
+    (:func:`evalkit.models.uni3d.prepare_points`: ``pc_norm``, colour or a constant grey, brought
+    to ``npoints`` points), per batch ``encoder.encode_points``, L2-normalised. A cloud with fewer
+    than ``npoints`` points is resampled with replacement, and noted (:class:`Noted`): counted in
+    the result, an error under ``--strict``. One with more is subsampled (seeded, reproducible)."""
+
+    npoints: int = 10000
+
+    @property
+    def identity(self) -> str:
+        from evalkit.models.uni3d import NO_COLOUR
+
+        return f"points:{self.npoints}:pc_norm:grey{NO_COLOUR}:seed0"
+
+    @property
+    def batch_key(self) -> Hashable:
+        return ("points", self.identity)
+
+    def sample(self, loaded: Any) -> torch.Tensor | Noted:
+        from evalkit.models.uni3d import prepare_points
+
+        xyz, rgb = getattr(loaded, "xyz", loaded), getattr(loaded, "rgb", None)
+        cloud, _ = prepare_points(xyz, rgb, self.npoints)
+        n = len(xyz)
+        if n < self.npoints:
+            return Noted(cloud, f"{n} points, fewer than the {self.npoints} the point encoder takes: "
+                                f"resampled with replacement")
+        return cloud
+
+    def embed(self, encoder: Any, batch: torch.Tensor) -> torch.Tensor:
+        return F.normalize(encoder.encode_points(batch), dim=-1)
+
+
+def point_view(npoints: int = 10000) -> PointView:
+    """The view of a cloud through a point tower (see :class:`PointView`)."""
+    if npoints < 1:
+        raise ValueError(f"view.npoints must be >= 1, got {npoints}")
+    return PointView(npoints)

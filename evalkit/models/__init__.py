@@ -153,6 +153,8 @@ def load(
     allow_missing: Sequence[str] = (),
     offload_dir: str | Path | None = None,
     batch_size: int = 64,
+    text_model: str | None = None,
+    text_weights: str | None = None,
 ) -> Encoder:
     """Build the model called ``name`` and wrap it as an Encoder.
 
@@ -160,6 +162,10 @@ def load(
     ``allow_missing`` (fnmatch patterns of keys the checkpoint may lack), ``offload_dir`` and the
     int8/int4 precisions are the big-model path, for EVA-CLIP cards; ``batch_size`` sizes the
     activation reserve of the device map.
+
+    A point encoder card (Uni3D, ``uni3d-b``) is paired with the text tower of ``text_model``
+    (default: the card's teacher), loaded with ``text_weights`` and the same precision and
+    placement options (:func:`evalkit.models.paired.load_point_text_pair`).
     """
     try:
         spec = parse_precision(precision)  # the one parse; everything below gets the Precision
@@ -168,6 +174,19 @@ def load(
     if devices is None:
         _check_device(device)
     big = devices is not None or max_memory is not None or offload_dir is not None or bool(allow_missing)
+    card = CARDS.get(name)
+    if card is not None and card.family == "uni3d":
+        from evalkit.models.paired import load_point_text_pair
+
+        if spec.quantized:
+            raise ModelLoadError(f"{name}: --precision {spec.name} is for EVA-CLIP models; a Uni3D point encoder "
+                                 f"runs at fp32, bf16, fp16 or amp")
+        text = load(text_model or card.text_model or "", text_weights, spec, device, devices=devices,
+                    max_memory=max_memory, allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size)
+        return load_point_text_pair(card, weights, spec, text.device, text)
+    if text_model is not None or text_weights is not None:
+        raise ModelLoadError(f"{name}: --text-model/--text-weights pair a point encoder (uni3d-b ...) with a "
+                             f"text tower; {name} has its own")
     if name.startswith("open_clip:") or (name in CARDS and CARDS[name].family != "eva_clip"):
         if big or spec.quantized:
             raise ModelLoadError(

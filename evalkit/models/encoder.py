@@ -52,6 +52,13 @@ class Encoder:
     device_map: dict[str, str] | None = None
     _image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     _text_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: a point-cloud tower ((B, N, 6) xyz + rgb -> (B, D)): a Uni3D encoder paired with a CLIP text
+    #: tower (evalkit.models.uni3d); None for image-text models
+    _points_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: False for a model with no image tower (a point encoder paired with a text tower)
+    has_images: bool = True
+    #: the point tower's module, when there is one (kept for provenance and placement)
+    points_model: nn.Module | None = None
     #: share prompt prefixes where the text tower allows it (see evalkit.models.prefix); False: never
     share_text_prefix: bool = True
 
@@ -95,6 +102,19 @@ class Encoder:
         with self._autocast():
             # .to(device): a model split over devices returns from wherever its last layer runs.
             return fn(images.to(self.device, self.input_dtype)).float().to(self.device)
+
+    @property
+    def has_points(self) -> bool:
+        return self._points_fn is not None
+
+    @torch.inference_mode()
+    def encode_points(self, points: torch.Tensor) -> torch.Tensor:
+        """(B, N, 6) clouds (xyz + rgb, prepared as the point tower expects) -> (B, D) features."""
+        if self._points_fn is None:
+            raise TypeError(f"{self.name} has no point-cloud tower (score clouds with depth views instead)")
+        with self._autocast():
+            # coordinates stay float32: neighbour search in half precision would pick other patches
+            return self._points_fn(points.to(self.device, torch.float32)).float().to(self.device)
 
     @torch.inference_mode()
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,7 @@ def _eva_cfg(embed: int, layers: int, width: int, postnorm: bool, image_size: in
 @dataclass(frozen=True)
 class ModelCard:
     name: str
-    family: str  # "eva_clip" or "open_clip"
+    family: str  # "eva_clip", "open_clip" or "uni3d" (a point encoder paired with a text tower)
     description: str
     paper_name: str = ""
     config: dict[str, Any] | None = None  # EVA-CLIP config (BAAI layout)
@@ -44,6 +44,25 @@ class ModelCard:
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
     tags: tuple[str, ...] = field(default_factory=tuple)
+    # Uni3D cards: the point encoder's size (tiny, small, base, large, giant) and the card whose
+    # text tower scores it (the teacher it was trained toward; --text-model overrides)
+    uni3d_size: str | None = None
+    text_model: str | None = None
+
+
+def _uni3d(name: str, size: str, teacher: str, paper_teacher: str, data: str, hub_dir: str | None,
+           mb: float | None = None) -> ModelCard:
+    """A Uni3D point encoder card; ``hub_dir``: its folder in BAAI/Uni3D's model zoo, None when the
+    checkpoint is not published (Table 8's scaled-teacher rows: --weights needed)."""
+    paper_size = {"tiny": "Ti", "small": "S", "base": "B", "large": "L", "giant": "g"}[size]
+    return ModelCard(
+        name, "uni3d",
+        f"Uni3D-{paper_size} point encoder ({data} pre-training), paired with the {paper_teacher} text tower",
+        paper_name=f"Uni3D-{paper_size}(teacher={paper_teacher};data={data})",
+        hub=HubFile("BAAI/Uni3D", f"modelzoo/{hub_dir}/model.pt", size=int(mb * 1e6) if mb else None)
+        if hub_dir else None,
+        uni3d_size=size, text_model=teacher, tags=("3d",),
+    )
 
 
 CARDS: dict[str, ModelCard] = {
@@ -99,5 +118,18 @@ CARDS: dict[str, ModelCard] = {
             "dfn5b-clip-h-14-378", "open_clip", "DFN5B-CLIP ViT-H/14 at 378px",
             paper_name="DFN5B-CLIP-H/14+@378", open_clip_arch="ViT-H-14-378-quickgelu", default_weights="dfn5b",
         ),
+        # Uni3D (EVA-CLIP-18B Table 8; TASK_PROTOCOLS.md §3): released checkpoints, teacher EVA-02-CLIP-E/14+
+        _uni3d("uni3d-ti", "tiny", "eva02-clip-e-14-plus", "EVA-02-CLIP-E/14+", "Ensembled", "uni3d-ti", 12.8),
+        _uni3d("uni3d-s", "small", "eva02-clip-e-14-plus", "EVA-02-CLIP-E/14+", "Ensembled", "uni3d-s", 45.7),
+        _uni3d("uni3d-b", "base", "eva02-clip-e-14-plus", "EVA-02-CLIP-E/14+", "Ensembled", "uni3d-b", 178),
+        _uni3d("uni3d-l", "large", "eva02-clip-e-14-plus", "EVA-02-CLIP-E/14+", "Ensembled", "uni3d-l", 615),
+        _uni3d("uni3d-g", "giant", "eva02-clip-e-14-plus", "EVA-02-CLIP-E/14+", "Ensembled", "uni3d-g", 2030),
+        _uni3d("uni3d-b-no-lvis", "base", "eva02-clip-e-14-plus", "EVA-02-CLIP-E/14+", "Ensembled-w/o-LVIS",
+               "uni3d-b-no-lvis"),
+        # Table 8's Uni3D-B trained toward other teachers: not published, --weights needed
+        _uni3d("uni3d-b-eva-clip-18b", "base", "eva-clip-18b", "EVA-CLIP-18B", "Ensembled", None),
+        _uni3d("uni3d-b-eva-clip-18b-no-lvis", "base", "eva-clip-18b", "EVA-CLIP-18B", "Ensembled-w/o-LVIS", None),
+        _uni3d("uni3d-b-eva-clip-8b-no-lvis", "base", "eva-clip-8b", "EVA-CLIP-8B", "Ensembled-w/o-LVIS", None),
+        _uni3d("uni3d-b-openclip-g-no-lvis", "base", "openclip-bigg-14", "OpenCLIP-G/14", "Ensembled-w/o-LVIS", None),
     ]
 }

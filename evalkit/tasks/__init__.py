@@ -5,4 +5,4 @@ from __future__ import annotations
 
 def load_builtin_families() -> None:
     """Import the families that ship with evalkit so their decorators register them."""
-    from evalkit.tasks import classification, retrieval  # noqa: F401
+    from evalkit.tasks import classification, linear_probe, retrieval  # noqa: F401

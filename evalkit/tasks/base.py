@@ -22,6 +22,8 @@ class RunContext:
     strict: bool = False
     transform: str | None = None  # None: the task's own default
     frames: str | None = None  # video tasks' frame sampler (--frames); None: the task's own
+    shots: list[int] | None = None  # few-shot tasks' K values (--shots 1,2,4); None: the task's own
+    seeds: int | None = None  # few-shot tasks' seeds 0 … N-1 (--seeds N); None: the task's own
     save_predictions: bool = False
     progress: bool = True
     cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))

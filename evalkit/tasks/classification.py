@@ -15,6 +15,7 @@ from evalkit.data.sources import (
     check_task_classnames,
     class_subset_groups,
     load_source,
+    read_list_file,
 )
 from evalkit.features import Embeddings, zero_shot_classifier
 from evalkit.metrics import classification_logits, zero_shot_classification_metrics
@@ -22,7 +23,7 @@ from evalkit.models.encoder import Encoder
 from evalkit.registry import task_families
 from evalkit.results import TaskResult
 from evalkit.tasks.base import RunContext
-from evalkit.tasks.common import Scored, check_transform, run_task
+from evalkit.tasks.common import Scored, check_transform, cloud_view_of, run_task
 from evalkit.tasks.spec import TaskSpec
 
 
@@ -36,6 +37,8 @@ class PreparedTask:
     n_labels: int
     names_note: str
     where: str
+    #: the prompts for clouds scored through depth views (``view.depth_templates_file``), if any
+    depth_templates: list[str] | None = None
 
 
 @task_families.register("classification")
@@ -77,7 +80,10 @@ class ClassificationFamily:
             if out_of_range:
                 raise DataError(f"{where}: the data maps labels to class {out_of_range[0]}, but the task has "
                                 f"{len(classnames)} class names")
-        return PreparedTask(data, list(classnames), list(templates), n_labels, names_note, where)
+        depth_templates = read_list_file({"_base_dir": spec.base_dir, **spec.view}, "depth_templates_file")
+        if depth_templates is not None and not all("{c}" in t for t in depth_templates):
+            raise DataError(f"{where}: view.depth_templates_file has a template without '{{c}}'")
+        return PreparedTask(data, list(classnames), list(templates), n_labels, names_note, where, depth_templates)
 
     def run(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext,
             prepared: PreparedTask | None = None) -> TaskResult:
@@ -89,7 +95,10 @@ class ClassificationFamily:
         groups where the data has them, and clip_benchmark's metrics."""
         t0 = time.perf_counter()
         hits_before = ctx.cache.hits
-        classifier = zero_shot_classifier(encoder, prepared.classnames, prepared.templates, ctx.cache)
+        templates = prepared.templates
+        if prepared.depth_templates and cloud_view_of(spec, encoder) == "depth-views":
+            templates = prepared.depth_templates  # Uni3D's point-cloud prompts are for its point tower
+        classifier = zero_shot_classifier(encoder, prepared.classnames, templates, ctx.cache)
         classifier_s = time.perf_counter() - t0
         feats = next(iter(by_mode.values()))
         target = torch.tensor(feats.labels, dtype=torch.long)
@@ -101,7 +110,7 @@ class ClassificationFamily:
         scored = Scored(metrics={}, evalkit={
             "n_classes": prepared.n_labels,
             "n_classifier_classes": len(prepared.classnames),
-            "n_templates": len(prepared.templates),
+            "n_templates": len(templates),
             "template_set": spec.protocol.get("template_set"),
             "classnames_check": prepared.names_note,
             "classifier_seconds": round(classifier_s, 4),

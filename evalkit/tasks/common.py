@@ -19,13 +19,24 @@ from evalkit.models.encoder import Encoder
 from evalkit.results import TaskResult, atomic_write_text, result_name, result_path
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.spec import TaskSpec, TaskSpecError
-from evalkit.views import ImageView, frames_view
+from evalkit.views import ImageView, depth_view, frames_view, point_view
 
 TRANSFORM_CHOICES = ("crop", "squash", "best-of-both")
+#: how a point cloud is embedded (``view.cloud``): by the model's point tower, or as rendered depth
+#: images through its image tower; ``auto``: the point tower when the model has one
+CLOUD_VIEWS = ("auto", "depth-views", "points")
+#: the keys of a task's ``view`` block
+VIEW_KEYS = ("transform", "frames", "cloud", "depth_views", "depth_resolution", "depth_templates_file", "npoints")
 
 
 def check_transform(spec: TaskSpec, default: str) -> str:
-    """The task's ``view.transform`` (else the family's default), checked."""
+    """The task's ``view`` block checked (its keys, ``cloud``), and its ``view.transform`` (else
+    the family's default)."""
+    unknown = sorted(set(spec.view) - set(VIEW_KEYS))
+    if unknown:
+        raise TaskSpecError(f"{spec.path or spec.name}: unknown view option(s) {unknown} (known: {', '.join(VIEW_KEYS)})")
+    if spec.view.get("cloud", "auto") not in CLOUD_VIEWS:
+        raise TaskSpecError(f"{spec.path or spec.name}: view.cloud {spec.view['cloud']!r} not in {CLOUD_VIEWS}")
     mode = spec.view.get("transform", default)
     if mode not in TRANSFORM_CHOICES:
         raise TaskSpecError(f"{spec.path or spec.name}: view.transform {mode!r} not in {TRANSFORM_CHOICES}")
@@ -49,19 +60,62 @@ def frames_of(spec: TaskSpec, ctx: RunContext) -> str | None:
     return ctx.frames or spec.view.get("frames")
 
 
+def cloud_view_of(spec: TaskSpec, encoder: Encoder) -> str | None:
+    """A 3D task's view (``view.cloud``): ``points`` (the model's point tower) or ``depth-views``
+    (rendered depth images through its image tower); ``auto`` picks the point tower when the model
+    has one. None for a task that is not over point clouds."""
+    choice = spec.view.get("cloud")
+    if choice is None:
+        return None
+    where = spec.path or spec.name
+    if choice not in CLOUD_VIEWS:
+        raise TaskSpecError(f"{where}: view.cloud {choice!r} not in {CLOUD_VIEWS}")
+    if choice == "auto":
+        choice = "points" if encoder.has_points else "depth-views"
+    if choice == "points" and not encoder.has_points:
+        raise TaskSpecError(f"{where}: view.cloud points needs a point-cloud encoder (e.g. --model uni3d-b); "
+                            f"{encoder.name} has none (view.cloud depth-views or auto scores clouds through its images)")
+    if choice == "depth-views" and not encoder.has_images:
+        raise TaskSpecError(f"{where}: view.cloud depth-views needs an image tower, which {encoder.name} has not")
+    return choice
+
+
+def view_modes(spec: TaskSpec, encoder: Encoder, ctx: RunContext, default: str) -> tuple[str, list[str]]:
+    """(the mode a result records, the views a task runs): its transforms (best-of-both: crop and
+    squash), or ``points`` for clouds through a point tower. A model with no image tower (a point
+    encoder) scores nothing else."""
+    if cloud_view_of(spec, encoder) == "points":
+        return "points", ["points"]
+    if not encoder.has_images:
+        raise TaskSpecError(f"{spec.path or spec.name}: {encoder.name} encodes point clouds only, and this task "
+                            f"is not over point clouds")
+    mode = transform_of(spec, ctx, default)
+    return mode, image_modes(mode)
+
+
 def embed_images(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: SourceData,
                  modes: list[str]) -> dict[str, Embeddings]:
     """The task's samples through one view per transform, in one pass: an
-    :class:`~evalkit.views.ImageView`, or for a video task (``view.frames``) the sampled frames of
-    each clip through it, pooled (:func:`~evalkit.views.frames_view`). No sample at all decoded is
-    an error naming the task."""
+    :class:`~evalkit.views.ImageView`; for a video task (``view.frames``) the sampled frames of
+    each clip through it, pooled (:func:`~evalkit.views.frames_view`); for a 3D task its depth
+    views through it, pooled (:func:`~evalkit.views.depth_view`), or the cloud through the model's
+    point tower (:func:`~evalkit.views.point_view`). No sample at all decoded is an error naming
+    the task."""
     sampler = frames_of(spec, ctx)
-    views: dict[str, Any] = {m: ImageView(encoder.preprocess(m), m) for m in modes}
-    if sampler is not None:
-        try:
+    cloud = cloud_view_of(spec, encoder)
+    views: dict[str, Any]
+    try:
+        if cloud == "points":
+            views = {"points": point_view(int(spec.view.get("npoints", 10000)))}
+        else:
+            views = {m: ImageView(encoder.preprocess(m), m) for m in modes}
+        if sampler is not None:
             views = {m: frames_view(v, sampler) for m, v in views.items()}
-        except ValueError as e:
-            raise TaskSpecError(f"{spec.path or spec.name}: {e}") from e
+        elif cloud == "depth-views":
+            views = {m: depth_view(v, int(spec.view.get("depth_views", 10)), int(spec.view.get("depth_resolution", 224)))
+                     for m, v in views.items()}
+    except ValueError as e:
+        raise TaskSpecError(f"{spec.path or spec.name}: {e}") from e
     out = embed(encoder, data, views, cache=ctx.cache,
                 batch_size=ctx.batch_size, num_workers=ctx.num_workers, limit=ctx.limit, strict=ctx.strict,
                 desc=f"{spec.name} [{'+'.join(modes)}]", progress=ctx.progress)
@@ -75,10 +129,12 @@ def write_skipped_log(spec: TaskSpec, encoder: Encoder, ctx: RunContext, skipped
                       part: str | None = None) -> None:
     """``<task>[.<part>].skipped.log`` beside the result: one ``key<TAB>reason`` line per skipped
     sample (``part``: one split of a several-split task, ``split2``)."""
+    suffix = f".{part}.skipped.log" if part else ".skipped.log"
+    path = result_path(ctx.output_dir, encoder.name, _name(spec, ctx), suffix, ctx.variant)
     if skipped:
-        suffix = f".{part}.skipped.log" if part else ".skipped.log"
-        path = result_path(ctx.output_dir, encoder.name, _name(spec, ctx), suffix, ctx.variant)
         atomic_write_text(path, "".join(f"{k}\t{why}\n" for k, why in skipped))
+    else:
+        path.unlink(missing_ok=True)  # an earlier run's log must not stand beside this result
 
 
 def write_predictions(spec: TaskSpec, encoder: Encoder, ctx: RunContext, records: Iterable[dict[str, Any]],
@@ -115,10 +171,14 @@ def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, d
         "transform": mode,
         "transforms_run": modes,
         **_frames_provenance(spec, ctx),
+        **_cloud_provenance(spec, encoder),
         "samples": len(feats.keys) + len(feats.skipped),
         "evaluated": len(feats.keys),
         "skipped": len(skipped_keys),
         "skipped_keys": skipped_keys[:100],
+        # scored, but made by a documented fallback (a cloud resampled to enough points): key, why
+        "noted": len(feats.noted),
+        "noted_samples": [list(n) for n in feats.noted[:100]],
         "limit": ctx.limit,
         "batch_size": ctx.batch_size,
         "num_workers": ctx.num_workers,
@@ -176,19 +236,12 @@ def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, pre
     settings merged into each layout, e.g. UCF-101's ``{split: 1}``, ``{split: 2}``, ``{split: 3}``),
     once per split: every metric is then the mean over the splits, with ``<metric>_std`` (the
     population standard deviation) and ``<metric>@split<k>``."""
-    splits = spec.protocol.get("splits")
-    if not splits:
+    parts = spec.split_specs()
+    if not parts:
         return run_one(family, spec, encoder, ctx, prepared)
-    if not isinstance(splits, list) or not all(isinstance(s, dict) for s in splits):
-        raise TaskSpecError(f"{spec.path or spec.name}: protocol.splits must be a list of source settings")
+    splits = [settings for settings, _ in parts]
     results = []
-    for k, settings in enumerate(splits, start=1):
-        source = dict(spec.source)
-        if source.get("type") == "any":
-            source["layouts"] = [{**layout, **settings} for layout in source.get("layouts", [])]
-        else:
-            source.update(settings)
-        sub = dataclasses.replace(spec, source=source)
+    for k, (settings, sub) in enumerate(parts, start=1):
         # the data found before the model was loaded is the task's own source: split 1's, if the same
         reuse = prepared if k == 1 and _same_source(spec, settings) else None
         results.append(run_one(family, sub, encoder, ctx, reuse, part=f"split{k}"))
@@ -234,8 +287,7 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
     started = time.perf_counter()
     if prepared is None:
         prepared = family.prepare(spec, ctx.data_root)
-    mode = transform_of(spec, ctx, family.default_transform)
-    modes = image_modes(mode)
+    mode, modes = view_modes(spec, encoder, ctx, family.default_transform)
     by_mode = embed_images(spec, encoder, ctx, prepared.data, modes)
     scored = family.score(spec, encoder, ctx, prepared, by_mode)
     for m, records in scored.predictions.items():
@@ -271,6 +323,17 @@ def _frames_provenance(spec: TaskSpec, ctx: RunContext) -> dict[str, Any]:
 
     parsed = parse_sampler(sampler)
     return {"frame_sampler": parsed.name, "frames": parsed.n, **({"result_name": name} if name != spec.name else {})}
+
+
+def _cloud_provenance(spec: TaskSpec, encoder: Encoder) -> dict[str, Any]:
+    """A 3D result's view: which one, and its settings."""
+    cloud = cloud_view_of(spec, encoder)
+    if cloud is None:
+        return {}
+    if cloud == "points":
+        return {"cloud_view": cloud, "npoints": int(spec.view.get("npoints", 10000))}
+    return {"cloud_view": cloud, "depth_views": int(spec.view.get("depth_views", 10)),
+            "depth_resolution": int(spec.view.get("depth_resolution", 224))}
 
 
 def _name(spec: TaskSpec, ctx: RunContext) -> str:

@@ -1,0 +1,82 @@
+"""A point-cloud encoder paired with a CLIP text tower: the Uni3D model cards (``uni3d-b`` ...).
+
+Uni3D (:mod:`evalkit.models.uni3d`) embeds clouds into a CLIP model's space; its zero-shot
+classifier is that CLIP model's text tower. A Uni3D card names the teacher whose text tower it
+pairs with (``text_model``: EVA-02-CLIP-E/14+ for Uni3D's released checkpoints, EVA-CLIP-18B for
+Table 8's scaled-teacher rows); ``--text-model`` pairs it with another. The result is one
+:class:`~evalkit.models.encoder.Encoder` whose text side is the CLIP model's (tokenizer, prompt
+prefix sharing, precision) and whose point side is Uni3D's; it has no image tower. Its
+fingerprint covers both, and ``arch`` records each one's (the result's provenance shows them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evalkit.models.encoder import Encoder, state_dict_digest
+from evalkit.models.hub import ModelLoadError, locate
+from evalkit.models.precision import Precision
+from evalkit.models.zoo import ModelCard
+
+
+def load_point_text_pair(card: ModelCard, weights: str | None, precision: Precision, device: str,
+                         text_encoder: Encoder) -> Encoder:
+    """``card``'s point encoder (``weights``: a Uni3D checkpoint file, ``random`` for seeded
+    untrained weights, or None for the card's released file on the Hugging Face Hub) on
+    ``device`` at ``precision``, paired with ``text_encoder``'s text tower."""
+    from evalkit.models.checkpoint import CheckpointError
+    from evalkit.models.uni3d import Uni3DPointEncoder, load_uni3d_checkpoint, uni3d_config
+
+    if precision.quantized:
+        raise ModelLoadError(f"{card.name}: --precision {precision.name} is for EVA-CLIP models; "
+                             f"a Uni3D point encoder runs at fp32, bf16, fp16 or amp")
+    assert card.uni3d_size is not None
+    cfg = uni3d_config(card.uni3d_size, embed_dim=text_encoder.embed_dim)
+    provenance = weights
+    if weights is None and card.hub is not None:
+        found = locate([card.hub], name=card.name)
+        weights, provenance = str(found.path), found.uri
+    if weights is None:
+        raise ModelLoadError(f"{card.name} needs --weights: a Uni3D checkpoint (model.pt) trained with the "
+                             f"{text_encoder.name} teacher; none is published (or --weights random, for smoke tests)")
+    if weights == "random":
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = Uni3DPointEncoder(cfg)
+    else:
+        if not Path(weights).exists():
+            raise ModelLoadError(f"{weights}: weights path does not exist")
+        with torch.device("meta"):
+            model = Uni3DPointEncoder(cfg)
+        try:
+            load_uni3d_checkpoint(weights, model)
+        except CheckpointError as e:
+            raise ModelLoadError(getattr(e, "one_line", None) or str(e).splitlines()[0]) from e
+    model = model.to(device=device, dtype=precision.dtype).eval()
+    points_digest = state_dict_digest(model)
+    text_fp = text_encoder.fingerprint
+    return dataclasses.replace(
+        text_encoder,
+        name=card.name,
+        weights=f"{provenance} + text {text_encoder.name}: {text_encoder.weights}",
+        arch={"family": "uni3d", "uni3d": repr(dataclasses.asdict(cfg)), "text_model": text_encoder.name,
+              "text_fingerprint": text_fp},
+        weights_digest=hashlib.sha256(f"{points_digest}:{text_fp}".encode()).hexdigest()[:16],
+        _image_fn=_no_images(card.name),
+        _points_fn=model.encode_points,
+        has_images=False,
+        points_model=model,
+    )
+
+
+def _no_images(name: str) -> Callable[[torch.Tensor], Any]:
+    def fail(images: torch.Tensor) -> Any:
+        raise TypeError(f"{name} is a point-cloud encoder with a text tower: it has no image tower")
+
+    return fail

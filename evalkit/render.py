@@ -1,0 +1,300 @@
+"""Depth views of point clouds: a 2-D CLIP sees a 3-D shape as a few grey "photos" of it.
+
+A re-implementation, from its published description, of PointCLIP V2's "realistic projection"
+(Zhu et al., ICCV 2023; `yangyangyang127/PointCLIP_V2`, MIT; see
+``shared/reference/TASK_PROTOCOLS.md`` §3.7), batched over clouds and views in torch:
+
+1. **view**: rotate every cloud into each viewpoint's camera frame (orthographic: x right, y up,
+   z towards the camera), then normalise *per view* by the bounding-box centre and the largest
+   bounding-box side, so the cloud spans [-1, 1] on its longest axis; x and y are scaled by
+   ``obj_ratio`` to leave a margin round the object;
+2. **quantise**: each point falls into a cell of a ``grid`` × ``grid`` (x, y) × ``depth_levels``
+   (z) grid; the cell keeps the largest depth value of its points (scatter-max), where the depth
+   value ``((z + 1) / 2 + depth_bias) / (1 + depth_bias)`` is 1 at the nearest point and
+   ``depth_bias / (1 + depth_bias)`` at the farthest, never 0 (0 is the empty background);
+3. **densify**: a ``pool_size`` × ``pool_size`` max pool within each depth slice closes the gaps
+   between the sparse points, so surfaces look solid;
+4. **smooth**: a ``smooth_size`` × ``smooth_size`` Gaussian (``smooth_sigma``) within each slice;
+5. **project**: the max over the depth slices (the nearest surface wins), divided by the image's
+   own maximum (so each image spans [0, 1]), inverted: a light background (1) with the object
+   shaded darker the nearer it is to the camera;
+6. grey repeated to 3 channels, bilinear resize to ``resolution``, and 8-bit quantisation: a view
+   then goes through a model's ordinary image transform, like a decoded photo.
+
+Differences from PointCLIP V2's code, all deliberate: the max pool is centred (padding
+``pool_size // 2``; the original pads 2 for a 7-wide pool, which shrinks the 112 grid to 110 and
+shifts the image by a cell), the depth value keeps its full range instead of being clipped to the
+grid's inner slices, and the output is uint8 rather than float. Nothing in this module is tuned on
+any test set; the viewpoints are fixed and named (:data:`VIEWPOINTS`).
+
+This is a bottom-layer module: it imports only torch, numpy and (lazily) Pillow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "Viewpoint",
+    "VIEWPOINTS",
+    "VIEW_NAMES",
+    "TILT_SIDE_DEG",
+    "TILT_POLE_DEG",
+    "select_viewpoints",
+    "render_depth_views",
+    "depth_view_images",
+]
+
+#: PointCLIP V2 tilts its side views by pi/9 (20 degrees), so the camera looks slightly down on
+#: the object and shows a little of its top as well as its side.
+TILT_SIDE_DEG = 20.0
+#: ... and its top and bottom views by pi/15 (12 degrees) off the vertical, so they show a little
+#: of the front rather than a bare outline.
+TILT_POLE_DEG = 12.0
+
+
+@dataclass(frozen=True)
+class Viewpoint:
+    """A camera direction, for a cloud whose up axis is +y and whose front faces +z.
+
+    ``azimuth_deg``: the camera's angle round the up axis, 0 = in front (on +z), 90 = on the
+    object's right (+x); ``elevation_deg``: its angle above the horizontal plane (90 = straight
+    above, negative = below). Orthographic projection, so distance does not matter.
+    """
+
+    name: str
+    azimuth_deg: float
+    elevation_deg: float
+
+    def rotation(self) -> torch.Tensor:
+        """(3, 3) float64 whose rows are the camera's right, up and towards-camera axes in object
+        coordinates: ``R @ p`` gives (x right in the image, y up in the image, z nearer = larger)."""
+        a, e = math.radians(self.azimuth_deg), math.radians(self.elevation_deg)
+        toward = torch.tensor([math.sin(a) * math.cos(e), math.sin(e), math.cos(a) * math.cos(e)], dtype=torch.float64)
+        right = torch.tensor([math.cos(a), 0.0, -math.sin(a)], dtype=torch.float64)
+        up = torch.linalg.cross(toward, right)  # right × up = toward: a right-handed camera frame
+        return torch.stack([right, up, toward])
+
+
+def _side(name: str, azimuth: float) -> Viewpoint:
+    return Viewpoint(name, azimuth, TILT_SIDE_DEG)
+
+
+#: The 10 viewpoints of PointCLIP V2 (8 azimuths 45 degrees apart, tilted 20 degrees down, plus
+#: top and bottom tilted 12 degrees off the vertical), in the order ``n_views`` takes them: the
+#: first 4 are the axis-aligned sides, the first 6 add top and bottom (PointCLIP V1's six
+#: directions), the last 4 are the diagonals. With ``n_views=V`` the first V are rendered.
+VIEWPOINTS: tuple[Viewpoint, ...] = (
+    _side("front", 0.0),
+    _side("right", 90.0),
+    _side("back", 180.0),
+    _side("left", 270.0),
+    Viewpoint("top", 0.0, 90.0 - TILT_POLE_DEG),
+    Viewpoint("bottom", 0.0, -(90.0 - TILT_POLE_DEG)),
+    _side("front-right", 45.0),
+    _side("back-right", 135.0),
+    _side("back-left", 225.0),
+    _side("front-left", 315.0),
+)
+VIEW_NAMES: tuple[str, ...] = tuple(v.name for v in VIEWPOINTS)
+
+# Maps each supported up axis onto +y by a proper rotation (determinant +1, so nothing is
+# mirrored): z-up (x, y, z) -> (x, z, -y), i.e. the front is -y; x-up (x, y, z) -> (-y, x, z).
+_UP_AXIS = {
+    "y": ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
+    "z": ((1.0, 0.0, 0.0), (0.0, 0.0, 1.0), (0.0, -1.0, 0.0)),
+    "x": ((0.0, -1.0, 0.0), (1.0, 0.0, 0.0), (0.0, 0.0, 1.0)),
+}
+
+
+def select_viewpoints(n_views: int = 10, viewpoints: Sequence[Viewpoint | str] | None = None) -> tuple[Viewpoint, ...]:
+    """The viewpoints a render uses: the first ``n_views`` of :data:`VIEWPOINTS`, or exactly
+    ``viewpoints`` (Viewpoint objects or names of :data:`VIEWPOINTS`) when given."""
+    if viewpoints is not None:
+        out = []
+        for v in viewpoints:
+            if isinstance(v, Viewpoint):
+                out.append(v)
+            elif v in VIEW_NAMES:
+                out.append(VIEWPOINTS[VIEW_NAMES.index(v)])
+            else:
+                raise ValueError(f"unknown viewpoint {v!r}; choose from {', '.join(VIEW_NAMES)}")
+        if not out:
+            raise ValueError("viewpoints is empty; give at least one")
+        return tuple(out)
+    if not 1 <= int(n_views) <= len(VIEWPOINTS):
+        raise ValueError(f"n_views must be between 1 and {len(VIEWPOINTS)}, got {n_views}")
+    return VIEWPOINTS[: int(n_views)]
+
+
+def _as_batch(points: Any) -> tuple[torch.Tensor, bool]:
+    """(B, N, 3) float tensor and whether the input was a single cloud. A list of clouds of
+    different sizes is padded by repeating each cloud's first point, which changes neither its
+    bounding box nor any cell's maximum, so the render is exactly that of the unpadded cloud."""
+    if isinstance(points, (list, tuple)):
+        clouds = [torch.as_tensor(np.asarray(p) if not isinstance(p, torch.Tensor) else p) for p in points]
+        if not clouds:
+            raise ValueError("no point clouds given (an empty list)")
+        for i, c in enumerate(clouds):
+            _check_shape(c, 2, f"cloud {i}")
+            if c.shape[0] == 0:
+                raise ValueError(f"point cloud {i} is empty (0 points); nothing to render")
+        n = max(c.shape[0] for c in clouds)
+        dtype = torch.promote_types(clouds[0].dtype, torch.float32) if clouds[0].is_floating_point() else torch.float32
+        padded = [torch.cat([c, c[:1].expand(n - c.shape[0], 3)]) if c.shape[0] < n else c for c in clouds]
+        return torch.stack([c.to(dtype) for c in padded]), False
+    t = points if isinstance(points, torch.Tensor) else torch.as_tensor(np.asarray(points))
+    if t.dim() == 2:
+        _check_shape(t, 2, "the point cloud")
+        return t.unsqueeze(0), True
+    _check_shape(t, 3, "the point clouds")
+    return t, False
+
+
+def _check_shape(t: torch.Tensor, dims: int, what: str) -> None:
+    want = "(N, 3)" if dims == 2 else "(B, N, 3)"
+    if t.dim() != dims or t.shape[-1] != 3:
+        raise ValueError(f"{what}: expected a {want} array of xyz points, got shape {tuple(t.shape)}")
+
+
+def _check_values(pts: torch.Tensor, single: bool) -> None:
+    if pts.shape[0] == 0:
+        raise ValueError("no point clouds given (batch size 0)")
+    if pts.shape[1] == 0:
+        raise ValueError("point cloud is empty (0 points); nothing to render")
+    bad = ~torch.isfinite(pts)
+    if bad.any():
+        per_cloud = bad.flatten(1).sum(dim=1)
+        first = int(torch.nonzero(per_cloud)[0])
+        n_nan = int(torch.isnan(pts[first]).sum())
+        n_inf = int(torch.isinf(pts[first]).sum())
+        where = "the point cloud" if single else f"point cloud {first} of the batch"
+        raise ValueError(f"{where} has non-finite coordinates ({n_nan} NaN, {n_inf} inf); "
+                         "refusing to render it")
+
+
+def _gaussian_kernel(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    k = g[:, None] * g[None, :]
+    return (k / k.sum()).to(dtype=dtype, device=device).view(1, 1, size, size)
+
+
+def render_depth_views(
+    points: Any,
+    n_views: int = 10,
+    resolution: int = 224,
+    *,
+    viewpoints: Sequence[Viewpoint | str] | None = None,
+    up_axis: str = "y",
+    grid: int = 112,
+    depth_levels: int = 8,
+    obj_ratio: float = 0.8,
+    depth_bias: float = 0.2,
+    pool_size: int = 7,
+    smooth_size: int = 3,
+    smooth_sigma: float = 3.0,
+) -> torch.Tensor:
+    """Depth views of point clouds as uint8 images.
+
+    ``points``: one cloud (N, 3) → (V, 3, H, W); a batch (B, N, 3), or a list of B clouds of any
+    sizes → (B, V, 3, H, W); tensors or arrays. Computed on the points' device, in float32 (or
+    float64 for float64 input). ``n_views`` takes the first V of :data:`VIEWPOINTS`;
+    ``viewpoints`` (names or :class:`Viewpoint` objects) overrides it. ``up_axis``: which input
+    axis points up ("y": ModelNet / PointNet's h5; "z": the front is then -y).
+
+    The defaults are PointCLIP V2's: ``grid`` 112 cells across, ``depth_levels`` 8,
+    ``obj_ratio`` 0.8 (the object's longest side covers 80% of the frame, before densifying),
+    ``depth_bias`` 0.2, a 7×7 max pool (``pool_size``; 1 = none) and a 3×3 Gaussian of sigma 3
+    (``smooth_size``; 1 = none); ``resolution`` 224 is the usual CLIP input.
+
+    Raises ``ValueError`` for a cloud with NaN or infinite coordinates, an empty cloud or a
+    malformed array, naming which cloud of the batch.
+    """
+    if up_axis not in _UP_AXIS:
+        raise ValueError(f"unknown up_axis {up_axis!r}; choose from {', '.join(_UP_AXIS)}")
+    for name, value, lo in (("resolution", resolution, 1), ("grid", grid, 2), ("depth_levels", depth_levels, 1),
+                            ("pool_size", pool_size, 1), ("smooth_size", smooth_size, 1)):
+        if int(value) != value or value < lo:
+            raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+    for name, value in (("pool_size", pool_size), ("smooth_size", smooth_size)):
+        if value % 2 == 0:
+            raise ValueError(f"{name} must be odd (a centred window), got {value}")
+    if not 0 < obj_ratio <= 1:
+        raise ValueError(f"obj_ratio must be in (0, 1], got {obj_ratio}")
+    if depth_bias <= 0:
+        raise ValueError(f"depth_bias must be > 0 (it keeps the farthest surface off the background), got {depth_bias}")
+    if smooth_sigma <= 0:
+        raise ValueError(f"smooth_sigma must be > 0, got {smooth_sigma}")
+    views = select_viewpoints(n_views, viewpoints)
+
+    pts, single = _as_batch(points)
+    if not pts.is_floating_point() or pts.dtype in (torch.float16, torch.bfloat16):
+        pts = pts.float()
+    _check_values(pts, single)
+    dtype, device = pts.dtype, pts.device
+    b, n, _ = pts.shape
+    v, r, d = len(views), int(grid), int(depth_levels)
+
+    up = torch.tensor(_UP_AXIS[up_axis], dtype=torch.float64)
+    rot = torch.stack([vp.rotation() @ up for vp in views]).to(dtype=dtype, device=device)  # (V, 3, 3)
+    cam = torch.einsum("vij,bnj->bvni", rot, pts)  # (B, V, N, 3) in each camera's frame
+
+    # 1. per view: centre on the bounding box, scale its longest side to [-1, 1]
+    hi, lo = cam.amax(dim=2, keepdim=True), cam.amin(dim=2, keepdim=True)
+    centre = (hi + lo) / 2
+    extent = (hi - lo).amax(dim=-1, keepdim=True)
+    extent = torch.where(extent > 0, extent, torch.ones_like(extent))  # a single point: a dot
+    cam = (cam - centre) / extent * 2
+
+    # 2. quantise; image row 0 is the top (largest y), column 0 the left (smallest x)
+    x = (cam[..., 0] * obj_ratio + 1) / 2
+    y = (1 - cam[..., 1] * obj_ratio) / 2
+    depth = ((cam[..., 2] + 1) / 2 + depth_bias) / (1 + depth_bias)  # in [bias/(1+bias), 1]
+    col = (x * r).floor().long().clamp_(0, r - 1)
+    row = (y * r).floor().long().clamp_(0, r - 1)
+    level = (depth * d).floor().long().clamp_(0, d - 1)
+    cell = (level * r + row) * r + col  # (B, V, N) into a (D, R, R) grid per view
+    volume = torch.zeros(b * v, d * r * r, dtype=dtype, device=device)
+    volume.scatter_reduce_(1, cell.reshape(b * v, n), depth.reshape(b * v, n), reduce="amax", include_self=True)
+    volume = volume.view(b * v * d, 1, r, r)
+
+    # 3.-4. densify and smooth each depth slice
+    if pool_size > 1:
+        volume = F.max_pool2d(volume, pool_size, stride=1, padding=pool_size // 2)
+    if smooth_size > 1:
+        kernel = _gaussian_kernel(smooth_size, smooth_sigma, dtype, device)
+        volume = F.conv2d(volume, kernel, padding=smooth_size // 2)
+
+    # 5. nearest surface, per-image [0, 1], inverted to a light background
+    img = volume.view(b * v, d, r, r).amax(dim=1)
+    img = img / img.flatten(1).amax(dim=1).clamp_min(torch.finfo(dtype).tiny).view(-1, 1, 1)
+    img = 1 - img
+
+    # 6. to `resolution`, 3 channels, uint8
+    img = img.unsqueeze(1)
+    if resolution != r:
+        img = F.interpolate(img, size=(int(resolution), int(resolution)), mode="bilinear", align_corners=False,
+                            antialias=resolution < r)
+    out = (img.clamp(0, 1) * 255).round_().to(torch.uint8).expand(-1, 3, -1, -1)
+    out = out.reshape(b, v, 3, int(resolution), int(resolution)).contiguous()
+    return out[0] if single else out
+
+
+def depth_view_images(points: Any, n_views: int = 10, resolution: int = 224, **kwargs: Any) -> list:
+    """The depth views of one (N, 3) cloud as ``n_views`` PIL RGB images (the per-sample path of
+    a data loader); keyword arguments as :func:`render_depth_views`."""
+    from PIL import Image
+
+    t = points if isinstance(points, torch.Tensor) else torch.as_tensor(np.asarray(points))
+    if t.dim() != 2:
+        raise ValueError(f"depth_view_images renders one cloud: expected shape (N, 3), got {tuple(t.shape)}")
+    views = render_depth_views(t, n_views, resolution, **kwargs)
+    return [Image.fromarray(view.permute(1, 2, 0).cpu().numpy(), mode="RGB") for view in views]

@@ -1,0 +1,286 @@
+"""Few-shot linear probes (``family: linear_probe``): frozen features of any view, a logistic-
+regression probe trained on K samples per class, clip_benchmark's ``linear_probe`` algorithm
+(:mod:`evalkit.probe`, numerically identical to it on the same features).
+
+A task names its test samples in ``source`` and its train samples in ``train_source`` (the same
+schema), and the protocol under ``fewshot``::
+
+    train_source: {type: shapeworld, task: shape, split: train, n: 600, seed: 7}
+    fewshot:
+      shots: [1, 2, 4, 8, 16]     # K samples per class
+      seeds: 3                    # seeds 0, 1, 2 (or a list of seeds)
+      lr: 0.1                     # and epochs, batch_size, val_fraction, wd_log10_min,
+                                  # wd_log10_max, wd_points, wd_init_points, wd_refine_span
+                                  # (evalkit.probe.ProbeOptions; defaults: clip_benchmark's CLI,
+                                  # val_fraction 0.1 as its README's --val_proportion example)
+    metric: acc1@16shot           # default: acc1 at the largest K
+
+Both splits are embedded once through the task's view (images, video frames, a 3D task's depth
+views or point tower: :func:`evalkit.tasks.common.view_modes`; the feature cache makes a rerun free);
+every K, seed and weight decay of the sweep then works on those tensors. Metrics:
+``acc1@{K}shot`` (top-1, a fraction, the mean over seeds) and ``acc1@{K}shot_std`` (population
+standard deviation over seeds); each run's accuracy, weight decay and sample counts are in the
+result's ``evalkit.runs``, the protocol in ``evalkit.fewshot``. ``RunContext.shots`` and
+``RunContext.seeds`` (``--shots 1,2,4 --seeds 5``) replace the task's K values and seeds
+(``seeds: N`` means seeds 0 … N-1); when the task's primary metric's K is no longer run, the
+primary metric becomes acc1 at the largest K run.
+
+Best-of-both: the probe runs on each transform's features, and the transform with the better
+primary metric gives every reported number (a mean stays with its std and its K neighbours), the
+other transform's as ``metric@transform``, as retrieval does. Train labels must be class indices;
+a class with fewer than K train samples (after the validation split) gives all it has and is
+counted per run (``short_classes``). ``--save-predictions`` writes nothing for this family.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import numbers
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from evalkit.data.sources import DataError, SourceData, load_source
+from evalkit.features import Embeddings
+from evalkit.models.encoder import Encoder
+from evalkit.probe import ProbeOptions, ProbeRun, fewshot_metrics, fewshot_probe
+from evalkit.registry import task_families
+from evalkit.results import TaskResult
+from evalkit.tasks.base import RunContext
+from evalkit.tasks.common import (
+    check_transform,
+    combine_by,
+    embed_images,
+    provenance,
+    view_modes,
+    write_skipped_log,
+)
+from evalkit.tasks.spec import TaskSpec, TaskSpecError
+
+log = logging.getLogger("evalkit")
+
+DEFAULT_SHOTS = (1, 2, 4, 8, 16)
+DEFAULT_SEEDS = 3
+_METRIC = re.compile(r"acc1@(\d+)shot")
+_PROBE_KEYS = tuple(f.name for f in dataclasses.fields(ProbeOptions))
+
+
+@dataclass(frozen=True)
+class FewShotConfig:
+    """The ``fewshot`` mapping of a task: K values, seeds and the probe's options."""
+
+    shots: tuple[int, ...] = DEFAULT_SHOTS
+    seeds: tuple[int, ...] = tuple(range(DEFAULT_SEEDS))
+    probe: ProbeOptions = field(default_factory=ProbeOptions)
+
+    @classmethod
+    def from_spec(cls, spec: TaskSpec) -> FewShotConfig:
+        where = spec.path or spec.name
+        raw = spec.options.get("fewshot", {})
+        if not isinstance(raw, dict):
+            raise TaskSpecError(f"{where}: field 'fewshot' must be a mapping")
+        unknown = sorted(set(raw) - {"shots", "seeds", *_PROBE_KEYS})
+        if unknown:
+            raise TaskSpecError(f"{where}: unknown field(s) {unknown} in 'fewshot'; allowed: "
+                                f"{sorted({'shots', 'seeds', *_PROBE_KEYS})}")
+        shots = raw.get("shots", list(DEFAULT_SHOTS))
+        if (not isinstance(shots, list) or not shots
+                or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in shots)
+                or len(set(shots)) != len(shots)):
+            raise TaskSpecError(f"{where}: field 'fewshot.shots' must be a list of distinct whole numbers ≥ 1, "
+                                f"got {shots!r}")
+        seeds = raw.get("seeds", DEFAULT_SEEDS)
+        if isinstance(seeds, int) and not isinstance(seeds, bool) and seeds >= 1:
+            seed_list = list(range(seeds))
+        elif (isinstance(seeds, list) and seeds and len(set(seeds)) == len(seeds)
+              and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)):
+            seed_list = list(seeds)
+        else:
+            raise TaskSpecError(f"{where}: field 'fewshot.seeds' must be a whole number ≥ 1 (seeds 0 … N-1) or a "
+                                f"list of distinct seeds ≥ 0, got {seeds!r}")
+        opts = {k: raw[k] for k in _PROBE_KEYS if k in raw}
+        for k, v in opts.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise TaskSpecError(f"{where}: field 'fewshot.{k}' must be a number, got {v!r}")
+        try:
+            probe = ProbeOptions(**opts)
+        except ValueError as e:
+            raise TaskSpecError(f"{where}: field 'fewshot': {e}") from e
+        return cls(tuple(sorted(shots)), tuple(seed_list), probe)
+
+    def with_overrides(self, shots: list[int] | None, seeds: int | None) -> FewShotConfig:
+        """``RunContext.shots`` / ``.seeds`` in place of the task's (None: the task's own)."""
+        if shots is not None:
+            if not shots or not all(isinstance(k, int) and k >= 1 for k in shots):
+                raise ValueError(f"shots must be whole numbers ≥ 1, got {shots!r}")
+            self = dataclasses.replace(self, shots=tuple(sorted(set(shots))))
+        if seeds is not None:
+            if not isinstance(seeds, int) or seeds < 1:
+                raise ValueError(f"seeds must be a whole number ≥ 1, got {seeds!r}")
+            self = dataclasses.replace(self, seeds=tuple(range(seeds)))
+        return self
+
+    def record(self) -> dict[str, Any]:
+        """The protocol as a result records it."""
+        return {"shots": list(self.shots), "seeds": list(self.seeds), **self.probe.as_dict(),
+                "weight_decays": f"logspace({self.probe.wd_log10_min}, {self.probe.wd_log10_max}, "
+                                 f"{self.probe.wd_points})",
+                "optimizer": "AdamW", "schedule": "cosine, no warm-up", "loss": "cross-entropy",
+                "dtype": "float32", "features": "L2-normalised", "final_training": "K-shot samples only",
+                "short_classes": "all their samples (counted per run)"}
+
+
+@dataclass
+class PreparedFewShot:
+    """A few-shot task's two splits, found and checked before the model is loaded."""
+
+    data: SourceData  # the test split (``source``)
+    train: SourceData  # ``train_source``
+    config: FewShotConfig
+    n_classes: int | None  # None: from the labels (largest + 1)
+    where: str
+
+
+def primary_metric(spec: TaskSpec, shots: tuple[int, ...]) -> str:
+    """The task's ``metric`` when its K is run, else acc1 at the largest K (also the default)."""
+    m = _METRIC.fullmatch(spec.metric)
+    if m is not None and int(m.group(1)) in shots:
+        return spec.metric
+    return f"acc1@{max(shots)}shot"
+
+
+@task_families.register("linear_probe")
+class LinearProbeFamily:
+    name = "linear_probe"
+    yaml_keys = ("train_source", "fewshot")
+    default_transform = "crop"
+    result_task = "linear_probe"
+
+    def validate(self, spec: TaskSpec) -> FewShotConfig:
+        where = spec.path or spec.name
+        spec.check_options(self.yaml_keys)
+        check_transform(spec, self.default_transform)
+        train = spec.options.get("train_source")
+        if not isinstance(train, dict) or "type" not in train:
+            raise TaskSpecError(f"{where}: field 'train_source' (the train split, same schema as 'source') "
+                                f"must be a mapping with a 'type'")
+        if spec.protocol.get("splits"):
+            raise TaskSpecError(f"{where}: protocol.splits is not supported by the linear_probe family")
+        config = FewShotConfig.from_spec(spec)
+        m = _METRIC.fullmatch(spec.metric)
+        if spec.metric != "acc1" and (m is None or int(m.group(1)) not in config.shots):
+            raise TaskSpecError(f"{where}: field 'metric' must be acc1@Kshot for a K in fewshot.shots "
+                                f"{list(config.shots)}, got {spec.metric!r}")
+        return config
+
+    def prepare(self, spec: TaskSpec, data_root: str | Path | None) -> PreparedFewShot:
+        """Both splits found and checked, and the class count: no model needed."""
+        config = self.validate(spec)
+        where = spec.path or spec.name
+        test = load_source(spec.source, data_root, spec.name, base_dir=spec.base_dir, classnames=spec.classnames)
+        train = load_source(spec.options["train_source"], data_root, spec.name, base_dir=spec.base_dir,
+                            classnames=spec.classnames)
+        if train.classnames and test.classnames and list(train.classnames) != list(test.classnames):
+            raise DataError(f"{where}: 'train_source' and 'source' list different classes "
+                            f"({len(train.classnames)} vs {len(test.classnames)}; first train classes "
+                            f"{list(train.classnames)[:3]}, test {list(test.classnames)[:3]})")
+        # a source of captions, not class labels, fails now rather than after every image is embedded
+        for split, data in (("train_source", train), ("source", test)):
+            first = next((sample for unit in data.units[:1] for sample in unit.samples()), None)
+            if first is not None and not _is_class_index(first[2]):
+                raise DataError(f"{where}: {split} sample {first[0]} has the target {first[2]!r}, not a class "
+                                f"index (a linear probe needs labelled samples)")
+        if train.label_groups is not None:
+            n_classes: int | None = len(train.label_groups)
+        elif spec.classnames is not None or train.classnames or test.classnames:
+            n_classes = len(spec.classnames or train.classnames or test.classnames or [])
+        else:
+            n_classes = None
+        return PreparedFewShot(test, train, config, n_classes, where)
+
+    def run(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext,
+            prepared: PreparedFewShot | None = None) -> TaskResult:
+        """Embed both splits (one pass each, cached), probe every (K, seed) per transform, and
+        report the transform with the better primary metric."""
+        started = time.perf_counter()
+        if prepared is None:
+            prepared = self.prepare(spec, ctx.data_root)
+        config = prepared.config.with_overrides(ctx.shots, ctx.seeds)
+        metric = primary_metric(spec, config.shots)
+        task_metric = primary_metric(spec, prepared.config.shots)
+        mode, modes = view_modes(spec, encoder, ctx, self.default_transform)
+        train_spec = dataclasses.replace(spec, name=f"{spec.name} (train)", path=f"{prepared.where} (train_source)")
+        train_by_mode = embed_images(train_spec, encoder, ctx, prepared.train, modes)
+        test_by_mode = embed_images(spec, encoder, ctx, prepared.data, modes)
+        train_y = _class_labels(train_by_mode[modes[0]], prepared.where, "train_source")
+        test_y = _class_labels(test_by_mode[modes[0]], prepared.where, "source")
+        n_classes = prepared.n_classes or int(max(train_y.max(), test_y.max())) + 1
+        for split, emb, y in (("train_source", train_by_mode[modes[0]], train_y),
+                              ("source", test_by_mode[modes[0]], test_y)):
+            bad = (y >= n_classes).nonzero()
+            if len(bad):
+                i = int(bad[0])
+                raise DataError(f"{prepared.where}: {split} sample {emb.keys[i]} has label {int(y[i])} but there "
+                                f"are only {n_classes} classes")
+        if ctx.save_predictions:
+            log.warning("%s: the linear_probe family writes no predictions", spec.name)
+        device = probe_device(encoder)
+        t0 = time.perf_counter()
+        runs: dict[str, list[ProbeRun]] = {
+            m: fewshot_probe(train_by_mode[m].features, train_y, test_by_mode[m].features, test_y,
+                             shots=config.shots, seeds=config.seeds, options=config.probe, n_classes=n_classes,
+                             device=device)
+            for m in modes}
+        probe_seconds = time.perf_counter() - t0
+        metrics, chosen = combine_by({m: fewshot_metrics(r) for m, r in runs.items()}, metric)
+        write_skipped_log(spec, encoder, ctx, test_by_mode[modes[0]].skipped)
+        write_skipped_log(spec, encoder, ctx, train_by_mode[modes[0]].skipped, "train")
+        train = train_by_mode[modes[0]]
+        spec = dataclasses.replace(spec, metric=metric)
+        evalkit = provenance(spec, encoder, ctx, self.name, prepared.data, mode, test_by_mode, started)
+        evalkit.update({
+            "best_transform": chosen,
+            "train_source": dict(spec.options["train_source"]),
+            "train_data": prepared.train.info,
+            "train_samples": len(train.keys) + len(train.skipped),
+            "train_evaluated": len(train.keys),
+            "train_skipped": len(train.skipped),
+            "train_skipped_keys": [k for k, _ in train.skipped][:100],
+            "train_image_seconds": round(train.seconds, 4),
+            "n_classes": n_classes,
+            "fewshot": {**config.record(), "probe_device": device},
+            "probe_seconds": round(probe_seconds, 4),
+            # per transform, per (K, seed): test top-1, chosen weight decay, samples used
+            "runs": {m: [r.summary() for r in rs] for m, rs in runs.items()},
+            "short_classes_max": {str(k): max(len(r.short_classes) for rs in runs.values() for r in rs
+                                              if r.shots == k) for k in config.shots},
+        })
+        if metric != task_metric:  # --shots left out the K of the task's own primary metric
+            evalkit["metric_of_task"] = task_metric
+        return TaskResult(dataset=spec.name, model=encoder.name, pretrained=encoder.weights,
+                          task=self.result_task, metrics=metrics, evalkit=evalkit)
+
+
+def probe_device(encoder: Encoder) -> str:
+    """Where the probe trains: the encoder's GPU if it has one (the sweep's validation passes
+    over a large train split are slow on a CPU), else the CPU."""
+    device = str(getattr(encoder, "device", "cpu"))
+    return device if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
+
+
+def _class_labels(emb: Embeddings, where: str, split: str) -> torch.Tensor:
+    """The samples' targets as class indices; anything else is an error naming the sample."""
+    for key, label in zip(emb.keys, emb.labels, strict=True):
+        if not _is_class_index(label):
+            raise DataError(f"{where}: {split} sample {key} has the target {label!r}, not a class index "
+                            f"(a linear probe needs labelled samples)")
+    return torch.tensor([int(label) for label in emb.labels], dtype=torch.long)
+
+
+def _is_class_index(label: Any) -> bool:
+    return isinstance(label, numbers.Integral) and not isinstance(label, bool) and label >= 0

@@ -1,0 +1,150 @@
+"""3D tasks end to end (issue 11): point clouds through a task, by depth views (any 2-D CLIP: the
+demo model) or by a Uni3D point encoder paired with a CLIP text tower (``uni3d-ti`` with the demo
+model's text tower, a random checkpoint in Uni3D's released layout)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from test_uni3d import uni3d_checkpoint
+
+from evalkit import api, cli
+from evalkit.features import zero_shot_classifier
+from evalkit.models import load
+from evalkit.models.uni3d import Uni3DPointEncoder, load_uni3d_checkpoint, prepare_points, uni3d_config
+from evalkit.resources import builtin_tasks_dir
+from evalkit.tasks.spec import TaskSpecError
+
+
+def _clouds(root, n_points=(10000, 10000, 700), classes=("sphere", "cube")):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        d = root / c
+        d.mkdir(parents=True)
+        for i, n in enumerate(n_points):
+            v = rng.normal(size=(n, 3))
+            if c == "sphere":
+                v /= np.linalg.norm(v, axis=1, keepdims=True)
+            else:
+                v = rng.uniform(-1, 1, size=(n, 3))
+                ax = rng.integers(0, 3, n)
+                v[np.arange(n), ax] = np.sign(v[np.arange(n), ax])
+            np.save(d / f"{i}.npy", v.astype(np.float32))
+    return root
+
+
+@pytest.fixture(scope="module")
+def uni3d_ckpt(tmp_path_factory):
+    path = tmp_path_factory.mktemp("uni3d") / "model.pt"
+    torch.save(uni3d_checkpoint(uni3d_config("tiny", embed_dim=64)), path)
+    return path
+
+
+def _kw(tmp_path, **extra):
+    return dict(output_dir=tmp_path / "out", progress=False, cache_dir=None, **extra)
+
+
+def test_depth_views_with_a_2d_model_and_a_bad_cloud(tmp_path):
+    root = _clouds(tmp_path / "clouds", n_points=(1500, 1500))
+    bad = np.ones((50, 3), np.float32)
+    bad[3, 1] = np.nan
+    np.save(root / "cube" / "bad.npy", bad)
+    r = api.evaluate("eva-clip-demo", f"pointfolder:{root}", raise_errors=True, **_kw(tmp_path)).results[0]
+    ev = r.evalkit
+    assert (ev["cloud_view"], ev["depth_views"], ev["transform"]) == ("depth-views", 10, "crop")
+    depth_prompts = (builtin_tasks_dir() / "templates" / "depth_maps.txt").read_text().splitlines()
+    assert ev["n_templates"] == len(depth_prompts) != 64  # the depth prompts, not Uni3D's 64
+    assert ev["evaluated"] == 4 and ev["skipped_keys"] == ["cube/bad.npy"]
+    log = (tmp_path / "out" / "runs" / "eva-clip-demo" / "pointfolder_clouds.skipped.log").read_text()
+    assert "cube/bad.npy" in log and "nan" in log.lower()
+    with pytest.raises(Exception, match="cube/bad.npy"):
+        api.evaluate("eva-clip-demo", f"pointfolder:{root}", strict=True, raise_errors=True, **_kw(tmp_path))
+
+
+def test_uni3d_points_view_equals_the_encoder_by_hand(tmp_path, uni3d_ckpt):
+    root = _clouds(tmp_path / "clouds")
+    report = api.evaluate("uni3d-ti", f"pointfolder:{root}", weights=str(uni3d_ckpt), text_model="eva-clip-demo",
+                          raise_errors=True, save_predictions=True, **_kw(tmp_path))
+    r = report.results[0]
+    ev = r.evalkit
+    assert (ev["cloud_view"], ev["npoints"], ev["transform"]) == ("points", 10000, "points")
+    assert ev["text_model"] == "eva-clip-demo" and ev["n_templates"] == 64
+    assert ev["text_fingerprint"] == load("eva-clip-demo").fingerprint != ev["fingerprint"]
+    # the two 700-point clouds were resampled to 10,000: scored, counted, named
+    assert ev["noted"] == 2 and sorted(k for k, _ in ev["noted_samples"]) == ["cube/2.npy", "sphere/2.npy"]
+    assert "fewer than the 10000" in ev["noted_samples"][0][1]
+    assert ev["variant"].startswith("fp32+model.pt-") and ev["variant"].endswith("+text-eva-clip-demo")
+
+    # the same numbers by hand: Uni3D's input handling, the point tower, the text tower's classifier
+    points = Uni3DPointEncoder(uni3d_config("tiny", embed_dim=64))
+    load_uni3d_checkpoint(uni3d_ckpt, points)
+    spec = api.resolve_tasks(f"pointfolder:{root}")[0]
+    classifier = zero_shot_classifier(load("eva-clip-demo"), ["cube", "sphere"], spec.templates)
+    scores = {}
+    for c in ("cube", "sphere"):
+        for i in range(3):
+            cloud, _ = prepare_points(np.load(root / c / f"{i}.npy"), None, 10000)
+            with torch.no_grad():
+                feat = F.normalize(points(cloud[None]), dim=-1)
+            scores[f"{c}/{i}.npy"] = 100 * (feat @ classifier)[0]
+    preds = {k: int(v.argmax()) for k, v in scores.items()}
+    folder = tmp_path / "out" / "runs" / "uni3d-ti" / ev["variant"]
+    lines = (folder / "pointfolder_clouds.predictions.jsonl").read_text().splitlines()
+    for p in map(json.loads, lines):
+        assert p["top_classes"][0] == preds[p["key"]]
+        assert p["top_scores"] == pytest.approx(scores[p["key"]][p["top_classes"]].tolist(), abs=2e-3)
+    truth = {k: 0 if k.startswith("cube") else 1 for k in preds}
+    assert r.metrics["acc1"] == pytest.approx(sum(preds[k] == truth[k] for k in preds) / 6)
+
+    with pytest.raises(Exception, match="sphere/2.npy|cube/2.npy"):  # --strict: a resampled cloud fails
+        api.evaluate("uni3d-ti", f"pointfolder:{root}", weights=str(uni3d_ckpt), text_model="eva-clip-demo",
+                     raise_errors=True, strict=True, **_kw(tmp_path))
+
+
+def test_another_width_and_wrong_pairings_fail_clearly(tmp_path, uni3d_ckpt, capsys):
+    root = _clouds(tmp_path / "clouds", n_points=(10000,))
+    out = ["--output-dir", str(tmp_path / "out"), "--quiet", "--no-cache"]
+    # uni3d-s is width 384; the checkpoint is tiny's 192
+    assert cli.main(["run", "--model", "uni3d-s", "--weights", str(uni3d_ckpt), "--text-model", "eva-clip-demo",
+                     "--tasks", f"pointfolder:{root}", *out]) == 1
+    err = capsys.readouterr().err
+    assert "shape" in err and "192" in err and len([ln for ln in err.splitlines() if "Error" in ln or "error" in ln]) <= 2
+    # a point encoder has no image tower
+    assert cli.main(["run", "--model", "uni3d-ti", "--weights", str(uni3d_ckpt), "--text-model", "eva-clip-demo",
+                     "--tasks", "shapeworld-shape", *out]) == 1
+    assert "encodes point clouds only" in capsys.readouterr().err
+    # --text-model is for point encoders
+    assert cli.main(["run", "--model", "eva-clip-demo", "--text-model", "eva-clip-demo",
+                     "--tasks", f"pointfolder:{root}", *out]) == 1
+    assert "--text-model" in capsys.readouterr().err
+    # a card with no published checkpoint asks for --weights, before anything heavy
+    assert cli.main(["run", "--model", "uni3d-b-eva-clip-18b-no-lvis", "--text-model", "eva-clip-demo",
+                     "--tasks", f"pointfolder:{root}", *out]) == 1
+    assert "needs --weights" in capsys.readouterr().err
+
+
+def test_cloud_view_points_needs_a_point_encoder(tmp_path):
+    from evalkit.tasks.common import cloud_view_of
+    from evalkit.tasks.spec import TaskSpec
+
+    enc = load("eva-clip-demo")
+    spec = TaskSpec(name="t", family="classification", source={"type": "pointfolder"}, view={"cloud": "points"})
+    with pytest.raises(TaskSpecError, match="needs a point-cloud encoder"):
+        cloud_view_of(spec, enc)
+    assert cloud_view_of(TaskSpec(name="t", family="classification", source={}, view={"cloud": "auto"}), enc) \
+        == "depth-views"
+    assert cloud_view_of(TaskSpec(name="t", family="classification", source={}, view={}), enc) is None
+
+
+def test_3d_group_and_task_files():
+    from evalkit.tasks.spec import TaskIndex
+
+    specs = {s.name: s for s in TaskIndex.load().resolve(["3d"])}
+    assert set(specs) == {"objaverse-lvis", "modelnet40", "scanobjectnn", "scanobjectnn-objbg", "scanobjectnn-hardest"}
+    assert [len(specs[n].classnames) for n in ("objaverse-lvis", "modelnet40", "scanobjectnn")] == [1156, 40, 15]
+    assert all(len(s.templates) == 64 and s.view["cloud"] == "auto" for s in specs.values())
+    assert specs["scanobjectnn"].view["npoints"] == 2048 and specs["modelnet40"].view["npoints"] == 10000
