@@ -37,10 +37,11 @@ def check_task(spec: Any, data_root: str | Path | None) -> TaskCheck:
     """The data check of one resolved task (:class:`evalkit.tasks.spec.TaskSpec`). A task over
     several splits (``protocol.splits``) checks every split: the first that is not found or
     fails is the row; else the counts are summed and the row names each split's."""
+    noun = "clips" if "frames" in spec.view else "clouds" if "cloud" in spec.view else "images"
+
     def one(s: Any) -> TaskCheck:
         return check_source(spec.name, s.source, data_root, protocol=spec.protocol, classnames=spec.classnames,
-                            base_dir=spec.base_dir, where=spec.path or spec.name,
-                            noun="clips" if "frames" in spec.view else "images")
+                            base_dir=spec.base_dir, where=spec.path or spec.name, noun=noun)
 
     parts = spec.split_specs()
     if not parts:
@@ -67,7 +68,17 @@ def check_tasks(tasks: str, data_root: str | Path | None, task_dirs: list[str] |
 
     names = [t for t in tasks.split(",") if t.strip()]
     index = TaskIndex.load(extra=[Path(d) for d in task_dirs or ()])
-    return [check_task(spec, default_data_root(data_root)) for spec in index.resolve(names)]
+    root = default_data_root(data_root)
+    rows = []
+    for spec in index.resolve(names):
+        rows.append(check_task(spec, root))
+        train = spec.options.get("train_source")
+        if isinstance(train, dict):  # a few-shot task's train split: a row of its own
+            noun = "clouds" if "cloud" in spec.view else "images"
+            rows.append(check_source(f"{spec.name} (train)", train, root, classnames=spec.classnames,
+                                     base_dir=spec.base_dir, where=f"{spec.path or spec.name} (train_source)",
+                                     noun=noun))
+    return rows
 
 
 def format_table(rows: list[TaskCheck]) -> str:

@@ -47,6 +47,7 @@ from evalkit.claims import (
     load_claims,
     split_protocol,
 )
+from evalkit.curves import fewshot_chart, fewshot_chart_path, fewshot_curves, fewshot_section
 from evalkit.results import (
     DEFAULT_VARIANT,
     TaskResult,
@@ -748,6 +749,12 @@ def write_report(output_dir: str | Path, claims: pd.DataFrame | str | Path | Ite
         if not main.empty:
             png = chart_path(output_dir, m)
             atomic_write_bytes(png, _chart(m, main))
+            paths.append(png)
+        curves = fewshot_curves(r for (label, _), rs in runs.items() if label == m for r in rs[:1])
+        if curves:
+            lines += ["### Few-shot (linear probe, top-1 % by samples per class)", "", fewshot_section(curves), ""]
+            png = fewshot_chart_path(output_dir, m)
+            atomic_write_bytes(png, fewshot_chart(m, curves))
             paths.append(png)
 
     md = output_dir / REPORT_NAME

@@ -38,7 +38,7 @@ PACKAGE = REPO / "evalkit"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("cli", ("evalkit.cli", "evalkit.__main__", "evalkit.plan", "evalkit.datacheck")),
-    ("api", ("evalkit", "evalkit.api", "evalkit.report", "evalkit.claims")),
+    ("api", ("evalkit", "evalkit.api", "evalkit.report", "evalkit.curves", "evalkit.claims")),
     ("tasks", ("evalkit.tasks",)),
     ("features", ("evalkit.features",)),
     ("views", ("evalkit.views",)),

@@ -152,11 +152,24 @@ def test_build_claims_mapping():
     r = row("EVA02-CLIP-L/14+@336", "COCO", "text_to_image_R@5", source="arXiv:2303.15389")
     assert (r["model"], r["metric"], r["protocol"]) == ("eva02-clip-l-14-336", "image_retrieval_recall@5", "eva-clip-paper")
     for unmappable in ("SigLIP-SO400M+(reported)", "Uni3D-B(teacher=EVA-CLIP-18B;data=Ensembled)",
-                       "EVA-CLIP-18B(w/o video data)", "CoCa-g"):
+                       "EVA-CLIP-18B(w/o video data)", "CoCa-g"):  # (Uni3D-B on ImageNet: not a Table 8 row)
         with pytest.raises(bc.Unmapped):
             row(unmappable, "ImageNet-1K")
     with pytest.raises(bc.Unmapped):
         row("EVA-CLIP-18B", "ModelNet40", "zeroshot_3d_top1")
+    # Table 8: a Uni3D-B student per (teacher, data), zero-shot 3D top-1 only
+    r = row("Uni3D-B(teacher=EVA-CLIP-18B;data=Ensembled-w/o-LVIS)", "ScanObjectNN", "zeroshot_3d_top1")
+    assert (r["model"], r["task"], r["metric"], r["transform"]) == ("uni3d-b-eva-clip-18b-no-lvis", "scanobjectnn",
+                                                                     "acc1", "")
+    assert row("Uni3D-B(teacher=EVA-02-CLIP-E/14+;data=Ensembled)", "Objaverse-LVIS", "zeroshot_3d_top1")["model"] \
+        == "uni3d-b"
+    for bad in (("Uni3D-B(teacher=CLIP-L;data=Ensembled)", "ModelNet40"),
+                ("Uni3D-B(teacher=EVA-CLIP-18B;data=Ensembled)", "ImageNet-1K")):
+        with pytest.raises(bc.Unmapped):
+            row(*bad, "zeroshot_3d_top1")
+    from evalkit.models import CARDS
+
+    assert set(bc.UNI3D.values()) <= set(CARDS)  # every Table 8 row names a card
 
 
 # ----------------------------------------------------------------------------- verified table
@@ -395,3 +408,25 @@ def test_write_report_with_repository_claims(tmp_path):
     objectnet = t[t["task"] == "objectnet"].set_index(["transform", "protocol"])["status"]
     assert objectnet.to_dict() == {("best-of-both", ""): "verified", ("crop", ""): "verified",
                                    ("squash", ""): "verified", ("best-of-both", "336px"): "not run"}
+
+
+def test_3d_table_and_fewshot_curves(tmp_path):
+    """Table 8's claims meet a Uni3D run (no image transform); few-shot results become a table
+    and a PNG of curves over K."""
+    out = tmp_path / "out"
+    _result(out, "uni3d-b", "modelnet40", {"acc1": 0.8631}, cloud_view="points", transform="points")
+    _result(out, "uni3d-b", "scanobjectnn", {"acc1": 0.600}, cloud_view="points", transform="points")
+    _result(out, "uni3d-b", "modelnet40-fewshot", {"acc1@1shot": 0.5, "acc1@1shot_std": 0.02,
+                                                    "acc1@4shot": 0.7, "acc1@4shot_std": 0.01})
+    paths = report.write_report(out, model="uni3d-b")
+    table = report.verified_table(out, model="uni3d-b")
+    mn = _row(table, task="modelnet40", metric="acc1")
+    assert (mn["claimed"], round(mn["verified"], 2), mn["status"]) == (86.3, 86.31, "verified")
+    assert _row(table, task="scanobjectnn", metric="acc1")["status"] == "differs"  # claimed 63.8
+    assert _row(table, task="objaverse-lvis", metric="acc1")["status"] == "not run"
+    md = (out / "claimed_vs_verified.md").read_text()
+    assert "| modelnet40-fewshot | 50.00 ± 2.00 | 70.00 ± 1.00 |" in md and "K=4" in md
+    png = out / "uni3d-b_fewshot.png"
+    assert png in paths and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    aggs = report.aggregate_table(out, model="uni3d-b")
+    assert "3d" in set(aggs["group"])

@@ -62,9 +62,22 @@ MODELS: dict[str, tuple[str, tuple[str, ...]]] = {
 # Why a paper model name is left out (checked before MODELS).
 UNMAPPABLE = {
     "SigLIP-SO400M+": "the '+' SigLIP-SO400M variant is not identified in the paper (resolution not stated)",
-    "Uni3D-B": "a point-cloud student distilled from a CLIP teacher, not a CLIP model (Table 8)",
     "EVA-CLIP-18B(w/o video data)": "ablation model trained without video data (Table 9), not released",
 }
+
+# Table 8's Uni3D-B rows: (teacher, pre-training data) in the name's parentheses -> the card of
+# that point encoder (paired with its teacher's text tower; evalkit/models/zoo.py)
+UNI3D = {
+    ("OpenCLIP-G/14", "Ensembled-w/o-LVIS"): "uni3d-b-openclip-g-no-lvis",
+    ("EVA-02-CLIP-E/14+", "Ensembled-w/o-LVIS"): "uni3d-b-no-lvis",
+    ("EVA-CLIP-8B", "Ensembled-w/o-LVIS"): "uni3d-b-eva-clip-8b-no-lvis",
+    ("EVA-CLIP-18B", "Ensembled-w/o-LVIS"): "uni3d-b-eva-clip-18b-no-lvis",
+    ("EVA-02-CLIP-E/14+", "Ensembled"): "uni3d-b",
+    ("EVA-CLIP-18B", "Ensembled"): "uni3d-b-eva-clip-18b",
+}
+
+# Table 8's sets (zero-shot top-1 of a point encoder: only for the Uni3D rows)
+UNI3D_TASKS = {"Objaverse-LVIS": "objaverse-lvis", "ModelNet40": "modelnet40", "ScanObjectNN": "scanobjectnn"}
 
 # Parenthesised suffix -> protocol tag ('' = no tag, the released model itself).
 PAREN_TAGS = {"reported": "reported", "README": "readme", "w/ video data": ""}
@@ -177,6 +190,8 @@ def map_row(row: dict[str, str]) -> dict[str, str]:
         if paper_model == prefix or paper_model.startswith(prefix + "(") or paper_model.startswith(prefix + "["):
             raise Unmapped(why)
     m = NAME_RE.match(paper_model)
+    if m and m["base"] == "Uni3D-B":
+        return _uni3d_row(row, m["paren"] or "")
     if not m or m["base"] not in MODELS:
         raise Unmapped(f"unknown paper model name {paper_model!r}")
     model, tags = MODELS[m["base"]]
@@ -245,6 +260,24 @@ def map_row(row: dict[str, str]) -> dict[str, str]:
         "transform": transform, "protocol": ";".join(_order(protocol)), "source": source,
         "paper_model": paper_model, "paper_dataset": dataset if dataset != "SUMMARY" else f"SUMMARY:{metric}",
         "note": "; ".join(note),
+    }
+
+
+def _uni3d_row(row: dict[str, str], paren: str) -> dict[str, str]:
+    """A Table 8 row: Uni3D-B trained toward a teacher on a pre-training set, zero-shot top-1
+    against the teacher's text tower (no image transform: clouds go through the point tower)."""
+    parts = dict(p.split("=", 1) for p in paren.split(";") if "=" in p)
+    key = (parts.get("teacher", ""), parts.get("data", ""))
+    if key not in UNI3D:
+        raise Unmapped(f"unknown Uni3D-B teacher/data {key}")
+    if row["dataset"] not in UNI3D_TASKS or row["metric"] != "zeroshot_3d_top1":
+        raise Unmapped(f"a Uni3D-B row must be zero-shot 3D top-1 on {sorted(UNI3D_TASKS)}, "
+                       f"got {row['dataset']!r} {row['metric']!r}")
+    return {
+        "model": UNI3D[key], "task": UNI3D_TASKS[row["dataset"]], "metric": "acc1",
+        "claimed": row["claimed"].strip(), "transform": "", "protocol": "", "source": row["source"],
+        "paper_model": row["model"], "paper_dataset": row["dataset"],
+        "note": "Table 8; Uni3D-B student of this teacher, scored against the teacher's text tower",
     }
 
 

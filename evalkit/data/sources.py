@@ -8,6 +8,7 @@ key and the reason instead of being dropped (see ``evalkit.features``).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -719,6 +720,32 @@ def any_source(source: dict[str, Any], data_root: str | Path | None, task: str) 
     return data
 
 
+def holdout_part(data: SourceData, spec: Any, task: str) -> SourceData:
+    """One part of a dataset that has no split of its own (Objaverse-LVIS for few-shot probes):
+    ``holdout: {part: train|test, fraction: 0.5, seed: 0}`` keeps the samples whose key hashes
+    (SHA-256 of ``seed:key``) below ``fraction`` (``train``) or not (``test``): the two parts are
+    disjoint, fixed by the keys alone, and the same on every machine."""
+    if not isinstance(spec, dict) or spec.get("part") not in ("train", "test"):
+        raise DataError(f"task {task!r}: source.holdout needs part: train or test (and fraction, seed)")
+    fraction, seed, part = float(spec.get("fraction", 0.5)), int(spec.get("seed", 0)), spec["part"]
+    if not 0 < fraction < 1:
+        raise DataError(f"task {task!r}: source.holdout.fraction must be between 0 and 1, got {fraction}")
+
+    def keep(key: str) -> bool:
+        h = int.from_bytes(hashlib.sha256(f"{seed}:{key}".encode()).digest()[:8], "big") / 2**64
+        return (h < fraction) == (part == "train")
+
+    def wrap(unit: Unit) -> Unit:
+        def iterate() -> Iterator[RawSample]:
+            return (s for s in unit.samples() if keep(s[0]))
+
+        return Unit(id=f"{unit.id}|holdout:{part}:{fraction}:{seed}", samples=iterate,
+                    count=lambda: sum(1 for _ in iterate()))
+
+    info = {**data.info, "holdout": {"part": part, "fraction": fraction, "seed": seed}}
+    return dataclasses.replace(data, units=[wrap(u) for u in data.units], info=info)
+
+
 def load_source(source: dict[str, Any], data_root: str | Path | None, task: str, *,
                 base_dir: str | Path | None = None, classnames: list[str] | None = None) -> SourceData:
     """Read a task's source. ``base_dir``: the task file's folder (relative file names in the source
@@ -732,6 +759,8 @@ def load_source(source: dict[str, Any], data_root: str | Path | None, task: str,
     kind = source.get("type")
     loader = sources.get(str(kind))
     data = loader(source, data_root, task)
+    if source.get("holdout") is not None:
+        data = holdout_part(data, source["holdout"], task)
     if data.size == 0:
         raise DataError(f"task {task!r}: dataset is empty ({data.info.get('path', kind)})")
     return data
