@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from typing import Any
 import torch
 
 import evalkit
-from evalkit import models
+from evalkit import distributed, models
 from evalkit.data.root import default_data_root
 from evalkit.errors import one_line
 from evalkit.features import FeatureCache, default_cache_dir, default_num_workers
@@ -43,6 +45,8 @@ class RunReport:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (task, one-line reason)
     skipped_existing: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
+    rank: int = 0  # this process's rank in a launched job (evalkit.distributed); 0 alone
+    world_size: int = 1  # the job's processes; only rank 0 has results
 
     @property
     def ok(self) -> bool:
@@ -120,7 +124,67 @@ def evaluate(
     ``on_failure(task, reason)`` is called the moment a task fails (its data missing, or the
     run itself), so a long run reports a failure when it happens; by default it is logged.
     ``on_result(result, path)`` is called as each result is written.
+
+    Started by a launcher (``torchrun``, ``accelerate launch``, ``srun``: see
+    :mod:`evalkit.distributed`), every process runs this call: the ranks share each dataset's
+    cache units and each set of prompts, and rank 0 alone scores, writes results and calls
+    ``on_result`` / ``on_failure``; the others return a report with no results (and rank 0's
+    failures). ``device="cuda"`` means each rank's own GPU (``cuda:<LOCAL_RANK>``); ``devices``
+    names the node's GPUs, split evenly over its processes (:func:`evalkit.distributed.devices_for_rank`).
+    Without a launcher, or with one process, nothing changes: no process group is made.
     """
+    options = dict(locals())
+    launch = distributed.detect()
+    if launch is None:
+        return _evaluate(**options, world=None)
+    uses_cuda = device.startswith("cuda") or (devices is not None and devices.strip().lower() != "cpu"
+                                              and torch.cuda.is_available())
+    world = distributed.World.start(launch, cuda=uses_cuda)
+    clean = False
+    try:
+        with distributed.active(world), distributed.quiet(world):
+            report = _evaluate(**options, world=world)
+        clean = True
+        return report
+    finally:
+        world.close(clean)
+
+
+def _evaluate(
+    model: str,
+    tasks: str | Sequence[str],
+    *,
+    world: distributed.World | None,
+    weights: str | None,
+    data_root: str | Path | None,
+    precision: str,
+    batch_size: int,
+    device: str,
+    output_dir: str | Path,
+    limit: int | None,
+    num_workers: int | None,
+    strict: bool,
+    transform: str | None,
+    frames: str | None,
+    shots: Sequence[int] | None,
+    seeds: int | None,
+    save_predictions: bool,
+    cache_dir: str | Path | None,
+    progress: bool,
+    task_dirs: Sequence[str | Path] | None,
+    skip_existing: bool,
+    raise_errors: bool,
+    devices: str | None,
+    max_memory: str | Mapping[Any, Any] | None,
+    allow_missing: Sequence[str],
+    offload_dir: str | Path | None,
+    text_model: str | None,
+    text_weights: str | None,
+    on_failure: Callable[[str, str], None] | None,
+    on_result: Callable[[TaskResult, Path], None] | None,
+) -> RunReport:
+    """:func:`evaluate` in one process (``world`` None) or as one rank of a job."""
+    lead = world is None or world.is_main
     specs = resolve_tasks(tasks, task_dirs)
     output_dir = Path(output_dir)
     data_root = default_data_root(data_root)
@@ -130,13 +194,14 @@ def evaluate(
     if (text_model is not None and (card is None or text_model != card.text_model)) or text_weights is not None:
         variant += f"+text-{safe_name(text_model or 'card')}" + (f"-{safe_name(Path(text_weights).name)}"
                                                                  if text_weights else "")
-    report = RunReport()
+    report = RunReport(rank=0 if world is None else world.rank, world_size=1 if world is None else world.size)
 
-    def fail(name: str, e: BaseException) -> None:
+    def fail(name: str, e: BaseException | str) -> None:
         if raise_errors:
-            raise e
-        report.failures.append((name, one_line(e)))
-        log.debug("%s failed", name, exc_info=True)
+            raise e if isinstance(e, BaseException) else distributed.DistributedError(e)
+        report.failures.append((name, e if isinstance(e, str) else one_line(e)))
+        if isinstance(e, BaseException):
+            log.debug("%s failed", name, exc_info=e)
         if on_failure is not None:
             on_failure(name, report.failures[-1][1])
         else:
@@ -146,15 +211,19 @@ def evaluate(
         todo = []
         for spec in specs:
             name = result_name(spec.name, frames if "frames" in spec.view else None, spec.view.get("frames"))
-            if result_path(output_dir, model, name, variant=variant).exists():
+            if lead and result_path(output_dir, model, name, variant=variant).exists():
                 report.skipped_existing.append(spec.name)
             else:
                 todo.append(spec)
+        if world is not None:  # rank 0's results folder decides, shared or not
+            report.skipped_existing = world.broadcast(report.skipped_existing, "deciding what to skip")
+            todo = [s for s in specs if s.name not in report.skipped_existing]
         specs = todo
         if not specs:
             return report
     # Find and check every task's data before any weights are read (minutes for an 18B model).
     prepared: dict[str, Any] = {}
+    failed_here: dict[str, BaseException] = {}
     for spec in specs:
         family = task_families.get(spec.family)()
         if not prepares_data(family):
@@ -162,61 +231,140 @@ def evaluate(
         try:
             prepared[spec.name] = family.prepare(spec, data_root)
         except (ValueError, OSError, RuntimeError) as e:
-            fail(spec.name, e)
+            if world is None:
+                fail(spec.name, e)
+            else:
+                failed_here[spec.name] = e
+    if world is not None:  # a task whose data a rank lacks is dropped on every rank, and said by rank 0
+        failed_anywhere = world.all_gather({n: one_line(e) for n, e in failed_here.items()}, "checking the data")
+        for spec in specs:
+            where = [(r, f[spec.name]) for r, f in enumerate(failed_anywhere) if spec.name in f]
+            if not where:
+                continue
+            prepared.pop(spec.name, None)
+            if raise_errors and spec.name in failed_here:
+                raise failed_here[spec.name]
+            if lead or raise_errors:
+                rank, why = where[0]
+                fail(spec.name, failed_here[spec.name] if rank == 0 else f"rank {rank}: {why}")
+            else:
+                report.failures.append((spec.name, where[0][1]))
     specs = [s for s in specs if s.name not in dict(report.failures)]
     if not specs:
         return report
-    encoder = models.load(
-        model, weights=weights, precision=precision, device=device, devices=devices, max_memory=max_memory,
-        allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size,
-        text_model=text_model, text_weights=text_weights,
-    )
-    cache = FeatureCache(None if cache_dir is None else (default_cache_dir() if cache_dir == "default" else cache_dir))
-    ctx = RunContext(
-        data_root=data_root,
-        output_dir=output_dir,
-        batch_size=batch_size,
-        num_workers=default_num_workers(encoder.device) if num_workers is None else num_workers,
-        limit=limit,
-        strict=strict,
-        transform=transform,
-        frames=frames,
-        shots=sorted(set(shots)) if shots else None,
-        seeds=seeds,
-        save_predictions=save_predictions,
-        progress=progress,
-        cache=cache,
-        variant=variant,
-        provenance={
-            "evalkit_version": evalkit.__version__,
-            "git_commit": git_commit(),
-            "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "python-api",
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "weights": encoder.weights,
-            # a point encoder paired with a text tower: which, and its own fingerprint
-            **({"text_model": encoder.arch["text_model"], "text_fingerprint": encoder.arch["text_fingerprint"]}
-               if "text_model" in encoder.arch else {}),
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        },
-    )
-    for spec in specs:
-        family = task_families.get(spec.family)()
-        try:
-            if spec.name in prepared:
-                result = family.run(spec, encoder, ctx, prepared=prepared.pop(spec.name))
+
+    def load() -> Any:
+        rank_device, rank_devices = device, devices
+        if world is not None:
+            cuda_count = torch.cuda.device_count()
+            if devices is not None:
+                rank_devices = distributed.devices_for_rank(devices, world.local_rank, world.local_size, cuda_count,
+                                                            world.own_gpus)
+                first = rank_devices.split(",")[0].strip().removeprefix("cuda:")
+                if first.isdigit() and cuda_count:
+                    torch.cuda.set_device(int(first))
             else:
-                result = family.run(spec, encoder, ctx)
-        except (ValueError, OSError, RuntimeError) as e:
-            fail(spec.name, e)
-            continue
-        result.evalkit.setdefault("variant", variant)  # a plugin family's result too: never in another's place
-        _warn_if_replacing_other_weights(result, output_dir)
-        report.paths.append(write_result(result, output_dir))
-        report.results.append(result)
-        if on_result is not None:
-            on_result(result, report.paths[-1])
+                rank_device = distributed.device_for_rank(device, world.local_rank, cuda_count, world.own_gpus)
+                if rank_device.startswith("cuda:"):
+                    torch.cuda.set_device(int(rank_device.split(":")[1]))
+        return models.load(
+            model, weights=weights, precision=precision, device=rank_device, devices=rank_devices,
+            max_memory=max_memory, allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size,
+            text_model=text_model, text_weights=text_weights,
+        )
+
+    encoder = load() if world is None else world.all_or_none("loading the model", load)
+    cache = FeatureCache(None if cache_dir is None else (default_cache_dir() if cache_dir == "default" else cache_dir))
+    with contextlib.ExitStack() as stack:
+        # a follower rank's run of a task stops where rank 0's scoring begins; should a family
+        # write anything before that, it goes to a folder of its own, thrown away
+        scratch = output_dir if lead else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evalkit-rank")))
+        ctx = RunContext(
+            data_root=data_root,
+            output_dir=scratch,
+            batch_size=batch_size,
+            num_workers=default_num_workers(encoder.device) if num_workers is None else num_workers,
+            limit=limit,
+            strict=strict,
+            transform=transform,
+            frames=frames,
+            shots=sorted(set(shots)) if shots else None,
+            seeds=seeds,
+            save_predictions=save_predictions and lead,
+            progress=progress and lead,
+            cache=cache,
+            variant=variant,
+            provenance={
+                "evalkit_version": evalkit.__version__,
+                "git_commit": git_commit(),
+                "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "python-api",
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "weights": encoder.weights,
+                # a point encoder paired with a text tower: which, and its own fingerprint
+                **({"text_model": encoder.arch["text_model"], "text_fingerprint": encoder.arch["text_fingerprint"]}
+                   if "text_model" in encoder.arch else {}),
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            },
+        )
+        for spec in specs:
+            family = task_families.get(spec.family)()
+            if lead:
+                _lead_task(spec, family, encoder, ctx, prepared, world, output_dir, raise_errors, fail, report,
+                           on_result)
+            else:
+                _follow_task(spec, family, encoder, ctx, prepared, world)
+    if world is not None:  # every rank returns rank 0's failures: the same exit status everywhere
+        failures = world.broadcast(report.failures if lead else None, "finishing the run")
+        if not lead:
+            report.failures = [tuple(f) for f in failures]
     return report
+
+
+def _run_family(spec: TaskSpec, family: Any, encoder: Any, ctx: RunContext, prepared: dict[str, Any]) -> TaskResult:
+    if spec.name in prepared:
+        return family.run(spec, encoder, ctx, prepared=prepared.pop(spec.name))
+    return family.run(spec, encoder, ctx)
+
+
+def _lead_task(spec: TaskSpec, family: Any, encoder: Any, ctx: RunContext, prepared: dict[str, Any],
+               world: distributed.World | None, output_dir: Path, raise_errors: bool,
+               fail: Callable[[str, BaseException], None], report: RunReport,
+               on_result: Callable[[TaskResult, Path], None] | None) -> None:
+    """One task as a single process runs it, or as rank 0 of a job (which then tells the other
+    ranks that the task is over, so that their run of it stops)."""
+    try:
+        result = _run_family(spec, family, encoder, ctx, prepared)
+    except (ValueError, OSError, RuntimeError) as e:
+        if world is not None:
+            world.end_task(abort=f"{spec.name}: {one_line(e)}" if raise_errors else None)
+        fail(spec.name, e)
+        return
+    if world is not None:
+        world.end_task()
+    result.evalkit.setdefault("variant", ctx.variant)  # a plugin family's result too: never in another's place
+    _warn_if_replacing_other_weights(result, output_dir)
+    report.paths.append(write_result(result, output_dir))
+    report.results.append(result)
+    if on_result is not None:
+        on_result(result, report.paths[-1])
+
+
+def _follow_task(spec: TaskSpec, family: Any, encoder: Any, ctx: RunContext, prepared: dict[str, Any],
+                 world: distributed.World | None) -> None:
+    """One task on a rank other than 0: the same code as rank 0's, up to its collective steps,
+    until rank 0 ends the task. A failure here is rank 0's too (the same data, the same step), and
+    rank 0 reports it; one that is not (this rank failed, rank 0 went on) stops the run."""
+    assert world is not None
+    failed: BaseException | None = None
+    try:
+        _run_family(spec, family, encoder, ctx, prepared)
+    except distributed.HandedOff:
+        pass
+    except (ValueError, OSError, RuntimeError) as e:
+        failed = e
+        log.debug("%s failed on rank %d", spec.name, world.rank, exc_info=e)
+    world.end_task(failed=failed)
 
 
 def _warn_if_replacing_other_weights(result: TaskResult, output_dir: Path) -> None:

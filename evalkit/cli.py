@@ -15,7 +15,7 @@ from evalkit.models.precision import DEFAULT_PRECISION, PRECISION_NAMES  # torch
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
-PLUGGED_COMMANDS = ("evalkit.plan", "evalkit.datacheck")
+PLUGGED_COMMANDS = ("evalkit.plan", "evalkit.datacheck", "evalkit.regress", "evalkit.cachecli")
 
 EPILOG = """examples:
   evalkit run --model eva-clip-demo --tasks demo
@@ -28,6 +28,22 @@ EPILOG = """examples:
   evalkit export --format csv > leaderboard.csv
   evalkit plan --model eva-clip-18b --devices 2x40GiB --precision fp16
 """
+
+
+RUN_DESCRIPTION = """Evaluate a model on tasks and write one JSON result per task.
+
+several processes, one dataset (torch.distributed; nothing to add to the command line):
+  torchrun --nproc-per-node 8 -m evalkit run --model M --tasks T --device cuda
+  accelerate launch -m evalkit run ...           (sets the same variables as torchrun)
+  srun python -m evalkit run ...                 (SLURM; the sbatch script exports MASTER_ADDR and
+                                                  MASTER_PORT: see docs/slurm/evaluate.sbatch)
+  The ranks share each dataset's cache units (each encoded once) and each set of prompts; rank 0
+  gathers the features, scores, prints and writes the results, which are those of one process
+  (plus world_size and samples_per_rank). --device cuda is each rank's own GPU (cuda:LOCAL_RANK);
+  --devices names the node's GPUs, split evenly over its processes (8 GPUs, 4 processes a node:
+  two each), unless the launcher gave each process GPUs of its own. A rerun after a crash or a
+  kill, with any number of processes, encodes only the units not yet in the cache.
+  EVALKIT_DIST_TIMEOUT: seconds a rank waits for the others (default 3600)."""
 
 
 def _positive_int(value: str) -> int:
@@ -73,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     run = sub.add_parser("run", help="evaluate a model on tasks and write one JSON result per task",
-                         formatter_class=HelpFormatter)
+                         formatter_class=HelpFormatter, description=RUN_DESCRIPTION)
     run.add_argument("--model", required=True, help="model card name (see `evalkit list models`) or open_clip:ARCH")
     run.add_argument("--weights", help="checkpoint file or folder, or an open_clip pretrained tag; "
                      "'random' builds an untrained model (smoke tests). Default: the card's released weights, "
@@ -87,10 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="weights dtype (amp: fp32 weights under autocast; int8: LLM.int8 and int4: NF4 "
                      "block Linear layers via bitsandbytes, fp16 elsewhere, EVA-CLIP models). fp32 is fastest on CPU")
     run.add_argument("--batch-size", type=_positive_int, default=64, help="images (and prompts) per forward pass")
-    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (launched with several processes: cuda is each "
+                     "process's own GPU, cuda:LOCAL_RANK)")
     run.add_argument("--devices", help="place an EVA-CLIP model over several devices: 0,1,2,3 or cuda:0,cuda:1, "
                      "auto (every GPU) or cpu; whole blocks per device, CPU/disk offload when short "
-                     "(overrides --device; plan first with `evalkit plan`)")
+                     "(overrides --device; plan first with `evalkit plan`). Launched with several processes a node, the "
+                     "list is the node's GPUs, split evenly: local rank r takes the r-th part")
     run.add_argument("--max-memory", help="per-device memory caps for --devices, e.g. 0=38GiB,1=38GiB,cpu=64GiB, "
                      "or one size for every GPU")
     run.add_argument("--allow-missing", action="append", default=None, metavar="PATTERN",
@@ -170,7 +188,36 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_run(args: argparse.Namespace) -> int:
     from evalkit.api import evaluate
 
-    report = evaluate(
+    try:
+        report = _evaluate_from_args(evaluate, args)
+    except (ValueError, OSError, RuntimeError, ImportError) as e:
+        rank = _launched_rank()
+        if rank is None or args.verbose:
+            raise
+        # a launched job's error names its rank (the distributed errors name it already)
+        text = one_line(e)
+        print(f"evalkit: error: {text if text.startswith('rank ') else f'rank {rank}: {text}'}", file=sys.stderr,
+              flush=True)
+        return EXIT_FAIL
+    if report.rank == 0:
+        for name in report.skipped_existing:
+            print(f"{name}: result exists, skipped (--skip-existing)")
+    return EXIT_OK if report.ok else EXIT_FAIL
+
+
+def _launched_rank() -> int | None:
+    """This process's rank when a launcher started several (evalkit.distributed.detect), else None."""
+    from evalkit.distributed import DistributedError, detect
+
+    try:
+        launch = detect()
+    except DistributedError:
+        return None
+    return None if launch is None else launch.rank
+
+
+def _evaluate_from_args(evaluate: Any, args: argparse.Namespace) -> Any:
+    return evaluate(
         args.model,
         args.tasks,
         weights=args.weights,
@@ -201,9 +248,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         on_result=_print_result,
         on_failure=lambda name, why: print(f"evalkit: error: {name}: {why}", file=sys.stderr, flush=True),
     )
-    for name in report.skipped_existing:
-        print(f"{name}: result exists, skipped (--skip-existing)")
-    return EXIT_OK if report.ok else EXIT_FAIL
 
 
 def _print_result(result: Any, path: Path) -> None:

@@ -13,16 +13,17 @@ templates), so tasks that share class names build it once.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import multiprocessing
 import os
+import pickle
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,13 +31,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
+from evalkit import distributed
+from evalkit.cache import FeatureCache, default_cache_dir  # noqa: F401
 from evalkit.data.sources import DataError, SourceData, Unit
 from evalkit.models.encoder import Encoder
 from evalkit.views import Noted, View, as_view
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("EVALKIT_CACHE", Path.home() / ".cache" / "evalkit"))
 
 
 def default_num_workers(device: str) -> int:
@@ -55,48 +54,6 @@ def default_num_workers(device: str) -> int:
 
 def _digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-class FeatureCache:
-    """Content-addressed tensors on disk (plus an in-memory layer). ``root=None`` keeps memory only."""
-
-    def __init__(self, root: str | Path | None) -> None:
-        self.root = Path(root) if root is not None else None
-        self._memory: dict[str, Any] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def _path(self, kind: str, key: str) -> Path:
-        assert self.root is not None
-        return self.root / kind / key[:2] / f"{key}.pt"
-
-    def get(self, kind: str, key: str) -> Any | None:
-        if (kind, key) in self._memory:
-            self.hits += 1
-            return self._memory[(kind, key)]
-        if self.root is not None:
-            path = self._path(kind, key)
-            if path.exists():
-                try:
-                    value = torch.load(path, map_location="cpu", weights_only=True)
-                except Exception:  # a torn or foreign file: recompute rather than fail
-                    path.unlink(missing_ok=True)
-                else:
-                    self._memory[(kind, key)] = value
-                    self.hits += 1
-                    return value
-        self.misses += 1
-        return None
-
-    def put(self, kind: str, key: str, value: Any) -> None:
-        self._memory[(kind, key)] = value
-        if self.root is None:
-            return
-        path = self._path(kind, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(value, tmp)
-        os.replace(tmp, path)
 
 
 # -- text --------------------------------------------------------------------------------------
@@ -122,32 +79,120 @@ def encode_texts(
 
     ``groups`` (lists of indices into ``texts``, e.g. one template over every class name): when
     the tower allows it (``encoder.shared_prefix``), the token prefix the prompts of a group have
-    in common is encoded once and only the rest of each prompt is run (evalkit.models.prefix)."""
-    tokens = encoder.tokenize(texts)
+    in common is encoded once and only the rest of each prompt is run (evalkit.models.prefix).
+
+    In a job of several processes (evalkit.distributed) this is a collective step: the forward
+    passes a single process would make are split into contiguous runs, one per rank, and gathered
+    on rank 0, so the result is the single process's, pass for pass; on another rank the result is
+    a placeholder of the same shape (rank 0 alone scores)."""
+    world = _world()
+    if world is None:
+        return _encode_texts(encoder, texts, batch_size, groups, None)
+    info = world.announce("texts", _digest("texts", list(texts), batch_size))
+    _check_step(world, info, _digest("texts", list(texts), batch_size), "texts")
+    out = _encode_texts(encoder, texts, batch_size, groups, world)
+    if out is None:
+        world.settle()
+        return _placeholder(len(texts), encoder.embed_dim)
+    return out
+
+
+def _world() -> distributed.World | None:
+    world = distributed.current()
+    return world if world is not None and world.size > 1 else None
+
+
+def _check_step(world: distributed.World, theirs: Any, mine: Any, what: str) -> None:
+    if theirs != mine:
+        raise distributed.DistributedError(f"rank {world.rank}: out of step with rank 0: its {what} differ from this "
+                                           f"rank's; every rank must see the same tasks and data")
+
+
+def _placeholder(n: int, dim: int) -> torch.Tensor:
+    """What a follower rank gets for features only rank 0 holds: zeros of the shape, no memory."""
+    return torch.zeros(1, dim).expand(n, dim)
+
+
+def _text_passes(encoder: Encoder, tokens: torch.Tensor, batch_size: int, groups: Sequence[Sequence[int]] | None
+                 ) -> list[tuple[torch.Tensor, Callable[[], torch.Tensor]]]:
+    """The forward passes that encode ``tokens``, in the order one process runs them: per pass,
+    the rows of the output it fills and the pass itself."""
     n = tokens.shape[0]
-    out = torch.empty(n, encoder.embed_dim)
+    passes: list[tuple[torch.Tensor, Callable[[], torch.Tensor]]] = []
     todo = torch.arange(n)
     members = [list(g) for g in groups or () if len(g)]
     if members and encoder.causal_text and encoder.shared_prefix is not None:
-        done = _encode_shared_prefixes(encoder, tokens, members, out, batch_size)
+        done = _shared_prefix_passes(encoder, tokens, members, batch_size, passes)
         todo = (~done).nonzero().flatten()  # prompts in no group: encoded whole, below
     if encoder.causal_text:
         lengths = prompt_lengths(tokens[todo])
         order = torch.argsort(lengths, descending=True, stable=True)
         for lo in range(0, len(order), batch_size):
             sel = order[lo : lo + batch_size]
-            out[todo[sel]] = encoder.encode_text(tokens[todo[sel], : int(lengths[sel].max())])
+            rows = todo[sel]
+            passes.append((rows, functools.partial(encoder.encode_text, tokens[rows, : int(lengths[sel].max())])))
     else:
         for lo in range(0, n, batch_size):
-            out[lo : lo + batch_size] = encoder.encode_text(tokens[lo : lo + batch_size])
+            rows = torch.arange(lo, min(lo + batch_size, n))
+            passes.append((rows, functools.partial(encoder.encode_text, tokens[lo : lo + batch_size])))
+    return passes
+
+
+def _encode_texts(encoder: Encoder, texts: Sequence[str], batch_size: int, groups: Sequence[Sequence[int]] | None,
+                  world: distributed.World | None) -> torch.Tensor | None:
+    """(len(texts), D): every pass here; or, in a job, this rank's contiguous run of the passes,
+    gathered on rank 0 (None on the other ranks)."""
+    tokens = encoder.tokenize(texts)
+    passes = _text_passes(encoder, tokens, batch_size, groups)
+    out = torch.empty(tokens.shape[0], encoder.embed_dim)
+    if world is None:
+        for rows, run in passes:
+            out[rows] = run()
+        return out
+    lo, hi = (len(passes) * world.rank) // world.size, (len(passes) * (world.rank + 1)) // world.size
+    share = _outcome(world, lambda: [(rows, run()) for rows, run in passes[lo:hi]])
+    shares = world.gather(share, "gathering text features")
+    if shares is None:
+        return None
+    for part in _results(shares):
+        for rows, feats in part:
+            out[rows] = feats
     return out
 
 
-def _encode_shared_prefixes(encoder: Encoder, tokens: torch.Tensor, groups: list[list[int]], out: torch.Tensor,
-                            batch_size: int) -> torch.Tensor:
-    """Each group's common token prefix is encoded once (all prefixes in one batch); then the
-    rest of every prompt, length-sorted across groups, each attending to its group's prefix.
-    Returns which rows of ``tokens`` it encoded."""
+def _outcome(world: distributed.World, fn: Callable[[], Any]) -> tuple[str, Any]:
+    """``("ok", fn())``, or ``("error", the exception with this rank in its message)``, to send
+    to rank 0, which raises it: every rank reaches the gather, whatever happened."""
+    try:
+        return "ok", fn()
+    except (ValueError, OSError, RuntimeError) as e:
+        return "error", _ranked(e, world.rank)
+
+
+def _ranked(e: BaseException, rank: int) -> BaseException:
+    text = f"rank {rank}: {e}"
+    try:
+        ranked = type(e)(text)
+        pickle.dumps(ranked)
+        return ranked
+    except Exception:  # an exception type that takes other arguments, or cannot travel
+        return RuntimeError(text)
+
+
+def _results(outcomes: Sequence[tuple[str, Any] | None]) -> list[Any]:
+    """The ranks' results, in rank order; the first rank's error, raised."""
+    for outcome in outcomes:
+        if outcome is not None and outcome[0] == "error":
+            raise outcome[1]
+    return [outcome[1] for outcome in outcomes if outcome is not None]
+
+
+def _shared_prefix_passes(encoder: Encoder, tokens: torch.Tensor, groups: list[list[int]], batch_size: int,
+                          passes: list[tuple[torch.Tensor, Callable[[], torch.Tensor]]]) -> torch.Tensor:
+    """Each group's common token prefix is encoded once (all prefixes in one batch, by whichever
+    pass needs them first); then the rest of every prompt, length-sorted across groups, each
+    attending to its group's prefix. Appends those passes; returns which rows of ``tokens`` they
+    encode."""
     runner = encoder.shared_prefix
     pool_at = runner.pool(tokens)
     which = torch.full((tokens.shape[0],), -1, dtype=torch.long)
@@ -161,7 +206,13 @@ def _encode_shared_prefixes(encoder: Encoder, tokens: torch.Tensor, groups: list
         which[idx] = g
     firsts = torch.stack([tokens[members[0]] for members in groups])
     big_p = int(plen.max())
-    prefixes = encoder.encode_text_prefixes(firsts[:, :big_p])
+    prefixes: list[Any] = []
+
+    def suffix(rows: torch.Tensor, ps: torch.Tensor, part: torch.Tensor) -> torch.Tensor:
+        if not prefixes:  # one batch of every prefix, as one process runs it: the same numbers on every rank
+            prefixes.append(encoder.encode_text_prefixes(firsts[:, :big_p]))
+        return encoder.encode_text_suffix(prefixes[0], which[rows], ps, part, pool_at[rows] - ps)
+
     idx = (which >= 0).nonzero().flatten()
     p = plen[which[idx]]
     rest = (prompt_lengths(tokens[idx]) - p).clamp(min=1)
@@ -171,23 +222,39 @@ def _encode_shared_prefixes(encoder: Encoder, tokens: torch.Tensor, groups: list
         rows, ps = idx[sel], p[sel]
         width = int(max(rest[sel].max(), (pool_at[rows] - ps).max() + 1))
         cols = ps[:, None] + torch.arange(width)[None, :]
-        suffix = torch.gather(tokens[rows], 1, cols.clamp(max=tokens.shape[1] - 1))
-        out[rows] = encoder.encode_text_suffix(prefixes, which[rows], ps, suffix, pool_at[rows] - ps)
+        part = torch.gather(tokens[rows], 1, cols.clamp(max=tokens.shape[1] - 1))
+        passes.append((rows, functools.partial(suffix, rows, ps, part)))
     return which >= 0
 
 
 def caption_features(encoder: Encoder, captions: Sequence[str], cache: FeatureCache | None = None,
                      batch_size: int = 256) -> torch.Tensor:
     """(M, D) L2-normalised features of captions (retrieval's text side), cached on (model
-    fingerprint, the captions in order)."""
+    fingerprint, the captions in order). In a job of several processes, a collective step (see
+    :func:`encode_texts`): rank 0 looks in the cache, the ranks share the passes."""
     digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()
     key = _digest("captions", encoder.fingerprint, digest, len(captions))
-    if cache is not None and (hit := cache.get("captions", key)) is not None:
-        return hit
-    feats = F.normalize(encode_texts(encoder, captions, batch_size), dim=-1)
-    if cache is not None:
-        cache.put("captions", key, feats)
-    return feats
+    world = _world()
+    if world is None:
+        if cache is not None and (hit := cache.get("captions", key)) is not None:
+            return hit
+        feats = F.normalize(_encode_texts(encoder, captions, batch_size, None, None), dim=-1)
+        if cache is not None:
+            cache.put("captions", key, feats)
+        return feats
+    hit = cache.get("captions", key) if cache is not None and world.is_main else None
+    info = world.announce("captions", {"key": key, "cached": hit is not None})
+    _check_step(world, info["key"], key, "captions")
+    if not info["cached"]:
+        emb = _encode_texts(encoder, captions, batch_size, None, world)
+        if emb is not None:
+            hit = F.normalize(emb, dim=-1)
+            if cache is not None:
+                cache.put("captions", key, hit)
+    if hit is None:
+        world.settle()
+        return _placeholder(len(captions), encoder.embed_dim)
+    return hit
 
 
 def truncated_texts(encoder: Encoder, texts: Sequence[str]) -> int:
@@ -205,14 +272,33 @@ def zero_shot_classifier(
     cache: FeatureCache | None = None,
     batch_size: int = 256,
 ) -> torch.Tensor:
-    """(D, C) classifier: per class, encode every template, L2-normalise, mean, renormalise."""
+    """(D, C) classifier: per class, encode every template, L2-normalise, mean, renormalise. In a
+    job of several processes, a collective step (see :func:`encode_texts`): rank 0 looks in the
+    cache, the ranks share the passes, rank 0 builds the classifier."""
     key = _digest("classifier", encoder.fingerprint, list(classnames), list(templates))
-    if cache is not None and (hit := cache.get("classifier", key)) is not None:
+    world = _world()
+    hit = None
+    if cache is not None and (world is None or world.is_main):
+        hit = cache.get("classifier", key)
+    if world is not None:
+        info = world.announce("classifier", {"key": key, "cached": hit is not None})
+        _check_step(world, info["key"], key, "class names or templates")
+        cached = info["cached"]
+    else:
+        cached = hit is not None
+    if cached:
+        if hit is None:  # a follower: rank 0 has it
+            world.settle()  # type: ignore[union-attr]
+            return torch.zeros(encoder.embed_dim, len(classnames))
         return hit
     texts = [t.format(c=c) for c in classnames for t in templates]
     n_t = len(templates)
     by_template = [range(j, len(texts), n_t) for j in range(n_t)]  # one template over every class name
-    emb = F.normalize(encode_texts(encoder, texts, batch_size, groups=by_template), dim=-1)
+    out = _encode_texts(encoder, texts, batch_size, by_template, world)
+    if out is None:
+        world.settle()  # type: ignore[union-attr]
+        return torch.zeros(encoder.embed_dim, len(classnames))
+    emb = F.normalize(out, dim=-1)
     emb = emb.view(len(classnames), len(templates), -1).mean(dim=1)
     classifier = (emb / emb.norm(dim=-1, keepdim=True)).T.contiguous()
     if cache is not None:
@@ -284,6 +370,8 @@ class Embeddings:
     cached_units: int = 0
     reused: int = 0  # this view's embeddings copied from another view's identical pixels (not encoded)
     noted: list[tuple[str, str]] = field(default_factory=list)
+    world_size: int = 1  # processes that shared the call (evalkit.distributed)
+    samples_per_rank: list[int] = field(default_factory=list)  # samples each rank encoded in it (computed, split)
 
 
 def image_features(encoder: Encoder, data: SourceData, transforms: Mapping[str, Callable], **kwargs: Any
@@ -310,11 +398,23 @@ def embed(
     for best-of-both) and each batch through the model once per view, except where a view with
     the same per-batch step already gave the same tensor for a sample (then that embedding is
     copied). Units already cached for a view are not recomputed for it; a unit is decoded only if
-    some view lacks it."""
+    some view lacks it.
+
+    In a job of several processes (evalkit.distributed) this is a collective step, split at the
+    cache-unit level: rank 0 looks up which units are cached (for every view), assigns the missing
+    ones to the ranks (deterministically, by size: each exactly once, none padded, none dropped)
+    and sends that plan; each rank encodes its units, writing each to the cache as it finishes;
+    rank 0 gathers the records and joins them in unit order. A unit is encoded with the same
+    batches as in one process, so the features are the same. On rank 0 the result is what one
+    process would return, plus ``world_size`` and ``samples_per_rank``; on another rank its
+    features are a placeholder (keys, labels and skipped samples are real)."""
     names = list(views)
     if not names:
         raise ValueError("embed needs at least one view")
     views = {name: as_view(views[name], name) for name in names}
+    world = _world()
+    if world is not None:
+        return _embed_job(encoder, data, views, world, cache, batch_size, num_workers, limit, strict, desc, progress)
     parts: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     remaining = limit
     total = data.size if limit is None else (min(limit, data.size) if data.size is not None else limit)
@@ -326,47 +426,30 @@ def embed(
         for unit in data.units:
             if remaining is not None and remaining <= 0:
                 break
-            unit_limit = remaining if remaining is not None and (unit.size is None or remaining < unit.size) else None
-            image_id = unit.content_id or unit.id
-            keys = {n: _digest("embeddings", encoder.fingerprint, views[n].identity, image_id, unit_limit) for n in names}
+            unit_limit = _unit_limit(unit, remaining)
+            keys = _unit_keys(encoder, views, unit, unit_limit)
             hits = {n: cache.get("images", keys[n]) if cache is not None else None for n in names}
-            missing = [n for n in names if hits[n] is None]
-            present = [n for n in names if hits[n] is not None]
-            if any(not _same_samples(hits[n], hits[present[0]]) for n in present[1:]):
-                missing = list(names)  # cached by runs that skipped different samples: redo together
+            missing = _missing_views(names, hits)
             if missing:
                 fresh = _run_unit(encoder, unit, {n: views[n] for n in missing}, batch_size, num_workers, unit_limit,
                                   strict, bar)
-                reference = fresh[missing[0]]
-                computed += len(reference["keys"]) + len(reference["skipped"])
-                if any(not _same_samples(hits[n], reference) for n in names if n not in fresh):
-                    # a cached transform skipped other samples than this pass (a file that failed to
-                    # read then, or now): every transform must score the same samples, so one pass for all
-                    fresh = _run_unit(encoder, unit, views, batch_size, num_workers, unit_limit, strict,
-                                      tqdm(disable=True))
-                    reference = fresh[names[0]]
+                computed += _count(fresh[missing[0]])
+                fresh = _agree_with_cache(encoder, unit, views, hits, fresh, batch_size, num_workers, unit_limit,
+                                          strict)
                 for n, record in fresh.items():
                     reused[n] += record.pop("reused", 0)
                 for n, record in fresh.items():
                     hits[n] = record
                     if cache is not None:
                         cache.put("images", keys[n], record)
-                labels = reference["labels"]
+                labels = next(iter(fresh.values()))["labels"]
             else:
                 cached_units += 1
                 first = hits[names[0]]
-                if strict and first["skipped"]:
-                    # a sample an earlier run skipped fails --strict just as it would if decoded now
-                    key, why = first["skipped"][0]
-                    raise SampleDecodeError(f"sample {key}: cannot decode ({why}; recorded in the feature cache "
-                                            f"by an earlier run); rerun without --strict to skip it")
-                if strict and first.get("noted"):
-                    key, why = first["noted"][0]
-                    raise SampleDecodeError(f"sample {key}: {why} (recorded in the feature cache by an earlier "
-                                            f"run); rerun without --strict to accept it")
-                bar.update(len(first["keys"]) + len(first["skipped"]))
-                # features shared with another labelling of the same images: this unit's own labels
-                labels = first["labels"] if image_id == unit.id else _unit_labels(unit, unit_limit, first["keys"])
+                if strict:
+                    _strict_cached(first)
+                bar.update(_count(first))
+                labels = _cached_labels(unit, unit_limit, first)
             for n in names:
                 parts[n].append({**hits[n], "labels": labels})
             if remaining is not None:
@@ -374,7 +457,296 @@ def embed(
     finally:
         bar.close()
     seconds = time.perf_counter() - t0
-    return {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units, reused[n]) for n in names}
+    return {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units, reused[n], 1, [computed])
+            for n in names}
+
+
+def _unit_limit(unit: Unit, remaining: int | None) -> int | None:
+    """How many samples of ``unit`` a run with ``remaining`` samples to go takes (None: all);
+    part of the unit's cache key."""
+    return remaining if remaining is not None and (unit.size is None or remaining < unit.size) else None
+
+
+def _unit_keys(encoder: Encoder, views: Mapping[str, View], unit: Unit, unit_limit: int | None) -> dict[str, str]:
+    image_id = unit.content_id or unit.id
+    return {n: _digest("embeddings", encoder.fingerprint, v.identity, image_id, unit_limit) for n, v in views.items()}
+
+
+def _missing_views(names: list[str], hits: Mapping[str, dict[str, Any] | None]) -> list[str]:
+    """The views a unit must be encoded under: those not cached, or all of them where cached
+    views disagree on which samples they hold."""
+    missing = [n for n in names if hits[n] is None]
+    present = [n for n in names if hits[n] is not None]
+    if any(not _same_samples(hits[n], hits[present[0]]) for n in present[1:]):  # type: ignore[arg-type]
+        return list(names)  # cached by runs that skipped different samples: redo together
+    return missing
+
+
+def _agree_with_cache(encoder: Encoder, unit: Unit, views: Mapping[str, View], hits: Mapping[str, Any],
+                      fresh: dict[str, dict[str, Any]], batch_size: int, num_workers: int, unit_limit: int | None,
+                      strict: bool) -> dict[str, dict[str, Any]]:
+    """``fresh`` records of some views, or, where a cached view of the unit skipped other samples
+    than this pass (a file that failed to read then, or now), a new pass for every view: every
+    transform must score the same samples."""
+    reference = next(iter(fresh.values()))
+    if any(not _same_samples(hits[n], reference) for n in views if n not in fresh):
+        return _run_unit(encoder, unit, views, batch_size, num_workers, unit_limit, strict, tqdm(disable=True))
+    return fresh
+
+
+def _strict_cached(first: dict[str, Any]) -> None:
+    """A sample an earlier run skipped (or made by a fallback) fails --strict just as it would if
+    decoded now."""
+    if first["skipped"]:
+        key, why = first["skipped"][0]
+        raise SampleDecodeError(f"sample {key}: cannot decode ({why}; recorded in the feature cache "
+                                f"by an earlier run); rerun without --strict to skip it")
+    if first.get("noted"):
+        key, why = first["noted"][0]
+        raise SampleDecodeError(f"sample {key}: {why} (recorded in the feature cache by an earlier "
+                                f"run); rerun without --strict to accept it")
+
+
+def _cached_labels(unit: Unit, unit_limit: int | None, first: dict[str, Any]) -> list[Any]:
+    # features shared with another labelling of the same images: this unit's own labels
+    return first["labels"] if (unit.content_id or unit.id) == unit.id else _unit_labels(unit, unit_limit, first["keys"])
+
+
+def _count(record: dict[str, Any]) -> int:
+    """Samples a unit's record covers, scored or skipped."""
+    return len(record["keys"]) + len(record["skipped"])
+
+
+# -- the same, shared by the ranks of a job ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnitTask:
+    """A unit rank 0 found missing from the cache, and the rank it gave it to."""
+
+    index: int  # into data.units
+    unit_id: str
+    limit: int | None
+    views: tuple[str, ...]  # the views to encode it under
+    keys: dict[str, str]  # their cache keys
+    samples: int | None  # how many samples it holds (None: not known without reading it)
+    rank: int
+
+
+def assign_units(sizes: Sequence[int | None], ranks: int) -> list[int]:
+    """The rank of each missing unit: in unit order, each to the rank with the fewest samples so
+    far (the lowest such rank on a tie), so equal units go round-robin and a small last unit goes
+    to the least loaded rank. Units of unknown size count as equal. Deterministic: every rank
+    would compute the same; rank 0 computes it and sends it."""
+    weights = [1] * len(sizes) if any(s is None for s in sizes) else [max(int(s), 1) for s in sizes]  # type: ignore[arg-type]
+    load = [0] * ranks
+    out = []
+    for w in weights:
+        r = min(range(ranks), key=lambda k: (load[k], k))
+        out.append(r)
+        load[r] += w
+    return out
+
+
+def _planned_samples(unit: Unit, unit_limit: int | None, need: bool) -> int | None:
+    """The samples a run takes from ``unit`` (its size, counted without decoding where ``need``
+    and unknown, capped by its limit)."""
+    size = unit.size
+    if size is None and need and unit.count is not None:
+        size = unit.count()
+    if size is None:
+        return None
+    return size if unit_limit is None else min(size, unit_limit)
+
+
+def plan_units(encoder: Encoder, data: SourceData, views: Mapping[str, View], cache: FeatureCache | None,
+               limit: int | None, strict: bool, ranks: int) -> tuple[list[tuple[int, int | None, dict[str, Any]]],
+                                                                     list[UnitTask]]:
+    """Rank 0's look at the cache before a job embeds ``data``: per unit in use (index, limit,
+    the cached record of each view or None), and the missing units as :class:`UnitTask`, assigned
+    to ranks (:func:`assign_units`). The units in use and their limits are those a single process
+    takes, so the cache keys are the same for any number of processes."""
+    names = list(views)
+    remaining = limit
+    used: list[tuple[int, int | None, dict[str, Any]]] = []
+    todo: list[tuple[int, str, int | None, tuple[str, ...], dict[str, str], int | None]] = []
+    for i, unit in enumerate(data.units):
+        if remaining is not None and remaining <= 0:
+            break
+        unit_limit = _unit_limit(unit, remaining)
+        keys = _unit_keys(encoder, views, unit, unit_limit)
+        hits = {n: cache.get("images", keys[n]) if cache is not None else None for n in names}
+        missing = _missing_views(names, hits)
+        if missing:
+            samples = _planned_samples(unit, unit_limit, remaining is not None)
+            todo.append((i, unit.id, unit_limit, tuple(missing), {n: keys[n] for n in missing}, samples))
+        else:
+            if strict:
+                _strict_cached(hits[names[0]])  # type: ignore[arg-type]
+            samples = _count(hits[names[0]])  # type: ignore[arg-type]
+        used.append((i, unit_limit, hits))
+        if remaining is not None:
+            if samples is None:
+                raise DataError(f"unit {unit.id}: its size is unknown and it cannot be counted, so --limit cannot be "
+                                f"planned over several processes; run it in one process")
+            remaining -= samples
+    ranks_of = assign_units([t[5] for t in todo], ranks)
+    return used, [UnitTask(*t, rank=r) for t, r in zip(todo, ranks_of, strict=True)]
+
+
+class _JobBar:
+    """Rank 0's one progress bar for the whole job: its own batches as they finish, and the other
+    ranks' units as they finish (read from the launcher's key-value store at each of its own batches,
+    at most ten times a second; while rank 0 waits for the others' last units, the bar waits too)."""
+
+    def __init__(self, world: distributed.World, key: str, bar: tqdm) -> None:
+        self.world, self.key, self.bar = world, key, bar
+        self.others = 0
+        self.last = 0.0
+
+    def update(self, n: int = 1) -> None:
+        self.bar.update(n)
+        self.poll()
+
+    def poll(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < 0.1:
+            return
+        self.last = now
+        value = self.world.add_progress(self.key, 0)
+        if value is not None and value > self.others:
+            self.bar.update(value - self.others)
+            self.others = value
+
+
+def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world: distributed.World,
+               cache: FeatureCache | None, batch_size: int, num_workers: int, limit: int | None, strict: bool,
+               desc: str, progress: bool) -> dict[str, Embeddings]:
+    """:func:`embed` as a collective step of a job (see there)."""
+    names = list(views)
+    t0 = time.perf_counter()
+    if world.is_main:
+        try:
+            used, tasks = plan_units(encoder, data, views, cache, limit, strict, world.size)
+        except Exception as e:
+            world.announce("embed", None)  # the others wait for rank 0 to end the task
+            raise e
+        world.announce("embed", {"tasks": tasks, "units": len(data.units)})
+    else:
+        info = world.announce("embed")
+        if info is None:  # rank 0 failed to plan; it ends the task
+            world.settle()
+            raise distributed.DistributedError(f"rank {world.rank}: rank 0 failed to plan {desc} but went on")
+        tasks = info["tasks"]
+        if info["units"] != len(data.units) or any(data.units[t.index].id != t.unit_id for t in tasks):
+            raise distributed.DistributedError(f"rank {world.rank}: {desc}: this rank's data differs from rank 0's "
+                                               f"(units {len(data.units)} here, {info['units']} there); every rank "
+                                               f"must see the same dataset")
+    progress_key = f"embed/{world.step}"
+    total = data.size if limit is None else (min(limit, data.size) if data.size is not None else limit)
+    bar = tqdm(total=total, desc=desc, unit="img", disable=not (progress and world.is_main), dynamic_ncols=True,
+               leave=False)
+    mine = [t for t in tasks if t.rank == world.rank]
+
+    def work(tracker: Any) -> tuple[dict[int, tuple[dict[str, dict[str, Any]], dict[str, int]]], int]:
+        done: dict[int, tuple[dict[str, dict[str, Any]], dict[str, int]]] = {}
+        computed = 0
+        for t in mine:
+            fresh = _run_unit(encoder, data.units[t.index], {n: views[n] for n in t.views}, batch_size, num_workers,
+                              t.limit, strict, tracker)
+            reused = {n: record.pop("reused", 0) for n, record in fresh.items()}
+            if cache is not None:
+                for n, record in fresh.items():
+                    cache.put("images", t.keys[n], record)
+            done[t.index] = (fresh, reused)
+            n_done = _count(next(iter(fresh.values())))
+            computed += n_done
+            if not world.is_main:
+                world.add_progress(progress_key, n_done)
+        return done, computed
+
+    try:
+        if world.is_main:
+            tracker = _JobBar(world, progress_key, bar)
+            encoded = {t.index for t in tasks}
+            for index, _, hits in used:
+                if index not in encoded:  # cached: done
+                    bar.update(_count(hits[names[0]]))
+            own = _outcome(world, lambda: work(tracker))
+            shares = world.gather(own if own[0] == "error" else ("ok", None), f"gathering {desc}")
+            assert shares is not None
+            tracker.poll(force=True)
+        else:
+            own = _outcome(world, lambda: work(tqdm(disable=True)))
+            world.gather(own, f"gathering {desc}")
+    finally:
+        bar.close()
+    if not world.is_main:
+        meta = world.broadcast(None, f"receiving {desc}")
+        if meta is None:  # rank 0 failed to join the parts; it ends the task
+            world.settle()
+            raise distributed.DistributedError(f"rank {world.rank}: rank 0 failed to join {desc} but went on")
+        world.settle()
+        return {n: Embeddings(_placeholder(len(meta["keys"]), encoder.embed_dim), meta["labels"], meta["keys"],
+                              meta["skipped"], meta["seconds"], meta["computed"], meta["cached_units"],
+                              meta["reused"][n], meta["noted"], world.size, meta["samples_per_rank"])
+                for n in names}
+    try:
+        embs = _join_job(encoder, data, views, used, tasks, own, shares, batch_size, num_workers, strict, cache,
+                         world.size, time.perf_counter() - t0)
+    except Exception:
+        world.broadcast(None, f"sending {desc}")
+        raise
+    first = embs[names[0]]
+    world.broadcast({"keys": first.keys, "labels": first.labels, "skipped": first.skipped, "noted": first.noted,
+                     "seconds": first.seconds, "computed": first.computed, "cached_units": first.cached_units,
+                     "reused": {n: e.reused for n, e in embs.items()}, "samples_per_rank": first.samples_per_rank},
+                    f"sending {desc}")
+    return embs
+
+
+def _join_job(encoder: Encoder, data: SourceData, views: dict[str, View], used: list[tuple[int, int | None, dict]],
+              tasks: list[UnitTask], own: tuple[str, Any], shares: list[Any], batch_size: int, num_workers: int,
+              strict: bool, cache: FeatureCache | None, ranks: int, seconds: float) -> dict[str, Embeddings]:
+    """Rank 0: the cached records and the ranks' fresh ones, in unit order (the ranks' errors
+    raised, the first rank's first)."""
+    names = list(views)
+    results = _results([own if r == 0 else share for r, share in enumerate(shares)])
+    samples_per_rank = [computed for _, computed in results]
+    fresh_by_unit: dict[int, tuple[dict[str, dict[str, Any]], dict[str, int]]] = {}
+    for done, _ in results:
+        fresh_by_unit.update(done)
+    missing = {t.index for t in tasks}
+    lost = sorted(missing - set(fresh_by_unit))
+    if lost:  # cannot happen unless a rank skipped its share: never join a dataset with a hole in it
+        raise distributed.DistributedError(f"rank 0: unit {data.units[lost[0]].id} was assigned but not returned")
+    parts: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    reused = dict.fromkeys(names, 0)
+    cached_units = 0
+    for index, unit_limit, hits in used:
+        unit = data.units[index]
+        if index in missing:
+            fresh, fresh_reused = fresh_by_unit[index]
+            agreed = _agree_with_cache(encoder, unit, views, hits, fresh, batch_size, num_workers, unit_limit, strict)
+            if agreed is not fresh:  # encoded again, here, under every view
+                samples_per_rank[0] += _count(next(iter(agreed.values())))
+                fresh_reused = {n: record.pop("reused", 0) for n, record in agreed.items()}
+                if cache is not None:
+                    keys = _unit_keys(encoder, views, unit, unit_limit)
+                    for n, record in agreed.items():
+                        cache.put("images", keys[n], record)
+            hits = {**hits, **agreed}
+            for n, k in fresh_reused.items():
+                reused[n] += k
+            labels = next(iter(agreed.values()))["labels"]
+        else:
+            cached_units += 1
+            labels = _cached_labels(unit, unit_limit, hits[names[0]])
+        for n in names:
+            parts[n].append({**hits[n], "labels": labels})
+    computed = sum(samples_per_rank)
+    return {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units, reused[n], ranks, samples_per_rank)
+            for n in names}
 
 
 def background(iterable: Iterable[Any], depth: int = 2) -> Iterator[Any]:
@@ -438,7 +810,7 @@ def _unit_labels(unit: Unit, limit: int | None, keys: Sequence[str]) -> list[Any
 
 
 def _join(records: list[dict[str, Any]], dim: int, seconds: float, computed: int, cached_units: int,
-          reused: int) -> Embeddings:
+          reused: int, world_size: int, samples_per_rank: list[int]) -> Embeddings:
     feats = [r["features"] for r in records]
     return Embeddings(
         torch.cat(feats) if feats else torch.empty(0, dim),
@@ -450,6 +822,8 @@ def _join(records: list[dict[str, Any]], dim: int, seconds: float, computed: int
         cached_units,
         reused,
         [tuple(s) for r in records for s in r.get("noted", [])],
+        world_size,
+        list(samples_per_rank),
     )
 
 

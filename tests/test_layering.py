@@ -37,15 +37,15 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "evalkit"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("cli", ("evalkit.cli", "evalkit.__main__", "evalkit.plan", "evalkit.datacheck")),
-    ("api", ("evalkit", "evalkit.api", "evalkit.report", "evalkit.curves", "evalkit.claims")),
+    ("cli", ("evalkit.cli", "evalkit.__main__", "evalkit.plan", "evalkit.datacheck", "evalkit.cachecli")),
+    ("api", ("evalkit", "evalkit.api", "evalkit.report", "evalkit.curves", "evalkit.claims", "evalkit.regress")),
     ("tasks", ("evalkit.tasks",)),
-    ("features", ("evalkit.features",)),
+    ("features", ("evalkit.features", "evalkit.batching", "evalkit.distributed")),
     ("views", ("evalkit.views",)),
     ("data", ("evalkit.data",)),
     ("models", ("evalkit.models", "evalkit.timing")),
     ("bottom", ("evalkit.metrics", "evalkit.results", "evalkit.registry", "evalkit.resources", "evalkit.errors",
-                "evalkit.cli_help", "evalkit.transforms", "evalkit.probe", "evalkit.render")),
+                "evalkit.cli_help", "evalkit.transforms", "evalkit.probe", "evalkit.render", "evalkit.cache")),
 ]
 PLUGINS = ("evalkit.demo",)
 

@@ -186,6 +186,10 @@ def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, d
         # best-of-both: images whose crop and squash pixels are identical, encoded once
         "views_reused": sum(e.reused for e in by_mode.values()),
         "images_per_s": round(computed / seconds, 2) if seconds > 0 and computed else None,
+        # processes that shared the pass (torchrun, srun; evalkit.distributed) and the samples each
+        # encoded in this run (0s: all cached): a job that ran N full copies would show N× the samples
+        "world_size": feats.world_size,
+        "samples_per_rank": list(feats.samples_per_rank),
         "wall_time_s": round(time.perf_counter() - started, 4),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
@@ -251,6 +255,8 @@ def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, pre
     ev.update(splits=splits, samples=sum(r.evalkit["samples"] for r in results),
               evaluated=sum(r.evalkit["evaluated"] for r in results), skipped=sum(r.evalkit["skipped"] for r in results),
               skipped_keys=[k for r in results for k in r.evalkit.get("skipped_keys", [])][:100],
+              samples_per_rank=[sum(c) for c in zip(*(r.evalkit.get("samples_per_rank", []) for r in results),
+                                                    strict=True)],
               per_split=[{"split": s, "evaluated": r.evalkit["evaluated"], "skipped": r.evalkit["skipped"]}
                          for s, r in zip(splits, results, strict=True)])
     return dataclasses.replace(first, metrics=metrics, evalkit=ev)
