@@ -72,7 +72,8 @@ def evaluate(
     weights: str | None = None,
     data_root: str | Path | None = None,
     precision: str = models.DEFAULT_PRECISION,
-    batch_size: int = 64,
+    batch_size: int | str = 64,
+    prefetch: int | None = None,
     device: str = "cpu",
     output_dir: str | Path = "results",
     limit: int | None = None,
@@ -158,7 +159,8 @@ def _evaluate(
     weights: str | None,
     data_root: str | Path | None,
     precision: str,
-    batch_size: int,
+    batch_size: int | str,
+    prefetch: int | None,
     device: str,
     output_dir: str | Path,
     limit: int | None,
@@ -269,7 +271,8 @@ def _evaluate(
                     torch.cuda.set_device(int(rank_device.split(":")[1]))
         return models.load(
             model, weights=weights, precision=precision, device=rank_device, devices=rank_devices,
-            max_memory=max_memory, allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size,
+            max_memory=max_memory, allow_missing=allow_missing, offload_dir=offload_dir,
+            batch_size=64 if batch_size == "auto" else batch_size,  # the plan's activation reserve
             text_model=text_model, text_weights=text_weights,
         )
 
@@ -283,6 +286,7 @@ def _evaluate(
             data_root=data_root,
             output_dir=scratch,
             batch_size=batch_size,
+            prefetch=prefetch,
             num_workers=default_num_workers(encoder.device) if num_workers is None else num_workers,
             limit=limit,
             strict=strict,

@@ -53,6 +53,16 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _batch_size(value: str) -> int | str:
+    # evalkit.batching.parse_batch_size's rule, without importing torch for --help
+    if value.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _positive_int(value)
+    except (ValueError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a positive integer, got {value}") from None
+
+
 def _shots(value: str) -> list[int]:
     try:
         shots = [int(k) for k in value.split(",") if k.strip()]
@@ -102,7 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISION_NAMES,
                      help="weights dtype (amp: fp32 weights under autocast; int8: LLM.int8 and int4: NF4 "
                      "block Linear layers via bitsandbytes, fp16 elsewhere, EVA-CLIP models). fp32 is fastest on CPU")
-    run.add_argument("--batch-size", type=_positive_int, default=64, help="images (and prompts) per forward pass")
+    run.add_argument("--batch-size", type=_batch_size, default=64, metavar="N|auto",
+                     help="images per forward pass (default 64). auto: on a CUDA device the largest batch that "
+                     "fits, less a 10%% margin (searched once per model, view and GPU, remembered in the cache "
+                     "folder's batch_sizes.json); on the CPU 64, or 8 for a model over a billion parameters")
+    run.add_argument("--prefetch", type=_positive_int, metavar="N",
+                     help="batches prepared ahead of the model (default 2; with W loader workers, ceil(N/W) each)")
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (launched with several processes: cuda is each "
                      "process's own GPU, cuda:LOCAL_RANK)")
     run.add_argument("--devices", help="place an EVA-CLIP model over several devices: 0,1,2,3 or cuda:0,cuda:1, "
@@ -224,6 +239,7 @@ def _evaluate_from_args(evaluate: Any, args: argparse.Namespace) -> Any:
         data_root=args.data_root,
         precision=args.precision,
         batch_size=args.batch_size,
+        prefetch=args.prefetch,
         device=args.device,
         devices=args.devices,
         max_memory=args.max_memory,

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm.auto import tqdm
 
 from evalkit import distributed
+from evalkit.batching import AUTO, loader_kwargs, prefetch_depth, resolve_for_views, to_device
 from evalkit.cache import FeatureCache, default_cache_dir  # noqa: F401
 from evalkit.data.sources import DataError, SourceData, Unit
 from evalkit.models.encoder import Encoder
@@ -240,7 +241,7 @@ def caption_features(encoder: Encoder, captions: Sequence[str], cache: FeatureCa
             return hit
         feats = F.normalize(_encode_texts(encoder, captions, batch_size, None, None), dim=-1)
         if cache is not None:
-            cache.put("captions", key, feats)
+            cache.put("captions", key, feats, meta=_text_meta(encoder, captions=len(captions)))
         return feats
     hit = cache.get("captions", key) if cache is not None and world.is_main else None
     info = world.announce("captions", {"key": key, "cached": hit is not None})
@@ -250,7 +251,7 @@ def caption_features(encoder: Encoder, captions: Sequence[str], cache: FeatureCa
         if emb is not None:
             hit = F.normalize(emb, dim=-1)
             if cache is not None:
-                cache.put("captions", key, hit)
+                cache.put("captions", key, hit, meta=_text_meta(encoder, captions=len(captions)))
     if hit is None:
         world.settle()
         return _placeholder(len(captions), encoder.embed_dim)
@@ -302,7 +303,8 @@ def zero_shot_classifier(
     emb = emb.view(len(classnames), len(templates), -1).mean(dim=1)
     classifier = (emb / emb.norm(dim=-1, keepdim=True)).T.contiguous()
     if cache is not None:
-        cache.put("classifier", key, classifier)
+        cache.put("classifier", key, classifier,
+                  meta=_text_meta(encoder, classes=len(classnames), templates=len(templates)))
     return classifier
 
 
@@ -386,8 +388,9 @@ def embed(
     views: Mapping[str, View],
     *,
     cache: FeatureCache | None = None,
-    batch_size: int = 64,
+    batch_size: int | str = 64,
     num_workers: int = 0,
+    prefetch: int | None = None,
     limit: int | None = None,
     strict: bool = False,
     desc: str = "images",
@@ -412,9 +415,14 @@ def embed(
     if not names:
         raise ValueError("embed needs at least one view")
     views = {name: as_view(views[name], name) for name in names}
+    if batch_size == AUTO:  # CUDA: the search (once per model, view and GPU; remembered); else a default
+        root = cache.root if cache is not None else None
+        batch_size = resolve_for_views(AUTO, encoder, views, data.units[0].samples() if data.units else (),
+                                       cache_dir=root, remember=root is not None).batch_size
     world = _world()
     if world is not None:
-        return _embed_job(encoder, data, views, world, cache, batch_size, num_workers, limit, strict, desc, progress)
+        return _embed_job(encoder, data, views, world, cache, batch_size, num_workers, limit, strict, desc, progress,
+                          prefetch=prefetch)
     parts: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     remaining = limit
     total = data.size if limit is None else (min(limit, data.size) if data.size is not None else limit)
@@ -432,16 +440,16 @@ def embed(
             missing = _missing_views(names, hits)
             if missing:
                 fresh = _run_unit(encoder, unit, {n: views[n] for n in missing}, batch_size, num_workers, unit_limit,
-                                  strict, bar)
+                                  strict, bar, prefetch=prefetch)
                 computed += _count(fresh[missing[0]])
                 fresh = _agree_with_cache(encoder, unit, views, hits, fresh, batch_size, num_workers, unit_limit,
-                                          strict)
+                                          strict, prefetch=prefetch)
                 for n, record in fresh.items():
                     reused[n] += record.pop("reused", 0)
                 for n, record in fresh.items():
                     hits[n] = record
                     if cache is not None:
-                        cache.put("images", keys[n], record)
+                        cache.put("images", keys[n], record, meta=_unit_meta(encoder, n, views[n], unit, record))
                 labels = next(iter(fresh.values()))["labels"]
             else:
                 cached_units += 1
@@ -484,13 +492,14 @@ def _missing_views(names: list[str], hits: Mapping[str, dict[str, Any] | None]) 
 
 def _agree_with_cache(encoder: Encoder, unit: Unit, views: Mapping[str, View], hits: Mapping[str, Any],
                       fresh: dict[str, dict[str, Any]], batch_size: int, num_workers: int, unit_limit: int | None,
-                      strict: bool) -> dict[str, dict[str, Any]]:
+                      strict: bool, *, prefetch: int | None = None) -> dict[str, dict[str, Any]]:
     """``fresh`` records of some views, or, where a cached view of the unit skipped other samples
     than this pass (a file that failed to read then, or now), a new pass for every view: every
     transform must score the same samples."""
     reference = next(iter(fresh.values()))
     if any(not _same_samples(hits[n], reference) for n in views if n not in fresh):
-        return _run_unit(encoder, unit, views, batch_size, num_workers, unit_limit, strict, tqdm(disable=True))
+        return _run_unit(encoder, unit, views, batch_size, num_workers, unit_limit, strict, tqdm(disable=True),
+                         prefetch=prefetch)
     return fresh
 
 
@@ -621,7 +630,7 @@ class _JobBar:
 
 def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world: distributed.World,
                cache: FeatureCache | None, batch_size: int, num_workers: int, limit: int | None, strict: bool,
-               desc: str, progress: bool) -> dict[str, Embeddings]:
+               desc: str, progress: bool, *, prefetch: int | None = None) -> dict[str, Embeddings]:
     """:func:`embed` as a collective step of a job (see there)."""
     names = list(views)
     t0 = time.perf_counter()
@@ -653,11 +662,12 @@ def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world
         computed = 0
         for t in mine:
             fresh = _run_unit(encoder, data.units[t.index], {n: views[n] for n in t.views}, batch_size, num_workers,
-                              t.limit, strict, tracker)
+                              t.limit, strict, tracker, prefetch=prefetch)
             reused = {n: record.pop("reused", 0) for n, record in fresh.items()}
             if cache is not None:
                 for n, record in fresh.items():
-                    cache.put("images", t.keys[n], record)
+                    cache.put("images", t.keys[n], record,
+                              meta=_unit_meta(encoder, n, views[n], data.units[t.index], record))
             done[t.index] = (fresh, reused)
             n_done = _count(next(iter(fresh.values())))
             computed += n_done
@@ -693,7 +703,7 @@ def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world
                 for n in names}
     try:
         embs = _join_job(encoder, data, views, used, tasks, own, shares, batch_size, num_workers, strict, cache,
-                         world.size, time.perf_counter() - t0)
+                         world.size, time.perf_counter() - t0, prefetch=prefetch)
     except Exception:
         world.broadcast(None, f"sending {desc}")
         raise
@@ -707,7 +717,8 @@ def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world
 
 def _join_job(encoder: Encoder, data: SourceData, views: dict[str, View], used: list[tuple[int, int | None, dict]],
               tasks: list[UnitTask], own: tuple[str, Any], shares: list[Any], batch_size: int, num_workers: int,
-              strict: bool, cache: FeatureCache | None, ranks: int, seconds: float) -> dict[str, Embeddings]:
+              strict: bool, cache: FeatureCache | None, ranks: int, seconds: float, *, prefetch: int | None = None
+              ) -> dict[str, Embeddings]:
     """Rank 0: the cached records and the ranks' fresh ones, in unit order (the ranks' errors
     raised, the first rank's first)."""
     names = list(views)
@@ -727,14 +738,15 @@ def _join_job(encoder: Encoder, data: SourceData, views: dict[str, View], used: 
         unit = data.units[index]
         if index in missing:
             fresh, fresh_reused = fresh_by_unit[index]
-            agreed = _agree_with_cache(encoder, unit, views, hits, fresh, batch_size, num_workers, unit_limit, strict)
+            agreed = _agree_with_cache(encoder, unit, views, hits, fresh, batch_size, num_workers, unit_limit, strict,
+                                       prefetch=prefetch)
             if agreed is not fresh:  # encoded again, here, under every view
                 samples_per_rank[0] += _count(next(iter(agreed.values())))
                 fresh_reused = {n: record.pop("reused", 0) for n, record in agreed.items()}
                 if cache is not None:
                     keys = _unit_keys(encoder, views, unit, unit_limit)
                     for n, record in agreed.items():
-                        cache.put("images", keys[n], record)
+                        cache.put("images", keys[n], record, meta=_unit_meta(encoder, n, views[n], unit, record))
             hits = {**hits, **agreed}
             for n, k in fresh_reused.items():
                 reused[n] += k
@@ -836,6 +848,8 @@ def _run_unit(
     limit: int | None,
     strict: bool,
     bar: tqdm,
+    *,
+    prefetch: int | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One unit through the model: per view name a record (features, labels, keys, skipped; the
     and ``reused``: how many of its embeddings were copied from another view's identical pixels)."""
@@ -845,6 +859,7 @@ def _run_unit(
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
+        **loader_kwargs(encoder.device, num_workers, prefetch),  # pinned memory on CUDA, prefetch_factor
     )
     # an earlier view with the same per-batch step: where the pixels are equal, so is the embedding
     same_step = {j: [i for i in range(j) if views[names[i]].batch_key == views[names[j]].batch_key]
@@ -857,7 +872,7 @@ def _run_unit(
     reused = [0] * len(names)
     # No worker processes: a thread decodes and transforms the next batches while the model runs
     # (PIL and torch release the GIL in their C code), so loading overlaps the forward.
-    for batch in background(loader) if num_workers == 0 else loader:
+    for batch in background(loader, prefetch_depth(prefetch)) if num_workers == 0 else loader:
         if batch["skipped"] and strict:
             key, why = batch["skipped"][0]
             raise SampleDecodeError(f"sample {key}: cannot decode ({why}); rerun without --strict to skip it")
@@ -867,7 +882,9 @@ def _run_unit(
         skipped.extend(batch["skipped"])
         noted.extend(batch["noted"])
         if batch["images"] is not None:
-            tensors = batch["images"]
+            # on the model's device before the per-batch step (normalising there too): from pinned
+            # memory the copy does not block; on the CPU nothing moves
+            tensors = [to_device(t, encoder.device) for t in batch["images"]]
             done: list[torch.Tensor] = []
             for j, name in enumerate(names):
                 out, todo = None, torch.ones(tensors[j].shape[0], dtype=torch.bool)
@@ -898,3 +915,14 @@ def _run_unit(
     for j, name in enumerate(names):
         records[name]["reused"] = reused[j]
     return records
+
+
+def _unit_meta(encoder: Encoder, name: str, view: View, unit: Unit, record: dict[str, Any]) -> dict[str, Any]:
+    """What ``evalkit cache ls`` shows of an image entry: whose, which view, which unit."""
+    return {"model": encoder.name, "fingerprint": encoder.fingerprint, "view": name,
+            "view_identity": view.identity, "unit": unit.content_id or unit.id,
+            "samples": len(record["keys"]), "skipped": len(record["skipped"])}
+
+
+def _text_meta(encoder: Encoder, **counts: int) -> dict[str, Any]:
+    return {"model": encoder.name, "fingerprint": encoder.fingerprint, **counts}

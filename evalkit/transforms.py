@@ -59,8 +59,8 @@ class Preprocess:
 
     def normalize(self, batch: torch.Tensor) -> torch.Tensor:
         """(N, 3, H, W) uint8 -> float32, exactly as ToTensor() then Normalize(mean, std)."""
-        mean = torch.tensor(self.mean, dtype=torch.float32).view(-1, 1, 1)
-        std = torch.tensor(self.std, dtype=torch.float32).view(-1, 1, 1)
+        mean = torch.tensor(self.mean, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32, device=batch.device).view(-1, 1, 1)
         return batch.to(torch.float32).div(255).sub_(mean).div_(std)
 
     def __call__(self, img: Any) -> torch.Tensor:

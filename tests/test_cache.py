@@ -284,6 +284,9 @@ def test_ls_du_and_verify_on_a_cache_filled_by_a_real_run(cache_copy, capsys):
         by_kind[g["kind"]] = by_kind.get(g["kind"], 0) + g["entries"]
         assert 0 <= g["age_s"] < 3600 and 0 <= g["unused_s"] < 3600
     assert by_kind == {"images": 2, "classifier": 1}
+    assert {(g["model"], g["kind"], g["view"]) for g in listing["groups"]} == {
+        ("eva-clip-demo", "images", "crop"), ("eva-clip-demo", "classifier", "-")}
+    assert {g["dataset"] for g in listing["groups"] if g["kind"] == "images"} == {"shapeworld:test:2024:96px:1000"}
     code, out, _ = _cli(capsys, "cache", "ls", "--cache-dir", str(root))
     assert code == 0 and "MODEL" in out and "classifier" in out and "3 entries, " in out
 

@@ -101,7 +101,8 @@ class Encoder:
         fn = self._image_fn or self.model.encode_image
         with self._autocast():
             # .to(device): a model split over devices returns from wherever its last layer runs.
-            return fn(images.to(self.device, self.input_dtype)).float().to(self.device)
+            non_blocking = images.device.type == "cpu" and images.is_pinned()  # pinned: an asynchronous copy
+            return fn(images.to(self.device, self.input_dtype, non_blocking=non_blocking)).float().to(self.device)
 
     @property
     def has_points(self) -> bool:

@@ -16,8 +16,9 @@ from evalkit.tasks.spec import TaskSpec
 class RunContext:
     data_root: str | Path | None = None
     output_dir: Path = Path("results")
-    batch_size: int = 64
+    batch_size: int | str = 64  # or "auto" (evalkit.batching)
     num_workers: int = 0
+    prefetch: int | None = None  # batches prepared ahead of the model; None: 2
     limit: int | None = None
     strict: bool = False
     transform: str | None = None  # None: the task's own default

@@ -117,7 +117,7 @@ def embed_images(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: Source
     except ValueError as e:
         raise TaskSpecError(f"{spec.path or spec.name}: {e}") from e
     out = embed(encoder, data, views, cache=ctx.cache,
-                batch_size=ctx.batch_size, num_workers=ctx.num_workers, limit=ctx.limit, strict=ctx.strict,
+                batch_size=ctx.batch_size, num_workers=ctx.num_workers, prefetch=ctx.prefetch, limit=ctx.limit, strict=ctx.strict,
                 desc=f"{spec.name} [{'+'.join(modes)}]", progress=ctx.progress)
     first = out[modes[0]]
     if first.features.shape[0] == 0:
