@@ -36,6 +36,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_pointops.py", "--json", "benchmarks/out/pointops.json")
     session.run("python", "benchmarks/bench_render.py", "--json", "benchmarks/out/render.json")
     session.run("python", "benchmarks/bench_fewshot.py", "--json", "benchmarks/out/fewshot.json")
+    session.run("python", "benchmarks/bench_distributed.py", "--json", "benchmarks/out/distributed.json")
+    session.run("python", "benchmarks/bench_gpu.py", "--json", "benchmarks/out/gpu.json")  # exits 0 without a GPU
     # the views core against the commit before it, eva27 miniatures under best-of-both
     session.run("python", "benchmarks/bench_core.py", "--json", "benchmarks/out/core.json")
     # the demo from a wheel in a fresh virtual environment, against `import torch` (builds it: ~3 min)
