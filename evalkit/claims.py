@@ -34,7 +34,7 @@ TRANSFORMS = ("best-of-both", "crop", "squash")
 PROVENANCE_TAGS = frozenset({"reported", "readme", "eva-clip-paper"})
 AGGREGATE_METRICS = ("mean", "gap")
 _METRIC_RE = re.compile(
-    r"^(acc\d+|mean_per_class_recall|mean_acc1_acc5|mean_recall|mean|gap|"
+    r"^(acc\d+|acc1@\d+shot|mean_per_class_recall|mean_acc1_acc5|mean_recall|mean|gap|"
     r"(image|text)_retrieval_recall@\d+)$"
 )
 
@@ -53,7 +53,8 @@ BASIC17 = (
 VIDEO = ("ucf101", "kinetics400", "kinetics600", "kinetics700")
 RETRIEVAL = ("flickr30k", "coco")
 THREE_D = ("objaverse-lvis", "modelnet40", "scanobjectnn")  # [P18] Table 8's column order
-DEMO = ("shapeworld-shape", "shapeworld-colour", "shapeworld-retrieval", "shapeworld-video")
+DEMO = ("shapeworld-shape", "shapeworld-colour", "shapeworld-retrieval", "shapeworld-video", "shapeworld-3d",
+        "shapeworld-3d-fewshot")
 TASK_ORDER = EVA27 + VIDEO + RETRIEVAL + THREE_D + DEMO
 
 RETRIEVAL_METRICS = tuple(

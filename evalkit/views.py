@@ -153,20 +153,29 @@ def _clip_frames(clip: Any, sampler: Any) -> list[Any]:
     return clip.frames(sampler) if isinstance(clip, VideoClip) else sample_frames(clip, sampler)
 
 
-def depth_view(base: ImageView, n_views: int = 10, resolution: int = 224) -> PooledView:
+def depth_view(base: ImageView, n_views: int = 10, resolution: int = 224, **render: Any) -> PooledView:
     """A point cloud (an object with ``xyz``, or an (N, 3) array) as the pooled image features of
     ``n_views`` rendered depth images (:func:`evalkit.render.render_depth_views`, PointCLIP V2's
-    realistic projection), each through ``base``'s transform; fixed uniform view weights."""
+    realistic projection; ``render``: its keyword arguments, e.g. ``obj_ratio``, ``pool_size``),
+    each through ``base``'s transform; fixed uniform view weights. The render settings are part
+    of the view's identity (its cache key)."""
     if n_views < 1:
         raise ValueError(f"depth views: n_views must be >= 1, got {n_views}")
-    pick = functools.partial(_cloud_depth_images, n_views=n_views, resolution=resolution)
-    return PooledView(base, pick, f"depth:{n_views}v:{resolution}px")
+    from evalkit.render import render_depth_views
+
+    try:  # a bad setting fails here, once, not per cloud
+        render_depth_views(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), 1, 8, **render)
+    except TypeError as e:
+        raise ValueError(f"depth views: unknown render setting ({e})") from None
+    pick = functools.partial(_cloud_depth_images, n_views=n_views, resolution=resolution, render=render)
+    settings = "".join(f":{k}={render[k]}" for k in sorted(render))
+    return PooledView(base, pick, f"depth:{n_views}v:{resolution}px{settings}")
 
 
-def _cloud_depth_images(cloud: Any, n_views: int, resolution: int) -> list[Any]:
+def _cloud_depth_images(cloud: Any, n_views: int, resolution: int, render: dict[str, Any]) -> list[Any]:
     from evalkit.render import depth_view_images
 
-    return depth_view_images(getattr(cloud, "xyz", cloud), n_views=n_views, resolution=resolution)
+    return depth_view_images(getattr(cloud, "xyz", cloud), n_views=n_views, resolution=resolution, **render)
 
 
 @dataclass(frozen=True)

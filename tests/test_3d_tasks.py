@@ -148,3 +148,15 @@ def test_3d_group_and_task_files():
     assert [len(specs[n].classnames) for n in ("objaverse-lvis", "modelnet40", "scanobjectnn")] == [1156, 40, 15]
     assert all(len(s.templates) == 64 and s.view["cloud"] == "auto" for s in specs.values())
     assert specs["scanobjectnn"].view["npoints"] == 2048 and specs["modelnet40"].view["npoints"] == 10000
+
+
+def test_depth_render_settings_are_part_of_the_view_and_checked():
+    from evalkit.views import ImageView, depth_view
+
+    base = ImageView(load("eva-clip-demo").preprocess("crop"), "crop")
+    plain, small = depth_view(base, 2, 32), depth_view(base, 2, 32, obj_ratio=0.45, pool_size=3)
+    assert plain.identity != small.identity and "obj_ratio=0.45" in small.identity
+    cloud = np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32)
+    assert not torch.equal(plain.sample(cloud), small.sample(cloud))  # the settings reach the renderer
+    with pytest.raises(ValueError, match="unknown render setting"):
+        depth_view(base, 2, 32, obj_size=0.5)

@@ -33,9 +33,13 @@ def shapeworld_source(source: dict[str, Any], data_root: str | Path | None, task
     ``content_id``, so the image features computed for one are reused by the other.
     ``task: retrieval``: ``n`` scenes of one or two shapes, each with ``captions`` captions.
     ``task: video``: ``n`` clips of ``frames`` frames, each showing its shape in only some of them,
-    labelled by shape (:func:`video_source`)."""
+    labelled by shape (:func:`video_source`).
+    ``task: solids``: ``n`` point clouds of primitive solids (:mod:`evalkit.demo.solids`), labelled
+    by the ShapeWorld shape their depth views show (:func:`solids_source`)."""
     if source.get("task") == "video":
         return video_source(source, data_root, task)
+    if source.get("task") == "solids":
+        return solids_source(source)
     if source.get("task") == "retrieval":
         return _retrieval(ShapeWorldRetrieval(n=int(source.get("n", 500)), seed=int(source.get("seed", 0)),
                                               captions=int(source.get("captions", 5))))
@@ -99,3 +103,18 @@ def video_source(source: dict[str, Any], data_root: str | Path | None, task: str
     info = {"generated": True, "clips": n, "frames_per_clip": frames, "size": size, "path": str(clips.folder),
             "middle_frame_shows_shape": middle}
     return SourceData(units, list(sv.SHAPES), None, info)
+
+
+def solids_source(source: dict[str, Any]) -> SourceData:
+    """Generated point clouds (``split``, ``n``, ``seed``, ``points`` per cloud); each sample's
+    loader returns an (N, 3) float32 array, as a point-cloud file would."""
+    from evalkit.demo.solids import N_POINTS, SolidsClassification
+
+    ds = SolidsClassification(split=str(source.get("split", "test")), n=int(source.get("n", 300)),
+                              seed=int(source.get("seed", 0)), n_points=int(source.get("points", N_POINTS)))
+
+    def get(i: int) -> RawSample:
+        return ds.key(i), (lambda: ds[i][0]), ds.label(i)
+
+    units = range_units(f"solids:{ds.split}:{ds.seed}:{ds.n_points}pts:{len(ds)}", len(ds), get, chunk=UNIT_SIZE)
+    return SourceData(units, list(ds.classnames), None, {"generated": True, "clouds": len(ds)})

@@ -26,7 +26,8 @@ TRANSFORM_CHOICES = ("crop", "squash", "best-of-both")
 #: images through its image tower; ``auto``: the point tower when the model has one
 CLOUD_VIEWS = ("auto", "depth-views", "points")
 #: the keys of a task's ``view`` block
-VIEW_KEYS = ("transform", "frames", "cloud", "depth_views", "depth_resolution", "depth_templates_file", "npoints")
+VIEW_KEYS = ("transform", "frames", "cloud", "depth_views", "depth_resolution", "depth_render",
+             "depth_templates_file", "npoints")
 
 
 def check_transform(spec: TaskSpec, default: str) -> str:
@@ -112,8 +113,11 @@ def embed_images(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: Source
         if sampler is not None:
             views = {m: frames_view(v, sampler) for m, v in views.items()}
         elif cloud == "depth-views":
-            views = {m: depth_view(v, int(spec.view.get("depth_views", 10)), int(spec.view.get("depth_resolution", 224)))
-                     for m, v in views.items()}
+            render = spec.view.get("depth_render") or {}
+            if not isinstance(render, dict):
+                raise TaskSpecError(f"{spec.path or spec.name}: view.depth_render must be a mapping of render settings")
+            views = {m: depth_view(v, int(spec.view.get("depth_views", 10)), int(spec.view.get("depth_resolution", 224)),
+                                   **render) for m, v in views.items()}
     except ValueError as e:
         raise TaskSpecError(f"{spec.path or spec.name}: {e}") from e
     out = embed(encoder, data, views, cache=ctx.cache,
@@ -339,7 +343,8 @@ def _cloud_provenance(spec: TaskSpec, encoder: Encoder) -> dict[str, Any]:
     if cloud == "points":
         return {"cloud_view": cloud, "npoints": int(spec.view.get("npoints", 10000))}
     return {"cloud_view": cloud, "depth_views": int(spec.view.get("depth_views", 10)),
-            "depth_resolution": int(spec.view.get("depth_resolution", 224))}
+            "depth_resolution": int(spec.view.get("depth_resolution", 224)),
+            **({"depth_render": dict(spec.view["depth_render"])} if spec.view.get("depth_render") else {})}
 
 
 def _name(spec: TaskSpec, ctx: RunContext) -> str:

@@ -1,0 +1,130 @@
+"""Depth-view rendering (evalkit.render) against the image forward that consumes the views.
+
+A batch of ``--clouds`` point clouds of ``--points`` points each (seeded: points on the surfaces of
+boxes of random proportions, with noise, like a scanned object) is rendered into 10 views at
+224x224 by ``render_depth_views``; the baseline, measured in the same run, is the image tower of
+open_clip's ViT-B-32 (random weights, ``open_clip.create_model('ViT-B-32')``, nothing downloaded)
+on those same views, already normalised (the forward alone, no preprocessing), in eval mode under
+``torch.inference_mode``. Also timed: the per-sample path of a data loader, one cloud at a time
+through ``depth_view_images`` (10 PIL images), and the grid steps without the resize (resolution =
+grid = 112).
+
+Figures are the best of ``--repeat`` runs after one warm-up, as clouds per second; the headline
+ratio is render time / forward time for the same clouds. Target: rendering costs at most 10% of
+the ViT-B-32 forward of its views on the CPU (so a 3-D task's time is the model's, not the
+renderer's).
+
+    python benchmarks/bench_render.py [--json OUT] [--clouds 8] [--points 10000] [--repeat 5] [--device cpu]
+                                      [--threads N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+
+import numpy as np
+import torch
+
+from evalkit.render import depth_view_images, render_depth_views
+from evalkit.results import atomic_write_text
+
+VIEWS, SIZE = 10, 224
+# open_clip's ViT-B-32 preprocessing constants (OpenAI's mean and std)
+MEAN = (0.48145466, 0.4578275, 0.40821073)
+STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def make_clouds(n: int, points: int, seed: int = 0) -> torch.Tensor:
+    """(n, points, 3): each cloud the surface of a box of random proportions plus noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        size = rng.uniform(0.3, 1.0, 3)
+        p = rng.uniform(-1, 1, (points, 3))
+        axis = rng.integers(3, size=points)
+        p[np.arange(points), axis] = rng.choice([-1.0, 1.0], points)
+        out.append(p * size + rng.normal(0, 0.01, (points, 3)))
+    return torch.tensor(np.stack(out), dtype=torch.float32)
+
+
+def best_of(fn, repeat: int, sync=lambda: None) -> float:
+    fn()  # warm-up: first calls into torch, allocator
+    sync()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        sync()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", help="write the figures here")
+    ap.add_argument("--clouds", type=int, default=8)
+    ap.add_argument("--points", type=int, default=10_000)
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    import open_clip
+
+    device = torch.device(args.device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    clouds = make_clouds(args.clouds, args.points).to(device)
+    n = args.clouds
+
+    t_render = best_of(lambda: render_depth_views(clouds, VIEWS, SIZE), args.repeat, sync)
+    t_grid = best_of(lambda: render_depth_views(clouds, VIEWS, 112, grid=112), args.repeat, sync)
+    cpu_clouds = clouds.cpu()
+    t_pil = best_of(lambda: [depth_view_images(c, VIEWS, SIZE) for c in cpu_clouds], args.repeat)
+
+    model = open_clip.create_model("ViT-B-32").to(device).eval()
+    views = render_depth_views(clouds, VIEWS, SIZE).flatten(0, 1)
+    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+    images = (views.float() / 255 - mean) / std
+
+    def forward() -> None:
+        with torch.inference_mode():
+            model.encode_image(images)
+
+    t_fwd = best_of(forward, args.repeat, sync)
+
+    fig = {
+        "device": str(device), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
+        "processor": platform.processor(), "python": platform.python_version(), "torch": torch.__version__,
+        "clouds": n, "points": args.points, "views": VIEWS, "resolution": SIZE, "repeat": args.repeat,
+        "render_s": t_render, "render_clouds_per_s": n / t_render,
+        "render_grid_only_s": t_grid, "render_grid_only_clouds_per_s": n / t_grid,
+        "per_sample_pil_s": t_pil, "per_sample_pil_clouds_per_s": n / t_pil,
+        "vit_b32_forward_s": t_fwd, "vit_b32_forward_clouds_per_s": n / t_fwd,
+        "render_over_forward": t_render / t_fwd,
+        "per_sample_pil_over_forward": t_pil / t_fwd,
+        "target_render_over_forward_max": 0.10,
+    }
+    print(f"{n} clouds x {args.points} points, {VIEWS} views at {SIZE}px, {device} "
+          f"({fig['torch_threads']} torch threads); best of {args.repeat}")
+    print(f"{'step':44} {'wall ms':>9} {'clouds/s':>9} {'x forward':>9}")
+    rows = (("render_depth_views (batched, uint8 224px)", t_render),
+            ("  grid steps only (112px, no resize)", t_grid),
+            ("depth_view_images, one cloud at a time", t_pil),
+            ("baseline: ViT-B-32 image forward, 10 views", t_fwd))
+    for name, t in rows:
+        print(f"{name:44} {t * 1e3:9.1f} {n / t:9.1f} {t / t_fwd:9.3f}")
+    ok = fig["render_over_forward"] <= fig["target_render_over_forward_max"]
+    print(f"render / forward = {fig['render_over_forward']:.3f} (target <= 0.10: {'met' if ok else 'NOT met'})")
+    if args.json:
+        atomic_write_text(args.json, json.dumps(fig, indent=2) + "\n")
+    return fig
+
+
+if __name__ == "__main__":
+    main()
