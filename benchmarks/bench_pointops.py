@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 
 import numpy as np
 import torch
 
 from evalkit.models.pointops import FPS_SKIP_NORM_SQ, farthest_point_sample, gather_points, knn_group
 from evalkit.results import atomic_write_text
+from evalkit.timing import best_of
 
 
 def make_clouds(batch: int, points: int, seed: int = 0) -> np.ndarray:
@@ -61,15 +61,6 @@ def numpy_knn(xyz: np.ndarray, centres: np.ndarray, k: int) -> np.ndarray:
             near = np.argpartition(d, k - 1)[:k]
             out[b, g] = near[np.argsort(d[near])]
     return out
-
-
-def best_of(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -23,11 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 
 import numpy as np
 import torch
 
+from evalkit import timing
 from evalkit.render import depth_view_images, render_depth_views
 from evalkit.results import atomic_write_text
 
@@ -50,16 +50,9 @@ def make_clouds(n: int, points: int, seed: int = 0) -> torch.Tensor:
     return torch.tensor(np.stack(out), dtype=torch.float32)
 
 
-def best_of(fn, repeat: int, sync=lambda: None) -> float:
-    fn()  # warm-up: first calls into torch, allocator
-    sync()
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - t)
-    return best
+def best_of(fn, repeat: int, sync=None) -> float:
+    """evalkit.timing.best_of with a warm-up call (first calls into torch, the allocator)."""
+    return timing.best_of(fn, repeat, warmup=True, sync=sync)[0]
 
 
 def main(argv: list[str] | None = None) -> dict:

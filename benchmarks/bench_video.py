@@ -49,6 +49,7 @@ import numpy as np
 
 from evalkit.data import video
 from evalkit.results import atomic_write_text
+from evalkit.timing import best_of
 
 SECONDS, FPS, SIZE = 10, 25, 224
 TASK_FRAME = (320, 240)  # the task figure's clips: UCF-101's frame size (not square: crop and squash differ)
@@ -85,15 +86,6 @@ def full_decode(path: Path, keep: frozenset[int] = frozenset()) -> int:
                 frame.to_image()
             n += 1
     return n
-
-
-def best_of(fn, repeat: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeat):
-        t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
 
 
 def run_task(folder: Path, out: Path, encoder, sampler: str, transform: str) -> dict:

@@ -28,7 +28,25 @@ from typing import Any
 
 from evalkit.models.encoder import Encoder
 
-__all__ = ["Clock", "TimedEncoder"]
+__all__ = ["Clock", "TimedEncoder", "best_of"]
+
+
+def best_of(fn: Any, repeat: int, *, warmup: bool = False, sync: Any = None) -> tuple[float, Any]:
+    """The fastest of ``repeat`` calls of ``fn`` in wall seconds, and the last call's output.
+    ``warmup``: one untimed call first; ``sync``: called after each call, inside the timing (a
+    CUDA synchronise, so queued work is counted)."""
+    if warmup:
+        fn()
+        if sync is not None:
+            sync()
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = fn()
+        if sync is not None:
+            sync()
+        best = min(best, time.perf_counter() - t)
+    return best, out
 
 
 @dataclasses.dataclass

@@ -286,7 +286,9 @@ def test_help_names_the_defaults_the_option_does_not_mention():
     (_, run), = [(n, p) for n, p in _parsers(cli.build_parser()) if n == "evalkit run"]
     formatter = run._get_formatter()
     batch = next(a for a in run._actions if "--batch-size" in a.option_strings)
-    assert formatter._expand_help(batch).endswith("(default: 64)")
+    text = formatter._expand_help(batch)
+    assert text.endswith("(default: 64)") or "(default 64)" in text, text  # named once, by the text or the formatter
+    assert text.lower().count("default") == 1
 
 
 def test_every_builtin_task_has_a_version():
