@@ -37,6 +37,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_render.py", "--json", "benchmarks/out/render.json")
     session.run("python", "benchmarks/bench_fewshot.py", "--json", "benchmarks/out/fewshot.json")
     session.run("python", "benchmarks/bench_distributed.py", "--json", "benchmarks/out/distributed.json")
+    session.run("python", "benchmarks/bench_suite.py", "--command", "--json", "benchmarks/out/suite.json")
     session.run("python", "benchmarks/bench_gpu.py", "--json", "benchmarks/out/gpu.json")  # exits 0 without a GPU
     # the views core against the commit before it, eva27 miniatures under best-of-both
     session.run("python", "benchmarks/bench_core.py", "--json", "benchmarks/out/core.json")

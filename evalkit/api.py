@@ -23,6 +23,7 @@ from evalkit.features import FeatureCache, default_cache_dir, default_num_worker
 from evalkit.registry import task_families
 from evalkit.results import (
     TaskResult,
+    append_run_log,
     git_commit,
     path_of,
     read_result,
@@ -349,6 +350,7 @@ def _lead_task(spec: TaskSpec, family: Any, encoder: Any, ctx: RunContext, prepa
     result.evalkit.setdefault("variant", ctx.variant)  # a plugin family's result too: never in another's place
     _warn_if_replacing_other_weights(result, output_dir)
     report.paths.append(write_result(result, output_dir))
+    append_run_log(output_dir, result)  # one line per finished task: provenance and wall time
     report.results.append(result)
     if on_result is not None:
         on_result(result, report.paths[-1])

@@ -27,6 +27,9 @@ EPILOG = """examples:
   evalkit report --model eva-clip-demo
   evalkit export --format csv > leaderboard.csv
   evalkit plan --model eva-clip-18b --devices 2x40GiB --precision fp16
+  evalkit check --against ci-baseline --output-dir results    # CI: exit 1 when a number regressed
+  torchrun --nproc-per-node 8 -m evalkit run --model eva-clip-18b --tasks eva27 --device cuda
+  evalkit cache ls                        # the feature cache, by model, view and dataset
 """
 
 

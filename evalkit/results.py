@@ -10,16 +10,27 @@ The top level carries clip_benchmark's keys (``dataset``, ``model``, ``pretraine
 ``metrics``, ``language``) so ``clip_benchmark build`` reads our files; everything evalkit adds
 lives under ``evalkit`` (provenance: version, git commit, fingerprint, precision, transform,
 counts, skipped samples, timing).
+
+Several processes may write into one results folder at once (two jobs, two models, the same
+model twice): every file is written to a temporary file of its own (a unique name per writer),
+flushed to disk and renamed over the target, so a reader sees the old file or the new one, never
+half of one, and two writers of one file leave one of the two complete. The run log
+(``<output_dir>/runs.jsonl``, :func:`append_run_log`) gets one line per finished task, appended
+under an exclusive lock in one write, so concurrent runs never interleave or lose a line.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import socket
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -102,7 +113,11 @@ def result_path(output_dir: str | Path, model: str, task: str, suffix: str = ".j
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
+    """Write via a temporary file in the same folder and rename, so readers never see half a file.
+
+    The temporary name is unique to this call (``mkstemp``), so concurrent writers of one path
+    never share one; the data is fsynced before the rename and the folder after it, so a crash
+    leaves the old file or the new one, not an empty or cut-off one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -118,11 +133,42 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    if not hasattr(os, "O_DIRECTORY"):
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename itself is still atomic
+    finally:
+        os.close(fd)
+
+
+_UMASK_LOCK = threading.Lock()
 
 
 def _umask() -> int:
-    mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
-    os.umask(mask)
+    """The process's umask, read without changing it where the kernel tells it (Linux 4.7+:
+    /proc/self/status); elsewhere set and put straight back under a lock, so two threads writing
+    at once cannot leave the process with the wrong umask."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+        os.umask(mask)
     return mask
 
 
@@ -160,6 +206,133 @@ def iter_results(output_dir: str | Path, model: str | None = None) -> Iterator[T
         return
     for path in sorted(root.rglob("*.json")):
         yield read_result(path)
+
+
+# ----------------------------------------------------------------------------- run log
+
+RUN_LOG_NAME = "runs.jsonl"
+log = logging.getLogger("evalkit.results")
+
+# provenance keys copied from a result's ``evalkit`` section into its run-log line
+_RUN_LOG_KEYS = (
+    "family", "fingerprint", "precision", "device", "transform", "frame_sampler", "frames", "samples",
+    "evaluated", "skipped", "limit", "batch_size", "num_workers", "world_size", "samples_per_rank", "task_file",
+    "task_version", "source", "data", "weights", "text_model", "evalkit_version", "git_commit", "command",
+    "started_at", "finished_at", "wall_time_s", "images_per_s",
+)
+
+
+class RunLogError(ValueError):
+    """A run-log line that is not a JSON object; the message names the file and line."""
+
+
+def run_log_path(output_dir: str | Path) -> Path:
+    """``<output_dir>/runs.jsonl``: one JSON line per finished task, oldest first."""
+    return Path(output_dir) / RUN_LOG_NAME
+
+
+def run_log_entry(result: TaskResult, output_dir: str | Path | None = None) -> dict[str, Any]:
+    """The run-log line of ``result`` as a dict: model, variant, task, the primary metric and its
+    value, every numeric metric, provenance (fingerprint, data, git commit, command ...), wall
+    time, and where the result file is (relative to ``output_dir``)."""
+    ev = result.evalkit
+    metric = ev.get("metric") if isinstance(ev.get("metric"), str) else None
+    numeric = {k: v for k, v in result.metrics.items()
+               if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    entry: dict[str, Any] = {
+        "logged_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": result.model,
+        "variant": result_variant(result),
+        "task": result.dataset,
+        "result_name": str(ev.get("result_name") or result.dataset),
+        "pretrained": result.pretrained,
+        "metric": metric,
+        "value": numeric.get(metric) if metric else None,
+        "metrics": numeric,
+    }
+    if output_dir is not None:
+        entry["result"] = path_of(result, output_dir).relative_to(Path(output_dir)).as_posix()
+    entry.update({k: ev[k] for k in _RUN_LOG_KEYS if k in ev})
+    entry["host"] = socket.gethostname()
+    entry["pid"] = os.getpid()
+    return entry
+
+
+def append_run_log(output_dir: str | Path, result: TaskResult) -> Path:
+    """Append ``result``'s line (:func:`run_log_entry`) to ``<output_dir>/runs.jsonl``; return the path.
+
+    Safe with any number of processes appending at once (several jobs sharing a results folder):
+    the file is opened ``O_APPEND``, locked (``flock``, exclusive) for the write, and the line
+    written whole, then fsynced. A line left cut off by a crash mid-write is closed with a
+    newline before the next one, so it never swallows a good line."""
+    path = run_log_path(output_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = (json.dumps(run_log_entry(result, output_dir), default=str, separators=(",", ":")) + "\n").encode()
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        _lock(fd)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # the tail of a write cut off by a crash: end it first
+            view = memoryview(line)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            _unlock(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _lock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): O_APPEND alone keeps each single write whole
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def _unlock(fd: int) -> None:
+    try:
+        import fcntl
+    except ImportError:
+        return
+    fcntl.flock(fd, fcntl.LOCK_UN)
+
+
+def read_run_log(output_dir: str | Path, *, strict: bool = True) -> list[dict[str, Any]]:
+    """Every line of ``<output_dir>/runs.jsonl`` (none when there is no log), oldest first.
+
+    A last line without its newline is a write still in progress and is left out. A line that is
+    not a JSON object (a write cut off by a crash) raises :class:`RunLogError` naming the file and
+    line; with ``strict=False`` it is logged and skipped."""
+    path = run_log_path(output_dir)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise RunLogError(f"{path}: cannot read the run log: {e}") from e
+    lines = data.split(b"\n")
+    lines.pop()  # after the last newline: empty, or a line still being written
+    out: list[dict[str, Any]] = []
+    for n, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            entry = json.loads(raw)
+            if not isinstance(entry, dict):
+                raise ValueError(f"a JSON {type(entry).__name__}, not an object")
+        except ValueError as e:
+            msg = f"{path}:{n}: not a run-log entry ({e}): {raw[:80]!r}"
+            if strict:
+                raise RunLogError(msg) from None
+            log.warning("%s", msg)
+            continue
+        out.append(entry)
+    return out
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

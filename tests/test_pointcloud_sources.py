@@ -153,7 +153,7 @@ def test_pointnet_h5_bad_clouds_are_skipped_by_key(tmp_path):
 
 
 class _Encoder:
-    fingerprint, embed_dim = "fake", 3
+    fingerprint, embed_dim, name, device = "fake", 3, "fake", "cpu"
 
 
 class _MeanPoint:

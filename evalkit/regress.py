@@ -1,0 +1,549 @@
+"""``evalkit check``: a results folder against a baseline, for CI regression jobs.
+
+    evalkit check --against baseline/ [--output-dir results] [--tolerance 0.2] [--tasks demo]
+
+RUN (``--output-dir``, ``results/`` by default, as for ``evalkit report``) is checked against
+BASELINE, which is one of
+
+* a results folder (``evalkit run --output-dir``; the folder holding ``runs/``): every result
+  file (model, variant, task) against RUN's file of the same model, variant and task name; the
+  task's primary metric (``--all-metrics``: every metric both results have); samples skipped;
+* a leaderboard CSV (``evalkit export``): each task column (the task's headline number, in
+  percent to 2 decimals) against RUN's leaderboard, row by row (model and variant);
+* a claims CSV (``results/claims.csv`` columns, e.g. a model's recorded numbers): the claims of
+  each task's primary metric, one per protocol setting (``1frame``, ``8frames`` ...) in its
+  headline transform (best-of-both first; ``--all-metrics``: every claim, every metric and
+  transform) against RUN, matched by transform and protocol as ``evalkit report`` matches them. A claim names no variant: each variant of a
+  claimed model in RUN is held against the model's claims, as in ``evalkit report``. Claims of
+  models with no result in RUN are not checked unless ``--model`` names them. The paper's
+  printed aggregates (``AVG27`` ...) are not compared; their members are.
+
+Like is compared with like: a result of ``eva-clip-18b`` at ``fp16`` is compared only with the
+baseline's ``fp16`` result of ``eva-clip-18b`` (the variant: precision, and weights other than the
+card's own; :func:`evalkit.results.run_variant`), never with its int8 or fp32 result.
+
+Each compared number is ``ok`` (within ± the tolerance, in percentage points), ``regressed``
+(lower by more) or ``improved`` (higher by more); a spread (``*_std``) that moves is ``changed``,
+never a failure. Nothing is silently left out: a task (or metric, or claim) in the baseline but
+not in RUN is *missing*, a failure unless ``--allow-missing``; one in RUN only is *new*, listed;
+more samples skipped than the baseline recorded is listed as a warning, and so is a different
+number of samples evaluated.
+
+Exit status: 0 passed; 1 a regression beyond the tolerance, or something missing; 2 the check
+could not run (BASELINE or RUN not found, a BASELINE in no known format, a file that cannot be
+read, a ``--tasks`` name found on neither side).
+"""
+
+# api layer: reads results and claims through evalkit.report / evalkit.claims, imported where used
+# so that building the command line (`evalkit --help`) imports no pandas.
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalkit.cli_help import HelpFormatter
+from evalkit.results import DEFAULT_VARIANT, TaskResult, iter_results, result_variant, safe_name
+
+__all__ = ["DEFAULT_TOLERANCE", "BaselineError", "CheckReport", "Row", "Listed", "check", "detect_baseline",
+           "register_cli", "cmd_check"]
+
+DEFAULT_TOLERANCE = 0.2  # percentage points
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+KINDS = ("results", "leaderboard", "claims")
+_MOVED = 0.005  # a change visible at two decimals
+_EPS = 1e-9
+
+
+class BaselineError(ValueError):
+    """The check cannot run: a baseline or results folder that is absent, unreadable or of no
+    known format. The message names the path (and line or column)."""
+
+
+@dataclass
+class Row:
+    """One compared number, in percent."""
+
+    model: str
+    variant: str
+    task: str
+    metric: str
+    baseline: float
+    now: float
+    delta: float
+    status: str  # ok / regressed / improved / changed
+    setting: str = ""  # a claim's transform and protocol
+    note: str = ""
+
+
+@dataclass
+class Listed:
+    """A missing, new or warned-about entry."""
+
+    model: str
+    variant: str
+    task: str
+    metric: str = ""
+    setting: str = ""
+    note: str = ""
+
+    def describe(self) -> str:
+        run = self.model if self.variant in ("", DEFAULT_VARIANT) else f"{self.model} [{self.variant}]"
+        what = " ".join(x for x in (run, self.task, self.metric, f"({self.setting})" if self.setting else "") if x)
+        return what + (f": {self.note}" if self.note else "")
+
+
+@dataclass
+class CheckReport:
+    run: str
+    baseline: str
+    kind: str
+    tolerance: float
+    all_metrics: bool = False
+    allow_missing: bool = False
+    rows: list[Row] = field(default_factory=list)
+    missing: list[Listed] = field(default_factory=list)
+    new: list[Listed] = field(default_factory=list)
+    warnings: list[Listed] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressed(self) -> list[Row]:
+        return [r for r in self.rows if r.status == "regressed"]
+
+    @property
+    def improved(self) -> list[Row]:
+        return [r for r in self.rows if r.status == "improved"]
+
+    @property
+    def passed(self) -> bool:
+        return not self.regressed and (self.allow_missing or not self.missing)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.passed else EXIT_FAIL
+
+    def to_dict(self) -> dict[str, Any]:
+        counts = {s: sum(r.status == s for r in self.rows) for s in ("ok", "regressed", "improved", "changed")}
+        counts.update(compared=len(self.rows), missing=len(self.missing), new=len(self.new),
+                      warnings=len(self.warnings))
+        return {
+            "run": self.run, "baseline": self.baseline, "baseline_kind": self.kind, "tolerance": self.tolerance,
+            "all_metrics": self.all_metrics, "allow_missing": self.allow_missing,
+            "passed": self.passed, "exit_code": self.exit_code, "counts": counts,
+            "rows": [asdict(r) for r in self.rows], "missing": [asdict(x) for x in self.missing],
+            "new": [asdict(x) for x in self.new], "warnings": [asdict(x) for x in self.warnings],
+            "notes": self.notes,
+        }
+
+    def format(self, all_rows: bool = False) -> str:
+        from tabulate import tabulate
+
+        lines = [f"evalkit check: {self.run} against {self.baseline} ({self.kind}), tolerance ±{self.tolerance:g} "
+                 f"points" + (", every shared metric" if self.all_metrics else ", primary metrics")]
+        shown = [r for r in self.rows if all_rows or r.status != "ok" or abs(r.delta) >= _MOVED]
+        if shown:
+            with_setting = any(r.setting for r in shown)
+            table = [[r.model, r.variant, r.task, r.metric, *([r.setting] if with_setting else []),
+                      f"{r.baseline:.2f}", f"{r.now:.2f}", f"{round(r.delta, 2) + 0.0:+.2f}", r.status] for r in shown]
+            headers = ["model", "variant", "task", "metric", *(["setting"] if with_setting else []),
+                       "baseline", "now", "delta", "status"]
+            lines += ["", tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)]
+        counts = self.to_dict()["counts"]
+        unchanged = sum(r.status == "ok" and abs(r.delta) < _MOVED for r in self.rows)
+        lines += ["", f"{counts['compared']} compared: {counts['ok']} ok ({unchanged} unchanged), "
+                      f"{counts['regressed']} regressed, {counts['improved']} improved"
+                      + (f", {counts['changed']} spread changed" if counts["changed"] else "")]
+        for title, items in (
+                (f"missing (in the baseline, not in the run){' — allowed' if self.allow_missing else ''}",
+                 self.missing),
+                ("new (in the run only, nothing to compare with)", self.new),
+                ("warnings", self.warnings)):
+            if items:
+                lines += ["", f"{title}: {len(items)}", *(f"  - {x.describe()}" for x in items)]
+        if self.notes:
+            lines += ["", *self.notes]
+        lines.append("")
+        if self.passed:
+            lines.append("passed")
+        else:
+            why = []
+            if self.regressed:
+                why.append(f"{len(self.regressed)} regressed (" + ", ".join(
+                    f"{r.task} {r.metric}{f' [{r.variant}]' if r.variant != DEFAULT_VARIANT else ''} "
+                    f"{round(r.delta, 2) + 0.0:+.2f}" for r in self.regressed) + ")")
+            if self.missing and not self.allow_missing:
+                why.append(f"{len(self.missing)} missing (--allow-missing to accept)")
+            lines.append("FAILED: " + "; ".join(why))
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- reading both sides
+
+
+@dataclass
+class _Entry:
+    """One (model, variant, task) of a side: metric -> percent, the primary metric, counts."""
+
+    model: str
+    variant: str
+    task: str
+    dataset: str
+    primary: str
+    metrics: dict[str, float]
+    skipped: int | None = None
+    evaluated: int | None = None
+
+
+def detect_baseline(path: str | Path) -> str:
+    """``results``, ``leaderboard`` or ``claims``: what BASELINE is (see the module docstring);
+    :class:`BaselineError` for anything else."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / "runs").is_dir():
+            return "results"
+        raise BaselineError(f"baseline {path}: a folder without runs/ inside; expected a results folder "
+                            f"(what `evalkit run --output-dir` wrote), a leaderboard CSV or a claims CSV")
+    if not path.exists():
+        raise BaselineError(f"baseline {path}: no such file or folder")
+    header = _csv_header(path)
+    if {"model", "task", "metric", "claimed"} <= set(header):
+        return "claims"
+    if header and header[0] == "model" and "claimed" not in header and "metric" not in header and len(header) > 1:
+        return "leaderboard"
+    raise BaselineError(f"baseline {path}: not a results folder, leaderboard CSV (`evalkit export`: "
+                        f"model,variant,<task>,...) or claims CSV (model,task,metric,claimed,...); "
+                        f"its first line is {', '.join(header[:6]) or '(empty)'}")
+
+
+def _csv_header(path: Path) -> list[str]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            return [h.strip() for h in next(csv.reader(f), [])]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise BaselineError(f"baseline {path}: cannot read: {e}") from e
+
+
+def _results(folder: Path, what: str) -> list[TaskResult]:
+    try:
+        return list(iter_results(folder))
+    except ValueError as e:
+        raise BaselineError(f"{what}: {e}") from e
+
+
+def _task_name(r: TaskResult) -> str:
+    return str(r.evalkit.get("result_name") or r.dataset)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _entries_from_results(results: Iterable[TaskResult]) -> dict[tuple[str, str, str], _Entry]:
+    from evalkit.report import _metric_value, _primary_metric
+
+    out: dict[tuple[str, str, str], _Entry] = {}
+    for r in results:
+        primary = _primary_metric(r.dataset, [r])
+        metrics = {k: v * 100 for k, v in r.metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
+        derived = _metric_value(r.metrics, primary)
+        if primary not in metrics and derived is not None:
+            metrics[primary] = derived * 100
+        key = (r.model, result_variant(r), _task_name(r))
+        out[key] = _Entry(*key, dataset=r.dataset, primary=primary, metrics=metrics,
+                          skipped=_int(r.evalkit.get("skipped")), evaluated=_int(r.evalkit.get("evaluated")))
+    return out
+
+
+def _entries_from_leaderboard_rows(rows: Iterable[tuple[int, dict[str, Any]]], primaries: dict[str, str], where: str
+                                   ) -> dict[tuple[str, str, str], _Entry]:
+    from evalkit.claims import GROUPS
+
+    aggregates = {c for g in GROUPS.values() for c in (g.column, f"{g.column}_n", f"{g.column}_claimed")}
+    out: dict[tuple[str, str, str], _Entry] = {}
+    for line, row in rows:
+        model = str(row.get("model") or "").strip()
+        if not model:
+            raise BaselineError(f"{where}:{line}: empty model")
+        variant = str(row.get("variant") or "").strip() or DEFAULT_VARIANT
+        for col, cell in row.items():
+            if col in ("model", "variant") or col in aggregates or col is None:
+                continue
+            value = _cell(cell, f"{where}:{line}: column {col!r}")
+            if value is None:
+                continue  # blank: this model did not run the task
+            metric = primaries.get(col, "headline")
+            key = (model, variant, col)
+            if key in out:
+                raise BaselineError(f"{where}:{line}: model {model!r} variant {variant!r} given twice")
+            out[key] = _Entry(*key, dataset=col, primary=metric, metrics={metric: value})
+    return out
+
+
+def _cell(cell: Any, where: str) -> float | None:
+    if cell is None:
+        return None
+    if isinstance(cell, float):
+        return None if math.isnan(cell) else cell
+    text = str(cell).strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise BaselineError(f"{where}: {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise BaselineError(f"{where}: {text!r} is not finite")
+    return value
+
+
+def _read_leaderboard(path: Path) -> list[tuple[int, dict[str, str]]]:
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            header = reader.fieldnames or []
+            dupes = sorted({h for h in header if header.count(h) > 1})
+            if dupes:
+                raise BaselineError(f"baseline {path}:1: column(s) given twice: {dupes}")
+            rows = []
+            for row in reader:
+                if None in row:
+                    raise BaselineError(f"baseline {path}:{reader.line_num}: more fields than the header has")
+                if any((v or "").strip() for v in row.values()):
+                    rows.append((reader.line_num, row))
+            return rows
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise BaselineError(f"baseline {path}: cannot read: {e}") from e
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def _task_filter(tasks: str | Iterable[str] | None) -> tuple[set[str], dict[str, set[str]]] | None:
+    """The task names to keep (aliases and groups resolved through the task files; a name that is
+    no known task, e.g. an ad-hoc dataset's, is kept as given), and which names each argument gave."""
+    if tasks is None:
+        return None
+    names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
+    if not names:
+        return None
+    from evalkit.registry import UnknownNameError
+    from evalkit.tasks.spec import TaskIndex
+
+    index = TaskIndex.load()
+    by_arg: dict[str, set[str]] = {}
+    for name in names:
+        try:
+            by_arg[name] = {s.name for s in index.resolve([name])} | {name}
+        except UnknownNameError:
+            by_arg[name] = {name}
+    return set().union(*by_arg.values()), by_arg
+
+
+def _same_model(a: str, b: str) -> bool:
+    return a == b or safe_name(a) == safe_name(b)
+
+
+def _keep(entry: _Entry, model: str | None, task_names: set[str] | None) -> bool:
+    if model is not None and not _same_model(entry.model, model):
+        return False
+    return task_names is None or entry.task in task_names or entry.dataset in task_names
+
+
+# ----------------------------------------------------------------------------- comparing
+
+
+def _status(metric: str, delta: float, tolerance: float) -> str:
+    if abs(delta) <= tolerance + _EPS:
+        return "ok"
+    if "_std" in metric:  # a spread: neither better nor worse when it moves
+        return "changed"
+    return "improved" if delta > 0 else "regressed"
+
+
+def _row(model: str, variant: str, task: str, metric: str, base: float, now: float, tolerance: float,
+         setting: str = "", note: str = "") -> Row:
+    delta = round(now - base, 6) + 0.0
+    return Row(model, variant, task, metric, base, now, delta, _status(metric, delta, tolerance), setting, note)
+
+
+def _compare_entries(report: CheckReport, base: dict[tuple[str, str, str], _Entry],
+                     now: dict[tuple[str, str, str], _Entry], *, all_metrics: bool, tolerance: float) -> None:
+    for key in sorted(base.keys() | now.keys()):
+        b, n = base.get(key), now.get(key)
+        if n is None:
+            report.missing.append(Listed(*key, metric=b.primary if not all_metrics else "",
+                                         note="no result in the run"))
+            continue
+        if b is None:
+            report.new.append(Listed(*key, metric=n.primary if not all_metrics else ""))
+            continue
+        metrics = sorted(b.metrics.keys() & n.metrics.keys(), key=lambda m: (m != b.primary, m)) \
+            if all_metrics else [b.primary]
+        if b.primary not in b.metrics:
+            report.warnings.append(Listed(*key, metric=b.primary, note="the baseline's result has no such metric"))
+        elif b.primary not in n.metrics:
+            report.missing.append(Listed(*key, metric=b.primary, note="the run's result has no such metric"))
+        for m in [m for m in metrics if m in b.metrics and m in n.metrics]:
+            report.rows.append(_row(*key, m, b.metrics[m], n.metrics[m], tolerance))
+        if b.skipped is not None and n.skipped is not None and n.skipped > b.skipped:
+            report.warnings.append(Listed(*key, note=f"samples skipped increased: {b.skipped} -> {n.skipped}"))
+        if b.evaluated is not None and n.evaluated is not None and n.evaluated != b.evaluated:
+            report.warnings.append(Listed(*key, note=f"samples evaluated differ: {b.evaluated} -> {n.evaluated}"))
+
+
+def _check_claims(report: CheckReport, run_dir: Path, path: Path, *, model: str | None,
+                  task_names: set[str] | None, all_metrics: bool, tolerance: float) -> None:
+    from evalkit.claims import ClaimsError, load_claims, split_protocol
+    from evalkit.report import _canon_tag, _claim_rank, _primary_metric, run_label, verified_table
+
+    try:
+        claims = load_claims(path)
+    except ClaimsError as e:
+        raise BaselineError(f"baseline {e}") from e
+    results = _results(run_dir, f"run {run_dir}")
+    label_of = {run_label(r): (r.model, result_variant(r)) for r in results}
+    run_models = {m for m, _ in label_of.values()}
+    if model is not None:
+        keep = {m for m in set(claims["model"]) | run_models if _same_model(m, model)} or {model}
+    else:
+        keep = run_models
+        others = sorted(set(claims["model"]) - run_models)
+        if others:
+            report.notes.append(f"claims of {len(others)} model(s) with no result in the run not checked "
+                                f"(--model NAME to check one): {', '.join(others[:8])}{' ...' if len(others) > 8 else ''}")
+    claims = claims[claims["model"].isin(keep)]
+    if model is not None and claims.empty and not keep & run_models:
+        raise BaselineError(f"--model {model}: no claim of it in the baseline and no result of it in the run")
+    table = verified_table(run_dir, claims, tolerance=tolerance)
+    table = table[table["model"].map(lambda label: label_of.get(label, (label, ""))[0] in keep)]
+    if task_names is not None:
+        table = table[table["task"].isin(task_names)]
+    primaries = {t: _primary_metric(t, [r for r in results if r.dataset == t]) for t in set(table["task"])}
+    claimed = table[table["claimed"].notna()].copy()
+    if not all_metrics:
+        claimed = claimed[[m == primaries[t] for t, m in zip(claimed["task"], claimed["metric"], strict=True)]]
+        # one claim per setting (protocol tags): the headline transform (best-of-both first)
+        claimed["_setting"] = [";".join(sorted(_canon_tag(t) for t in split_protocol(p)[0]))
+                               for p in claimed["protocol"]]
+        claimed["_rank"] = [_claim_rank(t, p) for t, p in zip(claimed["transform"], claimed["protocol"], strict=True)]
+        claimed = claimed.sort_values("_rank", kind="stable").drop_duplicates(
+            ["model", "task", "metric", "_setting"], keep="first").sort_index()
+    for c in claimed.itertuples(index=False):
+        m, variant = label_of.get(c.model, (c.model, ""))
+        setting = "; ".join(x for x in (c.transform, c.protocol) if x)
+        if c.verified is None or math.isnan(c.verified):
+            report.missing.append(Listed(m, variant, c.task, c.metric, setting, c.note or "no result in the run"))
+            continue
+        report.rows.append(_row(m, variant, c.task, c.metric, float(c.claimed), float(c.verified), tolerance,
+                                setting, c.note or ""))
+    for c in table[table["claimed"].isna()].itertuples(index=False):  # results no claim covers
+        m, variant = label_of.get(c.model, (c.model, ""))
+        report.new.append(Listed(m, variant, c.task, c.metric, note="no claim"))
+
+
+def check(run_dir: str | Path, baseline: str | Path, *, tolerance: float = DEFAULT_TOLERANCE,
+          tasks: str | Iterable[str] | None = None, model: str | None = None, all_metrics: bool = False,
+          allow_missing: bool = False) -> CheckReport:
+    """Check the results under ``run_dir`` against ``baseline`` (a results folder, a leaderboard
+    CSV or a claims CSV; see the module docstring). ``tolerance`` is in percentage points;
+    ``tasks`` (comma-separated or a list; aliases and groups allowed) and ``model`` narrow both
+    sides. Raises :class:`BaselineError` when the check cannot run."""
+    if tolerance < 0 or not math.isfinite(tolerance):
+        raise BaselineError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+    from evalkit.report import _primary_metric, leaderboard
+
+    run_dir, baseline = Path(run_dir), Path(baseline)
+    kind = detect_baseline(baseline)
+    if not run_dir.is_dir():
+        raise BaselineError(f"run {run_dir}: no such folder (--output-dir: the folder `evalkit run` wrote to)")
+    selected = _task_filter(tasks)
+    task_names = selected[0] if selected else None
+    report = CheckReport(run=str(run_dir), baseline=str(baseline), kind=kind, tolerance=tolerance,
+                         all_metrics=all_metrics, allow_missing=allow_missing)
+    if kind == "claims":
+        _check_claims(report, run_dir, baseline, model=model, task_names=task_names, all_metrics=all_metrics,
+                      tolerance=tolerance)
+        seen = {x.task for x in (*report.rows, *report.missing, *report.new)}
+    else:
+        run_results = _results(run_dir, f"run {run_dir}")
+        if kind == "results":
+            now = _entries_from_results(run_results)
+            base = _entries_from_results(_results(baseline, f"baseline {baseline}"))
+        else:
+            primaries: dict[str, str] = {}
+            for r in run_results:
+                primaries.setdefault(r.dataset, _primary_metric(r.dataset, [r]))
+            base = _entries_from_leaderboard_rows(_read_leaderboard(baseline), primaries, f"baseline {baseline}")
+            board = leaderboard(run_dir) if run_results else None
+            rows = [] if board is None else [
+                (i + 2, {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else
+                             round(v, 2) if isinstance(v, float) else v) for k, v in row.items()})
+                for i, row in enumerate(board.astype(object).to_dict("records"))]
+            now = _entries_from_leaderboard_rows(rows, primaries, f"run {run_dir} (leaderboard)")
+        seen = {e.task for e in (*base.values(), *now.values())} | {e.dataset for e in (*base.values(), *now.values())}
+        base = {k: e for k, e in base.items() if _keep(e, model, task_names)}
+        now = {k: e for k, e in now.items() if _keep(e, model, task_names)}
+        if model is not None and not base and not now:
+            raise BaselineError(f"--model {model}: no result of it in the run or the baseline")
+        _compare_entries(report, base, now, all_metrics=all_metrics, tolerance=tolerance)
+    if selected:
+        unmatched = [arg for arg, names in selected[1].items() if not names & seen]
+        if unmatched:
+            raise BaselineError(f"--tasks {', '.join(unmatched)}: no such task in the run or the baseline")
+    order = {"regressed": 0, "improved": 1, "changed": 2, "ok": 3}
+    report.rows.sort(key=lambda r: (order[r.status], r.model, r.variant, r.task, r.metric, r.setting))
+    return report
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    try:
+        report = check(args.output_dir, args.against, tolerance=args.tolerance, tasks=args.tasks, model=args.model,
+                       all_metrics=args.all_metrics, allow_missing=args.allow_missing)
+    except BaselineError as e:
+        print(f"evalkit: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json == "-":
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        if args.json:
+            from evalkit.results import atomic_write_text
+
+            atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
+        print(report.format(all_rows=args.all_rows))
+    return report.exit_code
+
+
+def register_cli(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "check", help="regression check: a results folder against a baseline (results folder, leaderboard CSV "
+                      "or claims CSV); exit 1 on a regression", description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument("--against", required=True, metavar="BASELINE",
+                   help="a results folder (holding runs/), a leaderboard CSV (`evalkit export`) or a claims CSV")
+    p.add_argument("--output-dir", default="results", metavar="RUN", help="the results folder to check, the folder "
+                   "`evalkit run` wrote to")
+    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                   help="percentage points a number may move either way and still be ok")
+    p.add_argument("--tasks", help="comma-separated task names, aliases or groups: check only these (both sides)")
+    p.add_argument("--model", help="check only this model (both sides; with a claims CSV, also a model with no "
+                   "result in the run, whose claims are then all missing)")
+    p.add_argument("--all-metrics", action="store_true", help="compare every metric both sides have (claims: every "
+                   "claim of every metric, transform and protocol), not only each task's primary metric")
+    p.add_argument("--allow-missing", action="store_true",
+                   help="a task, metric or claim in the baseline but not in the run is listed, not a failure")
+    p.add_argument("--all-rows", action="store_true", help="list every compared number, not only those that moved")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="the report as JSON: on standard output instead of the table, or written to FILE "
+                        "with the table printed as usual")
+    p.set_defaults(func=cmd_check)
