@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import re
-import secrets
 import struct
 import time
 from collections.abc import Iterator, Mapping
@@ -46,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from evalkit.results import atomic_write_bytes
 
 __all__ = [
     "FORMAT", "CacheEntryError", "LegacyEntryError", "EntryInfo", "FeatureCache", "default_cache_dir",
@@ -271,29 +272,9 @@ class FeatureCache:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    """``data`` into ``path``: a temporary file in the same folder, fsync'ed, then renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask decides who may read it
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    try:  # the rename itself survives a crash of the machine
-        dfd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dfd)
-    except OSError:
-        pass
-    finally:
-        os.close(dfd)
+    """``data`` into ``path``: a temporary file in the same folder (``.<name>.<random>.tmp``, what
+    :func:`temp_files` finds), fsync'ed, renamed over it, the folder fsync'ed."""
+    atomic_write_bytes(path, data)
 
 
 # -- inspecting a cache folder (evalkit cache ls / du / prune / verify) -------------------------

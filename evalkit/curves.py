@@ -45,7 +45,6 @@ def fewshot_section(curves: dict[str, list[tuple[int, float, float]]]) -> str:
 
 def fewshot_chart(model: str, curves: dict[str, list[tuple[int, float, float]]]) -> bytes:
     """The curves as PNG bytes (log-2 K axis; same input, same bytes)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7.0, 4.2), dpi=100, layout="constrained")
@@ -64,6 +63,14 @@ def fewshot_chart(model: str, curves: dict[str, list[tuple[int, float, float]]])
     ax.set_title(f"{title}: few-shot linear probe", loc="left")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+def figure_png(fig: Any) -> bytes:
+    """A matplotlib ``Figure`` as PNG bytes: Agg, cropped to its contents, no version string in the
+    metadata (the same figure gives the same bytes)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
@@ -74,4 +81,4 @@ def fewshot_chart_path(output_dir: str | Path, model: str) -> Path:
     return Path(output_dir) / f"{safe_name(model)}_fewshot.png"
 
 
-__all__: list[Any] = ["fewshot_points", "fewshot_curves", "fewshot_section", "fewshot_chart", "fewshot_chart_path"]
+__all__: list[Any] = ["figure_png", "fewshot_points", "fewshot_curves", "fewshot_section", "fewshot_chart", "fewshot_chart_path"]

@@ -27,7 +27,6 @@ How a claim finds its number in a result:
 from __future__ import annotations
 
 import difflib
-import io
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -47,7 +46,7 @@ from evalkit.claims import (
     load_claims,
     split_protocol,
 )
-from evalkit.curves import fewshot_chart, fewshot_chart_path, fewshot_curves, fewshot_section
+from evalkit.curves import fewshot_chart, fewshot_chart_path, fewshot_curves, fewshot_section, figure_png
 from evalkit.results import (
     DEFAULT_VARIANT,
     TaskResult,
@@ -675,15 +674,8 @@ def _chart_figure(model: str, rows: pd.DataFrame) -> Any:
 
 
 def _chart(model: str, rows: pd.DataFrame) -> bytes:
-    """:func:`_chart_figure` as PNG bytes: Agg, cropped to its contents, no version string in the
-    metadata (the same rows give the same bytes)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    fig = _chart_figure(model, rows)
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight", pad_inches=0.15, metadata={"Software": None})
-    return buf.getvalue()
+    """:func:`_chart_figure` as PNG bytes (the same rows give the same bytes)."""
+    return figure_png(_chart_figure(model, rows))
 
 
 def chart_path(output_dir: str | Path, model: str) -> Path:
