@@ -374,6 +374,7 @@ class Embeddings:
     noted: list[tuple[str, str]] = field(default_factory=list)
     world_size: int = 1  # processes that shared the call (evalkit.distributed)
     samples_per_rank: list[int] = field(default_factory=list)  # samples each rank encoded in it (computed, split)
+    batch_size: int | None = None  # the batch size --batch-size auto chose (None: the one given)
 
 
 def image_features(encoder: Encoder, data: SourceData, transforms: Mapping[str, Callable], **kwargs: Any
@@ -415,11 +416,19 @@ def embed(
     if not names:
         raise ValueError("embed needs at least one view")
     views = {name: as_view(views[name], name) for name in names}
-    if batch_size == AUTO:  # CUDA: the search (once per model, view and GPU; remembered); else a default
-        root = cache.root if cache is not None else None
-        batch_size = resolve_for_views(AUTO, encoder, views, data.units[0].samples() if data.units else (),
-                                       cache_dir=root, remember=root is not None).batch_size
     world = _world()
+    if batch_size == AUTO:  # CUDA: the search (once per model, view and GPU; remembered); else a default
+        if world is None or world.is_main:
+            root = cache.root if cache is not None else None
+            batch_size = resolve_for_views(AUTO, encoder, views, data.units[0].samples() if data.units else (),
+                                           cache_dir=root, remember=root is not None).batch_size
+        if world is not None:  # every rank batches as rank 0 does: the same features as one process
+            batch_size = world.broadcast(batch_size, "agreeing on the batch size")
+        out = embed(encoder, data, views, cache=cache, batch_size=batch_size, num_workers=num_workers,
+                    prefetch=prefetch, limit=limit, strict=strict, desc=desc, progress=progress)
+        for e in out.values():
+            e.batch_size = batch_size
+        return out
     if world is not None:
         return _embed_job(encoder, data, views, world, cache, batch_size, num_workers, limit, strict, desc, progress,
                           prefetch=prefetch)

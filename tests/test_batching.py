@@ -531,3 +531,11 @@ def test_the_smoke_run_takes_every_step_on_the_cpu(tmp_path):
         for r in rows:  # 2 of the toy config's 4 blocks built: the full depth is slower
             assert 0 < r["images_per_s_full_depth"] < r["images_per_s"]
     assert report["split"]["gpus"] == 0 and "nothing to split" in report["split"]["skipped"]
+
+
+def test_auto_batch_size_is_recorded_in_the_result(tmp_path):
+    from evalkit import api
+
+    r = api.evaluate("eva-clip-demo", "shapeworld-shape", batch_size="auto", limit=8, output_dir=tmp_path,
+                     progress=False, cache_dir=None, raise_errors=True).results[0]
+    assert r.evalkit["batch_size"] == "auto" and r.evalkit["batch_size_used"] == 64  # the CPU default

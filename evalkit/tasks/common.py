@@ -185,6 +185,7 @@ def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, d
         "noted_samples": [list(n) for n in feats.noted[:100]],
         "limit": ctx.limit,
         "batch_size": ctx.batch_size,
+        **({"batch_size_used": feats.batch_size} if feats.batch_size is not None else {}),  # what auto chose
         "num_workers": ctx.num_workers,
         "image_seconds": round(seconds, 4),
         # best-of-both: images whose crop and squash pixels are identical, encoded once
