@@ -274,7 +274,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: Any) -> None:
     cache = subparsers.add_parser("cache", help="list, size, prune and verify the feature cache",
-                                  description=__doc__, formatter_class=HelpFormatter)
+                                  description=(__doc__ or "").replace("``", "`"), formatter_class=HelpFormatter)
     actions = cache.add_subparsers(dest="cache_command", metavar="ACTION", required=True)
 
     def action(name: str, help: str, func: Any) -> argparse.ArgumentParser:

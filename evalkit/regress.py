@@ -528,7 +528,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def register_cli(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "check", help="regression check: a results folder against a baseline (results folder, leaderboard CSV "
-                      "or claims CSV); exit 1 on a regression", description=__doc__, formatter_class=HelpFormatter)
+                      "or claims CSV); exit 1 on a regression", description=(__doc__ or "").replace("``", "`"), formatter_class=HelpFormatter)
     p.add_argument("--against", required=True, metavar="BASELINE",
                    help="a results folder (holding runs/), a leaderboard CSV (`evalkit export`) or a claims CSV")
     p.add_argument("--output-dir", default="results", metavar="RUN", help="the results folder to check, the folder "
