@@ -52,8 +52,8 @@ def fewshot_chart(model: str, curves: dict[str, list[tuple[int, float, float]]])
     for task, pts in sorted(curves.items()):
         ks, vs, ss = zip(*pts, strict=True)
         ax.plot(ks, vs, marker="o", label=task)
-        ax.fill_between(ks, [v - s for v, s in zip(vs, ss, strict=True)], [v + s for v, s in zip(vs, ss, strict=True)],
-                        alpha=0.2)
+        ax.fill_between(ks, [max(0.0, v - s) for v, s in zip(vs, ss, strict=True)],
+                        [min(100.0, v + s) for v, s in zip(vs, ss, strict=True)], alpha=0.2)  # a percentage
     ax.set_xscale("log", base=2)
     ks = sorted({k for pts in curves.values() for k, _, _ in pts})
     ax.set_xticks(ks, [str(k) for k in ks])
