@@ -1,4 +1,4 @@
-"""Video tasks end to end (issue 10, in progress): generated clips through the task files, the
+"""Video tasks end to end (issue 10): generated clips through the task files, the
 frames view and the classification family, with the demo model."""
 
 from __future__ import annotations
