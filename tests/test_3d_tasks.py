@@ -100,6 +100,10 @@ def test_uni3d_points_view_equals_the_encoder_by_hand(tmp_path, uni3d_ckpt):
     truth = {k: 0 if k.startswith("cube") else 1 for k in preds}
     assert r.metrics["acc1"] == pytest.approx(sum(preds[k] == truth[k] for k in preds) / 6)
 
+    paired = load("uni3d-ti", weights=str(uni3d_ckpt), text_model="eva-clip-demo")
+    assert sum(p.numel() for p in paired.model.visual.parameters()) == 0  # the teacher's image tower is freed
+    assert paired.fingerprint == ev["fingerprint"]
+
     with pytest.raises(Exception, match="sphere/2.npy|cube/2.npy"):  # --strict: a resampled cloud fails
         api.evaluate("uni3d-ti", f"pointfolder:{root}", weights=str(uni3d_ckpt), text_model="eva-clip-demo",
                      raise_errors=True, strict=True, **_kw(tmp_path))

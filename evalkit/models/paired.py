@@ -60,7 +60,10 @@ def load_point_text_pair(card: ModelCard, weights: str | None, precision: Precis
             raise ModelLoadError(getattr(e, "one_line", None) or str(e).splitlines()[0]) from e
     model = model.to(device=device, dtype=precision.dtype).eval()
     points_digest = state_dict_digest(model)
-    text_fp = text_encoder.fingerprint
+    text_fp = text_encoder.fingerprint  # of the whole CLIP model, before its image tower goes
+    if isinstance(getattr(text_encoder.model, "visual", None), torch.nn.Module):
+        # the image tower is never used here: free it (most of an EVA-CLIP-18B teacher's memory)
+        text_encoder.model.visual = torch.nn.Identity()
     return dataclasses.replace(
         text_encoder,
         name=card.name,
