@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from test_uni3d import uni3d_checkpoint
 
 from evalkit import api, cli
-from evalkit.features import zero_shot_classifier
+from evalkit.features import SampleDecodeError, zero_shot_classifier
 from evalkit.models import load
 from evalkit.models.uni3d import Uni3DPointEncoder, load_uni3d_checkpoint, prepare_points, uni3d_config
 from evalkit.resources import builtin_tasks_dir
@@ -53,15 +53,28 @@ def test_depth_views_with_a_2d_model_and_a_bad_cloud(tmp_path):
     bad = np.ones((50, 3), np.float32)
     bad[3, 1] = np.nan
     np.save(root / "cube" / "bad.npy", bad)
-    r = api.evaluate("eva-clip-demo", f"pointfolder:{root}", raise_errors=True, **_kw(tmp_path)).results[0]
+    r = api.evaluate("eva-clip-demo", f"pointfolder:{root}", raise_errors=True, save_predictions=True,
+                     **_kw(tmp_path)).results[0]
     ev = r.evalkit
     assert (ev["cloud_view"], ev["depth_views"], ev["transform"]) == ("depth-views", 10, "crop")
     depth_prompts = (builtin_tasks_dir() / "templates" / "depth_maps.txt").read_text().splitlines()
+    # each cloud's own 10 renders through the demo model, pooled, against the depth-prompt classifier
+    from evalkit.render import depth_view_images
+
+    enc = load("eva-clip-demo")
+    classifier, pre = zero_shot_classifier(enc, ["cube", "sphere"], depth_prompts), enc.preprocess("crop")
+    lines = (tmp_path / "out" / "runs" / "eva-clip-demo" / "pointfolder_clouds.predictions.jsonl").read_text()
+    for p in map(json.loads, lines.splitlines()):
+        images = depth_view_images(np.load(root / p["key"]), n_views=10, resolution=224)
+        with torch.no_grad():
+            per_view = F.normalize(enc.encode_image(torch.stack([pre(im) for im in images])), dim=-1)
+        want = 100 * (F.normalize(per_view.mean(0, keepdim=True), dim=-1) @ classifier)[0]
+        assert p["top_scores"] == pytest.approx(want[p["top_classes"]].tolist(), abs=2e-3), p["key"]
     assert ev["n_templates"] == len(depth_prompts) != 64  # the depth prompts, not Uni3D's 64
     assert ev["evaluated"] == 4 and ev["skipped_keys"] == ["cube/bad.npy"]
     log = (tmp_path / "out" / "runs" / "eva-clip-demo" / "pointfolder_clouds.skipped.log").read_text()
     assert "cube/bad.npy" in log and "nan" in log.lower()
-    with pytest.raises(Exception, match="cube/bad.npy"):
+    with pytest.raises(SampleDecodeError, match=r"sample cube/bad\.npy: cannot decode .*rerun without --strict"):
         api.evaluate("eva-clip-demo", f"pointfolder:{root}", strict=True, raise_errors=True, **_kw(tmp_path))
 
 
@@ -104,7 +117,7 @@ def test_uni3d_points_view_equals_the_encoder_by_hand(tmp_path, uni3d_ckpt):
     assert sum(p.numel() for p in paired.model.visual.parameters()) == 0  # the teacher's image tower is freed
     assert paired.fingerprint == ev["fingerprint"]
 
-    with pytest.raises(Exception, match="sphere/2.npy|cube/2.npy"):  # --strict: a resampled cloud fails
+    with pytest.raises(SampleDecodeError, match=r"sample (sphere|cube)/2\.npy: 700 points.*rerun without --strict"):
         api.evaluate("uni3d-ti", f"pointfolder:{root}", weights=str(uni3d_ckpt), text_model="eva-clip-demo",
                      raise_errors=True, strict=True, **_kw(tmp_path))
 
