@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from evalkit.results import atomic_write_text
+from evalkit.timing import proc_status_kib, reset_peak_rss
 
 CONFIG = {
     "embed_dim": 1024,
@@ -58,27 +59,11 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
-
-
-def _reset_peak() -> bool:
-    """Reset this process's peak-RSS mark (Linux >= 4.0), so the peak is the load's alone."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def _peak_rss() -> int:
     """Peak RSS of this process: VmHWM, which (unlike ru_maxrss, which a child inherits from the
     parent that forked it) belongs to this process image only."""
     try:
-        return _status_kib("VmHWM")
+        return proc_status_kib("VmHWM") * 1024
     except (OSError, KeyError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
@@ -98,7 +83,7 @@ def child(mode: str, path: str) -> None:
 
     torch.set_num_threads(2)
     cfg = EvaClipConfig.from_dict(CONFIG)
-    reset = _reset_peak()
+    reset = reset_peak_rss()
     before = _rss()
     peak_before = _peak_rss()
     t0 = time.perf_counter()

@@ -33,25 +33,11 @@ from pathlib import Path
 
 import torch
 
+from evalkit.timing import proc_status_kib, reset_peak_rss
+
 KS = (1, 5, 10)
 CB_KEYS = [f"{name}_retrieval_recall@{k}" for k in KS for name in ("image", "text")]
 THREADS = 2
-
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def _reset_peak() -> bool:
-    """Reset VmHWM to the current resident set (Linux ≥ 4.0); False where that is refused."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 class _FixedFeatures(torch.nn.Module):
@@ -106,14 +92,14 @@ def run_side(side: str, inputs: Path, chunk_size: int, cb_batch_size: int) -> di
     else:
         raise ValueError(side)
     gc.collect()
-    baseline = _status_kib("VmRSS")
-    reset = _reset_peak()
+    baseline = proc_status_kib("VmRSS")
+    reset = reset_peak_rss()
     if not reset:
-        baseline = _status_kib("VmHWM")  # without a reset only growth above the old peak shows
+        baseline = proc_status_kib("VmHWM")  # without a reset only growth above the old peak shows
     t0 = time.perf_counter()
     metrics = run()
     seconds = time.perf_counter() - t0
-    peak_mib = (_status_kib("VmHWM") - baseline) / 1024
+    peak_mib = (proc_status_kib("VmHWM") - baseline) / 1024
     return {"side": side, "seconds": seconds, "peak_mib": peak_mib, "peak_reset": reset,
             "metrics": {k: metrics[k] for k in CB_KEYS}, "threads": torch.get_num_threads()}
 

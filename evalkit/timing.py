@@ -24,11 +24,12 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from evalkit.models.encoder import Encoder
 
-__all__ = ["Clock", "TimedEncoder", "best_of"]
+__all__ = ["Clock", "TimedEncoder", "best_of", "proc_status_kib", "reset_peak_rss"]
 
 
 def best_of(fn: Any, repeat: int, *, warmup: bool = False, sync: Any = None) -> tuple[float, Any]:
@@ -47,6 +48,25 @@ def best_of(fn: Any, repeat: int, *, warmup: bool = False, sync: Any = None) -> 
             sync()
         best = min(best, time.perf_counter() - t)
     return best, out
+
+
+def proc_status_kib(field: str) -> int:
+    """A memory figure of this process from ``/proc/self/status`` in KiB (Linux): ``VmRSS`` (now),
+    ``VmHWM`` (the peak since start or since :func:`reset_peak_rss`)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(f"/proc/self/status has no {field}")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS mark (``VmHWM``) to its current RSS (Linux >= 4.0), so a
+    peak read afterwards is the next step's alone; False where that is refused."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
 
 @dataclasses.dataclass

@@ -183,3 +183,25 @@ def test_frames_view_pools_the_sampled_frames_of_a_clip(demo, tmp_path, sampler,
     by_hand = F.normalize(F.normalize(demo.encode_image(view.base._stages[1](torch.stack(frames))), dim=-1)
                           .mean(dim=0), dim=-1)
     torch.testing.assert_close(out.features[3], by_hand, rtol=0, atol=1e-6)
+
+
+def test_timing_helpers_for_benchmarks():
+    """The public helpers benchmarks share: best_of keeps the fastest call and the last output;
+    the /proc/self/status memory figures (Linux)."""
+    import time as _time
+
+    from evalkit import timing
+
+    delays = iter([0.02, 0.0, 0.01])
+    best, out = timing.best_of(lambda: (_time.sleep(next(delays)), "done")[1], 3)
+    assert best < 0.01 and out == "done"
+    big = b"\x01" * (64 * 2**20)  # 64 MiB written: the peak rises
+    before = timing.proc_status_kib("VmHWM")
+    assert before >= timing.proc_status_kib("VmRSS") > 0
+    del big
+    if timing.reset_peak_rss():  # Linux >= 4.0 (this machine and CI): the peak drops with the freed 64 MiB
+        assert timing.proc_status_kib("VmHWM") < before - 32 * 1024
+    else:  # refused: the peak stays
+        assert timing.proc_status_kib("VmHWM") >= before
+    with pytest.raises(KeyError, match="NoSuchField"):
+        timing.proc_status_kib("NoSuchField")
