@@ -395,3 +395,15 @@ def test_cli_shots_and_seeds(tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["run", "--model", "eva-clip-demo", "--tasks", "shapeworld-shape-fewshot", "--shots", "0,2"])
     assert "positive integers" in capsys.readouterr().err
+
+
+def test_a_computed_train_split_is_not_reported_as_cached(tmp_path):
+    from evalkit import api
+
+    kw = dict(output_dir=tmp_path, progress=False, cache_dir=tmp_path / "cache", raise_errors=True, shots=[1], seeds=1)
+    api.evaluate("eva-clip-demo", "shapeworld-shape", limit=None, **{k: v for k, v in kw.items()
+                                                                     if k not in ("shots", "seeds")})
+    r = api.evaluate("eva-clip-demo", "shapeworld-shape-fewshot", **kw).results[0]  # test split cached, train not
+    assert r.evalkit["train_evaluated"] == 600 and r.evalkit["images_per_s"] > 0
+    again = api.evaluate("eva-clip-demo", "shapeworld-shape-fewshot", **kw).results[0]  # both cached now
+    assert again.evalkit["images_per_s"] is None

@@ -252,6 +252,9 @@ class LinearProbeFamily:
             "train_skipped": len(train.skipped),
             "train_skipped_keys": [k for k, _ in train.skipped][:100],
             "train_image_seconds": round(train.seconds, 4),
+            # both splits' encoding: what `evalkit run` prints (a computed train split is not "cached")
+            "images_per_s": _rate(train.computed + test_by_mode[modes[0]].computed,
+                                  train.seconds + test_by_mode[modes[0]].seconds),
             "n_classes": n_classes,
             "fewshot": {**config.record(), "probe_device": device},
             "probe_seconds": round(probe_seconds, 4),
@@ -264,6 +267,10 @@ class LinearProbeFamily:
             evalkit["metric_of_task"] = task_metric
         return TaskResult(dataset=spec.name, model=encoder.name, pretrained=encoder.weights,
                           task=self.result_task, metrics=metrics, evalkit=evalkit)
+
+
+def _rate(computed: int, seconds: float) -> float | None:
+    return round(computed / seconds, 2) if computed and seconds > 0 else None
 
 
 def probe_device(encoder: Encoder) -> str:
