@@ -444,9 +444,7 @@ def embed(
             if remaining is not None and remaining <= 0:
                 break
             unit_limit = _unit_limit(unit, remaining)
-            keys = _unit_keys(encoder, views, unit, unit_limit)
-            hits = {n: cache.get("images", keys[n]) if cache is not None else None for n in names}
-            missing = _missing_views(names, hits)
+            keys, hits, missing = _look_up(encoder, views, cache, unit, unit_limit)
             if missing:
                 fresh = _run_unit(encoder, unit, {n: views[n] for n in missing}, batch_size, num_workers, unit_limit,
                                   strict, bar, prefetch=prefetch)
@@ -482,6 +480,15 @@ def _unit_limit(unit: Unit, remaining: int | None) -> int | None:
     """How many samples of ``unit`` a run with ``remaining`` samples to go takes (None: all);
     part of the unit's cache key."""
     return remaining if remaining is not None and (unit.size is None or remaining < unit.size) else None
+
+
+def _look_up(encoder: Encoder, views: Mapping[str, View], cache: FeatureCache | None, unit: Unit,
+             unit_limit: int | None) -> tuple[dict[str, str], dict[str, Any], list[str]]:
+    """A unit's cache keys per view, the cached record of each (None where absent), and the views
+    that must be encoded (one process, or rank 0 planning a job: the same lookup)."""
+    keys = _unit_keys(encoder, views, unit, unit_limit)
+    hits = {n: cache.get("images", keys[n]) if cache is not None else None for n in views}
+    return keys, hits, _missing_views(list(views), hits)
 
 
 def _unit_keys(encoder: Encoder, views: Mapping[str, View], unit: Unit, unit_limit: int | None) -> dict[str, str]:
@@ -592,9 +599,7 @@ def plan_units(encoder: Encoder, data: SourceData, views: Mapping[str, View], ca
         if remaining is not None and remaining <= 0:
             break
         unit_limit = _unit_limit(unit, remaining)
-        keys = _unit_keys(encoder, views, unit, unit_limit)
-        hits = {n: cache.get("images", keys[n]) if cache is not None else None for n in names}
-        missing = _missing_views(names, hits)
+        keys, hits, missing = _look_up(encoder, views, cache, unit, unit_limit)
         if missing:
             samples = _planned_samples(unit, unit_limit, remaining is not None)
             todo.append((i, unit.id, unit_limit, tuple(missing), {n: keys[n] for n in missing}, samples))
