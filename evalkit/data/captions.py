@@ -13,7 +13,8 @@ Source type ``captions`` reads a folder holding the images and one annotation fi
   in sorted-id order and captions in file order (as torchvision's CocoCaptions, which
   clip_benchmark uses).
 * ``captions.csv`` (ad hoc, ``--tasks captions:DIR``): a header ``image,caption``, one row per
-  caption, read as CSV (quoted captions are un-quoted).
+  caption, read as strict CSV (quoted captions are un-quoted; a caption is one line, so a quote
+  left open is an error naming the line it opened on, never the rest of the file in one caption).
 
 Images are looked for under each of ``images`` (folders relative to the dataset folder; default
 the folder itself), at ``filepath/filename`` and at ``filename``. An image the annotations name
@@ -129,23 +130,43 @@ def _lines_split_at_jpg(path: Path) -> list[Entry]:
 
 
 def _csv(path: Path) -> list[Entry]:
+    """Strict CSV: a quote that is never closed would otherwise swallow the rest of the file into
+    one caption, so a row that fails to parse, or a field that spans lines, is an error naming the
+    line its row (and so its opening quote) starts on. A caption is one line of text."""
     grouped: dict[str, list[str]] = {}
     try:
         with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            if header is None or [h.strip() for h in header[:2]] != ["image", "caption"]:
-                raise DataError(f"{path}:1: expected the header 'image,caption', got {header}")
-            for row in reader:
-                if not any(cell.strip() for cell in row):
-                    continue
-                if len(row) != 2:
-                    raise DataError(f"{path}:{reader.line_num}: expected 2 fields (image,caption), got {len(row)}")
-                grouped.setdefault(row[0].strip(), []).append(row[1])
+            reader = csv.reader(f, strict=True)
+            start = 1
+            try:
+                header = next(reader, None)
+                if header is None or [h.strip() for h in header[:2]] != ["image", "caption"]:
+                    raise DataError(f"{path}:1: expected the header 'image,caption', got {header}")
+                while True:
+                    start = reader.line_num + 1
+                    row = next(reader, None)
+                    if row is None:
+                        break
+                    if any("\n" in cell or "\r" in cell for cell in row):
+                        raise DataError(f"{path}:{start}: a quoted field runs from line {start} to line "
+                                        f"{reader.line_num} (an unterminated quote? a caption is one line)")
+                    if not any(cell.strip() for cell in row):
+                        continue
+                    if len(row) != 2:
+                        raise DataError(f"{path}:{start}: expected 2 fields (image,caption), got {len(row)}")
+                    grouped.setdefault(row[0].strip(), []).append(row[1])
+            except csv.Error as e:
+                if "end of data" in str(e):
+                    raise DataError(f"{path}:{start}: the quote opened on line {start} is never closed "
+                                    f"(the file ends inside it)") from e
+                if reader.line_num > start:
+                    raise DataError(f"{path}:{start}: the quote opened on line {start} is not closed on its line "
+                                    f"(the row runs on to line {reader.line_num}: {e})") from e
+                raise DataError(f"{path}:{start}: malformed CSV row: {e}") from e
     except OSError as e:
         raise DataError(f"{path}: cannot read: {e.strerror or e}") from e
-    except (csv.Error, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: unreadable CSV: {e}") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text: {e.reason} at byte {e.start}") from e
     return [(name, [name], caps) for name, caps in grouped.items()]
 
 
