@@ -31,6 +31,8 @@ This module is bottom-layer: it imports only the standard library and torch.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import io
 import json
@@ -38,6 +40,7 @@ import logging
 import os
 import re
 import struct
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +53,7 @@ from evalkit.results import atomic_write_bytes
 
 __all__ = [
     "FORMAT", "CacheEntryError", "LegacyEntryError", "EntryInfo", "FeatureCache", "default_cache_dir",
+    "cache_dir_in_use", "run_cache_dir",
     "encode_entry", "decode_entry", "read_header", "check_entry", "scan", "temp_files", "parse_duration",
     "dataset_of", "entry_paths", "require_root",
 ]
@@ -70,6 +74,34 @@ STALE_TEMP_SECONDS = 3600.0
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("EVALKIT_CACHE", Path.home() / ".cache" / "evalkit"))
+
+
+# The cache folder of the run in progress, set by ``run_cache_dir`` around a run. A data source
+# (a plugin's, called with the plugin signature ``(source, data_root, task)``) that generates
+# files, as the demo's video clips, asks ``cache_dir_in_use`` where they go.
+_RUN_CACHE_DIR: contextvars.ContextVar[Path | None] = contextvars.ContextVar("evalkit_run_cache_dir", default=None)
+
+
+def cache_dir_in_use() -> Path:
+    """Where generated data goes: the cache folder of the run in progress (``--cache-dir``; a
+    temporary folder under ``--no-cache``, see :func:`run_cache_dir`), else
+    :func:`default_cache_dir`."""
+    return _RUN_CACHE_DIR.get() or default_cache_dir()
+
+
+@contextlib.contextmanager
+def run_cache_dir(cache_dir: str | Path | None) -> Iterator[Path]:
+    """Within: :func:`cache_dir_in_use` is ``cache_dir`` (``"default"``: :func:`default_cache_dir`;
+    None, a run without a disk cache: a temporary folder, removed with what was generated in it
+    on exit)."""
+    with contextlib.ExitStack() as stack:
+        if cache_dir is None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evalkit-run-cache-")))
+        else:
+            folder = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
+        token = _RUN_CACHE_DIR.set(folder)
+        stack.callback(_RUN_CACHE_DIR.reset, token)
+        yield folder
 
 
 class CacheEntryError(ValueError):

@@ -220,3 +220,45 @@ def test_uniform8_beats_middle_end_to_end(tmp_path, monkeypatch):
     assert sorted(p.name for p in runs.glob("*.json")) == ["shapeworld-video.json", "shapeworld-video_uniform-8.json"]
     assert acc["middle"] >= CHANCE + 25, acc
     assert acc["uniform-8"] >= acc["middle"] + 20, acc
+
+
+def _tiny_video_task(folder: Path) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "swv-tiny.yaml").write_text(
+        "task: swv-tiny\nversion: 1\nfamily: classification\n"
+        "source: {type: shapeworld, task: video, n: 6, frames: 26, seed: 5}\n"
+        "templates: ['a {c} shape.']\nmetric: acc1\nview: {transform: crop, frames: middle}\n")
+    return folder
+
+
+def _clip_files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*.mp4")) if root.exists() else []
+
+
+def test_cache_dir_moves_the_generated_clips(tmp_path, monkeypatch):
+    """`evalkit run --cache-dir D` puts the demo's clips under D, nothing under the default cache
+    folder; `--no-cache` leaves them nowhere once the run is over."""
+    from evalkit import cli
+
+    default = tmp_path / "default-cache"
+    monkeypatch.setenv("EVALKIT_CACHE", str(default))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    tasks = _tiny_video_task(tmp_path / "tasks")
+    argv = ["run", "--model", "eva-clip-demo", "--tasks", "swv-tiny", "--task-dir", str(tasks), "--quiet"]
+    mine = tmp_path / "mine"
+    assert cli.main([*argv, "--output-dir", str(tmp_path / "out1"), "--cache-dir", str(mine)]) == 0
+    clips = _clip_files(mine / "shapeworld-video")
+    assert len(clips) == 6 and all(p.parent.name == sv.set_name(5, 6, 26) for p in clips), clips
+    assert _clip_files(default) == [] and _clip_files(tmp_path / "home") == []
+    result = json.loads((tmp_path / "out1" / "runs" / "eva-clip-demo" / "swv-tiny.json").read_text())
+    assert result["evalkit"]["samples"] == 6 and result["evalkit"]["data"]["path"] == str(clips[0].parent)
+
+    assert cli.main([*argv, "--output-dir", str(tmp_path / "out2"), "--no-cache"]) == 0
+    assert _clip_files(default) == [] and _clip_files(tmp_path / "home") == []
+    result = json.loads((tmp_path / "out2" / "runs" / "eva-clip-demo" / "swv-tiny.json").read_text())
+    used = Path(result["evalkit"]["data"]["path"])  # a temporary folder, gone with the run
+    assert result["evalkit"]["samples"] == 6 and used.name == sv.set_name(5, 6, 26) and not used.exists()
+    assert len(_clip_files(mine)) == 6  # the other run's set, untouched
+    # outside a run (a data check) the default folder is used, as before
+    data = shapeworld_source({"type": "shapeworld", "task": "video", "n": 6, "frames": 26, "seed": 5}, None, "swv")
+    assert Path(data.info["path"]).parent == default / "shapeworld-video" and len(_clip_files(default)) == 6

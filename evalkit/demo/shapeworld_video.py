@@ -30,8 +30,9 @@ pixels in about one run in five), so one seed gives the same files, and the same
 every time.
 
 **Where the clips live.** :func:`ensure_clips` keeps each set in a folder of its own under a
-cache root; the demo source passes evalkit's cache folder, ``$EVALKIT_CACHE`` else
-``~/.cache/evalkit`` (the feature cache's root, :func:`evalkit.features.default_cache_dir`),
+cache root; the demo source passes the run's cache folder (``evalkit run --cache-dir``, default
+``$EVALKIT_CACHE`` else ``~/.cache/evalkit``; under ``--no-cache`` a temporary folder removed when
+the run ends: :func:`evalkit.demo.sources.video_cache_root`),
 subfolder ``shapeworld-video/``, one folder per set named by generator version, seed, clip count,
 frames, size and codec (``v1-s2024-n96-32f-96px-libx264``). A set is generated into a temporary
 folder beside it (``.<name>.tmp-*``) and renamed into place only once every clip and its

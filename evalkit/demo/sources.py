@@ -68,11 +68,13 @@ def _retrieval(ds: ShapeWorldRetrieval) -> SourceData:
 
 
 def video_cache_root() -> Path:
-    """Where generated clip sets live: ``shapeworld-video/`` under evalkit's cache folder
-    (``$EVALKIT_CACHE``, else ``~/.cache/evalkit``; :func:`evalkit.features.default_cache_dir`)."""
-    from evalkit.features import default_cache_dir
+    """Where generated clip sets live: ``shapeworld-video/`` under the cache folder of the run in
+    progress (``evalkit run --cache-dir``; a temporary folder, removed when the run ends, under
+    ``--no-cache``), outside a run (``evalkit data check``) under evalkit's cache folder
+    (``$EVALKIT_CACHE``, else ``~/.cache/evalkit``): :func:`evalkit.cache.cache_dir_in_use`."""
+    from evalkit.cache import cache_dir_in_use
 
-    return Path(default_cache_dir()) / "shapeworld-video"
+    return cache_dir_in_use() / "shapeworld-video"
 
 
 def video_source(source: dict[str, Any], data_root: str | Path | None, task: str) -> SourceData:
@@ -87,12 +89,13 @@ def video_source(source: dict[str, Any], data_root: str | Path | None, task: str
         frames, size = int(source.get("frames", sv.FRAMES)), int(source.get("size", sv.SIZE))
     except (TypeError, ValueError) as e:
         raise DataError(f"task {task!r}: source n, seed, frames and size must be integers ({e})") from e
+    root = video_cache_root()
     try:
-        clips = sv.ensure_clips(video_cache_root(), seed, n, frames, size)
+        clips = sv.ensure_clips(root, seed, n, frames, size)
     except ValueError as e:
         raise DataError(f"task {task!r}: {e}") from e
     except OSError as e:
-        raise DataError(f"task {task!r}: cannot write the generated clips under {video_cache_root()}: {e}") from e
+        raise DataError(f"task {task!r}: cannot write the generated clips under {root}: {e}") from e
 
     def get(i: int) -> RawSample:
         spec, path = clips.specs[i], clips.paths[i]
