@@ -317,6 +317,8 @@ def test_demo_accuracy_rises_with_k_from_one_feature_pass(first_run):
     assert ev["fewshot"]["shots"] == [1, 2, 4, 8, 16] and ev["fewshot"]["seeds"] == [0, 1, 2]
     assert ev["fewshot"]["lr"] == 0.1 and ev["fewshot"]["val_fraction"] == 0.1
     assert ev["evaluated"] == 240 and ev["train_evaluated"] == 200 and ev["n_classes"] == 6
+    # one process encoded both splits
+    assert ev["samples_per_rank"] == [200 + 240] and ev["train_samples_per_rank"] == [200]
 
 
 def test_rerun_is_identical_and_needs_no_forward(first_run):
@@ -326,6 +328,7 @@ def test_rerun_is_identical_and_needs_no_forward(first_run):
     assert again.metrics == result.metrics
     assert again.evalkit["runs"] == result.evalkit["runs"]
     assert (timed.image - before).calls == 0  # both splits from the feature cache
+    assert again.evalkit["samples_per_rank"] == [0] and again.evalkit["train_samples_per_rank"] == [0]
 
 
 def test_shots_and_seeds_override_the_task(first_run):
@@ -405,5 +408,6 @@ def test_a_computed_train_split_is_not_reported_as_cached(tmp_path):
                                                                      if k not in ("shots", "seeds")})
     r = api.evaluate("eva-clip-demo", "shapeworld-shape-fewshot", **kw).results[0]  # test split cached, train not
     assert r.evalkit["train_evaluated"] == 600 and r.evalkit["images_per_s"] > 0
+    assert r.evalkit["samples_per_rank"] == [600]  # the train split, encoded here; the test split was cached
     again = api.evaluate("eva-clip-demo", "shapeworld-shape-fewshot", **kw).results[0]  # both cached now
-    assert again.evalkit["images_per_s"] is None
+    assert again.evalkit["images_per_s"] is None and again.evalkit["samples_per_rank"] == [0]

@@ -255,6 +255,9 @@ class LinearProbeFamily:
             # both splits' encoding: what `evalkit run` prints (a computed train split is not "cached")
             "images_per_s": _rate(train.computed + test_by_mode[modes[0]].computed,
                                   train.seconds + test_by_mode[modes[0]].seconds),
+            # what each rank encoded of both splits (the train split's share alone beside it)
+            "samples_per_rank": _per_rank(train.samples_per_rank, test_by_mode[modes[0]].samples_per_rank),
+            "train_samples_per_rank": list(train.samples_per_rank),
             "n_classes": n_classes,
             "fewshot": {**config.record(), "probe_device": device},
             "probe_seconds": round(probe_seconds, 4),
@@ -267,6 +270,11 @@ class LinearProbeFamily:
             evalkit["metric_of_task"] = task_metric
         return TaskResult(dataset=spec.name, model=encoder.name, pretrained=encoder.weights,
                           task=self.result_task, metrics=metrics, evalkit=evalkit)
+
+
+def _per_rank(*splits: list[int]) -> list[int]:
+    """Per rank, the samples it encoded over all ``splits`` (each a list indexed by rank)."""
+    return [sum(split[r] for split in splits if r < len(split)) for r in range(max(map(len, splits), default=0))]
 
 
 def _rate(computed: int, seconds: float) -> float | None:
