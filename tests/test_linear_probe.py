@@ -19,6 +19,7 @@ from clip_benchmark.metrics import linear_probe as cb
 from evalkit import api, models
 from evalkit.data.sources import DataError
 from evalkit.features import FeatureCache
+from evalkit.models.zoo import DEMO_WEIGHTS
 from evalkit.probe import (
     ProbeOptions,
     fewshot_metrics,
@@ -375,6 +376,8 @@ def test_api_best_of_both_writes_the_better_transforms_numbers(tmp_path):
                           progress=False, raise_errors=True)
     saved = read_result(report.paths[0])
     assert saved.task == "linear_probe" and saved.metrics == report.results[0].metrics
+    # clip_benchmark's key names the demo's weights folder; provenance keeps its whole path
+    assert saved.pretrained == "weights" and saved.evalkit["weights"] == str(DEMO_WEIGHTS)
     assert os.path.basename(report.paths[0]) == "wide.json"
     m, ev = saved.metrics, saved.evalkit
     best = ev["best_transform"]

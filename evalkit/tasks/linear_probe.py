@@ -56,6 +56,7 @@ from evalkit.tasks.common import (
     check_transform,
     combine_by,
     embed_images,
+    pretrained_label,
     provenance,
     view_modes,
     write_skipped_log,
@@ -268,7 +269,7 @@ class LinearProbeFamily:
         })
         if metric != task_metric:  # --shots left out the K of the task's own primary metric
             evalkit["metric_of_task"] = task_metric
-        return TaskResult(dataset=spec.name, model=encoder.name, pretrained=encoder.weights,
+        return TaskResult(dataset=spec.name, model=encoder.name, pretrained=pretrained_label(encoder.weights),
                           task=self.result_task, metrics=metrics, evalkit=evalkit)
 
 
