@@ -211,7 +211,7 @@ def test_uniform8_beats_middle_end_to_end(tmp_path, monkeypatch):
     acc = {}
     for frames in (None, "uniform-8"):
         report = evalkit.evaluate("eva-clip-demo", "shapeworld-video", output_dir=out, frames=frames,
-                                  cache_dir=None, progress=False, raise_errors=True)
+                                  cache_dir=tmp_path / "cache", progress=False, raise_errors=True)
         (result,) = report.results
         assert result.evalkit["task_file"] == str(TASK_FILE)
         assert result.evalkit["samples"] == 96 and result.evalkit["skipped"] == 0
