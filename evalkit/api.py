@@ -17,13 +17,16 @@ import torch
 
 import evalkit
 from evalkit import distributed, models
+from evalkit.cache import run_cache_dir
 from evalkit.data.root import default_data_root
 from evalkit.errors import one_line
 from evalkit.features import FeatureCache, default_cache_dir, default_num_workers
+from evalkit.models.auto import Placement, choose_placement
 from evalkit.registry import task_families
 from evalkit.results import (
     TaskResult,
     append_run_log,
+    check_output_dir,
     git_commit,
     path_of,
     read_result,
@@ -72,10 +75,10 @@ def evaluate(
     *,
     weights: str | None = None,
     data_root: str | Path | None = None,
-    precision: str = models.DEFAULT_PRECISION,
+    precision: str = "auto",
     batch_size: int | str = 64,
     prefetch: int | None = None,
-    device: str = "cpu",
+    device: str = "auto",
     output_dir: str | Path = "results",
     limit: int | None = None,
     num_workers: int | None = None,
@@ -136,15 +139,22 @@ def evaluate(
     Without a launcher, or with one process, nothing changes: no process group is made.
     """
     options = dict(locals())
+    # Task names first (a typo costs nothing), then where the model goes and whether it fits:
+    # both before any data is read or any checkpoint located.
+    options["tasks"] = resolve_tasks(tasks, task_dirs)
+    placement = choose_placement(model, device=device, devices=devices, precision=precision, batch_size=batch_size,
+                                 max_memory=max_memory, offload_dir=offload_dir, text_model=text_model)
+    options.update(device=placement.device, devices=placement.devices, precision=placement.precision,
+                   placement=placement)
     launch = distributed.detect()
     if launch is None:
-        return _evaluate(**options, world=None)
-    uses_cuda = device.startswith("cuda") or (devices is not None and devices.strip().lower() != "cpu"
-                                              and torch.cuda.is_available())
+        with run_cache_dir(cache_dir):  # generated data (the demo's clips) goes under the run's cache folder
+            return _evaluate(**options, world=None)
+    uses_cuda = placement.uses_cuda and torch.cuda.is_available()
     world = distributed.World.start(launch, cuda=uses_cuda)
     clean = False
     try:
-        with distributed.active(world), distributed.quiet(world):
+        with distributed.active(world), distributed.quiet(world), run_cache_dir(cache_dir):
             report = _evaluate(**options, world=world)
         clean = True
         return report
@@ -154,9 +164,10 @@ def evaluate(
 
 def _evaluate(
     model: str,
-    tasks: str | Sequence[str],
+    tasks: list[TaskSpec],
     *,
     world: distributed.World | None,
+    placement: Placement,
     weights: str | None,
     data_root: str | Path | None,
     precision: str,
@@ -188,8 +199,10 @@ def _evaluate(
 ) -> RunReport:
     """:func:`evaluate` in one process (``world`` None) or as one rank of a job."""
     lead = world is None or world.is_main
-    specs = resolve_tasks(tasks, task_dirs)
+    specs = tasks
     output_dir = Path(output_dir)
+    if lead:  # only rank 0 writes; a folder it cannot write to is found now, not after the run
+        check_output_dir(output_dir)
     data_root = default_data_root(data_root)
     card = models.CARDS.get(model)
     # what produced a result besides the model name; the card's own weights need no label
@@ -197,6 +210,8 @@ def _evaluate(
     if (text_model is not None and (card is None or text_model != card.text_model)) or text_weights is not None:
         variant += f"+text-{safe_name(text_model or 'card')}" + (f"-{safe_name(Path(text_weights).name)}"
                                                                  if text_weights else "")
+    if limit is not None:  # a partial run never takes a full result's place (nor is read as one)
+        variant += f"+limit{limit}"
     report = RunReport(rank=0 if world is None else world.rank, world_size=1 if world is None else world.size)
 
     def fail(name: str, e: BaseException | str) -> None:
@@ -274,7 +289,7 @@ def _evaluate(
             model, weights=weights, precision=precision, device=rank_device, devices=rank_devices,
             max_memory=max_memory, allow_missing=allow_missing, offload_dir=offload_dir,
             batch_size=64 if batch_size == "auto" else batch_size,  # the plan's activation reserve
-            text_model=text_model, text_weights=text_weights,
+            text_model=text_model, text_weights=text_weights, progress=progress and lead,
         )
 
     encoder = load() if world is None else world.all_or_none("loading the model", load)
@@ -306,6 +321,8 @@ def _evaluate(
                 "python": platform.python_version(),
                 "torch": torch.__version__,
                 "weights": encoder.weights,
+                # what --device/--devices/--precision auto chose (absent when everything was given)
+                **({"auto": dict(placement.chosen)} if placement.chosen else {}),
                 # a point encoder paired with a text tower: which, and its own fingerprint
                 **({"text_model": encoder.arch["text_model"], "text_fingerprint": encoder.arch["text_fingerprint"]}
                    if "text_model" in encoder.arch else {}),
@@ -349,8 +366,15 @@ def _lead_task(spec: TaskSpec, family: Any, encoder: Any, ctx: RunContext, prepa
         world.end_task()
     result.evalkit.setdefault("variant", ctx.variant)  # a plugin family's result too: never in another's place
     _warn_if_replacing_other_weights(result, output_dir)
-    report.paths.append(write_result(result, output_dir))
-    append_run_log(output_dir, result)  # one line per finished task: provenance and wall time
+    try:
+        path = write_result(result, output_dir)
+        append_run_log(output_dir, result)  # one line per finished task: provenance and wall time
+    except OSError as e:
+        where = e.filename or path_of(result, output_dir)
+        fail(spec.name, OSError(f"cannot write {where}: {e.strerror or e}; the features are in the cache, so a "
+                                f"rerun scores the task without encoding it again"))
+        return
+    report.paths.append(path)
     report.results.append(result)
     if on_result is not None:
         on_result(result, report.paths[-1])

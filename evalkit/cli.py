@@ -11,7 +11,7 @@ from typing import Any
 
 from evalkit.cli_help import TASK_DIR_HELP, HelpFormatter
 from evalkit.errors import one_line
-from evalkit.models.precision import DEFAULT_PRECISION, PRECISION_NAMES  # torch-free, for --help
+from evalkit.models.precision import PRECISION_NAMES  # torch-free, for --help
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -19,16 +19,16 @@ PLUGGED_COMMANDS = ("evalkit.plan", "evalkit.datacheck", "evalkit.regress", "eva
 
 EPILOG = """examples:
   evalkit run --model eva-clip-demo --tasks demo
-  EVALKIT_DATA=/data evalkit run --model eva-clip-18b --tasks imagenet,objectnet --precision fp16 --device cuda
+  EVALKIT_DATA=/data evalkit run --model eva-clip-18b --tasks imagenet,objectnet   # GPUs, fp16: auto
   evalkit run --model eva-clip-18b --weights /ckpt/EVA_CLIP_18B_psz14_s6B.fp16.pt \\
-              --tasks eva27 --data-root /data --precision fp16 --device cuda
+              --tasks eva27 --data-root /data --precision int8 --devices 0,1
   evalkit run --model open_clip:ViT-B-32 --weights /ckpt/vit_b32.pt --tasks wds:/data/wds_cifar10
   evalkit list tasks                      # every task, with its aliases (imagenet = imagenet1k, ...)
   evalkit report --model eva-clip-demo
   evalkit export --format csv > leaderboard.csv
   evalkit plan --model eva-clip-18b --devices 2x40GiB --precision fp16
   evalkit check --against ci-baseline --output-dir results    # CI: exit 1 when a number regressed
-  torchrun --nproc-per-node 8 -m evalkit run --model eva-clip-18b --tasks eva27 --device cuda
+  torchrun --nproc-per-node 8 -m evalkit run --model eva-clip-18b --tasks eva27
   evalkit cache ls                        # the feature cache, by model, view and dataset
 """
 
@@ -112,17 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
                      "list tasks`), or ad-hoc datasets: wds:/path (clip_benchmark WebDataset folder), folder:/path "
                      "(ImageFolder; folder:/path?classnames=FILE), hf:/path (datasets.save_to_disk folder)")
     run.add_argument("--data-root", help="folder under which tasks find their datasets (default: $EVALKIT_DATA)")
-    run.add_argument("--precision", default=DEFAULT_PRECISION, choices=PRECISION_NAMES,
+    run.add_argument("--precision", default="auto", choices=("auto", *PRECISION_NAMES),
                      help="weights dtype (amp: fp32 weights under autocast; int8: LLM.int8 and int4: NF4 "
-                     "block Linear layers via bitsandbytes, fp16 elsewhere, EVA-CLIP models). fp32 is fastest on CPU")
+                     "block Linear layers via bitsandbytes, fp16 elsewhere, EVA-CLIP models). Default auto: the "
+                     "card's release precision on a GPU (fp16 for eva-clip-18b), fp32 on the CPU (its fastest); the "
+                     "result records what auto chose")
     run.add_argument("--batch-size", type=_batch_size, default=64, metavar="N|auto",
                      help="images per forward pass (default 64). auto: on a CUDA device the largest batch that "
                      "fits, less a 10%% margin (searched once per model, view and GPU, remembered in the cache "
                      "folder's batch_sizes.json); on the CPU 64, or 8 for a model over a billion parameters")
     run.add_argument("--prefetch", type=_positive_int, metavar="N",
                      help="batches prepared ahead of the model (default 2; with W loader workers, ceil(N/W) each)")
-    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (launched with several processes: cuda is each "
-                     "process's own GPU, cuda:LOCAL_RANK)")
+    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N. Default auto: every visible GPU (the "
+                     "first when the model fits it, the model split over all of them when it does not), else the CPU; "
+                     "a model that cannot fit stops before any weights are read, saying what would fit. Launched "
+                     "with several processes: cuda is each process's own GPU, cuda:LOCAL_RANK")
     run.add_argument("--devices", help="place an EVA-CLIP model over several devices: 0,1,2,3 or cuda:0,cuda:1, "
                      "auto (every GPU) or cpu; whole blocks per device, CPU/disk offload when short "
                      "(overrides --device; plan first with `evalkit plan`). Launched with several processes a node, the "
@@ -162,12 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
                      "(default: the task's own, usually 3)")
     run.add_argument("--save-predictions", action="store_true",
                      help="also write per-sample top-5 predictions as <task>.predictions.jsonl")
-    run.add_argument("--cache-dir", help="feature/classifier cache folder "
-                     "(default: $EVALKIT_CACHE, else ~/.cache/evalkit)")
+    run.add_argument("--cache-dir", help="feature/classifier cache folder, also holding generated data such as the "
+                     "demo's video clips (default: $EVALKIT_CACHE, else ~/.cache/evalkit)")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk cache")
     run.add_argument("--skip-existing", action="store_true", help="skip tasks that already have a result")
     run.add_argument("--task-dir", action="append", default=None, help=TASK_DIR_HELP)
-    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--quiet", action="store_true", help="no progress (by default: bars on a terminal; in a log "
+                     "or a pipe, a line when a phase has run 2 s, one every 30 s, and one when it ends)")
 
     lst = sub.add_parser("list", help="list tasks (with their aliases), groups, models or task families",
                          formatter_class=HelpFormatter)
@@ -180,7 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output-dir", default="results", help="the folder `evalkit run` wrote to")
     rep.add_argument("--claims", action="append", default=None,
                      help="claims CSV (repeatable; default: the claims evalkit ships, the papers' and the demo's)")
-    rep.add_argument("--tolerance", type=float, default=0.5, help="|verified - claimed| in points counted as verified")
+    from evalkit.regress import DEFAULT_TOLERANCE  # pandas-free: one tolerance for report and check
+
+    rep.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                     help=f"|verified - claimed| in points counted as verified (default {DEFAULT_TOLERANCE:g}, "
+                     f"the same as `evalkit check`)")
     rep.add_argument("--fail-on-differ", action="store_true",
                      help="exit 1 when any verified number differs from its claim beyond the tolerance (CI regression jobs)")
 
@@ -200,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         mod.register_cli(sub)
+    for command in sub.choices.values():  # `evalkit run -v ...` as well as `evalkit -v run ...`
+        if "-v" not in command._option_string_actions:
+            command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                 help="debug logging")
     return p
 
 
@@ -260,7 +273,7 @@ def _evaluate_from_args(evaluate: Any, args: argparse.Namespace) -> Any:
         seeds=args.seeds,
         save_predictions=args.save_predictions,
         cache_dir=None if args.no_cache else (args.cache_dir or "default"),
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=not args.quiet,  # bars on a terminal, a line per phase in a log (evalkit.progress)
         task_dirs=args.task_dir,
         skip_existing=args.skip_existing,
         # each result and each failure printed once, when it happens (a long run hides nothing for hours)
@@ -316,6 +329,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from evalkit.report import verified_table, write_report
 
     claims = load_claims(args.claims)  # None: the claims evalkit ships
+    # a missing --output-dir is an error (ResultsFolderError, exit 1), never created empty
     for path in write_report(args.output_dir, claims, model=args.model, tolerance=args.tolerance):
         print(path)
     if args.fail_on_differ:
@@ -323,8 +337,14 @@ def cmd_report(args: argparse.Namespace) -> int:
         bad = table[table["status"] == "differs"]
         for _, row in bad.iterrows():
             print(f"evalkit: {row['model']} {row['task']} {row['metric']}: claimed {row['claimed']:.2f}, "
-                  f"verified {row['verified']:.2f} (beyond ±{args.tolerance})", file=sys.stderr)
+                  f"verified {row['verified']:.2f} (beyond ±{args.tolerance:g})", file=sys.stderr)
         if len(bad):
+            return EXIT_FAIL
+        if not table["status"].isin(["verified", "differs"]).any():  # a gate that compared nothing is no pass
+            partial = int((table["status"] == "partial").sum())
+            print(f"evalkit: error: --fail-on-differ: no claim compared: no full result under {args.output_dir} "
+                  f"matches a claim{f' ({partial} partial: --limit runs are not compared)' if partial else ''}",
+                  file=sys.stderr)
             return EXIT_FAIL
     return EXIT_OK
 
@@ -332,7 +352,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from evalkit.report import export
 
-    text = export(args.output_dir, fmt=args.format)
+    text = export(args.output_dir, fmt=args.format)  # no results there: an error naming the folder, exit 1
     if args.out:
         from evalkit.results import atomic_write_text
 
@@ -343,8 +363,52 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# Flags users bring from other tools, and evalkit's own spelling: clip_benchmark (--pretrained,
+# --dataset, --dataset_root, --batch_size, --output) and lm-evaluation-harness (--output_path).
+FOREIGN_FLAGS = {
+    "--pretrained": ("--weights", "clip_benchmark's --pretrained"),
+    "--dataset": ("--tasks", "clip_benchmark's --dataset"),
+    "--dataset_root": ("--data-root", "clip_benchmark's --dataset_root"),
+    "--output": ("--output-dir", "clip_benchmark's --output (a file there; a folder here)"),
+    "--output_path": ("--output-dir", "lm-evaluation-harness's --output_path"),
+    "--model_args": ("--weights", "lm-evaluation-harness's --model_args"),
+    "--device_map": ("--devices", "--device_map"),
+}
+
+
+def foreign_flag_hints(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:
+    """One hint per flag of ``argv`` that the subcommand does not know but another tool's users
+    type (``--pretrained`` -> ``--weights``, ``--batch_size`` -> ``--batch-size``), and for
+    ``--tasks list``; empty when there is nothing to say."""
+    sub_action = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if sub_action is None or command not in sub_action.choices:
+        return []
+    known = set(sub_action.choices[command]._option_string_actions)
+    hints: list[str] = []
+    for i, token in enumerate(argv):
+        if token == "--":
+            break
+        flag = token.split("=", 1)[0]
+        if flag == "--tasks" and (token.split("=", 1)[1:] or argv[i + 1:i + 2]) == ["list"]:
+            hints.append("--tasks list: to see every task, run `evalkit list tasks` (groups: `evalkit list groups`)")
+        if not flag.startswith("--") or flag in known:
+            continue
+        if flag in FOREIGN_FLAGS and FOREIGN_FLAGS[flag][0] in known:
+            ours, theirs = FOREIGN_FLAGS[flag]
+            hints.append(f"{flag} is {theirs}; evalkit {command} takes {ours}")
+        elif flag.replace("_", "-") in known:
+            hints.append(f"{flag}: evalkit spells it {flag.replace('_', '-')}")
+    return hints
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    hints = foreign_flag_hints(parser, argv)
+    if hints:
+        print(f"evalkit: error: {'; '.join(hints)}", file=sys.stderr)
+        return EXIT_USAGE
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if not args.command:

@@ -29,13 +29,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
-from tqdm.auto import tqdm
 
 from evalkit import distributed
 from evalkit.batching import AUTO, loader_kwargs, prefetch_depth, resolve_for_views, to_device
 from evalkit.cache import FeatureCache, default_cache_dir  # noqa: F401
 from evalkit.data.sources import DataError, SourceData, Unit
 from evalkit.models.encoder import Encoder
+from evalkit.progress import NoProgress, progress_bar
 from evalkit.views import Noted, View, as_view
 
 
@@ -140,18 +140,27 @@ def _text_passes(encoder: Encoder, tokens: torch.Tensor, batch_size: int, groups
 
 
 def _encode_texts(encoder: Encoder, texts: Sequence[str], batch_size: int, groups: Sequence[Sequence[int]] | None,
-                  world: distributed.World | None) -> torch.Tensor | None:
+                  world: distributed.World | None, bar: Any = None) -> torch.Tensor | None:
     """(len(texts), D): every pass here; or, in a job, this rank's contiguous run of the passes,
-    gathered on rank 0 (None on the other ranks)."""
+    gathered on rank 0 (None on the other ranks). ``bar`` (evalkit.progress) counts the prompts
+    as their passes finish (rank 0's own, in a job)."""
+    bar = NoProgress() if bar is None else bar
     tokens = encoder.tokenize(texts)
     passes = _text_passes(encoder, tokens, batch_size, groups)
     out = torch.empty(tokens.shape[0], encoder.embed_dim)
-    if world is None:
-        for rows, run in passes:
-            out[rows] = run()
-        return out
-    lo, hi = (len(passes) * world.rank) // world.size, (len(passes) * (world.rank + 1)) // world.size
-    share = _outcome(world, lambda: [(rows, run()) for rows, run in passes[lo:hi]])
+
+    def run_counted(rows: torch.Tensor, run: Callable[[], torch.Tensor]) -> torch.Tensor:
+        feats = run()
+        bar.update(len(rows))
+        return feats
+
+    with bar:
+        if world is None:
+            for rows, run in passes:
+                out[rows] = run_counted(rows, run)
+            return out
+        lo, hi = (len(passes) * world.rank) // world.size, (len(passes) * (world.rank + 1)) // world.size
+        share = _outcome(world, lambda: [(rows, run_counted(rows, run)) for rows, run in passes[lo:hi]])
     shares = world.gather(share, "gathering text features")
     if shares is None:
         return None
@@ -229,17 +238,22 @@ def _shared_prefix_passes(encoder: Encoder, tokens: torch.Tensor, groups: list[l
 
 
 def caption_features(encoder: Encoder, captions: Sequence[str], cache: FeatureCache | None = None,
-                     batch_size: int = 256) -> torch.Tensor:
+                     batch_size: int = 256, *, progress: bool = False, desc: str = "captions") -> torch.Tensor:
     """(M, D) L2-normalised features of captions (retrieval's text side), cached on (model
     fingerprint, the captions in order). In a job of several processes, a collective step (see
-    :func:`encode_texts`): rank 0 looks in the cache, the ranks share the passes."""
+    :func:`encode_texts`): rank 0 looks in the cache, the ranks share the passes. ``progress``:
+    rank 0 shows the captions as they are encoded (:mod:`evalkit.progress`)."""
     digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()
-    key = _digest("captions", encoder.fingerprint, digest, len(captions))
+    key = _digest("captions", digest, len(captions))
     world = _world()
+
+    def bar() -> Any:
+        return progress_bar(len(captions), desc, "captions", enabled=progress and (world is None or world.is_main))
+
     if world is None:
         if cache is not None and (hit := cache.get("captions", key)) is not None:
             return hit
-        feats = F.normalize(_encode_texts(encoder, captions, batch_size, None, None), dim=-1)
+        feats = F.normalize(_encode_texts(encoder, captions, batch_size, None, None, bar()), dim=-1)
         if cache is not None:
             cache.put("captions", key, feats, meta=_text_meta(encoder, captions=len(captions)))
         return feats
@@ -247,7 +261,7 @@ def caption_features(encoder: Encoder, captions: Sequence[str], cache: FeatureCa
     info = world.announce("captions", {"key": key, "cached": hit is not None})
     _check_step(world, info["key"], key, "captions")
     if not info["cached"]:
-        emb = _encode_texts(encoder, captions, batch_size, None, world)
+        emb = _encode_texts(encoder, captions, batch_size, None, world, bar())
         if emb is not None:
             hit = F.normalize(emb, dim=-1)
             if cache is not None:
@@ -272,10 +286,14 @@ def zero_shot_classifier(
     templates: Sequence[str],
     cache: FeatureCache | None = None,
     batch_size: int = 256,
+    *,
+    progress: bool = False,
+    desc: str = "classifier",
 ) -> torch.Tensor:
     """(D, C) classifier: per class, encode every template, L2-normalise, mean, renormalise. In a
     job of several processes, a collective step (see :func:`encode_texts`): rank 0 looks in the
-    cache, the ranks share the passes, rank 0 builds the classifier."""
+    cache, the ranks share the passes, rank 0 builds the classifier. ``progress``: rank 0 shows
+    the prompts (classes x templates) as they are encoded (:mod:`evalkit.progress`)."""
     key = _digest("classifier", encoder.fingerprint, list(classnames), list(templates))
     world = _world()
     hit = None
@@ -295,7 +313,9 @@ def zero_shot_classifier(
     texts = [t.format(c=c) for c in classnames for t in templates]
     n_t = len(templates)
     by_template = [range(j, len(texts), n_t) for j in range(n_t)]  # one template over every class name
-    out = _encode_texts(encoder, texts, batch_size, by_template, world)
+    bar = progress_bar(len(texts), f"{desc} ({len(classnames)} classes x {n_t} templates)", "prompts",
+                       enabled=progress and (world is None or world.is_main))
+    out = _encode_texts(encoder, texts, batch_size, by_template, world, bar)
     if out is None:
         world.settle()  # type: ignore[union-attr]
         return torch.zeros(encoder.embed_dim, len(classnames))
@@ -435,7 +455,7 @@ def embed(
     parts: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     remaining = limit
     total = data.size if limit is None else (min(limit, data.size) if data.size is not None else limit)
-    bar = tqdm(total=total, desc=desc, unit="img", disable=not progress, dynamic_ncols=True, leave=False)
+    bar = progress_bar(total, desc, "img", enabled=progress)
     t0 = time.perf_counter()
     computed = cached_units = 0
     reused = dict.fromkeys(names, 0)
@@ -514,7 +534,7 @@ def _agree_with_cache(encoder: Encoder, unit: Unit, views: Mapping[str, View], h
     transform must score the same samples."""
     reference = next(iter(fresh.values()))
     if any(not _same_samples(hits[n], reference) for n in views if n not in fresh):
-        return _run_unit(encoder, unit, views, batch_size, num_workers, unit_limit, strict, tqdm(disable=True),
+        return _run_unit(encoder, unit, views, batch_size, num_workers, unit_limit, strict, NoProgress(),
                          prefetch=prefetch)
     return fresh
 
@@ -622,7 +642,7 @@ class _JobBar:
     ranks' units as they finish (read from the launcher's key-value store at each of its own batches,
     at most ten times a second; while rank 0 waits for the others' last units, the bar waits too)."""
 
-    def __init__(self, world: distributed.World, key: str, bar: tqdm) -> None:
+    def __init__(self, world: distributed.World, key: str, bar: Any) -> None:
         self.world, self.key, self.bar = world, key, bar
         self.others = 0
         self.last = 0.0
@@ -667,8 +687,7 @@ def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world
                                                f"must see the same dataset")
     progress_key = f"embed/{world.step}"
     total = data.size if limit is None else (min(limit, data.size) if data.size is not None else limit)
-    bar = tqdm(total=total, desc=desc, unit="img", disable=not (progress and world.is_main), dynamic_ncols=True,
-               leave=False)
+    bar = progress_bar(total, desc, "img", enabled=progress and world.is_main)
     mine = [t for t in tasks if t.rank == world.rank]
 
     def work(tracker: Any) -> tuple[dict[int, tuple[dict[str, dict[str, Any]], dict[str, int]]], int]:
@@ -701,7 +720,7 @@ def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world
             assert shares is not None
             tracker.poll(force=True)
         else:
-            own = _outcome(world, lambda: work(tqdm(disable=True)))
+            own = _outcome(world, lambda: work(NoProgress()))
             world.gather(own, f"gathering {desc}")
     finally:
         bar.close()
@@ -861,7 +880,7 @@ def _run_unit(
     num_workers: int,
     limit: int | None,
     strict: bool,
-    bar: tqdm,
+    bar: Any,
     *,
     prefetch: int | None = None,
 ) -> dict[str, dict[str, Any]]:

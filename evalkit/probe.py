@@ -265,8 +265,9 @@ def sweep_weight_decay(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torc
 def fewshot_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                   test_labels: torch.Tensor, *, shots: Sequence[int], seeds: Sequence[int],
                   options: ProbeOptions | None = None, n_classes: int | None = None,
-                  device: str | torch.device = "cpu") -> list[ProbeRun]:
-    """One :class:`ProbeRun` per (K in ``shots``, seed in ``seeds``), seeds outer. Per seed the
+                  device: str | torch.device = "cpu", bar: Any = None) -> list[ProbeRun]:
+    """One :class:`ProbeRun` per (K in ``shots``, seed in ``seeds``), seeds outer; ``bar``
+    (:mod:`evalkit.progress`) is advanced by one as each probe is trained. Per seed the
     validation split and the permutation the K-shot samples are taken from are drawn once
     (clip_benchmark's run draws them the same way whatever K is). ``n_classes``: the probe's
     outputs, by default (as clip_benchmark) the largest train label + 1."""
@@ -301,6 +302,8 @@ def fewshot_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test
             layer = train_linear_probe(x, y, n_classes, wd, options, seed, device)
             runs.append(ProbeRun(k, seed, evaluate_probe(layer, test_features, test_labels), wd,
                                  idx.tolist(), val.tolist(), short, sweep))
+            if bar is not None:
+                bar.update(1)
     return runs
 
 

@@ -8,7 +8,7 @@ groups, loaded lazily the first time a registry is asked for a name it does not 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
@@ -32,6 +32,24 @@ class UnknownNameError(KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return self.args[0]
+
+    @classmethod
+    def several(cls, kind: str, errors: Sequence[UnknownNameError], known: Iterable[str]) -> UnknownNameError:
+        """Every unknown name of one list in one error (``--tasks imagenett,objectnett``), each with its
+        close matches; a single one reads as before."""
+        if len(errors) == 1:
+            return errors[0]
+        known = list(known)
+        parts = []
+        for e in errors:
+            close = difflib.get_close_matches(e.name, known, n=3, cutoff=0.5)
+            parts.append(f"{e.name!r}" + (f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""))
+        listing = _LIST_COMMANDS.get(kind)
+        see = f" (see `evalkit list {listing}`)" if listing else ""
+        out = cls.__new__(cls)
+        out.kind, out.name = kind, ",".join(e.name for e in errors)
+        KeyError.__init__(out, f"{len(errors)} unknown {kind}s: {', '.join(parts)}{see}")
+        return out
 
 
 class Registry(Generic[T]):

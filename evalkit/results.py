@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -172,6 +173,40 @@ def _umask() -> int:
     return mask
 
 
+#: what a results folder must have free before a run starts (results and logs are small)
+MIN_FREE_BYTES = 1 << 20
+
+
+def check_output_dir(output_dir: str | Path) -> Path:
+    """Make sure ``output_dir`` exists (or can be created), can be written to and has room, before
+    any weights are read: a run's results must not be lost to a typo or a full disk at its end.
+    Raises :class:`OSError` naming the folder."""
+    folder = Path(output_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OSError(f"results folder {folder}: exists and is not a folder (--output-dir)") from None
+    except OSError as e:
+        raise OSError(f"results folder {folder}: cannot create it: {e.strerror or e} (--output-dir)") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".evalkit-write-check.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(f"results folder {folder}: cannot write to it: {e.strerror or e} (--output-dir)") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise OSError(f"results folder {folder}: cannot write to it: {e.strerror or e} (--output-dir)") from None
+    finally:
+        Path(probe).unlink(missing_ok=True)
+    free = shutil.disk_usage(folder).free
+    if free < MIN_FREE_BYTES:
+        raise OSError(f"results folder {folder}: its disk is full ({free} bytes free) (--output-dir)")
+    return folder
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
@@ -267,11 +302,14 @@ def append_run_log(output_dir: str | Path, result: TaskResult) -> Path:
     newline before the next one, so it never swallows a good line."""
     path = run_log_path(output_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = (json.dumps(run_log_entry(result, output_dir), default=str, separators=(",", ":")) + "\n").encode()
+    entry = run_log_entry(result, output_dir)
+    line = (json.dumps(entry, default=str, separators=(",", ":")) + "\n").encode()
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o666)
     try:
         _lock(fd)
         try:
+            if _logged(output_dir, entry):
+                return path  # a rerun (a resume) that finished the same task with the same result
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 line = b"\n" + line  # the tail of a write cut off by a crash: end it first
@@ -284,6 +322,26 @@ def append_run_log(output_dir: str | Path, result: TaskResult) -> Path:
     finally:
         os.close(fd)
     return path
+
+
+# what makes two run-log lines the same finished task: the result and what produced it, not when,
+# where or how fast (a resumed run encodes fewer samples, on another host, at another world size)
+_RUN_IDENTITY_KEYS = (
+    "model", "variant", "task", "result_name", "result", "metric", "metrics", "fingerprint", "precision",
+    "transform", "frame_sampler", "frames", "samples", "evaluated", "skipped", "limit", "task_version",
+    "source", "data", "weights", "text_model", "evalkit_version", "git_commit",
+)
+
+
+def _run_identity(entry: dict[str, Any]) -> str:
+    return json.dumps({k: entry.get(k) for k in _RUN_IDENTITY_KEYS}, default=str, sort_keys=True)
+
+
+def _logged(output_dir: str | Path, entry: dict[str, Any]) -> bool:
+    """Whether the run log already has ``entry``'s finished task (:data:`_RUN_IDENTITY_KEYS`)."""
+    # the entry as it reads back from JSON, so that tuples and lists compare equal
+    want = _run_identity(json.loads(json.dumps(entry, default=str)))
+    return any(_run_identity(e) == want for e in read_run_log(output_dir, strict=False))
 
 
 def _lock(fd: int) -> None:

@@ -16,7 +16,8 @@ The table, top to bottom. A module may import modules of its own layer or of any
   5   data      ``evalkit.data``: sources and layouts, the data-level check of one source spec
   6   models    ``evalkit.models``; ``evalkit.timing`` (clocks around an Encoder's forward calls)
   7   bottom    the small modules of no layer: ``metrics``, ``results``, ``registry``,
-                ``resources``, ``errors``, ``cli_help``, ``transforms``, ``probe``, ``render``
+                ``resources``, ``errors``, ``cli_help``, ``transforms``, ``probe``, ``render``,
+                ``cache``, ``progress``
 ====  ========  ===============================================================================
 
 ``evalkit.demo`` is in no layer: it is a plugin. It may import anything of evalkit, as a separate
@@ -45,7 +46,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("evalkit.data",)),
     ("models", ("evalkit.models", "evalkit.timing")),
     ("bottom", ("evalkit.metrics", "evalkit.results", "evalkit.registry", "evalkit.resources", "evalkit.errors",
-                "evalkit.cli_help", "evalkit.transforms", "evalkit.probe", "evalkit.render", "evalkit.cache")),
+                "evalkit.cli_help", "evalkit.transforms", "evalkit.probe", "evalkit.render", "evalkit.cache",
+                "evalkit.progress")),
 ]
 PLUGINS = ("evalkit.demo",)
 

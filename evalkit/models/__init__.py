@@ -69,6 +69,7 @@ def build_eva_clip(
     allow_missing: Sequence[str] = (),
     offload_dir: str | Path | None = None,
     batch_size: int = 64,
+    progress: bool = False,
 ) -> Encoder:
     """An EVA-CLIP card as an Encoder, through the streaming loader (``models/streaming.py``):
     built on meta, checked against the checkpoint by key and shape, streamed shard by shard onto
@@ -115,6 +116,7 @@ def build_eva_clip(
         placed = load_eva_clip(
             cfg, source, precision=precision, devices=devices or device, max_memory=max_memory,
             allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size, name=card.name,
+            progress=progress,
         )
     except (CheckpointError, PlacementError) as e:
         lines = str(e).splitlines()
@@ -155,8 +157,10 @@ def load(
     batch_size: int = 64,
     text_model: str | None = None,
     text_weights: str | None = None,
+    progress: bool = False,
 ) -> Encoder:
-    """Build the model called ``name`` and wrap it as an Encoder.
+    """Build the model called ``name`` and wrap it as an Encoder (``progress``: EVA-CLIP weights
+    show their loading, :mod:`evalkit.progress`).
 
     ``devices`` (``0,1``, ``cpu``, ``auto``), ``max_memory`` (``0=38GiB,cpu=64GiB``),
     ``allow_missing`` (fnmatch patterns of keys the checkpoint may lack), ``offload_dir`` and the
@@ -182,7 +186,8 @@ def load(
             raise ModelLoadError(f"{name}: --precision {spec.name} is for EVA-CLIP models; a Uni3D point encoder "
                                  f"runs at fp32, bf16, fp16 or amp")
         text = load(text_model or card.text_model or "", text_weights, spec, device, devices=devices,
-                    max_memory=max_memory, allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size)
+                    max_memory=max_memory, allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size,
+                    progress=progress)
         return load_point_text_pair(card, weights, spec, text.device, text)
     if text_model is not None or text_weights is not None:
         raise ModelLoadError(f"{name}: --text-model/--text-weights pair a point encoder (uni3d-b ...) with a "
@@ -202,7 +207,8 @@ def load(
         return load_open_clip(card.open_clip_arch, weights or card.default_weights, spec, device, name=card.name)
     if name in CARDS:
         return build_eva_clip(CARDS[name], weights, spec, device, devices=devices, max_memory=max_memory,
-                              allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size)
+                              allow_missing=allow_missing, offload_dir=offload_dir, batch_size=batch_size,
+                              progress=progress)
     if name in model_loaders:
         if big or spec.quantized:
             raise ModelLoadError(f"{name}: the big-model options are for EVA-CLIP models")

@@ -42,6 +42,8 @@ __all__ = [
     "DevicePlan",
     "MemoryPlan",
     "plan_memory",
+    "plan_load",
+    "does_not_fit",
     "plan_for_budgets",
     "suggestions_for",
     "offload_warning",
@@ -414,3 +416,56 @@ def plan_memory(
             if offload.warnings:
                 plan.warnings += offload.warnings
     return plan
+
+
+def plan_load(
+    cfg: EvaClipConfig,
+    devices: str | DeviceSpec,
+    precision: str | Precision,
+    *,
+    batch_size: int = 64,
+    max_memory: str | Mapping[Any, Any] | None = None,
+    offload_dir: Any = None,
+    name: str = "eva_clip",
+    model: nn.Module | None = None,
+    cuda_count: int | None = None,
+    gpu_free: Callable[[int], int] | None = None,
+    host_available: Callable[[], int] | None = None,
+    offload: bool = True,
+) -> MemoryPlan:
+    """The plan the loader follows: CPU offload from GPUs counts as fitting unless the precision is
+    quantised, disk offload only with an offload folder (``offload=False``: neither counts, the
+    model must fit the devices themselves). ``evalkit run`` calls it before any weights
+    are read (:mod:`evalkit.models.auto`) and the streaming loader again when it places the model,
+    so the two cannot disagree. A plan that does not fit carries its suggestions."""
+    spec = parse_precision(precision)
+    dev_spec = devices if isinstance(devices, DeviceSpec) else parse_devices(devices)
+    budgets = device_budgets(dev_spec, parse_max_memory(max_memory), cuda_count=cuda_count,
+                             gpu_free=gpu_free, host_available=host_available)
+    model = empty_model(cfg) if model is None else model
+    plan = plan_for_budgets(name, cfg, model, spec, budgets, batch_size, dev_spec.text,
+                            allow_cpu_offload=offload and not spec.quantized,
+                            allow_disk=offload and offload_dir is not None)
+    if not plan.fits:
+        plan.suggestions = suggestions_for(name, cfg, model, spec, budgets, batch_size, dev_spec.text, False)
+    return plan
+
+
+def does_not_fit(plan: MemoryPlan) -> PlacementError:
+    """The one-line error of a plan that does not fit: what the model needs, what the devices
+    have, what would make it fit, and the `evalkit plan` command that shows the whole plan."""
+    held = [d for d in plan.per_device if d.device != "disk"]
+    needs = sum(d.weights for d in plan.per_device) + sum(d.reserve for d in held)
+    has = sum(d.budget or 0 for d in held)
+    where = ", ".join(f"{device_label(d.device)} {format_bytes(d.budget or 0)}" for d in held)
+    suggestions = list(plan.suggestions)
+    if not any(isinstance(d.device, int) for d in plan.per_device):
+        suggestions.append(f"GPUs (`evalkit plan --model {plan.model} --devices 2x40GiB --precision {plan.precision}` "
+                           f"sizes them)")
+    hint = f"; try {'; or '.join(suggestions)}" if suggestions else ""
+    return PlacementError(
+        f"{plan.model} at {plan.precision} does not fit on --devices {plan.devices}: it needs about "
+        f"{format_bytes(needs)} (weights and activations at batch {plan.batch_size}), the devices have "
+        f"{format_bytes(has)} ({where}): {plan.reason}{hint}; `evalkit plan --model {plan.model} --devices "
+        f"{plan.devices} --precision {plan.precision}` shows the whole plan"
+    )

@@ -66,18 +66,16 @@ from evalkit.models.device_map import (
 )
 from evalkit.models.devices import (
     DeviceSpec,
-    device_budgets,
     device_label,
     format_bytes,
     parse_devices,
-    parse_max_memory,
 )
 from evalkit.models.eva_clip import EvaClip, EvaClipConfig
 from evalkit.models.memory_plan import (
+    does_not_fit,
     empty_model,
     offload_warning,
-    plan_for_budgets,
-    suggestions_for,
+    plan_load,
     tensors_by_device,
 )
 from evalkit.models.precision import DEFAULT_PRECISION, PlacementError, Precision, parse_precision
@@ -88,6 +86,7 @@ from evalkit.models.quantize import (
     require_bitsandbytes,
     set_quantized_weight,
 )
+from evalkit.progress import progress_bar
 
 __all__ = ["PlacedModel", "load_eva_clip", "PRELOAD_MODULES"]
 
@@ -223,6 +222,7 @@ def load_eva_clip(
     cuda_count: int | None = None,
     gpu_free: Callable[[int], int] | None = None,
     host_available: Callable[[], int] | None = None,
+    progress: bool = False,
 ) -> PlacedModel:
     """Build EVA-CLIP from ``cfg`` on meta, check ``weights`` against it, and stream them onto
     ``devices`` at ``precision``. ``weights`` is a checkpoint path (file, folder or index) or an
@@ -272,17 +272,11 @@ def load_eva_clip(
             check_device_map(model, plan_map)
         warning = offload_warning(name, plan_map, tensors_by_device(model, plan_map), model, spec, main)[1]
     else:
-        budgets = device_budgets(dev_spec, parse_max_memory(max_memory), cuda_count=cuda_count,
-                                 gpu_free=gpu_free, host_available=host_available)
-        plan = plan_for_budgets(name, cfg, model, spec, budgets, batch_size, dev_spec.text,
-                                allow_cpu_offload=not spec.quantized, allow_disk=offload_dir is not None)
+        plan = plan_load(cfg, dev_spec, spec, batch_size=batch_size, max_memory=max_memory, offload_dir=offload_dir,
+                         name=name, model=model, cuda_count=cuda_count, gpu_free=gpu_free,
+                         host_available=host_available)
         if not plan.fits:
-            plan.suggestions = suggestions_for(name, cfg, model, spec, budgets, batch_size, dev_spec.text, False)
-            hint = f"; try {'; or '.join(plan.suggestions)}" if plan.suggestions else ""
-            raise PlacementError(
-                f"{name} at {spec.name} does not fit on --devices {dev_spec.text}: {plan.reason}{hint} "
-                f"(see `evalkit plan --model ... --devices ...`)"
-            )
+            raise does_not_fit(plan)
         plan_map, main = plan.device_map, plan.main
         warning = plan.warnings[0] if plan.warnings else ""
     main_label = device_label(main)
@@ -341,12 +335,14 @@ def load_eva_clip(
                 set_module_tensor_to_device(model, key, device, value=value, dtype=value.dtype, clear_cache=False)
             loaded[key] = origin
 
-        for origin, tensors in _iter_source(source):
-            mapped_shard = mapper.map(tensors)
-            del tensors
-            for key in list(mapped_shard):
-                # popped, so each source tensor is released as soon as it is placed
-                place(key, mapped_shard.pop(key), origin)
+        with progress_bar(len(expected), f"{name}: loading weights", "tensors", enabled=progress) as bar:
+            for origin, tensors in _iter_source(source):
+                mapped_shard = mapper.map(tensors)
+                del tensors
+                for key in list(mapped_shard):
+                    # popped, so each source tensor is released as soon as it is placed
+                    place(key, mapped_shard.pop(key), origin)
+                    bar.update(1)
         leftover = mapper.finish()
         if leftover:
             raise CheckpointError(f"{source_name}: split q/k/v projections never completed: {', '.join(sorted(leftover)[:3])}")

@@ -48,6 +48,9 @@ class ModelCard:
     # text tower scores it (the teacher it was trained toward; --text-model overrides)
     uni3d_size: str | None = None
     text_model: str | None = None
+    # the precision its released weights are stored in: what `--precision auto` runs on a GPU
+    # (the CPU runs fp32, its fastest; evalkit.models.auto)
+    release_precision: str = "fp32"
 
 
 def _uni3d(name: str, size: str, teacher: str, paper_teacher: str, data: str, hub_dir: str | None,
@@ -75,6 +78,7 @@ CARDS: dict[str, ModelCard] = {
             # EVA_CLIP_PROTOCOL.md §7.1: the fp16 pickle the paper's numbers come from. Sizes are the
             # Hub listing's (rounded to 0.1 GB except the 8B's); only messages use them.
             hub=HubFile("BAAI/EVA-CLIP-18B", "EVA_CLIP_18B_psz14_s6B.fp16.pt", size=36_700_000_000),
+            release_precision="fp16",
         ),
         ModelCard(
             "eva-clip-8b", "eva_clip", "EVA-CLIP-8B, 224px (32 pre-norm RMSNorm blocks, width 4096)",

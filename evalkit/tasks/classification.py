@@ -98,7 +98,8 @@ class ClassificationFamily:
         templates = prepared.templates
         if prepared.depth_templates and cloud_view_of(spec, encoder) == "depth-views":
             templates = prepared.depth_templates  # Uni3D's point-cloud prompts are for its point tower
-        classifier = zero_shot_classifier(encoder, prepared.classnames, templates, ctx.cache)
+        classifier = zero_shot_classifier(encoder, prepared.classnames, templates, ctx.cache, progress=ctx.progress,
+                                          desc=f"{spec.name}: classifier")
         classifier_s = time.perf_counter() - t0
         feats = next(iter(by_mode.values()))
         target = torch.tensor(feats.labels, dtype=torch.long)

@@ -49,6 +49,7 @@ from evalkit.data.sources import DataError, SourceData, load_source
 from evalkit.features import Embeddings
 from evalkit.models.encoder import Encoder
 from evalkit.probe import ProbeOptions, ProbeRun, fewshot_metrics, fewshot_probe
+from evalkit.progress import progress_bar
 from evalkit.registry import task_families
 from evalkit.results import TaskResult
 from evalkit.tasks.base import RunContext
@@ -232,11 +233,13 @@ class LinearProbeFamily:
             log.warning("%s: the linear_probe family writes no predictions", spec.name)
         device = probe_device(encoder)
         t0 = time.perf_counter()
-        runs: dict[str, list[ProbeRun]] = {
-            m: fewshot_probe(train_by_mode[m].features, train_y, test_by_mode[m].features, test_y,
-                             shots=config.shots, seeds=config.seeds, options=config.probe, n_classes=n_classes,
-                             device=device)
-            for m in modes}
+        with progress_bar(len(modes) * len(config.shots) * len(config.seeds), f"{spec.name}: few-shot probes",
+                          "probes", enabled=ctx.progress) as bar:
+            runs: dict[str, list[ProbeRun]] = {
+                m: fewshot_probe(train_by_mode[m].features, train_y, test_by_mode[m].features, test_y,
+                                 shots=config.shots, seeds=config.seeds, options=config.probe, n_classes=n_classes,
+                                 device=device, bar=bar)
+                for m in modes}
         probe_seconds = time.perf_counter() - t0
         metrics, chosen = combine_by({m: fewshot_metrics(r) for m, r in runs.items()}, metric)
         write_skipped_log(spec, encoder, ctx, test_by_mode[modes[0]].skipped)

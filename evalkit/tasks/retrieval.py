@@ -95,7 +95,7 @@ class RetrievalFamily:
         images = next(iter(by_mode.values()))
         captions, text_to_image = _queries(images.labels, images.keys, prepared.where)
         t0 = time.perf_counter()
-        texts = caption_features(encoder, captions, ctx.cache)
+        texts = caption_features(encoder, captions, ctx.cache, progress=ctx.progress, desc=f"{spec.name}: captions")
         scored = Scored(metrics={}, evalkit={
             "recall_k": list(config.recall_k),
             "images": len(images.keys),

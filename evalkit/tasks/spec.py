@@ -14,6 +14,7 @@ file (keys here win, dicts are merged one level deep). A group file has ``group:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -286,28 +287,41 @@ class TaskIndex:
                                        f"{spec.name} read from clip_benchmark's WebDataset mirror {layout['path']}"))
 
     def resolve(self, names: list[str]) -> list[TaskSpec]:
-        """Expand task names, group names and ad-hoc specs into an ordered, de-duplicated list."""
+        """Expand task names, group names and ad-hoc specs into an ordered, de-duplicated list.
+        Every unknown name is reported at once; two different tasks that would write the same
+        result (one name) are an error naming both."""
         out: dict[str, TaskSpec] = {}
+        given: dict[str, str] = {}  # task name -> what on the command line produced it
+        unknown: list[UnknownNameError] = []
+        known = [*self.tasks, *self.aliases, *self.groups, *(WDS_PREFIX + m for m in self.mirrors)]
+
+        def add(spec: TaskSpec, name: str) -> None:
+            if spec.name in out:
+                if (out[spec.name].source, out[spec.name].path) != (spec.source, spec.path):
+                    raise TaskSpecError(f"--tasks {given[spec.name]} and {name} are two tasks named {spec.name!r}: "
+                                        f"their results would replace each other; run them separately")
+                return
+            out[spec.name], given[spec.name] = spec, name
 
         def expand(name: str, stack: tuple[str, ...]) -> None:
             if name in stack:
                 raise TaskSpecError(f"group cycle: {' -> '.join((*stack, name))}")
             if ":" in name and name.split(":", 1)[0] in ADHOC_PREFIXES:
-                spec = adhoc_spec(name)
-                out.setdefault(spec.name, spec)
+                add(adhoc_spec(name), name)
             elif (spec := self.lookup(name)) is not None:
-                out.setdefault(spec.name, spec)
+                add(spec, name)
             elif name in self.groups:
                 for child in self.groups[name].tasks:
                     expand(child, (*stack, name))
             elif name.startswith(WDS_PREFIX) and (spec := self.mirror(name[len(WDS_PREFIX):])) is not None:
-                out.setdefault(spec.name, spec)
+                add(spec, name)
             else:
-                known = [*self.tasks, *self.aliases, *self.groups, *(WDS_PREFIX + m for m in self.mirrors)]
-                raise UnknownNameError("task", name, known)
+                unknown.append(UnknownNameError("task", name, known))
 
         for n in names:
             expand(n.strip(), ())
+        if unknown:
+            raise UnknownNameError.several("task", unknown, known)
         return list(out.values())
 
 
@@ -353,6 +367,21 @@ def _mirror_table(tasks: dict[str, TaskSpec]) -> dict[str, tuple[str, dict[str, 
     return table
 
 
+def adhoc_name(name: str) -> str:
+    """The task (and result file) name of an ad-hoc spec: kind, folder name and a short hash of the
+    folder's resolved path and options, so two folders called ``test`` never share a result:
+    ``folder:/data/a/test`` -> ``folder_test-1f3a9c``. A WebDataset folder's ``wds_`` prefix is not
+    repeated (``wds:/data/wds_cifar10`` -> ``wds_cifar10-…``)."""
+    kind, rest = name.split(":", 1)
+    path, _, query = rest.partition("?")
+    base = Path(path).name or "data"
+    if kind == "wds":
+        base = base.removeprefix("wds_") or base
+    opts = "&".join(sorted(kv for kv in query.split("&") if kv))
+    where = f"{Path(path).expanduser().resolve()}?{opts}"
+    return f"{kind}_{base}-{hashlib.sha256(where.encode()).hexdigest()[:6]}"
+
+
 def adhoc_spec(name: str) -> TaskSpec:
     """``wds:/path``, ``folder:/path[?classnames=FILE]``, ``hf:/path``, ``videofolder:/path``,
     ``pointfolder:/path`` → a classification task spec (``captions:/path``: retrieval). Point clouds
@@ -361,7 +390,6 @@ def adhoc_spec(name: str) -> TaskSpec:
     kind, rest = name.split(":", 1)
     path, _, query = rest.partition("?")
     opts = dict(kv.split("=", 1) for kv in query.split("&") if "=" in kv)
-    base = Path(path).name or "data"
     source: dict[str, Any] = {"type": kind, "path": path, **opts}
     templates = None
     if kind in ("folder", "hf"):
@@ -380,7 +408,7 @@ def adhoc_spec(name: str) -> TaskSpec:
         if not (Path(path) / "templates.txt").is_file():
             templates = _read_list_file(prompts / "modelnet40_64.txt", "templates", Path(name))
     return TaskSpec(
-        name=f"{kind}_{base}",
+        name=adhoc_name(name),
         family="retrieval" if retrieval else "classification",
         metric="mean_recall" if retrieval else "acc1",
         source=source,

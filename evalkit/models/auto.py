@@ -1,0 +1,145 @@
+"""``--device auto`` and ``--precision auto``: where and at what precision ``evalkit run`` puts a
+model when not told, decided before any weights are read.
+
+    device auto      every visible GPU: the first one when the model fits it, all of them (the
+                     model split into whole blocks, :mod:`evalkit.models.device_map`) when it does
+                     not; the CPU when there is no GPU
+    precision auto   the card's release precision on a GPU (fp16 for EVA-CLIP-18B, whose released
+                     weights are fp16; fp32 for cards released in fp32); fp32 on the CPU, its fastest
+
+For EVA-CLIP cards the placement is then checked with the loader's own memory plan
+(:func:`evalkit.models.memory_plan.plan_load`), explicit options included, so a model that cannot
+fit (the 18B at fp32 on a CPU box) stops here with one line that gives the plan's figures and the
+options that would make it fit, before a checkpoint is located, downloaded or read.
+
+The CUDA facts (``cuda_count``, ``gpu_free``, ``host_available``) can be passed in, so the choice is
+tested with fake device lists, as the planner is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from evalkit.models.precision import PlacementError, parse_precision
+from evalkit.models.zoo import CARDS, ModelCard
+
+__all__ = ["AUTO", "Placement", "choose_placement"]
+
+AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Placement:
+    """What the model loader is given: ``device`` (``cpu``, ``cuda``, ``cuda:N``), ``devices`` (the
+    big-model path's device list, or None), ``precision`` (a precision name, never ``auto``).
+    ``chosen``: for each option left to ``auto``, what was chosen (recorded in every result);
+    ``fit``: the memory plan's figures when one was made (EVA-CLIP cards)."""
+
+    device: str
+    devices: str | None
+    precision: str
+    chosen: dict[str, str] = field(default_factory=dict)
+    fit: dict[str, Any] | None = None
+
+    @property
+    def uses_cuda(self) -> bool:
+        if self.devices is not None:
+            return self.devices.strip().lower() != "cpu"
+        return self.device.startswith("cuda")
+
+
+def _cuda_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def _planned_card(model: str, text_model: str | None) -> ModelCard | None:
+    """The EVA-CLIP card whose memory decides the placement: the model's own, or for a point
+    encoder paired with a text tower (Uni3D), that text tower's card."""
+    card = CARDS.get(model)
+    if card is not None and card.family == "uni3d":
+        card = CARDS.get(text_model or card.text_model or "")
+    return card if card is not None and card.family == "eva_clip" else None
+
+
+def _release_precision(model: str, text_model: str | None) -> str:
+    card = CARDS.get(model)
+    if card is not None and card.family == "uni3d":
+        # a point tower runs at its text tower's precision; quantised towers do not exist for it
+        text = CARDS.get(text_model or card.text_model or "")
+        return text.release_precision if text is not None else card.release_precision
+    return card.release_precision if card is not None else "fp32"
+
+
+def choose_placement(
+    model: str,
+    *,
+    device: str = AUTO,
+    devices: str | None = None,
+    precision: str = AUTO,
+    batch_size: int | str = 64,
+    max_memory: str | Mapping[Any, Any] | None = None,
+    offload_dir: Any = None,
+    text_model: str | None = None,
+    cuda_count: int | None = None,
+    gpu_free: Callable[[int], int] | None = None,
+    host_available: Callable[[], int] | None = None,
+) -> Placement:
+    """Resolve ``auto`` in ``device``/``devices``/``precision`` for ``model`` and check that the
+    result fits (EVA-CLIP cards). Raises :class:`PlacementError` (one line) when it does not."""
+    from evalkit.models.memory_plan import does_not_fit, empty_model, plan_load
+
+    cuda_count = _cuda_count() if cuda_count is None else cuda_count
+    chosen: dict[str, str] = {}
+    plan_batch = 64 if batch_size == AUTO else int(batch_size)
+    card = _planned_card(model, text_model)
+    cfg = None
+    meta_model = None
+    if card is not None:
+        from evalkit.models import eva_config  # the package's one config reader
+
+        cfg = eva_config(card)
+        meta_model = empty_model(cfg)
+
+    def plan(where: str, at: str, offload: bool = True) -> Any:
+        assert cfg is not None
+        return plan_load(cfg, where, at, batch_size=plan_batch, max_memory=max_memory, offload_dir=offload_dir,
+                         name=card.name if card else model, model=meta_model, cuda_count=cuda_count,
+                         gpu_free=gpu_free, host_available=host_available, offload=offload)
+
+    auto_device = devices is None and device.strip().lower() == AUTO
+    if devices is not None and devices.strip().lower() == AUTO and cuda_count == 0:
+        devices = "cpu"  # `--devices auto` on a machine without a GPU: the CPU, as `evalkit plan` says
+        chosen["devices"] = "cpu (no GPU visible)"
+    on_gpu = cuda_count > 0 if auto_device else (
+        (devices or "").strip().lower() not in ("", "cpu") or device.startswith("cuda"))
+    if precision.strip().lower() == AUTO:
+        precision = _release_precision(model, text_model) if on_gpu else "fp32"
+        chosen["precision"] = precision
+    parse_precision(precision)  # a bad name fails here, before anything is planned
+    if not auto_device and devices is None and device.startswith("cuda") and cuda_count == 0:
+        raise PlacementError(f"--device {device}: CUDA is not available on this machine (use --device cpu, or "
+                             f"--device auto: the GPUs when there are any, else the CPU)")
+    if auto_device:
+        if cuda_count == 0:
+            device = "cpu"
+            chosen["device"] = "cpu (no GPU visible)"
+        elif cfg is not None and not plan("0", precision, offload=False).fits:
+            device, devices = "cuda", AUTO  # split over every visible GPU; the plan below checks it fits
+            chosen["devices"] = f"auto ({cuda_count} GPUs: the model does not fit one)"
+        else:
+            device = "cuda"
+            chosen["device"] = "cuda (one GPU holds the model)" if cfg is not None else "cuda"
+    fit = None
+    if cfg is not None:
+        where = devices if devices is not None else (device.removeprefix("cuda:") if device.startswith("cuda:")
+                                                   else ("0" if device == "cuda" else device))
+        result = plan(where, precision)
+        if not result.fits:
+            raise does_not_fit(result)
+        fit = {"devices": result.devices, "weights_bytes": sum(d.weights for d in result.per_device),
+               "main_device": str(result.main)}
+    return Placement(device=device, devices=devices, precision=precision, chosen=chosen, fit=fit)

@@ -1,0 +1,107 @@
+"""The box command's defaults (issue 16 §1): ``--device auto`` and ``--precision auto``, chosen
+with fake device lists as the planner's tests do, recorded in the result, and a model that cannot
+fit stopped before any weights are located or read."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from fixtures import make_wds
+
+from evalkit import cli
+from evalkit.models.auto import choose_placement
+from evalkit.models.precision import PlacementError
+
+GiB = 2**30
+
+
+def _fake(n_gpus: int, gpu_gib: float, host_gib: float = 200) -> dict:
+    return {"cuda_count": n_gpus, "gpu_free": lambda i: int(gpu_gib * GiB), "host_available": lambda: int(host_gib * GiB)}
+
+
+def test_cpu_box_runs_small_models_at_fp32_on_the_cpu():
+    p = choose_placement("eva-clip-demo", **_fake(0, 0, 16))
+    assert (p.device, p.devices, p.precision) == ("cpu", None, "fp32")
+    assert p.chosen == {"precision": "fp32", "device": "cpu (no GPU visible)"}
+    assert not p.uses_cuda
+
+
+def test_18b_on_one_80gib_gpu_is_one_device_at_its_release_precision():
+    p = choose_placement("eva-clip-18b", **_fake(1, 80))
+    assert (p.device, p.devices, p.precision) == ("cuda", None, "fp16")
+    assert p.chosen["precision"] == "fp16" and p.chosen["device"].startswith("cuda")
+    assert p.fit["weights_bytes"] == pytest.approx(36.65e9, rel=1e-3)  # the fp16 checkpoint's size
+    assert p.uses_cuda
+
+
+def test_18b_split_over_every_gpu_when_one_is_too_small():
+    p = choose_placement("eva-clip-18b", **_fake(4, 24))
+    assert (p.devices, p.precision) == ("auto", "fp16")
+    assert "4 GPUs" in p.chosen["devices"]
+    # the same model fits one larger GPU: the choice follows the memory, not the count
+    assert choose_placement("eva-clip-18b", **_fake(4, 80)).devices is None
+
+
+def test_release_precision_is_the_cards_own():
+    # EVA-CLIP-8B's released checkpoint is fp32 (32.9 GB for 8.2B parameters)
+    assert choose_placement("eva-clip-8b", **_fake(1, 80)).precision == "fp32"
+    assert choose_placement("open_clip:ViT-B-32", **_fake(1, 80)).precision == "fp32"
+    # a Uni3D point tower runs at its text tower's precision (the 18B's: fp16)
+    assert choose_placement("uni3d-b-eva-clip-18b", **_fake(1, 80)).precision == "fp16"
+    assert choose_placement("uni3d-b-eva-clip-18b", **_fake(0, 0, 300)).precision == "fp32"
+
+
+def test_explicit_options_are_kept_and_not_recorded_as_auto():
+    p = choose_placement("eva-clip-18b", device="cuda:0", precision="int8", **_fake(2, 80))
+    assert (p.device, p.devices, p.precision, p.chosen) == ("cuda:0", None, "int8", {})
+
+
+def test_18b_on_a_cpu_box_stops_with_the_plans_figures_and_what_would_fit():
+    with pytest.raises(PlacementError) as e:
+        choose_placement("eva-clip-18b", **_fake(0, 0, 24))
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert msg.startswith("eva-clip-18b at fp32 does not fit on --devices cpu")
+    assert "needs about 7" in msg and "GB" in msg  # 73 GB of fp32 weights plus activations
+    assert "--precision int" in msg and "GPUs" in msg and "evalkit plan --model eva-clip-18b" in msg
+
+
+def test_explicit_cuda_without_a_gpu_is_refused_before_planning():
+    with pytest.raises(PlacementError, match="--device cuda: CUDA is not available"):
+        choose_placement("eva-clip-demo", device="cuda", **_fake(0, 0))
+
+
+def test_box_command_on_a_cpu_box_reads_no_weights(monkeypatch, tmp_path, capsys):
+    """`evalkit run --model eva-clip-18b --tasks imagenet,objectnet` as typed, on this machine: one
+    line, exit 1, and no checkpoint is looked for (no download of 36.7 GB)."""
+    import evalkit.models as models
+    import evalkit.models.auto as auto
+
+    def located(*a, **k):
+        raise AssertionError("the checkpoint was looked for")
+
+    monkeypatch.setattr(models, "locate", located)
+    monkeypatch.setattr(auto, "_cuda_count", lambda: 0)
+    monkeypatch.setattr("evalkit.models.devices._host_available", lambda: 24 * GiB)
+    rc = cli.main(["run", "--model", "eva-clip-18b", "--tasks", "imagenet,objectnet", "--output-dir",
+                   str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert err.count("\n") == 1 and "does not fit on --devices cpu" in err and "--precision int" in err
+    assert not (tmp_path / "out").exists()  # nothing written either
+
+
+def test_result_records_what_auto_chose(tiny_arch, tmp_path):
+    root = make_wds(tmp_path / "wds_auto", n_per_class=1, nshards=1)
+    assert cli.main(["run", "--model", f"open_clip:{tiny_arch}", "--tasks", f"wds:{root}", "--output-dir",
+                     str(tmp_path / "out"), "--quiet"]) == 0
+    [path] = (tmp_path / "out" / "runs").rglob("wds_auto-*.json")
+    ev = json.loads(path.read_text())["evalkit"]
+    assert ev["auto"] == {"precision": "fp32", "device": "cpu (no GPU visible)"}
+    assert ev["precision"] == "fp32" and ev["device"] == "cpu"
+    # given explicitly: nothing recorded as chosen
+    assert cli.main(["run", "--model", f"open_clip:{tiny_arch}", "--tasks", f"wds:{root}", "--output-dir",
+                     str(tmp_path / "out2"), "--quiet", "--device", "cpu", "--precision", "fp32"]) == 0
+    [path] = (tmp_path / "out2" / "runs").rglob("wds_auto-*.json")
+    assert "auto" not in json.loads(path.read_text())["evalkit"]
