@@ -1,8 +1,8 @@
 """Depth views of point clouds: a 2-D CLIP sees a 3-D shape as a few grey "photos" of it.
 
-A re-implementation, from its published description, of PointCLIP V2's "realistic projection"
-(Zhu et al., ICCV 2023; `yangyangyang127/PointCLIP_V2`, MIT; see
-``shared/reference/TASK_PROTOCOLS.md`` §3.7), batched over clouds and views in torch:
+PointCLIP V2's "realistic projection" (Zhu et al., ICCV 2023; `yangyangyang127/PointCLIP_V2`, MIT;
+see ``shared/reference/TASK_PROTOCOLS.md`` §3.7), written afresh and batched over clouds and views
+in torch. The steps:
 
 1. **view**: rotate every cloud into each viewpoint's camera frame (orthographic: x right, y up,
    z towards the camera), then normalise *per view* by the bounding-box centre and the largest
@@ -21,27 +21,44 @@ A re-implementation, from its published description, of PointCLIP V2's "realisti
 6. grey repeated to 3 channels, bilinear resize to ``resolution``, and 8-bit quantisation: a view
    then goes through a model's ordinary image transform, like a decoded photo.
 
-Differences from PointCLIP V2's code, all deliberate: the max pool is centred (padding
-``pool_size // 2``; the original pads 2 for a 7-wide pool, which shrinks the 112 grid to 110 and
-shifts the image by a cell); points fall into cells by ``floor`` over the whole grid (the original
-takes ``ceil`` and keeps a one-cell border); the depth value keeps its full range instead of being
-clipped to the grid's inner slices; the top and bottom views both tilt towards the front; the
-camera's translation is left out (with per-view normalisation it changes nothing); and the output
-is uint8 rather than float. Nothing in this module is tuned on any test set; the viewpoints are
-fixed and named (:data:`VIEWPOINTS`), and pooling them is the caller's business (uniform weights
-are the fair default; PointCLIP V2's per-view weights were searched on the test sets).
+**Presets** (:data:`RENDER_PRESETS`, data, one row of settings each; any setting can be
+overridden by keyword):
+
+* ``pointclip-v2`` (:data:`DEFAULT_PRESET`): the original as its zero-shot classifier uses it:
+  the first ``max_points`` = 1,024 points of each cloud; a 112 grid whose 7-wide max pool pads only
+  2 cells, so the image is its inner 110 cells (``crop`` 1); cells by ``ceil``, clipped to a
+  one-cell border (``cells: ceil-inner``), so with the crop the object sits as centred as with
+  ``floor``; the depth value rescaled into the 6 inner slices of
+  8 (``depth_slices: inner``: slice ``ceil(6 v)``, value ``6 v`` clipped to [1, 6]); its top view
+  tilted towards the back and turned 180° (:data:`POINTCLIP_V2_VIEWPOINTS`); 110 → 224 by bilinear
+  interpolation with ``align_corners=True``; and its images reach the image tower as [0, 1] values,
+  without the model's mean/std (``normalize`` False: the view's business, see
+  :func:`evalkit.views.depth_view`).
+* ``evalkit``: evalkit's earlier rendering: every point, a centred pool on the full 112 grid,
+  ``floor`` cells over the whole grid, all 8 slices, both poles tilted towards the front
+  (:data:`VIEWPOINTS`), ``align_corners=False``, normalised as the model's photos.
+
+Common to both, and different from the original: the output is uint8 (the original keeps float;
+at most half a grey level), the camera's translation is left out (with per-view normalisation it
+changes nothing), the rotation is one matrix from angles rather than two products of Euler
+matrices (float32 rounding, ~1e-7), and the viewpoints are taken in evalkit's named order
+(``n_views`` takes the first V; at 10 views with uniform weights the order does not matter).
+Nothing in this module is tuned on any test set; the viewpoints are fixed and named, and pooling
+them is the caller's business (uniform weights are the fair default; PointCLIP V2's per-view
+weights were searched on the test sets).
 
 Cost: the grid steps run a few images at a time (:data:`GRID_FLOATS_PER_PASS`), so their 4 MB of
 float32 per cloud stays in the CPU's cache, and clouds are transformed :data:`CHUNK` at a time; a
 cloud renders bit for bit the same alone or in any batch. On a busy 2-core CPU, 8 clouds of 10,000
-points take 80-115 ms for 10 views at 224 px (70-100 clouds/s), about 1% of open_clip ViT-B-32's
-image forward of those views (``benchmarks/bench_render.py``).
+points take 80-115 ms for 10 views at 224 px (70-100 clouds/s) with the ``evalkit`` preset, about
+1% of open_clip ViT-B-32's image forward of those views (``benchmarks/bench_render.py``).
 
 This is a bottom-layer module: it imports only torch, numpy and (lazily) Pillow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,7 +71,12 @@ import torch.nn.functional as F
 __all__ = [
     "Viewpoint",
     "VIEWPOINTS",
+    "POINTCLIP_V2_VIEWPOINTS",
     "VIEW_NAMES",
+    "RenderPreset",
+    "RENDER_PRESETS",
+    "DEFAULT_PRESET",
+    "resolve_preset",
     "TILT_SIDE_DEG",
     "TILT_POLE_DEG",
     "CHUNK",
@@ -84,12 +106,14 @@ class Viewpoint:
 
     ``azimuth_deg``: the camera's angle round the up axis, 0 = in front (on +z), 90 = on the
     object's right (+x); ``elevation_deg``: its angle above the horizontal plane (90 = straight
-    above, negative = below). Orthographic projection, so distance does not matter.
+    above, negative = below); ``roll_deg``: the image turned by this angle, counter-clockwise
+    (PointCLIP V2's top view is turned 180°). Orthographic projection, so distance does not matter.
     """
 
     name: str
     azimuth_deg: float
     elevation_deg: float
+    roll_deg: float = 0.0
 
     def rotation(self) -> torch.Tensor:
         """(3, 3) float64 whose rows are the camera's right, up and towards-camera axes in object
@@ -98,6 +122,9 @@ class Viewpoint:
         toward = torch.tensor([math.sin(a) * math.cos(e), math.sin(e), math.cos(a) * math.cos(e)], dtype=torch.float64)
         right = torch.tensor([math.cos(a), 0.0, -math.sin(a)], dtype=torch.float64)
         up = torch.linalg.cross(toward, right)  # right × up = toward: a right-handed camera frame
+        if self.roll_deg:  # turn the image: what was at screen angle t is now at t + roll
+            c, s = math.cos(math.radians(self.roll_deg)), math.sin(math.radians(self.roll_deg))
+            right, up = c * right - s * up, s * right + c * up
         return torch.stack([right, up, toward])
 
 
@@ -123,6 +150,14 @@ VIEWPOINTS: tuple[Viewpoint, ...] = (
 )
 VIEW_NAMES: tuple[str, ...] = tuple(v.name for v in VIEWPOINTS)
 
+#: PointCLIP V2's own 10 cameras, named and ordered as :data:`VIEWPOINTS`. Its rotations
+#: (``mv_utils_zs.py``: Euler angles (x, y, z) = (k·45°, 0, 90°) then a 20° turn about y for the
+#: sides; (0, ∓90°, 90°) then 12° for the poles; its image rows follow the camera's x and its
+#: columns the camera's y) are exactly these viewpoints, except that its top view looks down from
+#: behind (azimuth 180°) and is turned 180° in the image, where evalkit's looks from the front.
+POINTCLIP_V2_VIEWPOINTS: tuple[Viewpoint, ...] = tuple(
+    Viewpoint("top", 180.0, 90.0 - TILT_POLE_DEG, 180.0) if v.name == "top" else v for v in VIEWPOINTS)
+
 # Maps each supported up axis onto +y by a proper rotation (determinant +1, so nothing is
 # mirrored): z-up (x, y, z) -> (x, z, -y), i.e. the front is -y; x-up (x, y, z) -> (-y, x, z).
 _UP_AXIS = {
@@ -132,24 +167,148 @@ _UP_AXIS = {
 }
 
 
-def select_viewpoints(n_views: int = 10, viewpoints: Sequence[Viewpoint | str] | None = None) -> tuple[Viewpoint, ...]:
-    """The viewpoints a render uses: the first ``n_views`` of :data:`VIEWPOINTS`, or exactly
-    ``viewpoints`` (Viewpoint objects or names of :data:`VIEWPOINTS`) when given."""
+def select_viewpoints(n_views: int = 10, viewpoints: Sequence[Viewpoint | str] | None = None,
+                      table: Sequence[Viewpoint] = VIEWPOINTS) -> tuple[Viewpoint, ...]:
+    """The viewpoints a render uses: the first ``n_views`` of ``table`` (a preset's cameras,
+    default :data:`VIEWPOINTS`), or exactly ``viewpoints`` (Viewpoint objects or names of
+    ``table``'s viewpoints) when given."""
+    table = tuple(table)
+    names = [v.name for v in table]
     if viewpoints is not None:
         out = []
         for v in viewpoints:
             if isinstance(v, Viewpoint):
                 out.append(v)
-            elif v in VIEW_NAMES:
-                out.append(VIEWPOINTS[VIEW_NAMES.index(v)])
+            elif v in names:
+                out.append(table[names.index(v)])
             else:
-                raise ValueError(f"unknown viewpoint {v!r}; choose from {', '.join(VIEW_NAMES)}")
+                raise ValueError(f"unknown viewpoint {v!r}; choose from {', '.join(names)}")
         if not out:
             raise ValueError("viewpoints is empty; give at least one")
         return tuple(out)
-    if not 1 <= int(n_views) <= len(VIEWPOINTS):
-        raise ValueError(f"n_views must be between 1 and {len(VIEWPOINTS)}, got {n_views}")
-    return VIEWPOINTS[: int(n_views)]
+    if not 1 <= int(n_views) <= len(table):
+        raise ValueError(f"n_views must be between 1 and {len(table)}, got {n_views}")
+    return table[: int(n_views)]
+
+
+#: ``cells``: how a point's x and y become a cell. "floor": ``floor(u * grid)`` over the whole
+#: grid; "ceil-inner": PointCLIP V2's ``ceil(u * grid)`` clipped to [1, grid - 2] (a one-cell border)
+CELL_RULES = ("floor", "ceil-inner")
+#: ``depth_slices``: how a depth value v becomes a slice and the value a cell keeps. "all":
+#: ``floor(v * depth_levels)``, value v; "inner": PointCLIP V2's ``ceil(v * (depth_levels - 2))``,
+#: value ``v * (depth_levels - 2)`` clipped to [1, depth_levels - 2] (the inner slices)
+DEPTH_SLICINGS = ("all", "inner")
+
+
+@dataclass(frozen=True)
+class RenderPreset:
+    """Every setting of a depth-view render, as one named row (see :data:`RENDER_PRESETS`).
+
+    ``grid``, ``depth_levels``, ``obj_ratio``, ``depth_bias``, ``pool_size``, ``smooth_size``,
+    ``smooth_sigma``: as :func:`render_depth_views`. ``crop``: cells cut from each side of the
+    grid after the max pool, before the smoothing (the image is ``grid - 2 * crop`` cells across;
+    PointCLIP V2 pads its 7-wide pool by 2, not 3, which is the same as a centred pool followed by
+    a crop of 1); ``cells`` (:data:`CELL_RULES`) and ``depth_slices``
+    (:data:`DEPTH_SLICINGS`): the quantisation; ``cameras``: the viewpoints ``n_views`` and names
+    pick from; ``max_points``: only the first this many points of each cloud are drawn (None:
+    all); ``align_corners``: of the bilinear resize to the output resolution; ``normalize``:
+    whether the images go through the model's mean/std (False: [0, 1] values reach the image
+    tower); read by :func:`evalkit.views.depth_view`, not by the renderer.
+    """
+
+    name: str
+    grid: int = 112
+    depth_levels: int = 8
+    obj_ratio: float = 0.8
+    depth_bias: float = 0.2
+    pool_size: int = 7
+    crop: int = 0
+    smooth_size: int = 3
+    smooth_sigma: float = 3.0
+    cells: str = "floor"
+    depth_slices: str = "all"
+    cameras: tuple[Viewpoint, ...] = VIEWPOINTS
+    max_points: int | None = None
+    align_corners: bool = False
+    normalize: bool = True
+
+    def replace(self, **settings: Any) -> RenderPreset:
+        """This preset with some settings changed, checked; an unknown name is a ``ValueError``
+        that lists the known ones."""
+        known = [f.name for f in dataclasses.fields(self) if f.name != "name"]
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise ValueError(f"unknown render setting(s) {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(known)}")
+        out = dataclasses.replace(self, **settings) if settings else self
+        out.check()
+        return out
+
+    def check(self) -> None:
+        """``ValueError`` naming the first bad setting."""
+        for name, lo in (("grid", 2), ("depth_levels", 1), ("pool_size", 1), ("smooth_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or int(value) != value or value < lo:
+                raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
+        for name in ("pool_size", "smooth_size"):
+            if getattr(self, name) % 2 == 0:
+                raise ValueError(f"{name} must be odd (a centred window), got {getattr(self, name)}")
+        c = self.crop
+        if isinstance(c, bool) or int(c) != c or not 0 <= c <= (self.grid - 1) // 2:
+            raise ValueError(f"crop must be an integer in [0, {(self.grid - 1) // 2}] (it leaves grid - 2 * crop "
+                             f"cells of a {self.grid}-cell grid), got {c!r}")
+        if not 0 < self.obj_ratio <= 1:
+            raise ValueError(f"obj_ratio must be in (0, 1], got {self.obj_ratio}")
+        if self.depth_bias <= 0:
+            raise ValueError(f"depth_bias must be > 0 (it keeps the farthest surface off the background), "
+                             f"got {self.depth_bias}")
+        if self.smooth_sigma <= 0:
+            raise ValueError(f"smooth_sigma must be > 0, got {self.smooth_sigma}")
+        if self.cells not in CELL_RULES:
+            raise ValueError(f"cells must be one of {', '.join(CELL_RULES)}, got {self.cells!r}")
+        if self.cells == "ceil-inner" and self.grid < 3:
+            raise ValueError(f"cells 'ceil-inner' needs grid >= 3, got {self.grid}")
+        if self.depth_slices not in DEPTH_SLICINGS:
+            raise ValueError(f"depth_slices must be one of {', '.join(DEPTH_SLICINGS)}, got {self.depth_slices!r}")
+        if self.depth_slices == "inner" and self.depth_levels < 3:
+            raise ValueError(f"depth_slices 'inner' needs depth_levels >= 3, got {self.depth_levels}")
+        m = self.max_points
+        if m is not None and (isinstance(m, bool) or int(m) != m or m < 1):
+            raise ValueError(f"max_points must be None or an integer >= 1, got {m!r}")
+        if not self.cameras or not all(isinstance(v, Viewpoint) for v in self.cameras):
+            raise ValueError("cameras must be a non-empty sequence of Viewpoint")
+        for name in ("align_corners", "normalize"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}")
+
+    @property
+    def image_cells(self) -> int:
+        """Cells across the image: the grid less the crop."""
+        return self.grid - 2 * self.crop
+
+
+#: The named render presets (``view.depth_preset``). Data, one row each; see the module docstring
+#: and the README for what differs and by how much.
+RENDER_PRESETS: dict[str, RenderPreset] = {
+    "pointclip-v2": RenderPreset(
+        "pointclip-v2", crop=1, cells="ceil-inner", depth_slices="inner",
+        cameras=POINTCLIP_V2_VIEWPOINTS, max_points=1024, align_corners=True, normalize=False),
+    "evalkit": RenderPreset("evalkit"),
+}
+#: The preset a depth view uses unless told otherwise: PointCLIP V2's protocol as it ran.
+DEFAULT_PRESET = "pointclip-v2"
+
+
+def resolve_preset(preset: str | RenderPreset = DEFAULT_PRESET, **settings: Any) -> RenderPreset:
+    """The preset named ``preset`` (or given), with ``settings`` overriding some of it, checked.
+    ``ValueError`` names an unknown preset or setting and lists the choices."""
+    if isinstance(preset, RenderPreset):
+        base = preset
+    elif isinstance(preset, str) and preset in RENDER_PRESETS:
+        base = RENDER_PRESETS[preset]
+    else:
+        raise ValueError(f"unknown render preset {preset!r}; choose from {', '.join(RENDER_PRESETS)}")
+    return base.replace(**settings)
 
 
 def _as_batch(points: Any) -> tuple[torch.Tensor, bool]:
@@ -227,27 +386,30 @@ def _window(x: torch.Tensor, size: int, weights: list[float] | None) -> torch.Te
     return x
 
 
-def _grid_to_image(cell: torch.Tensor, depth: torch.Tensor, r: int, d: int, pool_size: int,
-                   weights: list[float] | None, resolution: int) -> torch.Tensor:
+def _grid_to_image(cell: torch.Tensor, depth: torch.Tensor, preset: RenderPreset, weights: list[float] | None,
+                   resolution: int) -> torch.Tensor:
     """Steps 2-6 for K images: (K, N) cell indices and depth values -> (K, resolution, resolution)
     uint8 grey."""
-    k = cell.shape[0]
+    k, r, d = cell.shape[0], preset.grid, preset.depth_levels
     volume = torch.zeros(k, d * r * r, dtype=depth.dtype, device=depth.device)
     volume.scatter_reduce_(1, cell, depth, reduce="amax", include_self=True)
     volume = volume.view(k * d, r, r)
-    # 3.-4. densify and smooth each depth slice
-    if pool_size > 1:
-        volume = _window(volume, pool_size, None)  # zero padding is safe: every value is >= 0
+    # 3.-4. densify and smooth each depth slice (zero padding is safe: every value is >= 0)
+    if preset.pool_size > 1:
+        volume = _window(volume, preset.pool_size, None)
+    if preset.crop:  # PointCLIP V2: its pool, padded 2 not 3, keeps the inner grid - 2 cells
+        volume = volume[:, preset.crop:r - preset.crop, preset.crop:r - preset.crop]
     if weights is not None:
         volume = _window(volume, len(weights), weights)
+    c = preset.image_cells
     # 5. nearest surface, per-image [0, 1], inverted to a light background
-    img = volume.view(k, d, r, r).amax(dim=1)
+    img = volume.view(k, d, c, c).amax(dim=1)
     img = img / img.flatten(1).amax(dim=1).clamp_min(torch.finfo(img.dtype).tiny).view(-1, 1, 1)
     img = (1 - img).unsqueeze(1)
     # 6. to `resolution`, 8 bits
-    if resolution != r:
-        img = F.interpolate(img, size=(resolution, resolution), mode="bilinear", align_corners=False,
-                            antialias=resolution < r)
+    if resolution != c:
+        img = F.interpolate(img, size=(resolution, resolution), mode="bilinear", align_corners=preset.align_corners,
+                            antialias=resolution < c)
     return (img[:, 0].clamp(0, 1) * 255).round_().to(torch.uint8)
 
 
@@ -256,80 +418,54 @@ def render_depth_views(
     n_views: int = 10,
     resolution: int = 224,
     *,
+    preset: str | RenderPreset = DEFAULT_PRESET,
     viewpoints: Sequence[Viewpoint | str] | None = None,
     up_axis: str = "y",
-    grid: int = 112,
-    depth_levels: int = 8,
-    obj_ratio: float = 0.8,
-    depth_bias: float = 0.2,
-    pool_size: int = 7,
-    smooth_size: int = 3,
-    smooth_sigma: float = 3.0,
+    **settings: Any,
 ) -> torch.Tensor:
     """Depth views of point clouds as uint8 images.
 
     ``points``: one cloud (N, 3) → (V, 3, H, W); a batch (B, N, 3), or a list of B clouds of any
     sizes → (B, V, 3, H, W); tensors or arrays. Computed on the points' device, in float32 (or
-    float64 for float64 input). ``n_views`` takes the first V of :data:`VIEWPOINTS`;
-    ``viewpoints`` (names or :class:`Viewpoint` objects) overrides it. ``up_axis``: which input
-    axis points up ("y": ModelNet / PointNet's h5; "z": the front is then -y).
+    float64 for float64 input). ``preset``: a name of :data:`RENDER_PRESETS` (default
+    ``pointclip-v2``) or a :class:`RenderPreset`; ``settings``: any of its fields, overriding it
+    (``grid``, ``depth_levels``, ``obj_ratio``, ``depth_bias``, ``pool_size``, ``crop``,
+    ``smooth_size``, ``smooth_sigma``, ``cells``, ``depth_slices``, ``cameras``, ``max_points``,
+    ``align_corners``; ``normalize`` is accepted and ignored here: it is the view's). ``n_views``
+    takes the first V of the preset's cameras; ``viewpoints`` (names or :class:`Viewpoint`
+    objects) overrides it. ``up_axis``: which input axis points up ("y": ModelNet / PointNet's h5;
+    "z": the front is then -y). ``resolution`` 224 is the usual CLIP input.
 
-    The defaults are PointCLIP V2's: ``grid`` 112 cells across, ``depth_levels`` 8,
-    ``obj_ratio`` 0.8 (the object's longest side covers 80% of the frame, before densifying),
-    ``depth_bias`` 0.2, a 7×7 max pool (``pool_size``; 1 = none) and a 3×3 Gaussian of sigma 3
-    (``smooth_size``; 1 = none); ``resolution`` 224 is the usual CLIP input.
-
-    Raises ``ValueError`` for a cloud with NaN or infinite coordinates, an empty cloud or a
-    malformed array, naming which cloud of the batch.
+    Raises ``ValueError`` for an unknown preset or setting, a bad setting, a cloud with NaN or
+    infinite coordinates, an empty cloud or a malformed array, naming which cloud of the batch.
     """
     if up_axis not in _UP_AXIS:
         raise ValueError(f"unknown up_axis {up_axis!r}; choose from {', '.join(_UP_AXIS)}")
-    for name, value, lo in (("resolution", resolution, 1), ("grid", grid, 2), ("depth_levels", depth_levels, 1),
-                            ("pool_size", pool_size, 1), ("smooth_size", smooth_size, 1)):
-        if int(value) != value or value < lo:
-            raise ValueError(f"{name} must be an integer >= {lo}, got {value!r}")
-    for name, value in (("pool_size", pool_size), ("smooth_size", smooth_size)):
-        if value % 2 == 0:
-            raise ValueError(f"{name} must be odd (a centred window), got {value}")
-    if not 0 < obj_ratio <= 1:
-        raise ValueError(f"obj_ratio must be in (0, 1], got {obj_ratio}")
-    if depth_bias <= 0:
-        raise ValueError(f"depth_bias must be > 0 (it keeps the farthest surface off the background), got {depth_bias}")
-    if smooth_sigma <= 0:
-        raise ValueError(f"smooth_sigma must be > 0, got {smooth_sigma}")
-    views = select_viewpoints(n_views, viewpoints)
+    if isinstance(resolution, bool) or int(resolution) != resolution or resolution < 1:
+        raise ValueError(f"resolution must be an integer >= 1, got {resolution!r}")
+    chosen = resolve_preset(preset, **settings)
+    views = select_viewpoints(n_views, viewpoints, chosen.cameras)
 
     pts, single = _as_batch(points)
     if not pts.is_floating_point() or pts.dtype in (torch.float16, torch.bfloat16):
         pts = pts.float()
     _check_values(pts, single)
-    kwargs = dict(viewpoints=views, up_axis=up_axis, grid=grid, depth_levels=depth_levels, obj_ratio=obj_ratio,
-                  depth_bias=depth_bias, pool_size=pool_size, smooth_size=smooth_size, smooth_sigma=smooth_sigma)
+    if chosen.max_points is not None:
+        pts = pts[:, : chosen.max_points]
     if pts.shape[0] > CHUNK:
-        return torch.cat([_render(pts[i:i + CHUNK], resolution, **kwargs) for i in range(0, pts.shape[0], CHUNK)])
-    out = _render(pts, resolution, **kwargs)
+        return torch.cat([_render(pts[i:i + CHUNK], int(resolution), views, up_axis, chosen)
+                          for i in range(0, pts.shape[0], CHUNK)])
+    out = _render(pts, int(resolution), views, up_axis, chosen)
     return out[0] if single else out
 
 
-def _render(
-    pts: torch.Tensor,
-    resolution: int,
-    *,
-    viewpoints: tuple[Viewpoint, ...],
-    up_axis: str,
-    grid: int,
-    depth_levels: int,
-    obj_ratio: float,
-    depth_bias: float,
-    pool_size: int,
-    smooth_size: int,
-    smooth_sigma: float,
-) -> torch.Tensor:
+def _render(pts: torch.Tensor, resolution: int, views: tuple[Viewpoint, ...], up_axis: str,
+            preset: RenderPreset) -> torch.Tensor:
     """:func:`render_depth_views` on a checked (B, N, 3) float batch."""
-    views = viewpoints
     dtype, device = pts.dtype, pts.device
     b, n, _ = pts.shape
-    v, r, d = len(views), int(grid), int(depth_levels)
+    v, r, d = len(views), preset.grid, preset.depth_levels
+    obj_ratio, depth_bias = preset.obj_ratio, preset.depth_bias
 
     if up_axis != "y":  # a signed permutation of the coordinates: exact
         m = _UP_AXIS[up_axis]
@@ -352,19 +488,28 @@ def _render(
     x = (cam[..., 0] * obj_ratio + 1) / 2
     y = (1 - cam[..., 1] * obj_ratio) / 2
     depth = ((cam[..., 2] + 1) / 2 + depth_bias) / (1 + depth_bias)  # in [bias/(1+bias), 1]
-    col = (x * r).floor().long().clamp_(0, r - 1)
-    row = (y * r).floor().long().clamp_(0, r - 1)
-    level = (depth * d).floor().long().clamp_(0, d - 1)
+    if preset.cells == "floor":
+        col = (x * r).floor().long().clamp_(0, r - 1)
+        row = (y * r).floor().long().clamp_(0, r - 1)
+    else:  # "ceil-inner"
+        col = (x * r).ceil().clamp_(1, r - 2).long()
+        row = (y * r).ceil().clamp_(1, r - 2).long()
+    if preset.depth_slices == "all":
+        level = (depth * d).floor().long().clamp_(0, d - 1)
+    else:  # "inner": the value a cell keeps is rescaled too (the image is divided by its maximum)
+        depth = depth * (d - 2)
+        level = depth.ceil().long().clamp_(0, d - 1)
+        depth = depth.clamp(1, d - 2)
     cell = ((level * r + row) * r + col).reshape(b * v, n)  # into a (D, R, R) grid per image
     depth = depth.reshape(b * v, n)
-    weights = _gaussian_weights(smooth_size, smooth_sigma) if smooth_size > 1 else None
+    weights = _gaussian_weights(preset.smooth_size, preset.smooth_sigma) if preset.smooth_size > 1 else None
     # the grid steps run a few images at a time: their grids then stay in the CPU's cache, which
     # on a 2-core CPU is 3-5x faster than one pass over the whole batch
     per = max(1, GRID_FLOATS_PER_PASS // (d * r * r))
-    img = torch.cat([_grid_to_image(cell[i:i + per], depth[i:i + per], r, d, pool_size, weights, int(resolution))
+    img = torch.cat([_grid_to_image(cell[i:i + per], depth[i:i + per], preset, weights, resolution)
                      for i in range(0, b * v, per)])
     # grey to 3 channels
-    return img.view(b, v, 1, int(resolution), int(resolution)).expand(-1, -1, 3, -1, -1).contiguous()
+    return img.view(b, v, 1, resolution, resolution).expand(-1, -1, 3, -1, -1).contiguous()
 
 
 def depth_view_images(points: Any, n_views: int = 10, resolution: int = 224, **kwargs: Any) -> list:

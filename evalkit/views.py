@@ -153,29 +153,50 @@ def _clip_frames(clip: Any, sampler: Any) -> list[Any]:
     return clip.frames(sampler) if isinstance(clip, VideoClip) else sample_frames(clip, sampler)
 
 
-def depth_view(base: ImageView, n_views: int = 10, resolution: int = 224, **render: Any) -> PooledView:
+def depth_view(base: ImageView, n_views: int = 10, resolution: int = 224, *, preset: str | None = None,
+               **render: Any) -> PooledView:
     """A point cloud (an object with ``xyz``, or an (N, 3) array) as the pooled image features of
-    ``n_views`` rendered depth images (:func:`evalkit.render.render_depth_views`, PointCLIP V2's
-    realistic projection; ``render``: its keyword arguments, e.g. ``obj_ratio``, ``pool_size``),
-    each through ``base``'s transform; fixed uniform view weights. The render settings are part
-    of the view's identity (its cache key)."""
+    ``n_views`` rendered depth images (:func:`evalkit.render.render_depth_views`), each through
+    ``base``'s transform; fixed uniform view weights.
+
+    ``preset``: a render preset of :data:`evalkit.render.RENDER_PRESETS` (default
+    ``pointclip-v2``: PointCLIP V2's realistic projection as its zero-shot classifier uses it;
+    ``evalkit``: evalkit's earlier rendering); ``render``: settings overriding it (e.g.
+    ``obj_ratio``, ``pool_size``). A preset whose ``normalize`` is false feeds the image tower the
+    views' [0, 1] values: ``base``'s transform with mean 0 and std 1 (so its own identity says
+    so). The preset's name and the overrides are part of the view's identity (its cache key).
+    An unknown preset or setting is a ``ValueError`` naming the choices."""
     if n_views < 1:
         raise ValueError(f"depth views: n_views must be >= 1, got {n_views}")
-    from evalkit.render import render_depth_views
+    from evalkit.render import DEFAULT_PRESET, render_depth_views, resolve_preset
 
-    try:  # a bad setting fails here, once, not per cloud
-        render_depth_views(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), 1, 8, **render)
-    except TypeError as e:
-        raise ValueError(f"depth views: unknown render setting ({e})") from None
-    pick = functools.partial(_cloud_depth_images, n_views=n_views, resolution=resolution, render=render)
+    name = DEFAULT_PRESET if preset is None else preset
+    try:
+        chosen = resolve_preset(name, **render)
+    except ValueError as e:
+        raise ValueError(f"depth views: {e}") from None
+    # a bad setting fails here, once, not per cloud
+    render_depth_views(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), 1, 8, preset=chosen)
+    if not chosen.normalize:
+        base = ImageView(_unnormalised(base.transform, name), base.name)
+    pick = functools.partial(_cloud_depth_images, n_views=n_views, resolution=resolution, preset=chosen)
     settings = "".join(f":{k}={render[k]}" for k in sorted(render))
-    return PooledView(base, pick, f"depth:{n_views}v:{resolution}px{settings}")
+    return PooledView(base, pick, f"depth:{n_views}v:{resolution}px:preset={name}{settings}")
 
 
-def _cloud_depth_images(cloud: Any, n_views: int, resolution: int, render: dict[str, Any]) -> list[Any]:
+def _unnormalised(transform: Any, preset: str) -> Any:
+    """``transform`` with mean 0 and std 1: its per-batch step then only scales uint8 to [0, 1]."""
+    if dataclasses.is_dataclass(transform) and hasattr(transform, "mean") and hasattr(transform, "std"):
+        return dataclasses.replace(transform, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    raise ValueError(f"depth views: preset {preset!r} feeds the image tower unnormalised [0, 1] images, but "
+                     f"this image transform ({type(transform).__name__}) has no mean/std to turn off; "
+                     f"use preset 'evalkit' or set normalize: true")
+
+
+def _cloud_depth_images(cloud: Any, n_views: int, resolution: int, preset: Any) -> list[Any]:
     from evalkit.render import depth_view_images
 
-    return depth_view_images(getattr(cloud, "xyz", cloud), n_views=n_views, resolution=resolution, **render)
+    return depth_view_images(getattr(cloud, "xyz", cloud), n_views=n_views, resolution=resolution, preset=preset)
 
 
 @dataclass(frozen=True)

@@ -57,8 +57,10 @@ def test_depth_views_with_a_2d_model_and_a_bad_cloud(tmp_path):
                      **_kw(tmp_path)).results[0]
     ev = r.evalkit
     assert (ev["cloud_view"], ev["depth_views"], ev["transform"]) == ("depth-views", 10, "crop")
+    assert ev["depth_preset"] == "pointclip-v2"  # the default: PointCLIP V2's protocol
     depth_prompts = (builtin_tasks_dir() / "templates" / "depth_maps.txt").read_text().splitlines()
-    # each cloud's own 10 renders through the demo model, pooled, against the depth-prompt classifier
+    # each cloud's own 10 renders through the demo model as [0, 1] images (PointCLIP V2 feeds
+    # them unnormalised), pooled, against the depth-prompt classifier
     from evalkit.render import depth_view_images
 
     enc = load("eva-clip-demo")
@@ -67,7 +69,7 @@ def test_depth_views_with_a_2d_model_and_a_bad_cloud(tmp_path):
     for p in map(json.loads, lines.splitlines()):
         images = depth_view_images(np.load(root / p["key"]), n_views=10, resolution=224)
         with torch.no_grad():
-            per_view = F.normalize(enc.encode_image(torch.stack([pre(im) for im in images])), dim=-1)
+            per_view = F.normalize(enc.encode_image(torch.stack([pre.geometry(im) for im in images]) / 255), dim=-1)
         want = 100 * (F.normalize(per_view.mean(0, keepdim=True), dim=-1) @ classifier)[0]
         assert p["top_scores"] == pytest.approx(want[p["top_classes"]].tolist(), abs=2e-3), p["key"]
     assert ev["n_templates"] == len(depth_prompts) != 64  # the depth prompts, not Uni3D's 64

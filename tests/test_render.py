@@ -27,7 +27,8 @@ from evalkit.render import (
 
 FRONT = Viewpoint("front-level", 0.0, 0.0)  # no tilt: a cube shows exactly one face
 BACK = Viewpoint("back-level", 180.0, 0.0)
-SHARP = {"pool_size": 1, "smooth_size": 1}  # no densify, no smoothing: one cell per point
+EVALKIT = {"preset": "evalkit"}  # the silhouette tests below work out evalkit's geometry (floor cells, full grid)
+SHARP = {"pool_size": 1, "smooth_size": 1, **EVALKIT}  # no densify, no smoothing: one cell per point
 
 
 def _grid(n: int) -> np.ndarray:
@@ -87,7 +88,7 @@ def test_cube_front_is_a_centred_square_of_obj_ratio_side():
 def test_default_densify_and_smooth_widen_the_square_by_their_reach():
     # 7-cell max pool: +3 cells each side; 3x3 Gaussian: +1 more; then bilinear 112 -> 224
     # doubles the cells and reaches one pixel further on each side (half a cell of interpolation)
-    view = render_depth_views(cube_surface(), viewpoints=[FRONT])[0]
+    view = render_depth_views(cube_surface(), viewpoints=[FRONT], **EVALKIT)[0]
     assert view.shape == (3, 224, 224)
     left, right = extent(mask(view), 1)
     expected = (0.8 * 112 + (7 - 1) + (3 - 1)) * 2 + 2
@@ -129,7 +130,7 @@ def test_a_line_of_points_draws_a_thin_line():
     assert np.flatnonzero(sharp.any(axis=1)).tolist() == [56]  # one row, the middle one
     left, right = extent(sharp, 1)
     assert abs((right - left + 1) - 0.8 * 112) <= 1
-    thick = mask(render_depth_views(line, viewpoints=[FRONT])[0])
+    thick = mask(render_depth_views(line, viewpoints=[FRONT], **EVALKIT)[0])
     top, bottom = extent(thick, 0)
     assert bottom - top + 1 <= (1 + 6 + 2) * 2 + 2  # a cell, widened by pool and blur, doubled
 
@@ -262,7 +263,8 @@ def test_a_single_point_is_a_dot():
     assert mask(view).sum() == 1 and int(view[0, 56, 56]) == 0
     # smoothing spreads the dot over 3x3 cells and lowers its peak; the per-image normalisation
     # brings the peak back to black
-    blurred = render_depth_views(torch.zeros(1, 3), viewpoints=[FRONT], resolution=112, grid=112, pool_size=1)[0]
+    blurred = render_depth_views(torch.zeros(1, 3), viewpoints=[FRONT], resolution=112, grid=112, pool_size=1,
+                                 **EVALKIT)[0]
     assert mask(blurred).sum() == 9 and int(blurred[0, 56, 56]) == 0
 
 
@@ -297,7 +299,7 @@ def test_every_solid_occurs_and_class_names_are_shapeworld_words():
 def _front_mask(solid: str) -> np.ndarray:
     pts = solids.solid_points(solid, 6000, np.random.default_rng(0))
     return mask(render_depth_views(torch.tensor(pts, dtype=torch.float32), viewpoints=[FRONT], resolution=64,
-                                   grid=64, pool_size=3, smooth_size=1)[0])
+                                   grid=64, pool_size=3, smooth_size=1, **EVALKIT)[0])
 
 
 def test_solids_show_their_silhouettes_and_differ():

@@ -29,7 +29,7 @@ TRANSFORM_CHOICES = ("crop", "squash", "best-of-both")
 #: images through its image tower; ``auto``: the point tower when the model has one
 CLOUD_VIEWS = ("auto", "depth-views", "points")
 #: the keys of a task's ``view`` block
-VIEW_KEYS = ("transform", "frames", "cloud", "depth_views", "depth_resolution", "depth_render",
+VIEW_KEYS = ("transform", "frames", "cloud", "depth_views", "depth_resolution", "depth_preset", "depth_render",
              "depth_templates_file", "npoints")
 
 
@@ -119,8 +119,9 @@ def embed_images(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: Source
             render = spec.view.get("depth_render") or {}
             if not isinstance(render, dict):
                 raise TaskSpecError(f"{spec.path or spec.name}: view.depth_render must be a mapping of render settings")
+            preset = _depth_preset(spec)
             views = {m: depth_view(v, int(spec.view.get("depth_views", 10)), int(spec.view.get("depth_resolution", 224)),
-                                   **render) for m, v in views.items()}
+                                   preset=preset, **render) for m, v in views.items()}
     except ValueError as e:
         raise TaskSpecError(f"{spec.path or spec.name}: {e}") from e
     out = embed(encoder, data, views, cache=ctx.cache,
@@ -368,8 +369,20 @@ def _cloud_provenance(spec: TaskSpec, encoder: Encoder) -> dict[str, Any]:
     if cloud == "points":
         return {"cloud_view": cloud, "npoints": int(spec.view.get("npoints", 10000))}
     return {"cloud_view": cloud, "depth_views": int(spec.view.get("depth_views", 10)),
-            "depth_resolution": int(spec.view.get("depth_resolution", 224)),
+            "depth_resolution": int(spec.view.get("depth_resolution", 224)), "depth_preset": _depth_preset(spec),
             **({"depth_render": dict(spec.view["depth_render"])} if spec.view.get("depth_render") else {})}
+
+
+def _depth_preset(spec: TaskSpec) -> str:
+    """A depth-view task's render preset (``view.depth_preset``, else evalkit.render's default),
+    checked: an unknown one is an error naming the key, the task and the choices."""
+    from evalkit.render import DEFAULT_PRESET, RENDER_PRESETS
+
+    preset = spec.view.get("depth_preset", DEFAULT_PRESET)
+    if not isinstance(preset, str) or preset not in RENDER_PRESETS:
+        raise TaskSpecError(f"{spec.path or spec.name}: view.depth_preset {preset!r} is not a render preset; "
+                            f"choose from {', '.join(RENDER_PRESETS)}")
+    return preset
 
 
 def _name(spec: TaskSpec, ctx: RunContext) -> str:
