@@ -244,7 +244,7 @@ def caption_features(encoder: Encoder, captions: Sequence[str], cache: FeatureCa
     :func:`encode_texts`): rank 0 looks in the cache, the ranks share the passes. ``progress``:
     rank 0 shows the captions as they are encoded (:mod:`evalkit.progress`)."""
     digest = hashlib.sha256("\n".join(captions).encode()).hexdigest()
-    key = _digest("captions", digest, len(captions))
+    key = _digest("captions", encoder.fingerprint, digest, len(captions))
     world = _world()
 
     def bar() -> Any:
