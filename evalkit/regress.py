@@ -1,10 +1,13 @@
 """``evalkit check``: a results folder against a baseline, for CI regression jobs.
 
-    evalkit check --against baseline/ [--output-dir results] [--tolerance 0.2] [--tasks demo]
+    evalkit check --against demo                   # right after `evalkit run --model eva-clip-demo --tasks demo`
+    evalkit check --against baseline/ [--output-dir results] [--tolerance 0.5] [--tasks demo]
 
 RUN (``--output-dir``, ``results/`` by default, as for ``evalkit report``) is checked against
 BASELINE, which is one of
 
+* ``demo`` or ``paper``: the claims evalkit ships (``claims_demo.csv``, the demo model's recorded
+  numbers; ``claims.csv``, the papers'), by name (a folder of that name: ``./demo``);
 * a results folder (``evalkit run --output-dir``; the folder holding ``runs/``): every result
   file (model, variant, task) against RUN's file of the same model, variant and task name; the
   task's primary metric (``--all-metrics``: every metric both results have); samples skipped;
@@ -22,16 +25,25 @@ Like is compared with like: a result of ``eva-clip-18b`` at ``fp16`` is compared
 baseline's ``fp16`` result of ``eva-clip-18b`` (the variant: precision, and weights other than the
 card's own; :func:`evalkit.results.run_variant`), never with its int8 or fp32 result.
 
-Each compared number is ``ok`` (within ± the tolerance, in percentage points), ``regressed``
-(lower by more) or ``improved`` (higher by more); a spread (``*_std``) that moves is ``changed``,
-never a failure. Nothing is silently left out: a task (or metric, or claim) in the baseline but
-not in RUN is *missing*, a failure unless ``--allow-missing``; one in RUN only is *new*, listed;
-more samples skipped than the baseline recorded is listed as a warning, and so is a different
-number of samples evaluated.
+Each compared number is ``ok`` (within ± the tolerance, in percentage points; 0.5 by default,
+the same as ``evalkit report``'s, printed in the summary), ``regressed`` (lower by more) or
+``improved`` (higher by more); a spread (``*_std``) that moves is ``changed``, never a failure.
+Nothing is silently left out:
+
+* a task (or metric) of a results folder or leaderboard baseline that RUN lacks is *missing*, a
+  failure unless ``--allow-missing``;
+* a claim RUN has no number for (a task or protocol setting not run, e.g. the demo's 8-frame video
+  claim before ``--frames uniform-8`` was run) is *not run*: listed, not a failure, unless
+  ``--require-all`` (then it is missing: what a CI job that ran every claimed setting wants);
+* a result of a ``--limit`` run (``evalkit["limit"]`` set; its variant says ``+limit<N>``) is
+  never held against a claim as if complete: it is listed as *partial*, not compared;
+* one in RUN only is *new*, listed; more samples skipped than the baseline recorded is listed as a
+  warning, and so is a different number of samples evaluated.
 
 Exit status: 0 passed; 1 a regression beyond the tolerance, or something missing; 2 the check
-could not run (BASELINE or RUN not found, a BASELINE in no known format, a file that cannot be
-read, a ``--tasks`` name found on neither side).
+could not run, in one line: BASELINE or RUN not found, a BASELINE in no known format, a file that
+cannot be read, a ``--tasks`` name found on neither side, or nothing to compare (no claim of a
+model RUN has results of, no result the two sides share, only partial results).
 """
 
 # api layer: reads results and claims through evalkit.report / evalkit.claims, imported where used
@@ -50,12 +62,18 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.cli_help import HelpFormatter
-from evalkit.results import DEFAULT_VARIANT, TaskResult, iter_results, result_variant, safe_name
+from evalkit.results import DEFAULT_VARIANT, TaskResult, iter_results, safe_name
 
-__all__ = ["DEFAULT_TOLERANCE", "BaselineError", "CheckReport", "Row", "Listed", "check", "detect_baseline",
-           "register_cli", "cmd_check"]
+__all__ = ["DEFAULT_TOLERANCE", "SHIPPED_CLAIMS", "BaselineError", "NothingToCompare", "CheckReport", "Row",
+           "Listed", "check", "detect_baseline", "resolve_baseline", "register_cli", "cmd_check"]
 
-DEFAULT_TOLERANCE = 0.2  # percentage points
+# Percentage points a number may differ and still agree: `evalkit check`'s default and `evalkit
+# report`'s (which imports it), so "verified" in the report and "ok" in the check mean the same.
+# The papers print one decimal (±0.05 of rounding), and a run on other hardware or at another
+# precision moves a top-1 by a few tenths; a CI job against its own baseline may ask for less.
+DEFAULT_TOLERANCE = 0.5
+# --against NAME: the claims evalkit ships (evalkit.resources.claims_dir())
+SHIPPED_CLAIMS = {"demo": "claims_demo.csv", "paper": "claims.csv"}
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 KINDS = ("results", "leaderboard", "claims")
 _MOVED = 0.005  # a change visible at two decimals
@@ -65,6 +83,10 @@ _EPS = 1e-9
 class BaselineError(ValueError):
     """The check cannot run: a baseline or results folder that is absent, unreadable or of no
     known format. The message names the path (and line or column)."""
+
+
+class NothingToCompare(BaselineError):
+    """The check ran but no number could be compared: the message says why, in one line."""
 
 
 @dataclass
@@ -108,8 +130,11 @@ class CheckReport:
     tolerance: float
     all_metrics: bool = False
     allow_missing: bool = False
+    require_all: bool = False
     rows: list[Row] = field(default_factory=list)
     missing: list[Listed] = field(default_factory=list)
+    not_run: list[Listed] = field(default_factory=list)  # claims without a number in the run
+    partial: list[Listed] = field(default_factory=list)  # --limit results: never held against a claim
     new: list[Listed] = field(default_factory=list)
     warnings: list[Listed] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -132,13 +157,14 @@ class CheckReport:
 
     def to_dict(self) -> dict[str, Any]:
         counts = {s: sum(r.status == s for r in self.rows) for s in ("ok", "regressed", "improved", "changed")}
-        counts.update(compared=len(self.rows), missing=len(self.missing), new=len(self.new),
-                      warnings=len(self.warnings))
+        counts.update(compared=len(self.rows), missing=len(self.missing), not_run=len(self.not_run),
+                      partial=len(self.partial), new=len(self.new), warnings=len(self.warnings))
         return {
             "run": self.run, "baseline": self.baseline, "baseline_kind": self.kind, "tolerance": self.tolerance,
-            "all_metrics": self.all_metrics, "allow_missing": self.allow_missing,
+            "all_metrics": self.all_metrics, "allow_missing": self.allow_missing, "require_all": self.require_all,
             "passed": self.passed, "exit_code": self.exit_code, "counts": counts,
             "rows": [asdict(r) for r in self.rows], "missing": [asdict(x) for x in self.missing],
+            "not_run": [asdict(x) for x in self.not_run], "partial": [asdict(x) for x in self.partial],
             "new": [asdict(x) for x in self.new], "warnings": [asdict(x) for x in self.warnings],
             "notes": self.notes,
         }
@@ -158,12 +184,14 @@ class CheckReport:
             lines += ["", tabulate(table, headers=headers, tablefmt="github", disable_numparse=True)]
         counts = self.to_dict()["counts"]
         unchanged = sum(r.status == "ok" and abs(r.delta) < _MOVED for r in self.rows)
-        lines += ["", f"{counts['compared']} compared: {counts['ok']} ok ({unchanged} unchanged), "
-                      f"{counts['regressed']} regressed, {counts['improved']} improved"
+        lines += ["", f"{counts['compared']} compared at ±{self.tolerance:g} points: {counts['ok']} ok "
+                      f"({unchanged} unchanged), {counts['regressed']} regressed, {counts['improved']} improved"
                       + (f", {counts['changed']} spread changed" if counts["changed"] else "")]
         for title, items in (
                 (f"missing (in the baseline, not in the run){' — allowed' if self.allow_missing else ''}",
                  self.missing),
+                ("not run (claims with no number in the run; --require-all to fail on them)", self.not_run),
+                ("partial (--limit runs: a subset of each task, never compared with a claim)", self.partial),
                 ("new (in the run only, nothing to compare with)", self.new),
                 ("warnings", self.warnings)):
             if items:
@@ -180,7 +208,8 @@ class CheckReport:
                     f"{r.task} {r.metric}{f' [{r.variant}]' if r.variant != DEFAULT_VARIANT else ''} "
                     f"{round(r.delta, 2) + 0.0:+.2f}" for r in self.regressed) + ")")
             if self.missing and not self.allow_missing:
-                why.append(f"{len(self.missing)} missing (--allow-missing to accept)")
+                why.append(f"{len(self.missing)} missing" + (" (--require-all)" if self.kind == "claims"
+                                                              else " (--allow-missing to accept)"))
             lines.append("FAILED: " + "; ".join(why))
         return "\n".join(lines)
 
@@ -200,6 +229,28 @@ class _Entry:
     metrics: dict[str, float]
     skipped: int | None = None
     evaluated: int | None = None
+
+
+def resolve_baseline(against: str | Path) -> Path:
+    """``--against``: a shipped claims name (:data:`SHIPPED_CLAIMS`) or a path, as given. A name
+    wins over a file or folder of the same name in the current folder (write ``./demo`` for that),
+    so that ``--against demo`` means the same wherever it is typed."""
+    text = str(against)
+    if text in SHIPPED_CLAIMS:
+        from evalkit.resources import ResourceError, claims_dir
+
+        try:
+            path = claims_dir() / SHIPPED_CLAIMS[text]
+        except ResourceError as e:
+            raise BaselineError(f"baseline {text}: {e}") from e
+        if not path.is_file():
+            raise BaselineError(f"baseline {text}: the shipped claims file {path} is missing; reinstall evalkit")
+        return path
+    path = Path(against)
+    if not path.exists():
+        names = ", ".join(f"{k} ({v})" for k, v in SHIPPED_CLAIMS.items())
+        raise BaselineError(f"baseline {text}: no such file or folder, and not the name of shipped claims: {names}")
+    return path
 
 
 def detect_baseline(path: str | Path) -> str:
@@ -247,7 +298,7 @@ def _int(value: Any) -> int | None:
 
 
 def _entries_from_results(results: Iterable[TaskResult]) -> dict[tuple[str, str, str], _Entry]:
-    from evalkit.report import _metric_value, _primary_metric
+    from evalkit.report import _metric_value, _primary_metric, variant_label
 
     out: dict[tuple[str, str, str], _Entry] = {}
     for r in results:
@@ -257,7 +308,7 @@ def _entries_from_results(results: Iterable[TaskResult]) -> dict[tuple[str, str,
         derived = _metric_value(r.metrics, primary)
         if primary not in metrics and derived is not None:
             metrics[primary] = derived * 100
-        key = (r.model, result_variant(r), _task_name(r))
+        key = (r.model, variant_label(r), _task_name(r))
         out[key] = _Entry(*key, dataset=r.dataset, primary=primary, metrics=metrics,
                           skipped=_int(r.evalkit.get("skipped")), evaluated=_int(r.evalkit.get("evaluated")))
     return out
@@ -400,18 +451,34 @@ def _compare_entries(report: CheckReport, base: dict[tuple[str, str, str], _Entr
             report.warnings.append(Listed(*key, note=f"samples evaluated differ: {b.evaluated} -> {n.evaluated}"))
 
 
+def _names(items: Iterable[str], at_most: int = 8) -> str:
+    items = sorted(set(items))
+    return ", ".join(items[:at_most]) + (f" ... ({len(items)} in all)" if len(items) > at_most else "")
+
+
 def _check_claims(report: CheckReport, run_dir: Path, path: Path, *, model: str | None,
-                  task_names: set[str] | None, all_metrics: bool, tolerance: float) -> None:
+                  task_names: set[str] | None, all_metrics: bool, tolerance: float) -> str:
+    """Compare; return why nothing was compared when nothing was (else "")."""
     from evalkit.claims import ClaimsError, load_claims, split_protocol
-    from evalkit.report import _canon_tag, _claim_rank, _primary_metric, run_label, verified_table
+    from evalkit.report import (
+        _canon_tag,
+        _claim_rank,
+        _primary_metric,
+        limit_of,
+        run_label,
+        variant_label,
+        verified_table,
+    )
 
     try:
         claims = load_claims(path)
     except ClaimsError as e:
         raise BaselineError(f"baseline {e}") from e
     results = _results(run_dir, f"run {run_dir}")
-    label_of = {run_label(r): (r.model, result_variant(r)) for r in results}
+    label_of = {run_label(r): (r.model, variant_label(r)) for r in results}
+    limited = {run_label(r) for r in results if limit_of(r) is not None}  # never compared with a claim
     run_models = {m for m, _ in label_of.values()}
+    claim_models = set(claims["model"])
     if model is not None:
         keep = {m for m in set(claims["model"]) | run_models if _same_model(m, model)} or {model}
     else:
@@ -424,12 +491,13 @@ def _check_claims(report: CheckReport, run_dir: Path, path: Path, *, model: str 
     if model is not None and claims.empty and not keep & run_models:
         raise BaselineError(f"--model {model}: no claim of it in the baseline and no result of it in the run")
     table = verified_table(run_dir, claims, tolerance=tolerance)
-    table = table[table["model"].map(lambda label: label_of.get(label, (label, ""))[0] in keep)]
+    # astype(bool): an empty table's mask must stay a mask, not become a list of column names
+    table = table[table["model"].map(lambda label: label_of.get(label, (label, ""))[0] in keep).astype(bool)]
     if task_names is not None:
         table = table[table["task"].isin(task_names)]
     primaries = {t: _primary_metric(t, [r for r in results if r.dataset == t]) for t in set(table["task"])}
     claimed = table[table["claimed"].notna()].copy()
-    if not all_metrics:
+    if not all_metrics and not claimed.empty:
         claimed = claimed[[m == primaries[t] for t, m in zip(claimed["task"], claimed["metric"], strict=True)]]
         # one claim per setting (protocol tags): the headline transform (best-of-both first)
         claimed["_setting"] = [";".join(sorted(_canon_tag(t) for t in split_protocol(p)[0]))
@@ -437,42 +505,75 @@ def _check_claims(report: CheckReport, run_dir: Path, path: Path, *, model: str 
         claimed["_rank"] = [_claim_rank(t, p) for t, p in zip(claimed["transform"], claimed["protocol"], strict=True)]
         claimed = claimed.sort_values("_rank", kind="stable").drop_duplicates(
             ["model", "task", "metric", "_setting"], keep="first").sort_index()
+    unlisted = 0
     for c in claimed.itertuples(index=False):
         m, variant = label_of.get(c.model, (c.model, ""))
         setting = "; ".join(x for x in (c.transform, c.protocol) if x)
+        if c.model in limited and c.status != "partial":
+            unlisted += 1  # what a --limit run did not run: nothing it could be compared on anyway
+            continue
+        if c.status == "partial":  # a --limit result: shown, never compared as if complete
+            report.partial.append(Listed(m, variant, c.task, c.metric, setting,
+                                         f"{c.verified:.2f} (claimed {c.claimed:g}); {c.note}"))
+            continue
         if c.verified is None or math.isnan(c.verified):
-            report.missing.append(Listed(m, variant, c.task, c.metric, setting, c.note or "no result in the run"))
+            listed = Listed(m, variant, c.task, c.metric, setting, c.note or "no result in the run")
+            (report.missing if report.require_all else report.not_run).append(listed)
             continue
         report.rows.append(_row(m, variant, c.task, c.metric, float(c.claimed), float(c.verified), tolerance,
                                 setting, c.note or ""))
     for c in table[table["claimed"].isna()].itertuples(index=False):  # results no claim covers
         m, variant = label_of.get(c.model, (c.model, ""))
         report.new.append(Listed(m, variant, c.task, c.metric, note="no claim"))
+    if unlisted:
+        report.notes.append(f"{unlisted} claim(s) with no result in the --limit run(s) "
+                            f"{_names(x for x in limited if x in set(claimed['model']))} not listed")
+    if report.rows:
+        return ""
+    if not results:
+        return f"no results under {run_dir / 'runs'} (the folder `evalkit run --output-dir` wrote)"
+    if claimed.empty:
+        whose = (f"the model(s) with results in {run_dir} ({_names(run_models)})" if model is None
+                 else f"--model {model}")
+        return (f"{path} has no claim of {whose}"
+                + (f" on --tasks {', '.join(sorted(task_names))}" if task_names is not None else "")
+                + (f"; its claims are of {_names(claim_models - run_models)}" if claim_models - run_models else "")
+                + "; shipped claims: --against demo (eva-clip-demo), --against paper (the papers' models)")
+    unrun = len(report.not_run) + len(report.missing)
+    return (f"none of the {len(claimed)} claim(s) of {_names(label_of.get(x, (x, ''))[0] for x in claimed['model'])} "
+            f"in {path} has a number in {run_dir}: {unrun} not run, {len(report.partial)} partial "
+            f"(--limit results are never compared with a claim)")
 
 
 def check(run_dir: str | Path, baseline: str | Path, *, tolerance: float = DEFAULT_TOLERANCE,
           tasks: str | Iterable[str] | None = None, model: str | None = None, all_metrics: bool = False,
-          allow_missing: bool = False) -> CheckReport:
+          allow_missing: bool = False, require_all: bool = False) -> CheckReport:
     """Check the results under ``run_dir`` against ``baseline`` (a results folder, a leaderboard
-    CSV or a claims CSV; see the module docstring). ``tolerance`` is in percentage points;
-    ``tasks`` (comma-separated or a list; aliases and groups allowed) and ``model`` narrow both
-    sides. Raises :class:`BaselineError` when the check cannot run."""
+    CSV, a claims CSV, or ``demo`` / ``paper`` for the shipped claims; see the module docstring).
+    ``tolerance`` is in percentage points; ``tasks`` (comma-separated or a list; aliases and groups
+    allowed) and ``model`` narrow both sides; ``require_all`` makes a claim with no number in the
+    run a failure (missing) instead of *not run*. Raises :class:`BaselineError` when the check
+    cannot run, :class:`NothingToCompare` when nothing could be compared."""
     if tolerance < 0 or not math.isfinite(tolerance):
         raise BaselineError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+    if allow_missing and require_all:
+        raise BaselineError("--allow-missing and --require-all contradict each other: give one")
     from evalkit.report import _primary_metric, leaderboard
 
-    run_dir, baseline = Path(run_dir), Path(baseline)
+    named = str(baseline) if str(baseline) in SHIPPED_CLAIMS else ""
+    run_dir, baseline = Path(run_dir), resolve_baseline(baseline)
     kind = detect_baseline(baseline)
     if not run_dir.is_dir():
         raise BaselineError(f"run {run_dir}: no such folder (--output-dir: the folder `evalkit run` wrote to)")
     selected = _task_filter(tasks)
     task_names = selected[0] if selected else None
-    report = CheckReport(run=str(run_dir), baseline=str(baseline), kind=kind, tolerance=tolerance,
-                         all_metrics=all_metrics, allow_missing=allow_missing)
+    report = CheckReport(run=str(run_dir), baseline=f"{named} ({baseline})" if named else str(baseline), kind=kind,
+                         tolerance=tolerance,
+                         all_metrics=all_metrics, allow_missing=allow_missing, require_all=require_all)
     if kind == "claims":
-        _check_claims(report, run_dir, baseline, model=model, task_names=task_names, all_metrics=all_metrics,
-                      tolerance=tolerance)
-        seen = {x.task for x in (*report.rows, *report.missing, *report.new)}
+        why_nothing = _check_claims(report, run_dir, baseline, model=model, task_names=task_names,
+                                    all_metrics=all_metrics, tolerance=tolerance)
+        seen = {x.task for x in (*report.rows, *report.missing, *report.not_run, *report.partial, *report.new)}
     else:
         run_results = _results(run_dir, f"run {run_dir}")
         if kind == "results":
@@ -495,10 +596,17 @@ def check(run_dir: str | Path, baseline: str | Path, *, tolerance: float = DEFAU
         if model is not None and not base and not now:
             raise BaselineError(f"--model {model}: no result of it in the run or the baseline")
         _compare_entries(report, base, now, all_metrics=all_metrics, tolerance=tolerance)
+        if not run_results:
+            why_nothing = f"no results under {run_dir / 'runs'} (the folder `evalkit run --output-dir` wrote)"
+        else:
+            why_nothing = (f"the run and the baseline share no result (model, variant, task): the baseline has "
+                           f"{_names(' '.join(k) for k in base) or 'none'}, the run {_names(' '.join(k) for k in now) or 'none'}")
     if selected:
         unmatched = [arg for arg, names in selected[1].items() if not names & seen]
         if unmatched:
             raise BaselineError(f"--tasks {', '.join(unmatched)}: no such task in the run or the baseline")
+    if not report.rows:
+        raise NothingToCompare(f"nothing to compare: {why_nothing}")
     order = {"regressed": 0, "improved": 1, "changed": 2, "ok": 3}
     report.rows.sort(key=lambda r: (order[r.status], r.model, r.variant, r.task, r.metric, r.setting))
     return report
@@ -510,7 +618,7 @@ def check(run_dir: str | Path, baseline: str | Path, *, tolerance: float = DEFAU
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         report = check(args.output_dir, args.against, tolerance=args.tolerance, tasks=args.tasks, model=args.model,
-                       all_metrics=args.all_metrics, allow_missing=args.allow_missing)
+                       all_metrics=args.all_metrics, allow_missing=args.allow_missing, require_all=args.require_all)
     except BaselineError as e:
         print(f"evalkit: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -530,18 +638,24 @@ def register_cli(subparsers: Any) -> None:
         "check", help="regression check: a results folder against a baseline (results folder, leaderboard CSV "
                       "or claims CSV); exit 1 on a regression", description=(__doc__ or "").replace("``", "`"), formatter_class=HelpFormatter)
     p.add_argument("--against", required=True, metavar="BASELINE",
-                   help="a results folder (holding runs/), a leaderboard CSV (`evalkit export`) or a claims CSV")
+                   help="demo or paper (the claims evalkit ships: the demo model's, the papers'), a results folder "
+                   "(holding runs/), a leaderboard CSV (`evalkit export`) or a claims CSV")
     p.add_argument("--output-dir", default="results", metavar="RUN", help="the results folder to check, the folder "
                    "`evalkit run` wrote to")
     p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help="percentage points a number may move either way and still be ok")
+                   help=f"percentage points a number may move either way and still be ok (default "
+                   f"{DEFAULT_TOLERANCE:g}, as `evalkit report`)")
     p.add_argument("--tasks", help="comma-separated task names, aliases or groups: check only these (both sides)")
     p.add_argument("--model", help="check only this model (both sides; with a claims CSV, also a model with no "
-                   "result in the run, whose claims are then all missing)")
+                   "result in the run, whose claims are then all not run)")
     p.add_argument("--all-metrics", action="store_true", help="compare every metric both sides have (claims: every "
                    "claim of every metric, transform and protocol), not only each task's primary metric")
     p.add_argument("--allow-missing", action="store_true",
-                   help="a task, metric or claim in the baseline but not in the run is listed, not a failure")
+                   help="a task or metric of a results folder or leaderboard baseline that the run lacks is "
+                   "listed, not a failure")
+    p.add_argument("--require-all", action="store_true",
+                   help="claims: a claim the run has no number for (a task or setting not run) is a failure "
+                   "(missing), not listed as 'not run'")
     p.add_argument("--all-rows", action="store_true", help="list every compared number, not only those that moved")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="the report as JSON: on standard output instead of the table, or written to FILE "

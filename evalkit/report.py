@@ -22,12 +22,19 @@ How a claim finds its number in a result:
   [P18] §7), else the plain metric, noting when the result ran one transform only.
 * *metric*: result keys, plus ``mean_acc1_acc5`` = (acc1 + acc5) / 2 and ``mean_recall`` = mean
   of the six retrieval recalls.
+
+A claim is ``verified`` when |verified − claimed| ≤ the tolerance (:data:`DEFAULT_TOLERANCE`
+points, the one ``evalkit check`` uses), else ``differs``. A result of a ``--limit`` run
+(``evalkit["limit"]`` set: a subset of the task) is never held against a claim as if complete:
+its row shows the number with status ``partial`` and no Δ, and its run is labelled with the
+limit (variant ``fp32+limit100``), in the report and in the leaderboard alike.
 """
 
 from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -47,6 +54,7 @@ from evalkit.claims import (
     split_protocol,
 )
 from evalkit.curves import fewshot_chart, fewshot_chart_path, fewshot_curves, fewshot_section, figure_png
+from evalkit.regress import DEFAULT_TOLERANCE  # one tolerance for the report and `evalkit check`
 from evalkit.results import (
     DEFAULT_VARIANT,
     TaskResult,
@@ -57,7 +65,6 @@ from evalkit.results import (
     safe_name,
 )
 
-DEFAULT_TOLERANCE = 0.5  # percentage points; the paper prints one decimal
 REPORT_NAME = "claimed_vs_verified.md"
 STATUSES = ("verified", "differs", "partial", "not run", "no claim")
 
@@ -124,14 +131,41 @@ def result_tags(result: TaskResult) -> frozenset[str]:
     return frozenset(_canon_tag(t) for t in tags)
 
 
+def limit_of(result: TaskResult) -> int | None:
+    """N when ``result`` came from a ``--limit N`` run (a subset of its task), else None."""
+    limit = result.evalkit.get("limit")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+
+
+_LIMIT_IN_VARIANT = re.compile(r"(^|\+)limit\d+($|\+)")
+
+
+def variant_label(result: TaskResult) -> str:
+    """The result's variant (:func:`evalkit.results.result_variant`), saying ``+limit<N>`` for a
+    ``--limit N`` result even where the variant it recorded does not (results written before
+    limited runs had a variant of their own)."""
+    variant = result_variant(result)
+    limit = limit_of(result)
+    if limit is not None and not _LIMIT_IN_VARIANT.search(variant):
+        variant = f"{variant}+limit{limit}"
+    return variant
+
+
 def run_label(result: TaskResult) -> str:
     """The run a result belongs to: its model, with the variant in brackets unless it is the default."""
-    variant = result_variant(result)
+    variant = variant_label(result)
     return result.model if variant == DEFAULT_VARIANT else f"{result.model} [{variant}]"
+
+
+class ResultsFolderError(FileNotFoundError):
+    """The results folder to read does not exist (a typo in ``--output-dir``)."""
 
 
 def _load_results(output_dir: str | Path, model: str | None = None) -> dict[tuple[str, str], list[TaskResult]]:
     """Results by (run label, task); ``model`` keeps one model's runs, every variant."""
+    if not Path(output_dir).is_dir():
+        raise ResultsFolderError(f"results folder {output_dir}: no such folder (--output-dir: the folder "
+                                 f"`evalkit run --output-dir` wrote to)")
     runs: dict[tuple[str, str], list[TaskResult]] = {}
     for r in iter_results(output_dir, model):
         if model is not None and r.model != model and safe_name(r.model) != safe_name(model):
@@ -322,6 +356,11 @@ def _status(claimed: float | None, verified: float | None, tolerance: float) -> 
     return "verified" if abs(verified - claimed) <= tolerance + 1e-9 else "differs"
 
 
+def _limit_note(limits: Iterable[int]) -> str:
+    shown = ", ".join(str(n) for n in sorted(set(limits)))
+    return f"--limit {shown} run: a subset of the task, not held against the claim"
+
+
 def verified_table(output_dir: str | Path, claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None,
                    *, model: str | None = None, tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
     """One row per per-task claim, plus one per result that no claim covers.
@@ -347,12 +386,17 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
         for label in by_model.get(c.model) or [c.model]:  # each run of the model against its claims
             value, note, result = _match(runs.get((label, c.task), []), c.metric, c.transform, c.protocol)
             claim_note = str(c.note or "")
+            status = _status(c.claimed, value, tolerance)
+            limit = limit_of(result) if result is not None and value is not None else None
+            if limit is not None:  # a --limit run's number: shown, never compared as if complete
+                status, note = "partial", "; ".join(n for n in (_limit_note([limit]), note) if n)
             rows.append({
                 "model": label, "task": c.task, "metric": c.metric, "transform": c.transform,
                 "protocol": c.protocol, "claimed": float(c.claimed), "verified": value,
-                "status": _status(c.claimed, value, tolerance),
-                "note": "; ".join(n for n in (claim_note, note) if n), "source": c.source,
-                **_provenance(result),
+                "status": status,
+                # the run's own note first: a partial row says why before the claim's provenance
+                "note": "; ".join(n for n in ((note, claim_note) if limit is not None else (claim_note, note)) if n),
+                "source": c.source, **_provenance(result),
             })
     claimed_keys = {(r["model"], r["task"]) for r in rows}
     for (m, task), results in runs.items():
@@ -360,15 +404,17 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
             continue
         metric = _primary_metric(task, results)
         value, result = _headline(results, metric)
+        limit = limit_of(result) if result is not None else None
         rows.append({"model": m, "task": task, "metric": metric, "transform": "", "protocol": "",
                      "claimed": None, "verified": value, "status": "no claim",
-                     "note": "" if value is not None else f"result has no {metric}", "source": "",
-                     **_provenance(result or results[0])})
+                     "note": f"result has no {metric}" if value is None else
+                             f"--limit {limit} run: a subset of the task" if limit is not None else "",
+                     "source": "", **_provenance(result or results[0])})
 
     df = pd.DataFrame.from_records(rows, columns=[c for c in TABLE_COLUMNS if c not in ("delta", "primary")])
     df["claimed"] = pd.to_numeric(df["claimed"], errors="coerce").astype(float)
     df["verified"] = pd.to_numeric(df["verified"], errors="coerce").astype(float)
-    df["delta"] = (df["verified"] - df["claimed"]).round(6) + 0.0  # no -0.00 from float noise
+    df["delta"] = ((df["verified"] - df["claimed"]).round(6) + 0.0).where(df["status"] != "partial")  # no -0.00
     ranks = [_claim_rank(t, p) for t, p in zip(df["transform"], df["protocol"], strict=True)]
     df["_rank"] = ranks
     order = {m: i for i, m in enumerate(_model_order(claims, runs))}
@@ -380,33 +426,38 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
 
 
 def _aggregate(runs: dict[tuple[str, str], list[TaskResult]], model: str, group: Group,
-               transform: str | None, protocol: str) -> tuple[float | None, int, list[str]]:
-    """(value in percent or None, members found, notes); ``transform=None`` = each result's headline."""
+               transform: str | None, protocol: str) -> tuple[float | None, int, list[str], set[int]]:
+    """(value in percent or None, members found, notes, the ``--limit`` of members from limited
+    runs); ``transform=None`` = each result's headline."""
     values: dict[tuple[str, str], float] = {}
     notes: list[str] = []
+    limits: set[int] = set()
     for task, metric in group.members:
         results = runs.get((model, task), [])
         if transform is None:
-            value, _ = _headline(results, metric)
+            value, result = _headline(results, metric)
         else:
-            value, note, _ = _match(results, metric, transform, protocol)
+            value, note, result = _match(results, metric, transform, protocol)
             if note and note not in notes and value is not None:
                 notes.append(note)
         if value is not None:
             values[(task, metric)] = value
+            if result is not None and limit_of(result) is not None:
+                limits.add(limit_of(result))  # type: ignore[arg-type]
     if not values:
-        return None, 0, notes
+        return None, 0, notes, limits
     mean = sum(values.values()) / len(values)
     if group.reduce == "gap":
         first = values.get(group.members[0])
-        return (None if first is None else first - mean), len(values), notes
-    return mean, len(values), notes
+        return (None if first is None else first - mean), len(values), notes, limits
+    return mean, len(values), notes, limits
 
 
-def _display(value: float | None, n: int, total: int) -> str:
+def _display(value: float | None, n: int, total: int, limits: Iterable[int] = ()) -> str:
     if value is None:
         return "—"
-    return f"{value:.2f}" if n == total else f"{value:.2f} (partial: {n}/{total})"
+    parts = ([f"{n}/{total}"] if n < total else []) + [f"limit {k}" for k in sorted(set(limits))]
+    return f"{value:.2f}" if not parts else f"{value:.2f} (partial: {', '.join(parts)})"
 
 
 def aggregate_table(output_dir: str | Path, claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None,
@@ -437,26 +488,29 @@ def _aggregates(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFr
             if gc.empty:
                 if not group.leaderboard:
                     continue
-                value, n, notes = _aggregate(runs, m, group, None, "")
+                value, n, notes, limits = _aggregate(runs, m, group, None, "")
                 if n == 0:
                     continue
                 rows.append({"model": m, "group": group.name, "aggregate": group.claim_task or "",
                              "transform": "", "protocol": "", "claimed": None, "verified": value, "n": n,
-                             "total": total, "display": _display(value, n, total),
-                             "status": "partial" if n < total else "no claim",
-                             "primary": True, "note": "; ".join(notes)})
+                             "total": total, "display": _display(value, n, total, limits),
+                             "status": "partial" if n < total or limits else "no claim",
+                             "primary": True, "note": "; ".join(notes + ([_limit_note(limits)] if limits else []))})
                 continue
             for i, c in enumerate(gc.itertuples(index=False)):
-                value, n, notes = _aggregate(runs, m, group, c.transform, c.protocol)
-                status = "not run" if n == 0 else ("partial" if n < total else _status(c.claimed, value, tolerance))
+                value, n, notes, limits = _aggregate(runs, m, group, c.transform, c.protocol)
+                status = "not run" if n == 0 else (
+                    "partial" if n < total or limits else _status(c.claimed, value, tolerance))
+                if limits:
+                    notes = [_limit_note(limits), *notes]
                 rows.append({"model": m, "group": group.name, "aggregate": c.task, "transform": c.transform,
                              "protocol": c.protocol, "claimed": float(c.claimed), "verified": value, "n": n,
-                             "total": total, "display": _display(value, n, total), "status": status,
+                             "total": total, "display": _display(value, n, total, limits), "status": status,
                              "primary": i == 0, "note": "; ".join(x for x in [str(c.note or "")] + notes if x)})
     df = pd.DataFrame.from_records(rows, columns=[c for c in AGGREGATE_COLUMNS if c != "delta"])
     df["claimed"] = pd.to_numeric(df["claimed"], errors="coerce").astype(float)
     df["verified"] = pd.to_numeric(df["verified"], errors="coerce").astype(float)
-    complete = df["n"] == df["total"]
+    complete = (df["n"] == df["total"]) & (df["status"] != "partial")
     df["delta"] = ((df["verified"] - df["claimed"]).round(6) + 0.0).where(complete)
     return df[AGGREGATE_COLUMNS]
 
@@ -478,7 +532,7 @@ def leaderboard(output_dir: str | Path,
     claims_df = _as_claims(claims) if claims is not None else None
     models = sorted({m for m, _ in runs})
     bases = _base_models(runs)
-    variants = {label: result_variant(results[0]) for (label, _), results in runs.items()}
+    variants = {label: variant_label(results[0]) for (label, _), results in runs.items()}
     tasks = sorted({t for _, t in runs}, key=_task_key)
     groups = [g for g in GROUPS.values() if g.leaderboard]
     rows: list[dict[str, Any]] = []
@@ -488,7 +542,7 @@ def leaderboard(output_dir: str | Path,
             results = runs.get((m, t), [])
             row[t] = _headline(results, _primary_metric(t, results))[0] if results else None
         for g in groups:
-            value, n, _ = _aggregate(runs, m, g, None, "")
+            value, n, _, _ = _aggregate(runs, m, g, None, "")
             row[g.column] = value
             row[f"{g.column}_n"] = n
             if claims_df is not None:
@@ -516,8 +570,14 @@ def _primary_claim(claims: pd.DataFrame, model: str, group: Group) -> float | No
 
 
 def export(output_dir: str | Path, fmt: str = "csv") -> str:
-    """The leaderboard as CSV (numbers to 2 decimals, blank when absent) or a markdown table."""
+    """The leaderboard as CSV (numbers to 2 decimals, blank when absent) or a markdown table.
+    A folder with no results is an error (:class:`ResultsFolderError`), not an empty table."""
+    if fmt not in ("csv", "md"):
+        raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'md'")
     df = leaderboard(output_dir)
+    if df.empty:
+        raise ResultsFolderError(f"results folder {output_dir}: no results under {Path(output_dir) / 'runs'} "
+                                 f"(--output-dir: the folder `evalkit run --output-dir` wrote to)")
     if fmt == "csv":
         return df.to_csv(index=False, float_format="%.2f", lineterminator="\n")
     if fmt == "md":
@@ -711,8 +771,10 @@ def write_report(output_dir: str | Path, claims: pd.DataFrame | str | Path | Ite
         "",
         f"Results: `{output_dir}`. Claimed numbers are percent as printed in the source paper; verified "
         f"numbers are this suite's results in percent; Δ = verified − claimed; `verified` means "
-        f"|Δ| ≤ {tolerance:g} points. Transform: `best-of-both` = per-dataset max of resize+centre-crop "
-        f"and direct resize (arXiv 2402.04252 §7), `crop`/`squash` = one transform.",
+        f"|Δ| ≤ {tolerance:g} points (tolerance ±{tolerance:g}, as `evalkit check`), `differs` beyond; "
+        f"`partial`: an aggregate missing members, or the number of a `--limit` run (a subset of the "
+        f"task: shown, never held against the claim). Transform: `best-of-both` = per-dataset max of "
+        f"resize+centre-crop and direct resize (arXiv 2402.04252 §7), `crop`/`squash` = one transform.",
         "",
     ]
     if model is None:

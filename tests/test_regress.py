@@ -15,7 +15,7 @@ import pytest
 
 from evalkit import results as results_mod
 from evalkit.cli import main
-from evalkit.regress import BaselineError, check, detect_baseline
+from evalkit.regress import DEFAULT_TOLERANCE, BaselineError, NothingToCompare, check, detect_baseline
 from evalkit.results import (
     RunLogError,
     TaskResult,
@@ -66,7 +66,7 @@ def _run(tmp_path: Path, cifar_acc1: float = 0.80, mnist_acc1: float = 0.60, **m
 def test_results_baseline_unchanged_passes(tmp_path, base, capsys):
     code, out, _ = _check(capsys, "--against", str(base), "--output-dir", str(_run(tmp_path)))
     assert code == 0
-    assert "2 compared: 2 ok (2 unchanged), 0 regressed, 0 improved" in out
+    assert "2 compared at ±0.5 points: 2 ok (2 unchanged), 0 regressed, 0 improved" in out
     assert out.rstrip().endswith("passed")
 
 
@@ -89,9 +89,10 @@ def test_improvement_exits_0(tmp_path, base, capsys):
 
 
 @pytest.mark.parametrize("tolerance, now, code", [
-    (None, 0.7985, 0),   # -0.15 points, within the default 0.2
-    (None, 0.7975, 1),   # -0.25 points
+    (None, 0.7955, 0),   # -0.45 points, within the default 0.5
+    (None, 0.7945, 1),   # -0.55 points
     ("0.2", 0.798, 0),   # exactly the tolerance: ok
+    ("0.2", 0.7975, 1),  # -0.25 beyond 0.2
     ("0.1", 0.7985, 1),  # -0.15 beyond 0.1
     ("1.0", 0.7925, 0),  # -0.75 within 1.0
 ])
@@ -206,7 +207,7 @@ def test_leaderboard_baseline(tmp_path, base, capsys):
     assert detect_baseline(board) == "leaderboard"
     assert "eva27_mean" in board.read_text().splitlines()[0]  # aggregate columns are there, and not compared
     code, out, _ = _check(capsys, "--against", str(board), "--output-dir", str(_run(tmp_path)))
-    assert code == 0 and "2 compared: 2 ok (2 unchanged)" in out
+    assert code == 0 and "2 compared at ±0.5 points: 2 ok (2 unchanged)" in out
     run = _run(tmp_path, mnist_acc1=0.55)
     report = check(run, board)
     assert [(r.task, r.metric, r.baseline, r.now, r.status) for r in report.rows if r.status != "ok"] == [
@@ -252,16 +253,20 @@ def test_claims_baseline(tmp_path, capsys):
     # primary metric only: acc5's claim (4 points off) is not compared; one row per protocol
     assert sorted((r.task, r.metric, r.setting, r.status) for r in report.rows) == [
         ("cifar10", "acc1", "crop", "ok"), ("vid", "acc1", "crop; 1frame", "ok")]
-    assert [(x.task, x.setting) for x in report.missing] == [("vid", "crop; 8frames")]
-    assert "no result with protocol 8frames" in report.missing[0].note
+    # a claimed setting not run (8 frames) is listed as not run, not a failure ...
+    assert report.missing == [] and [(x.task, x.setting) for x in report.not_run] == [("vid", "crop; 8frames")]
+    assert "no result with protocol 8frames" in report.not_run[0].note
     assert any("someone-else" in n for n in report.notes)  # another model's claims: said, not checked
     code, out, _ = _check(capsys, "--against", str(claims), "--output-dir", str(run))
-    assert code == 1 and "FAILED: 1 missing" in out
-    code, out, _ = _check(capsys, "--against", str(claims), "--output-dir", str(run), "--allow-missing",
-                          "--all-metrics")
+    assert code == 0 and "not run (claims with no number in the run; --require-all to fail on them): 1" in out
+    # ... unless every claim must have its number
+    code, out, _ = _check(capsys, "--against", str(claims), "--output-dir", str(run), "--require-all")
+    assert code == 1 and "FAILED: 1 missing (--require-all)" in out
+    code, out, _ = _check(capsys, "--against", str(claims), "--output-dir", str(run), "--all-metrics")
     assert code == 1 and "FAILED: 1 regressed (cifar10 acc5 -4.00)" in out
-    # --model names a model with claims and no results: all its claims are missing
-    assert [x.task for x in check(run, claims, model="someone-else").missing] == ["cifar10"]
+    # --model names a model with claims and no results: nothing to compare, said in one line
+    with pytest.raises(NothingToCompare, match=r"none of the 1 claim\(s\) of someone-else .* 1 not run"):
+        check(run, claims, model="someone-else")
 
 
 def test_demo_claims_shipped_check_against_recorded_results(tmp_path, capsys):
@@ -284,6 +289,175 @@ def test_demo_claims_shipped_check_against_recorded_results(tmp_path, capsys):
     code, out, _ = _check(capsys, "--against", str(claims_path), "--output-dir", str(run), "--tasks",
                           "shapeworld-shape,shapeworld-colour")
     assert code == 1 and "FAILED: 1 regressed (shapeworld-shape acc1 -1.00)" in out
+
+
+# ----------------------------------------------------------------------------- the shipped claims, by name
+
+DEMO_CLAIMS = REPO / "results" / "claims_demo.csv"
+
+
+def _recorded_demo_run(out: Path, *, eight_frames: bool, model: str = "eva-clip-demo", **evalkit) -> Path:
+    """Results carrying the demo claims' recorded numbers, shaped as `evalkit run --model
+    eva-clip-demo --tasks demo` writes them (each task's metric, transform and frames); the
+    8-frame video result (a second run, `--frames uniform-8`) only with ``eight_frames``."""
+    from evalkit.claims import load_claims
+
+    by_result: dict[tuple[str, str], dict] = {}
+    for c in load_claims(DEMO_CLAIMS).itertuples():
+        entry = by_result.setdefault((c.task, c.protocol), {"transform": c.transform, "metrics": {}})
+        entry["metrics"][c.metric] = c.claimed / 100
+    metric = {"shapeworld-retrieval": "mean_recall", "shapeworld-3d-fewshot": "acc1@16shot"}
+    for (task, protocol), entry in by_result.items():
+        extra: dict = {}
+        if task == "shapeworld-video":
+            if protocol == "8frames" and not eight_frames:
+                continue
+            extra = {"frames": 1} if protocol == "1frame" else {
+                "frames": 8, "frame_sampler": "uniform", "result_name": "shapeworld-video@uniform-8"}
+        _result(out, model, task, entry["metrics"], transform=entry["transform"], metric=metric.get(task, "acc1"),
+                **extra, **evalkit)
+    return out
+
+
+def test_check_against_demo_right_after_the_readme_demo(tmp_path, capsys, monkeypatch):
+    """`evalkit check --against demo` after `evalkit run --model eva-clip-demo --tasks demo`: the
+    shipped demo claims, by name; the 8-frame claim (a run not made) is listed as not run, not a
+    failure; --require-all fails on it until that run is made."""
+    run = _recorded_demo_run(tmp_path / "run", eight_frames=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo").mkdir()  # a folder of that name: the name still means the shipped claims
+    code, out, err = _check(capsys, "--against", "demo", "--output-dir", str(run))
+    assert code == 0, out + err
+    assert out.splitlines()[0].startswith(f"evalkit check: {run} against demo (")
+    assert "claims_demo.csv" in out.splitlines()[0]
+    assert "6 compared at ±0.5 points: 6 ok" in out
+    assert "not run (claims with no number in the run; --require-all to fail on them): 1" in out
+    assert "  - eva-clip-demo shapeworld-video acc1 (crop; 8frames): " in out
+    assert "no result with protocol 8frames (have: 1frame)" in out
+    assert out.rstrip().endswith("passed")
+    code, out, _ = _check(capsys, "--against", "demo", "--output-dir", str(run), "--require-all")
+    assert code == 1 and "FAILED: 1 missing (--require-all)" in out
+    _recorded_demo_run(run, eight_frames=True)  # the second run, --frames uniform-8
+    code, out, _ = _check(capsys, "--against", "demo", "--output-dir", str(run), "--require-all", "--all-metrics",
+                          "--json")
+    doc = json.loads(out)
+    n_claims = len(DEMO_CLAIMS.read_text().strip().splitlines()) - 1
+    assert code == 0 and doc["counts"]["compared"] == n_claims and not doc["missing"] and not doc["not_run"]
+    assert doc["require_all"] is True
+    # a path still works, and names the file it read
+    assert check(run, DEMO_CLAIMS, require_all=True).passed
+    # one number below its claim: the check by name fails, naming it
+    _result(run, "eva-clip-demo", "shapeworld-shape", {"acc1": 0.896}, transform="crop", metric="acc1")
+    code, out, _ = _check(capsys, "--against", "demo", "--output-dir", str(run))
+    assert code == 1 and "FAILED: 1 regressed (shapeworld-shape acc1 -2.00)" in out
+
+
+def test_check_against_paper_after_the_demo_is_one_line_exit_2(tmp_path, capsys):
+    """The demo's results hold no claim of the papers': nothing to compare is one line on stderr
+    and exit 2, by name or by path (it was a pandas traceback, KeyError 'protocol')."""
+    run = _recorded_demo_run(tmp_path / "run", eight_frames=False)
+    for against in ("paper", str(REPO / "results" / "claims.csv")):
+        code, out, err = _check(capsys, "--against", against, "--output-dir", str(run))
+        assert code == 2 and out == ""
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+        assert err.startswith("evalkit: error: nothing to compare: ") and "claims.csv has no claim of" in err
+        assert "(eva-clip-demo)" in err and "--against demo" in err
+    # the same when --tasks narrows to tasks the claims do not have
+    code, _, err = _check(capsys, "--against", "paper", "--output-dir", str(run), "--tasks", "shapeworld-shape")
+    assert code == 2 and "nothing to compare" in err and "--tasks shapeworld-shape" in err
+
+
+def test_nothing_to_compare_exits_2(tmp_path, base, capsys):
+    empty = tmp_path / "empty"
+    (empty / "runs").mkdir(parents=True)
+    for against in ("demo", str(base)):
+        code, out, err = _check(capsys, "--against", against, "--output-dir", str(empty))
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+        assert f"nothing to compare: no results under {empty / 'runs'}" in err
+    # results folders that share no (model, variant, task)
+    other = tmp_path / "other"
+    _result(other, "m", "dtd", {"acc1": 0.5})
+    code, _, err = _check(capsys, "--against", str(base), "--output-dir", str(other), "--allow-missing")
+    assert code == 2 and "share no result (model, variant, task)" in err and "m fp32 dtd" in err
+
+
+def test_unknown_baseline_name_lists_the_names(tmp_path, base, capsys):
+    code, out, err = _check(capsys, "--against", "papers", "--output-dir", str(base))
+    assert code == 2 and out == ""
+    assert err.strip() == ("evalkit: error: baseline papers: no such file or folder, and not the name of shipped "
+                           "claims: demo (claims_demo.csv), paper (claims.csv)")
+    code, _, err = _check(capsys, "--against", "demo", "--output-dir", str(base), "--require-all", "--allow-missing")
+    assert code == 2 and "contradict" in err
+
+
+def test_limited_results_are_partial_never_compared_with_a_claim(tmp_path, capsys):
+    """A --limit run (its own variant, evalkit.limit set) is listed as partial: never ok, never
+    regressed, never counted as compared; only limited results: nothing to compare, exit 2."""
+    run = tmp_path / "run"
+    # a limited run 20 points below every claim: compared as if complete it would fail
+    _recorded_demo_run(run, eight_frames=False, variant="fp32+limit100", limit=100)
+    for path in (run / "runs").rglob("*.json"):
+        doc = json.loads(path.read_text())
+        doc["metrics"] = {k: v - 0.2 for k, v in doc["metrics"].items()}
+        path.write_text(json.dumps(doc))
+    assert result_path(run, "eva-clip-demo", "shapeworld-shape", variant="fp32+limit100").exists()
+    code, out, err = _check(capsys, "--against", "demo", "--output-dir", str(run))
+    assert code == 2 and "nothing to compare" in err and "partial (--limit results are never compared" in err
+    # beside a full run: the full run is compared and passes, the limited one is listed as partial
+    _recorded_demo_run(run, eight_frames=False)
+    report = check(run, "demo", require_all=True)  # require_all: the limited run's unrun claims are not missing
+    assert {r.variant for r in report.rows} == {"fp32"} and report.rows
+    # the 8-frame claim: missing for the full run; for the limited run (which did not run it either)
+    # said in a note, neither missing nor not run: nothing a limited run has can meet a claim
+    assert [(x.variant, x.setting) for x in report.missing] == [("fp32", "crop; 8frames")]
+    assert "1 claim(s) with no result in the --limit run(s) eva-clip-demo [fp32+limit100] not listed" in report.notes
+    assert {x.variant for x in report.partial} == {"fp32+limit100"}
+    # each task's primary claim per setting: shape, colour, retrieval, video (1 frame), 3d, 3d few-shot
+    assert len(report.partial) == 6
+    shape = next(x for x in report.partial if x.task == "shapeworld-shape")
+    assert shape.note.startswith("71.60 (claimed 91.6); --limit 100 run: a subset of the task")
+    code, out, _ = _check(capsys, "--against", "demo", "--output-dir", str(run), "--all-rows")
+    assert code == 0 and "partial (--limit runs: a subset of each task, never compared with a claim): 6" in out
+    assert "  - eva-clip-demo [fp32+limit100] shapeworld-shape acc1 (crop): 71.60 (claimed 91.6)" in out
+    assert "fp32+limit100" not in out.split("partial (")[0]  # in no compared row
+
+
+def test_limited_result_without_a_variant_of_its_own_is_labelled(tmp_path):
+    """A limited result written under the plain variant (before limited runs had their own) is
+    still told apart: its variant label says the limit, and it is never compared with a claim."""
+    from evalkit.report import run_label, variant_label
+
+    run = tmp_path / "run"
+    r = _result(run, "eva-clip-demo", "shapeworld-shape", {"acc1": 0.5}, transform="crop", metric="acc1", limit=100)
+    assert variant_label(r) == "fp32+limit100" and run_label(r) == "eva-clip-demo [fp32+limit100]"
+    _result(run, "eva-clip-demo", "shapeworld-colour", {"acc1": 1.0}, transform="crop", metric="acc1")
+    report = check(run, "demo", tasks="shapeworld-shape,shapeworld-colour")
+    assert [(r.task, r.status) for r in report.rows] == [("shapeworld-colour", "ok")]
+    assert [(x.variant, x.task) for x in report.partial] == [("fp32+limit100", "shapeworld-shape")]
+
+
+def test_one_tolerance_for_report_and_check(tmp_path, capsys):
+    """The same default in both, printed by both: a number 0.45 points off its claim is verified
+    by the report and ok for check; 0.55 off differs and regressed."""
+    from evalkit import report as report_mod
+
+    assert report_mod.DEFAULT_TOLERANCE == DEFAULT_TOLERANCE == 0.5
+    claims = _claims(tmp_path, "m,cifar10,acc1,80.0,crop,,mine,,,\nm,mnist,acc1,60.0,crop,,mine,,,\n")
+    run = tmp_path / "run"
+    _result(run, "m", "cifar10", {"acc1": 0.7955}, transform="crop")
+    _result(run, "m", "mnist", {"acc1": 0.5945}, transform="crop")
+    table = report_mod.verified_table(run, claims).set_index("task")["status"].to_dict()
+    assert table == {"cifar10": "verified", "mnist": "differs"}
+    assert {r.task: r.status for r in check(run, claims).rows} == {"cifar10": "ok", "mnist": "regressed"}
+    code, out, _ = _check(capsys, "--against", str(claims), "--output-dir", str(run))
+    assert code == 1 and "tolerance ±0.5 points" in out.splitlines()[0] and "compared at ±0.5 points" in out
+    assert main(["report", "--output-dir", str(run), "--claims", str(claims)]) == 0
+    assert "|Δ| ≤ 0.5 points (tolerance ±0.5, as `evalkit check`)" in (run / "claimed_vs_verified.md").read_text()
+    capsys.readouterr()
+    for command in ("report", "check"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "(default 0.5," in " ".join(capsys.readouterr().out.split())
 
 
 # ----------------------------------------------------------------------------- bad input

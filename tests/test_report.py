@@ -430,3 +430,80 @@ def test_3d_table_and_fewshot_curves(tmp_path):
     assert png in paths and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     aggs = report.aggregate_table(out, model="uni3d-b")
     assert "3d" in set(aggs["group"])
+
+
+# ----------------------------------------------------------------------------- --limit results, missing folders
+
+
+def test_limited_result_is_partial_and_labelled(tmp_path, capsys):
+    """A --limit run's result (its own variant, evalkit.limit set) is shown, never held against a
+    claim: status partial and no Δ in the table and the aggregates, its run and leaderboard row
+    labelled with the limit; a --fail-on-differ gate on limited results alone does not pass."""
+    from evalkit.cli import main
+
+    claims = load_claims(_claims(tmp_path, "m,cifar10,acc1,80.0,crop,,,,,\nm,AVG27,mean,80.0,crop,,,,,\n"))
+    out = tmp_path / "out"
+    _result(out, "m", "cifar10", {"acc1": 0.5}, variant="fp32+limit100", limit=100, transform="crop")
+    assert result_path(out, "m", "cifar10", variant="fp32+limit100").exists()
+    table = report.verified_table(out, claims)
+    row = _row(table, model="m [fp32+limit100]", task="cifar10")
+    assert row["status"] == "partial" and row["verified"] == 50.0 and math.isnan(row["delta"])
+    assert row["note"].startswith("--limit 100 run: a subset of the task, not held against the claim")
+    agg = _row(report.aggregate_table(out, claims), model="m [fp32+limit100]", group="eva27")
+    assert agg["status"] == "partial" and math.isnan(agg["delta"]) and "limit 100" in agg["display"]
+    # its leaderboard row says so
+    board = report.leaderboard(out)
+    assert list(zip(board["model"], board["variant"], strict=True)) == [("m", "fp32+limit100")]
+    assert report.export(out, "csv").splitlines()[1].startswith("m,fp32+limit100,50.00,")
+    # an aggregate with every member, each from a limited run, at its claim: still partial, no Δ
+    variants = tmp_path / "variants"
+    for task in ("imagenet1k", "imagenetv2", "imagenet-a", "imagenet-r", "imagenet_sketch", "objectnet"):
+        _result(variants, "v", task, {"acc1": 0.8}, variant="fp32+limit100", limit=100, transform="crop")
+    robust = _row(report.aggregate_table(variants, load_claims(_claims(tmp_path, "v,ROBUST_AVG6,mean,80.0,crop,,,,,\n",
+                                                                       "robust.csv"))), group="imagenet-variants")
+    assert (robust["n"], robust["total"], robust["status"]) == (6, 6, "partial") and math.isnan(robust["delta"])
+    assert robust["display"] == "80.00 (partial: limit 100)"
+    capsys.readouterr()
+    claims_csv = tmp_path / "claims.csv"
+    assert main(["report", "--output-dir", str(out), "--claims", str(claims_csv), "--fail-on-differ"]) == 1
+    err = capsys.readouterr().err
+    assert "--fail-on-differ: no claim compared" in err and "1 partial: --limit runs are not compared" in err
+    md = (out / "claimed_vs_verified.md").read_text()
+    assert "## m [fp32+limit100]" in md and "| partial " in md and "Per-task rows: 1 partial." in md
+    # the full run beside it is compared as usual; the limited one stays partial
+    _result(out, "m", "cifar10", {"acc1": 0.8}, variant="fp32", transform="crop")
+    statuses = report.verified_table(out, claims).set_index("model")["status"].to_dict()
+    assert statuses == {"m": "verified", "m [fp32+limit100]": "partial"}
+    assert main(["report", "--output-dir", str(out), "--claims", str(claims_csv), "--fail-on-differ"]) == 0
+
+
+def test_a_limited_result_recorded_under_the_plain_variant_is_still_partial(tmp_path):
+    """Results written before a limited run had a variant of its own: evalkit.limit alone tells."""
+    claims = load_claims(_claims(tmp_path, "m,cifar10,acc1,80.0,crop,,,,,\n"))
+    out = tmp_path / "out"
+    _result(out, "m", "cifar10", {"acc1": 0.5}, variant="fp32", limit=100, transform="crop")
+    row = _row(report.verified_table(out, claims), task="cifar10")
+    assert (row["model"], row["status"]) == ("m [fp32+limit100]", "partial")
+    assert list(report.leaderboard(out)["variant"]) == ["fp32+limit100"]
+
+
+def test_export_and_report_on_a_missing_folder_exit_1(tmp_path, capsys):
+    """A typo in --output-dir: one line naming the folder and exit 1, nothing created; export of a
+    folder with no results is an error too, not a header-only CSV."""
+    from evalkit.cli import main
+
+    missing = tmp_path / "typo"
+    for argv in (["export"], ["export", "--format", "md"], ["report"], ["report", "--fail-on-differ"]):
+        assert main([*argv, "--output-dir", str(missing)]) == 1, argv
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        assert captured.err.strip() == (f"evalkit: error: results folder {missing}: no such folder (--output-dir: "
+                                        f"the folder `evalkit run --output-dir` wrote to)")
+        assert not missing.exists()
+    empty = tmp_path / "empty"
+    (empty / "runs").mkdir(parents=True)
+    assert main(["export", "--output-dir", str(empty), "--out", str(tmp_path / "board.csv")]) == 1
+    assert f"results folder {empty}: no results under {empty / 'runs'}" in capsys.readouterr().err
+    assert not (tmp_path / "board.csv").exists()
+    with pytest.raises(report.ResultsFolderError, match="no such folder"):
+        report.leaderboard(missing)
