@@ -12,6 +12,7 @@ import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from test_pointops_ties import kernel_fps
 
 from evalkit.models.checkpoint import CheckpointError
 from evalkit.models.pointops import (
@@ -37,25 +38,11 @@ from evalkit.models.uni3d import (
 
 
 def fps_reference(xyz: np.ndarray, n: int) -> list[int]:
-    """pointnet2_ops' furthest_point_sample kernel, one cloud, as a loop over centres: start at
-    index 0, distances start at 1e10, points with x^2+y^2+z^2 <= 1e-3 are skipped, strict '>'."""
-    p = xyz.astype(np.float32)
-    x, y, z = p[:, 0], p[:, 1], p[:, 2]
-    mag = x * x + y * y + z * z
-    temp = np.full(len(p), 1e10, dtype=np.float32)
-    out, old = [0], 0
-    for _ in range(1, n):
-        best, besti = -1.0, 0
-        for k in range(len(p)):
-            if mag[k] <= 1e-3:
-                continue
-            d = (x[k] - x[old]) * (x[k] - x[old]) + (y[k] - y[old]) * (y[k] - y[old]) + (z[k] - z[old]) * (z[k] - z[old])
-            temp[k] = min(d, temp[k])
-            if temp[k] > best:
-                best, besti = temp[k], k
-        out.append(besti)
-        old = besti
-    return out
+    """pointnet2_ops' furthest_point_sample kernel, one cloud: start at index 0, distances start
+    at 1e10, points with x^2+y^2+z^2 <= 1e-3 are skipped, each thread keeps its first maximum
+    (strict '>'), the threads' maxima reduced in the kernel's order (the literal simulation in
+    ``test_pointops_ties``)."""
+    return kernel_fps(xyz, n)
 
 
 def knn_reference(xyz: np.ndarray, centre: np.ndarray, k: int) -> list[int]:
@@ -192,7 +179,8 @@ def test_fps_matches_the_kernel_loop():
 
 
 def test_fps_small_example_by_hand():
-    # x = 0 (start), 1, 3, 2: farthest from 0 is 3 (index 2); then 1 and 2 are both 1 away: lower index
+    # x = 0 (start), 1, 3, 2: farthest from 0 is 3 (index 2); then 1 and 2 are both 1 away: the
+    # kernel's 4 threads hold one point each, and thread 1 beats thread 3 in its reduction: index 1
     xyz = torch.tensor([[[0.0, 0, 0], [1, 0, 0], [3, 0, 0], [2, 0, 0]]])
     assert farthest_point_sample(xyz, 3).tolist() == [[0, 2, 1]]
     # with every point pickable, the origin can come back when it is farthest
