@@ -529,7 +529,9 @@ def test_run_log_survives_a_cut_off_line(tmp_path):
     with run_log_path(out).open("ab") as f:
         f.write(b'{"model": "m", "task": "half a li')  # a writer killed mid-line
     assert len(read_run_log(out)) == 1  # a last line without its newline: still being written
-    append_run_log(out, r)  # closes the cut-off line first, so it does not swallow this one
+    # another result of the task (the same one again is not logged twice): the cut-off line is
+    # closed first, so it does not swallow this one
+    append_run_log(out, _result(out, "m", "cifar10", {"acc1": 0.81}))
     raw = run_log_path(out).read_bytes().split(b"\n")
     assert raw[1] == b'{"model": "m", "task": "half a li' and json.loads(raw[2])["task"] == "cifar10"
     with pytest.raises(RunLogError, match=r"runs\.jsonl:2: not a run-log entry"):
@@ -650,7 +652,9 @@ def test_evaluate_appends_a_run_log_line_per_finished_task(tmp_path):
 
     kw = dict(output_dir=tmp_path, limit=16, progress=False, cache_dir=None, raise_errors=True)
     api.evaluate("eva-clip-demo", "shapeworld-shape,shapeworld-colour", **kw)
-    api.evaluate("eva-clip-demo", "shapeworld-shape", **kw)
+    api.evaluate("eva-clip-demo", "shapeworld-shape", **{**kw, "limit": 8})  # another result: a line of its own
+    api.evaluate("eva-clip-demo", "shapeworld-shape", **{**kw, "limit": 8})  # the same result again: none
     entries = read_run_log(tmp_path)
-    assert [e["task"] for e in entries] == ["shapeworld-shape", "shapeworld-colour", "shapeworld-shape"]
+    assert [(e["task"], e["limit"]) for e in entries] == [
+        ("shapeworld-shape", 16), ("shapeworld-colour", 16), ("shapeworld-shape", 8)]
     assert all(e["model"] == "eva-clip-demo" and e["wall_time_s"] > 0 for e in entries)
