@@ -9,7 +9,12 @@ Reports wall-time ratios (evalkit / clip_benchmark), measured in one run:
 The model is open_clip ViT-B-32 with random weights (nothing can be downloaded here); class names
 and templates are clip_benchmark's own ImageNet lists, read from the installed package.
 
-    python benchmarks/bench_classification.py [--classes 100] [--images 256] [--json OUT]
+``--smoke``: a few seconds' check that the benchmark still runs (ViT-S-32, 2 class names × 2
+templates, 8 images, 2 per suite task, 1 thread); its figures mean nothing. The conditions (torch threads,
+load average at the start and the end) are printed and written with the figures.
+
+    python benchmarks/bench_classification.py [--classes 100] [--templates 80] [--images 256] [--smoke]
+                                              [--json OUT]
 """
 
 from __future__ import annotations
@@ -17,7 +22,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import platform
 import sys
 import tarfile
 import tempfile
@@ -29,6 +33,9 @@ import torch
 from PIL import Image
 
 from evalkit.results import atomic_write_text
+from evalkit.timing import conditions, conditions_line
+
+SMOKE = {"classes": 2, "templates": 2, "images": 8, "suite_images": 2, "arch": "ViT-S-32", "threads": 1}
 
 
 def make_wds(root: Path, n: int, n_classes: int, seed: int) -> Path:
@@ -57,13 +64,20 @@ def timed(fn):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--classes", type=int, default=8, help="ImageNet class names used (of 1000)")
+    ap.add_argument("--templates", type=int, default=80, help="templates used (of clip_benchmark's 80)")
     ap.add_argument("--images", type=int, default=256, help="images per task")
     ap.add_argument("--suite-images", type=int, default=32, help="images per task in the 6-task suite")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--arch", default="ViT-B-32")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"tiny sizes ({SMOKE}): checks that the benchmark runs; its figures mean nothing")
     ap.add_argument("--json", help="write the figures here as JSON")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    if args.smoke:
+        vars(args).update(SMOKE)
+    torch.set_num_threads(args.threads)
+    start = conditions()
 
     import clip_benchmark
     from clip_benchmark.datasets.builder import build_dataset
@@ -80,11 +94,11 @@ def main() -> int:
     pkg = Path(clip_benchmark.__file__).parent / "datasets"
     classnames = json.loads((pkg / "en_classnames.json").read_text())["imagenet1k"][: args.classes]
     templates = json.loads((pkg / "en_zeroshot_classification_templates.json").read_text())["imagenet1k"]
+    templates = templates[: args.templates]
     enc = models.load(f"open_clip:{args.arch}")  # random weights, fp32, CPU
     model = enc.model
-    fig: dict = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-                 "threads": torch.get_num_threads(), "arch": args.arch, "classes": len(classnames),
-                 "templates": len(templates), "images": args.images}
+    fig: dict = {"smoke": args.smoke, "arch": args.arch, "classes": len(classnames), "templates": len(templates),
+                 "images": args.images, "suite_images": args.suite_images, "batch_size": args.batch_size}
 
     def cb_classifier():
         return cb.zero_shot_classifier(model, open_clip_tokenizer(enc.tokenizer), classnames, templates, "cpu", amp=False)
@@ -174,6 +188,8 @@ def main() -> int:
               f"ratio {ours_clf_total / cb_clf_total:.4f}; whole suite {t_ours_c:.1f}s vs {t_cb_c:.1f}s "
               f"ratio {t_ours_c / t_cb_c:.3f}", flush=True)
 
+    fig["conditions"] = conditions(start)
+    print(conditions_line(fig["conditions"]))
     if args.json:
         atomic_write_text(args.json, json.dumps(fig, indent=2) + "\n")
     return 0

@@ -6,7 +6,11 @@ interleaved, ``--repeats`` times each. Target: the new core no slower (wall rati
 same metrics. Also reported: the image passes best-of-both makes, and how many of them the new
 core saved by encoding a sample's identical crop and squash pixels once (``views_reused``).
 
-    python benchmarks/bench_core.py [--before REV] [--repeats 2] [--json OUT]
+``--smoke``: a few seconds' check that the benchmark still runs (2 small tasks, one run a side);
+its figures mean nothing. The conditions (torch threads, which each fresh process gets too, and
+the load average at the start and the end) are printed and written with the figures.
+
+    python benchmarks/bench_core.py [--before REV] [--repeats 2] [--tasks eva27] [--smoke] [--json OUT]
 
 The earlier tree is taken with ``git archive`` into a temporary folder and put first on
 PYTHONPATH; its own task files are read from it. Needs the repository's git history.
@@ -28,9 +32,11 @@ from pathlib import Path
 
 from evalkit.demo.miniatures import build_data_root
 from evalkit.results import atomic_write_text
+from evalkit.timing import conditions, conditions_line
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BEFORE = "0731259^"  # the commit before "views embed" landed
+SMOKE_TASKS = "cifar10,pcam"  # --smoke: two small tasks, one of them square (CIFAR)
 
 
 def extract(rev: str, into: Path) -> Path:
@@ -41,8 +47,8 @@ def extract(rev: str, into: Path) -> Path:
     return into
 
 
-def run(tree: Path, data: Path, out: Path, env: dict[str, str]) -> tuple[float, dict[str, dict]]:
-    cmd = [sys.executable, "-m", "evalkit", "run", "--model", "eva-clip-demo", "--tasks", "eva27", "--data-root",
+def run(tree: Path, data: Path, out: Path, env: dict[str, str], tasks: str) -> tuple[float, dict[str, dict]]:
+    cmd = [sys.executable, "-m", "evalkit", "run", "--model", "eva-clip-demo", "--tasks", tasks, "--data-root",
            str(data), "--output-dir", str(out), "--no-cache", "--quiet"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=out.parent, env={**env, "PYTHONPATH": str(tree)}, capture_output=True, text=True)
@@ -57,8 +63,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", default=DEFAULT_BEFORE, help="the git revision to compare against")
     ap.add_argument("--repeats", type=int, default=2, help="runs of each side, interleaved; medians reported")
+    ap.add_argument("--tasks", default="eva27", help="tasks or groups (both trees must know them)")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"only {SMOKE_TASKS}, one run a side: checks that the benchmark runs; its figures mean nothing")
     ap.add_argument("--json", help="write the figures here as JSON")
     args = ap.parse_args()
+    if args.smoke:
+        args.tasks, args.repeats = SMOKE_TASKS, 1
+    start = conditions()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         counts = build_data_root(tmp / "data")
@@ -71,7 +83,7 @@ def main() -> int:
             for side, tree in (("before", before), ("after", REPO)):
                 out = tmp / f"{side}{i}" / "out"
                 out.mkdir(parents=True)
-                wall, results[side] = run(tree, tmp / "data", out, env)
+                wall, results[side] = run(tree, tmp / "data", out, env, args.tasks)
                 walls[side].append(wall)
     after, old = results["after"], results["before"]
     differ = sorted(t for t in after if t in old and after[t]["metrics"] != old[t]["metrics"])
@@ -81,7 +93,9 @@ def main() -> int:
     reused = sum(r["evalkit"].get("views_reused", 0) for r in after.values())
     med = {side: statistics.median(ts) for side, ts in walls.items()}
     fig = {
+        "smoke": args.smoke,
         "before": args.before,
+        "task_names": args.tasks,
         "tasks": len(after),
         "samples": samples,
         "data_samples": sum(counts.values()),
@@ -93,14 +107,15 @@ def main() -> int:
         "ratio_after_before": med["after"] / med["before"],
         "tasks_with_other_metrics": differ,
         "of_which_within_half_a_point": close,
-        "load_average": os.getloadavg(),
+        "conditions": conditions(start),
     }
     print(f"eva27 miniatures, {len(after)} tasks, {samples} images, best-of-both: {passes} image passes")
     print(f"before ({args.before}): {', '.join(f'{w:.1f}' for w in walls['before'])} s; "
           f"after: {', '.join(f'{w:.1f}' for w in walls['after'])} s; after/before {fig['ratio_after_before']:.2f}")
     print(f"identical crop/squash pixels encoded once: {reused} of {passes} image passes saved "
           f"({fig['share_saved']:.1%}); tasks whose metrics moved: {differ or 'none'} "
-          f"(within 0.5 points: {close or 'none'}); load average {fig['load_average'][0]:.1f}")
+          f"(within 0.5 points: {close or 'none'})")
+    print(conditions_line(fig["conditions"]))
     if args.json:
         atomic_write_text(args.json, json.dumps(fig, indent=2) + "\n")
     return 0

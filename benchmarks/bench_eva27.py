@@ -19,9 +19,15 @@ without evalkit's data path would: one pass over the data per transform (every i
 twice), torchvision's Compose per image, open_clip's tokenizer on whole prompts, samples loaded in
 line with the forward (no background loading thread); only the task's data and class names
 (the family's ``prepare``), the classifier and the metric functions are evalkit's. The figures
-then include the wall-time ratio evalkit / baseline (features and metrics are equal).
+then include the wall-time ratio evalkit / baseline (features and metrics are equal). Each task's
+transforms are the family's, from the task's ``view.transform`` (as ``evalkit run`` reads it).
 
-    python benchmarks/bench_eva27.py [--baseline] [--per-class 1] [--batch-size 64] [--num-workers auto] [--json OUT]
+``--smoke``: a few seconds' check that the benchmark still runs (4 small tasks of different layouts,
+with ``--baseline`` the baseline too); its figures mean nothing. The conditions (torch threads,
+load average at the start and the end) are printed and written with the figures.
+
+    python benchmarks/bench_eva27.py [--baseline] [--per-class 1] [--batch-size 64] [--num-workers auto]
+                                     [--threads N] [--smoke] [--json OUT]
 """
 
 from __future__ import annotations
@@ -29,8 +35,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -38,8 +42,11 @@ from pathlib import Path
 import torch
 
 from evalkit.results import atomic_write_text
-from evalkit.tasks.common import combine_transforms
-from evalkit.timing import Clock, TimedEncoder
+from evalkit.tasks.common import check_transform, combine_transforms, image_modes
+from evalkit.timing import Clock, TimedEncoder, conditions, conditions_line
+
+#: --smoke: small tasks of four different layouts (CIFAR, PCam, Rendered SST2, VOC 2007)
+SMOKE_TASKS = "cifar10,pcam,renderedsst2,voc2007"
 
 
 def run_suite(specs, encoder, ctx):
@@ -134,10 +141,10 @@ def run_baseline(specs, encoder, data_root, batch_size: int):
             raise SystemExit(f"--baseline covers classification tasks; {spec.name} is {spec.family}")
         img0 = timed.image.copy()
         t = time.perf_counter()
-        prepared = task_families.get(spec.family)().prepare(spec, data_root)
+        family = task_families.get(spec.family)()
+        prepared = family.prepare(spec, data_root)
         classifier = zero_shot_classifier(timed, prepared.classnames, prepared.templates)
-        mode = spec.preprocess.get("transform", "crop")
-        modes = ["crop", "squash"] if mode == "best-of-both" else [mode]
+        modes = image_modes(check_transform(spec, family.default_transform))  # the task's view.transform
         per_mode = {}
         for m in modes:
             with pipeline.measure():
@@ -167,10 +174,13 @@ def main() -> int:
                          "busy processes, 1 avoids OpenMP threads waiting on each other at every small op")
     ap.add_argument("--baseline", action="store_true",
                     help="also run the naive data path in the same process and report the ratios")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"only {SMOKE_TASKS}: checks that the benchmark runs; its figures mean nothing")
     ap.add_argument("--json", help="write the figures here as JSON")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    start = conditions()
 
     from evalkit import models
     from evalkit.api import resolve_tasks
@@ -178,7 +188,7 @@ def main() -> int:
     from evalkit.features import FeatureCache, default_num_workers
     from evalkit.tasks.base import RunContext
 
-    specs = resolve_tasks(args.tasks)
+    specs = resolve_tasks(SMOKE_TASKS if args.smoke else args.tasks)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         counts = build_data_root(Path(tmp) / "data", scale=args.per_class)
@@ -210,6 +220,7 @@ def main() -> int:
         return round((total - inside) / total, 4) if total > 0 else None
 
     fig = {
+        "smoke": args.smoke,
         "model": args.model,
         "tasks": len(specs),
         "batch_size": args.batch_size,
@@ -232,8 +243,7 @@ def main() -> int:
         "outside_forward_share_cpu": share(cpu, image.cpu + text.cpu),
         "image_pipeline_outside_forward_share_cpu": share(pipeline.cpu, image.cpu),
         "target_outside_share": 0.15,
-        "machine": {"python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                    "cpus": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)},
+        "conditions": conditions(start),
         "baseline": baseline,
         "per_task": per_task,
     }
@@ -243,8 +253,8 @@ def main() -> int:
               f"image pipeline {r['image_pipeline_s']:6.2f}s (forward {r['image_forward_s']:6.2f}s)  "
               f"text forward {r['text_forward_s']:6.2f}s")
     print(f"\n{len(specs)} tasks, {fig['fixture_images']} fixture images, {image.items} image passes "
-          f"(crop + squash), {text.items} prompts; batch {args.batch_size}, {num_workers} workers, "
-          f"{torch.get_num_threads()} threads, load average {fig['machine']['load_average_1min']}")
+          f"(crop + squash), {text.items} prompts; batch {args.batch_size}, {num_workers} workers")
+    print(conditions_line(fig["conditions"]))
     print(f"total wall {fig['wall_s']:.1f}s; images/s {fig['images_per_s']} in the image pipeline "
           f"({fig['images_per_s_overall']} over the whole run)")
     print(f"outside the model forward (target <= 15%): {fig['outside_forward_share']:.1%} of the run, "

@@ -13,15 +13,18 @@ clip_benchmark's weight-decay sweep on a validation part of the train split. Fig
 and the number of probe trainings, against the number clip_benchmark's ``find_peak`` makes for
 the same sweep (it retrains the peak every round; the family scores each weight decay once).
 
+``--smoke``: a few seconds' check that the benchmark still runs (the first 48 samples of each split,
+K=1, one seed); its figures mean nothing. The conditions (torch threads, load average at the start
+and the end) are printed and written with the figures.
+
     python benchmarks/bench_fewshot.py [--task shapeworld-shape-fewshot] [--shots 1,2,4,8,16]
-                                       [--seeds 3] [--threads 1] [--json OUT]
+                                       [--seeds 3] [--limit N] [--threads 1] [--smoke] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 
@@ -38,8 +41,13 @@ def main() -> int:
     ap.add_argument("--batch-size", type=int, default=64, help="the feature pass's batch size")
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads (1: steady figures on a shared machine, where 2 threads wait on each other)")
+    ap.add_argument("--limit", type=int, default=None, help="the first N samples of each split")
+    ap.add_argument("--smoke", action="store_true",
+                    help="48 samples a split, K=1, one seed: checks that the benchmark runs; its figures mean nothing")
     ap.add_argument("--json", help="write the figures here as JSON")
     args = ap.parse_args()
+    if args.smoke:
+        args.limit, args.shots, args.seeds = 48, "1", 1
     torch.set_num_threads(args.threads)
 
     from evalkit import models
@@ -49,14 +57,16 @@ def main() -> int:
     from evalkit.tasks import load_builtin_families
     from evalkit.tasks.base import RunContext
     from evalkit.tasks.spec import TaskIndex
-    from evalkit.timing import TimedEncoder
+    from evalkit.timing import TimedEncoder, conditions, conditions_line
+
+    start = conditions()
 
     load_builtin_families()
     spec = TaskIndex.load().resolve([args.task])[0]
     family = task_families.get(spec.family)()
     prepared = family.prepare(spec, None)
     encoder = TimedEncoder(models.load(args.model, device=args.device))
-    ctx = RunContext(batch_size=args.batch_size, cache=FeatureCache(None), progress=False,
+    ctx = RunContext(batch_size=args.batch_size, cache=FeatureCache(None), progress=False, limit=args.limit,
                      shots=[int(k) for k in args.shots.split(",")] if args.shots else None, seeds=args.seeds)
     t0 = time.perf_counter()
     first = family.run(spec, encoder, ctx, prepared=prepared)
@@ -79,8 +89,7 @@ def main() -> int:
     rounds = max(fp["wd_refine_span"], 0).bit_length()
     cb_trainings = len(runs) * (fp["wd_init_points"] + 3 * rounds + 1) if fp["val_fraction"] else len(runs)
     fig = {
-        "machine": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": args.threads,
-        "device": args.device, "probe_device": fp["probe_device"], "task": spec.name, "model": args.model,
+        "smoke": args.smoke, "limit": args.limit, "device": args.device, "probe_device": fp["probe_device"], "task": spec.name, "model": args.model,
         "train_images": ev["train_samples"], "test_images": ev["samples"], "n_classes": ev["n_classes"],
         "shots": fp["shots"], "seeds": fp["seeds"], "runs": len(runs),
         "feature_pass_s": round(feature_s, 3), "encoder_forward_s": round(forward.wall, 3),
@@ -88,6 +97,7 @@ def main() -> int:
         "first_run_s": round(first_s, 3), "rerun_s": round(rerun_s, 3),
         "probe_trainings": trainings, "clip_benchmark_trainings": cb_trainings,
         "metrics": first.metrics,
+        "conditions": conditions(start),
     }
     print(f"few-shot linear probe, {spec.name}: {ev['train_samples']} train + {ev['samples']} test images, "
           f"{ev['n_classes']} classes, K={fp['shots']}, seeds={fp['seeds']}, {args.threads} threads, {args.device}")
@@ -96,6 +106,7 @@ def main() -> int:
           f"  {ev['probe_seconds']:7.2f} s   = {fig['probe_over_feature_pass']:.2f} × the feature pass")
     print(f"  first run {first_s:.2f} s, rerun from the feature cache {rerun_s:.2f} s (no encoder call)")
     print("  " + "  ".join(f"{k}={v:.4f}" for k, v in first.metrics.items() if not k.endswith("_std")))
+    print(conditions_line(fig["conditions"]))
     if args.json:
         atomic_write_text(args.json, json.dumps(fig, indent=2) + "\n")
     return 0

@@ -61,6 +61,7 @@ from evalkit.batching import is_cuda_oom
 from evalkit.models.eva_clip import EvaClipConfig, EvaVisionConfig, EvaVisionTransformer
 from evalkit.models.zoo import CARDS
 from evalkit.results import atomic_write_text
+from evalkit.timing import conditions, conditions_line
 
 CARD = "eva-clip-18b"
 BATCHES = (8, 16, 32, 64, 128, 256)
@@ -210,6 +211,7 @@ def no_cuda_report(reason: str) -> dict[str, Any]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "flops_per_image": vision_flops(cfg.vision, cfg.embed_dim),
+        "conditions": conditions(),
     }
 
 
@@ -549,6 +551,7 @@ def run(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
         bnb_version: str | None = bnb.__version__
     except Exception:  # absent or broken: the int8 entry says why
         bnb_version = None
+    start = conditions()
     report: dict[str, Any] = {
         "cuda": backend.cuda,
         "smoke": bool(args.smoke),
@@ -566,6 +569,7 @@ def run(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
 
     def save() -> None:
         report["wall_seconds"] = round(time.perf_counter() - started, 1)
+        report["conditions"] = conditions(start)  # host threads and load: the GPU's figures hardly feel them
         if args.json:
             atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
 
@@ -591,6 +595,7 @@ def run(args: argparse.Namespace, backend: Backend) -> dict[str, Any]:
     print("split:", split.get("skipped") or split.get("error") or [r.get("images_per_s") for r in split.get("rows", [])],
           flush=True)
     save()
+    print(conditions_line(report["conditions"]))
     return report
 
 

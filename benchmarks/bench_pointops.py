@@ -14,21 +14,31 @@ nearest points of each centre (Uni3D at evaluation: 8 x 10,000 points, 512 centr
 Both sides must return the same centres and the same neighbour sets (checked). Wall time is the
 best of ``--repeat`` runs; the speed-up is numpy / torch.
 
-    python benchmarks/bench_pointops.py [--json OUT] [--repeat 3] [--threads N] [--device cuda]
+The torch side is a loop of many small threaded operations (FPS: one step per centre), so on a
+machine whose cores other processes hold it collapses where the single-threaded NumPy loop barely
+slows: FPS 10.6x / 6.0x NumPy's speed on a quiet 2-core machine (2 / 1 threads) measured 0.4x /
+2.6x at load 2-3. The conditions (torch threads, load average at the start and the end) are
+printed and written with the figures; compare figures only under like conditions.
+
+``--smoke``: a second's check that the benchmark still runs (2 clouds of 2,000 points, 32 centres,
+k = 8, one repeat); its figures mean nothing.
+
+    python benchmarks/bench_pointops.py [--json OUT] [--repeat 3] [--threads N] [--device cuda] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 
 import numpy as np
 import torch
 
 from evalkit.models.pointops import FPS_SKIP_NORM_SQ, farthest_point_sample, gather_points, knn_group
 from evalkit.results import atomic_write_text
-from evalkit.timing import best_of
+from evalkit.timing import best_of, conditions, conditions_line
+
+SMOKE = {"batch": 2, "points": 2000, "centres": 32, "k": 8, "repeat": 1}
 
 
 def make_clouds(batch: int, points: int, seed: int = 0) -> np.ndarray:
@@ -73,9 +83,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--k", type=int, default=64)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"tiny sizes ({SMOKE}): checks that the benchmark runs; its figures mean nothing")
     args = ap.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     if args.threads:
         torch.set_num_threads(args.threads)
+    start = conditions()
 
     xyz = make_clouds(args.batch, args.points)
     pts = torch.from_numpy(xyz).to(args.device)
@@ -114,10 +129,10 @@ def main(argv: list[str] | None = None) -> dict:
           f"{'centres identical' if same_centres else 'CENTRES DIFFER'}")
     print(f"{'knn':5} {t_np_knn * 1e3:10.1f} {t_knn * 1e3:10.1f} {t_np_knn / t_knn:8.1f}x  "
           f"{share * 100:.2f}% of patches identical")
-    out = {"benchmark": "pointops", "batch": args.batch, "points": args.points, "centres": args.centres,
-           "k": args.k, "device": args.device, "threads": torch.get_num_threads(), "repeat": args.repeat,
-           "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version(),
-           "machine": platform.machine(), "rows": rows}
+    out = {"benchmark": "pointops", "smoke": args.smoke, "batch": args.batch, "points": args.points,
+           "centres": args.centres, "k": args.k, "device": args.device, "threads": torch.get_num_threads(),
+           "repeat": args.repeat, "numpy": np.__version__, "rows": rows, "conditions": conditions(start)}
+    print(conditions_line(out["conditions"]))
     if args.json:
         atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
     return out

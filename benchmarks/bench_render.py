@@ -14,15 +14,18 @@ ratio is render time / forward time for the same clouds. Target: rendering costs
 the ViT-B-32 forward of its views on the CPU (so a 3-D task's time is the model's, not the
 renderer's).
 
+``--smoke``: a few seconds' check that the benchmark still runs (2 clouds of 1,000 points, one
+repeat, 1 thread, ViT-S-32 as the baseline); its figures mean nothing. The conditions (torch threads, load average at the start and
+the end) are printed and written with the figures.
+
     python benchmarks/bench_render.py [--json OUT] [--clouds 8] [--points 10000] [--repeat 5] [--device cpu]
-                                      [--threads N]
+                                      [--threads N] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 
 import numpy as np
 import torch
@@ -30,11 +33,13 @@ import torch
 from evalkit import timing
 from evalkit.render import depth_view_images, render_depth_views
 from evalkit.results import atomic_write_text
+from evalkit.timing import conditions, conditions_line
 
 VIEWS, SIZE = 10, 224
 # open_clip's ViT-B-32 preprocessing constants (OpenAI's mean and std)
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
+SMOKE = {"clouds": 2, "points": 1000, "repeat": 1, "threads": 1, "arch": "ViT-S-32"}
 
 
 def make_clouds(n: int, points: int, seed: int = 0) -> torch.Tensor:
@@ -63,9 +68,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--arch", default="ViT-B-32", help="the baseline's open_clip architecture (random weights)")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"tiny sizes ({SMOKE}): checks that the benchmark runs; its figures mean nothing")
     args = ap.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     if args.threads:
         torch.set_num_threads(args.threads)
+    start = conditions()
 
     import open_clip
 
@@ -79,7 +90,7 @@ def main(argv: list[str] | None = None) -> dict:
     cpu_clouds = clouds.cpu()
     t_pil = best_of(lambda: [depth_view_images(c, VIEWS, SIZE) for c in cpu_clouds], args.repeat)
 
-    model = open_clip.create_model("ViT-B-32").to(device).eval()
+    model = open_clip.create_model(args.arch).to(device).eval()
     views = render_depth_views(clouds, VIEWS, SIZE).flatten(0, 1)
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
@@ -92,16 +103,15 @@ def main(argv: list[str] | None = None) -> dict:
     t_fwd = best_of(forward, args.repeat, sync)
 
     fig = {
-        "device": str(device), "torch_threads": torch.get_num_threads(), "machine": platform.machine(),
-        "processor": platform.processor(), "python": platform.python_version(), "torch": torch.__version__,
-        "clouds": n, "points": args.points, "views": VIEWS, "resolution": SIZE, "repeat": args.repeat,
+        "smoke": args.smoke, "device": str(device), "torch_threads": torch.get_num_threads(), "clouds": n, "points": args.points, "views": VIEWS, "resolution": SIZE, "repeat": args.repeat,
         "render_s": t_render, "render_clouds_per_s": n / t_render,
         "render_grid_only_s": t_grid, "render_grid_only_clouds_per_s": n / t_grid,
         "per_sample_pil_s": t_pil, "per_sample_pil_clouds_per_s": n / t_pil,
-        "vit_b32_forward_s": t_fwd, "vit_b32_forward_clouds_per_s": n / t_fwd,
+        "arch": args.arch, "image_forward_s": t_fwd, "image_forward_clouds_per_s": n / t_fwd,
         "render_over_forward": t_render / t_fwd,
         "per_sample_pil_over_forward": t_pil / t_fwd,
         "target_render_over_forward_max": 0.10,
+        "conditions": conditions(start),
     }
     print(f"{n} clouds x {args.points} points, {VIEWS} views at {SIZE}px, {device} "
           f"({fig['torch_threads']} torch threads); best of {args.repeat}")
@@ -109,11 +119,12 @@ def main(argv: list[str] | None = None) -> dict:
     rows = (("render_depth_views (batched, uint8 224px)", t_render),
             ("  grid steps only (112px, no resize)", t_grid),
             ("depth_view_images, one cloud at a time", t_pil),
-            ("baseline: ViT-B-32 image forward, 10 views", t_fwd))
+            (f"baseline: {args.arch} image forward, {VIEWS} views", t_fwd))
     for name, t in rows:
         print(f"{name:44} {t * 1e3:9.1f} {n / t:9.1f} {t / t_fwd:9.3f}")
     ok = fig["render_over_forward"] <= fig["target_render_over_forward_max"]
     print(f"render / forward = {fig['render_over_forward']:.3f} (target <= 0.10: {'met' if ok else 'NOT met'})")
+    print(conditions_line(fig["conditions"]))
     if args.json:
         atomic_write_text(args.json, json.dumps(fig, indent=2) + "\n")
     return fig

@@ -15,8 +15,12 @@ that point, so it counts torch's allocations, which tracemalloc cannot see. The 
 identical (==, not approximately), or the run fails. Targets: evalkit/clip_benchmark peak memory
 ≤ 0.25, time ≤ 0.5.
 
+``--smoke``: a few seconds' check that the benchmark still runs (200 images, D=64, one run a
+side; the metrics must still be identical); its figures mean nothing. The conditions (torch
+threads, load average at the start and the end) are printed and written with the figures.
+
     python benchmarks/bench_retrieval.py [--images 5000] [--captions-per-image 5] [--dim 768]
-                                         [--chunk-size 512] [--cb-batch-size 64] [--json OUT]
+                                         [--chunk-size 512] [--cb-batch-size 64] [--smoke] [--json OUT]
 """
 
 from __future__ import annotations
@@ -24,7 +28,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import platform
 import subprocess
 import sys
 import tempfile
@@ -33,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from evalkit.timing import proc_status_kib, reset_peak_rss
+from evalkit.timing import conditions, conditions_line, proc_status_kib, reset_peak_rss
 
 KS = (1, 5, 10)
 CB_KEYS = [f"{name}_retrieval_recall@{k}" for k in KS for name in ("image", "text")]
@@ -126,6 +129,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2, help="runs per side (fastest time, highest peak)")
     ap.add_argument("--signal", type=float, default=0.1,
                     help="weight of a caption's image in its (random) feature; 0 gives chance-level recall")
+    ap.add_argument("--smoke", action="store_true",
+                    help="200 images, D=64, one run a side: checks that the benchmark runs; its figures mean nothing")
     ap.add_argument("--json", help="write the figures here as JSON")
     ap.add_argument("--side", choices=["evalkit", "clip_benchmark"], help=argparse.SUPPRESS)
     ap.add_argument("--inputs", help=argparse.SUPPRESS)
@@ -139,6 +144,11 @@ def main() -> int:
 
     from evalkit.results import atomic_write_text
 
+    if args.smoke:
+        args.images, args.dim, args.repeats = 200, 64, 1
+    torch.set_num_threads(THREADS)  # as each side's process
+    start = conditions()
+
     n_texts = args.images * args.captions_per_image
     g = torch.Generator().manual_seed(args.seed)
     images = F.normalize(torch.randn(args.images, args.dim, generator=g), dim=-1)
@@ -149,8 +159,7 @@ def main() -> int:
     noise = F.normalize(torch.randn(n_texts, args.dim, generator=g), dim=-1)
     texts = F.normalize(args.signal * images[text_to_image] + noise, dim=-1)
     del noise
-    fig: dict = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-                 "threads": THREADS, "images": args.images, "captions": n_texts, "dim": args.dim,
+    fig: dict = {"smoke": args.smoke, "threads": THREADS, "images": args.images, "captions": n_texts, "dim": args.dim,
                  "repeats": args.repeats, "ks": list(KS), "signal": args.signal, "evalkit_chunk_size": args.chunk_size, "cb_batch_size": args.cb_batch_size}
     print(f"retrieval metrics, {args.images} images × {n_texts} captions, D={args.dim}, {THREADS} threads",
           flush=True)
@@ -186,6 +195,7 @@ def main() -> int:
         "memory_ratio": ours["peak_mib"] / theirs["peak_mib"],
         "clip_benchmark_floor_mib": floor_mib, "memory_ratio_vs_floor": ours["peak_mib"] / floor_mib,
         "identical": equal, "targets": {"time_ratio": 0.5, "memory_ratio": 0.25},
+        "conditions": conditions(start),
     })
     print(f"  best of {args.repeats}: evalkit {ours['seconds']:.2f} s, {ours['peak_mib']:.1f} MiB; "
           f"clip_benchmark {theirs['seconds']:.2f} s, {theirs['peak_mib']:.1f} MiB")
@@ -194,6 +204,7 @@ def main() -> int:
     print(f"  clip_benchmark's tensors need ≥ {floor_mib:.0f} MiB whatever the allocator keeps; "
           f"evalkit's peak is {fig['memory_ratio_vs_floor']:.3f} of that")
     print("  " + "  ".join(f"{k}={v:.6f}" for k, v in theirs["metrics"].items()))
+    print(conditions_line(fig["conditions"]))
     if args.json:
         atomic_write_text(args.json, json.dumps(fig, indent=2) + "\n")
     if not equal:

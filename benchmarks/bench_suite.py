@@ -26,7 +26,12 @@ ViT-B-32``). Class names and templates are clip_benchmark's ImageNet lists. The 
 keeps the real suite's proportion of images to prompts (about 166,000 test images to 80,000
 prompts: 2 to 1): 40 classes × 80 templates = 3,200 prompts, 6 × 1,100 = 6,600 images.
 
-    python benchmarks/bench_suite.py [--arch small] [--classes 40] [--images 1100] [--command] [--json OUT]
+``--smoke``: a few seconds' check that the benchmark still runs (5 class names × 2 templates, 16
+images a task in shards of 8, 1 thread); its figures mean nothing. The conditions (torch threads,
+load average at the start and the end) are printed and written with the figures.
+
+    python benchmarks/bench_suite.py [--arch small] [--classes 40] [--images 1100] [--command] [--smoke]
+                                     [--json OUT]
 """
 
 from __future__ import annotations
@@ -34,8 +39,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
-import platform
 import subprocess
 import sys
 import tarfile
@@ -48,6 +51,7 @@ import torch
 from PIL import Image
 
 from evalkit.results import atomic_write_text
+from evalkit.timing import conditions, conditions_line
 
 SMALL_ARCH = {
     "embed_dim": 256,
@@ -58,6 +62,7 @@ SMALL_NAME = "evalkit-bench-small"
 # the suite's six tasks, named after the sets they stand for (IN-1K, IN-V2, IN-A, IN-R, IN-Sketch, ObjectNet)
 TASKS = ("in1k", "inv2", "in-a", "in-r", "in-sketch", "objectnet")
 TRANSFORMS = ("crop", "squash")
+SMOKE = {"classes": 5, "templates": 2, "images": 16, "shard_size": 8, "threads": 1}
 
 
 def register_arch(folder: Path) -> str:
@@ -159,9 +164,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
     ap.add_argument("--command", action="store_true",
                     help="also time (a) as two `evalkit run` commands in fresh processes, cold and warm")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"tiny sizes ({SMOKE}): checks that the benchmark runs; its figures mean nothing")
     ap.add_argument("--json", help="write the figures here as JSON")
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     torch.set_num_threads(args.threads)
+    start = conditions()
 
     import clip_benchmark
 
@@ -171,8 +181,7 @@ def main() -> int:
     classnames = json.loads((pkg / "en_classnames.json").read_text())["imagenet1k"][: args.classes]
     templates = json.loads((pkg / "en_zeroshot_classification_templates.json").read_text())["imagenet1k"]
     templates = templates[: args.templates]
-    fig: dict = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                 "torch": torch.__version__, "threads": torch.get_num_threads(), "arch": args.arch,
+    fig: dict = {"smoke": args.smoke, "arch": args.arch,
                  "classes": len(classnames), "templates": len(templates), "prompts": len(classnames) * len(templates),
                  "tasks": len(TASKS), "images_per_task": args.images, "images": args.images * len(TASKS),
                  "evaluations": len(TASKS) * len(TRANSFORMS), "batch_size": args.batch_size}
@@ -251,6 +260,8 @@ def main() -> int:
             print(f"(a) as commands in fresh processes: cold {c_cold:.1f}s, warm {c_warm:.2f}s "
                   f"({c_cold / c_warm:.1f}x; `import torch, torchvision, open_clip` alone {imports:.2f}s)", flush=True)
 
+    fig["conditions"] = conditions(start)
+    print(conditions_line(fig["conditions"]) + " (the --command runs: torch's default threads)")
     if args.json:
         atomic_write_text(args.json, json.dumps(fig, indent=2) + "\n")
     return 0

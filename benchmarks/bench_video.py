@@ -30,15 +30,19 @@ outside is, if anything, understated. For scale, "decode alone" is ``sample_fram
 same clips, one after another, best of ``--task-repeat``. Each setting runs ``--task-repeat``
 times after one warm-up run; the run with the median wall time is reported.
 
+``--smoke``: a few seconds' check that the benchmark still runs (clips of 2 s, 1 thread, h264 with a
+keyframe every second only, 4 task clips, one run of each); its figures mean nothing. The
+conditions (torch threads, load average at the start and the end) are printed and written with
+the figures.
+
     python benchmarks/bench_video.py [--json OUT] [--repeat 5] [--task-clips 16] [--task-repeat 3]
-                                     [--parts decode,task] [--threads N]
+                                     [--parts decode,task] [--threads N] [--clip-seconds 10] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import tempfile
 import time
@@ -49,13 +53,15 @@ import numpy as np
 
 from evalkit.data import video
 from evalkit.results import atomic_write_text
-from evalkit.timing import best_of
+from evalkit.timing import best_of, conditions, conditions_line
 
 SECONDS, FPS, SIZE = 10, 25, 224
 TASK_FRAME = (320, 240)  # the task figure's clips: UCF-101's frame size (not square: crop and squash differ)
+SMOKE = {"clip_seconds": 2, "repeat": 1, "task_clips": 4, "task_repeat": 1, "threads": 1}
 
 
-def make_clip(path: Path, codec: str, gop: int, width: int = SIZE, height: int = SIZE, seed: int = 0) -> Path:
+def make_clip(path: Path, codec: str, gop: int, width: int = SIZE, height: int = SIZE, seed: int = 0,
+              seconds: int = SECONDS) -> Path:
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 255, (height, width, 3), dtype=np.uint8)
     ramp = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
@@ -66,7 +72,7 @@ def make_clip(path: Path, codec: str, gop: int, width: int = SIZE, height: int =
         s.codec_context.gop_size = gop
         if codec == "libx264":
             s.options = {"keyint": str(gop), "min-keyint": str(gop), "scenecut": "0"}
-        for i in range(SECONDS * FPS):
+        for i in range(seconds * FPS):
             a = (np.roll(base, 3 * i, axis=1).astype(np.float32) * 0.5 + np.roll(ramp, 2 * i, axis=1) * 0.5)
             f = av.VideoFrame.from_ndarray(a.astype(np.uint8), format="rgb24")
             f.pts = i
@@ -119,7 +125,7 @@ def task_share(args: argparse.Namespace) -> dict:
 
     encoder = models.load("eva-clip-demo")
     classes = ("archery", "bowling", "juggling", "surfing")
-    out: dict = {"model": "eva-clip-demo", "clips": args.task_clips, "classes": len(classes), "codec": "libx264",
+    out: dict = {"model": "eva-clip-demo", "clips": args.task_clips, "clip_seconds": args.clip_seconds, "classes": len(classes), "codec": "libx264",
                  "frame_size": list(TASK_FRAME), "gop": FPS, "device": encoder.device,
                  "torch_threads": torch.get_num_threads(), "settings": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -128,7 +134,7 @@ def task_share(args: argparse.Namespace) -> dict:
         for i in range(args.task_clips):
             d = folder / classes[i % len(classes)]
             d.mkdir(parents=True, exist_ok=True)
-            paths.append(make_clip(d / f"{i:03d}.mp4", "libx264", FPS, *TASK_FRAME, seed=i))
+            paths.append(make_clip(d / f"{i:03d}.mp4", "libx264", FPS, *TASK_FRAME, seed=i, seconds=args.clip_seconds))
         run_task(folder, Path(tmp) / "out", encoder, "middle", "crop")  # warm-up: first calls into torch
         for sampler in ("middle", "uniform-8"):
             t_dec, _ = best_of(lambda s=sampler: [video.sample_frames(p, s) for p in paths], args.task_repeat)
@@ -144,7 +150,7 @@ def task_share(args: argparse.Namespace) -> dict:
 
 def print_task_share(fig: dict) -> None:
     print(f"\nvideo task wall time, {fig['model']} on {fig['device']} ({fig['torch_threads']} torch threads): "
-          f"videofolder of {fig['clips']} clips, {fig['classes']} classes, {SECONDS} s at {FPS} fps, "
+          f"videofolder of {fig['clips']} clips, {fig['classes']} classes, {fig['clip_seconds']} s at {FPS} fps, "
           f"{fig['frame_size'][0]}x{fig['frame_size'][1]} {fig['codec']} (keyframe every {fig['gop']}); "
           "median of the runs")
     print(f"{'sampler':10} {'transform':13} {'wall s':>7} {'image fwd':>9} {'text fwd':>8} {'outside':>8} "
@@ -164,7 +170,13 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--task-clips", type=int, default=16, help="clips in the task figure's videofolder")
     ap.add_argument("--task-repeat", type=int, default=3, help="runs of each task setting (median reported)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    ap.add_argument("--clip-seconds", type=int, default=SECONDS, help="length of the generated clips")
+    ap.add_argument("--smoke", action="store_true",
+                    help=f"{SMOKE}, h264 with a keyframe every second only: checks that the benchmark runs; "
+                         "its figures mean nothing")
     args = ap.parse_args(argv)
+    if args.smoke:
+        vars(args).update(SMOKE)
     parts = {p.strip() for p in args.parts.split(",") if p.strip()}
     if not parts <= {"decode", "task"}:
         ap.error(f"--parts: unknown {sorted(parts - {'decode', 'task'})}; choose from decode, task")
@@ -172,14 +184,16 @@ def main(argv: list[str] | None = None) -> dict:
         import torch
 
         torch.set_num_threads(args.threads)
-    out = {"benchmark": "video", "seconds": SECONDS, "fps": FPS, "size": SIZE, "repeat": args.repeat,
+    start = conditions()
+    out = {"benchmark": "video", "smoke": args.smoke, "seconds": args.clip_seconds, "fps": FPS, "size": SIZE, "repeat": args.repeat,
            "pyav": av.__version__, "python": platform.python_version(), "machine": platform.machine()}
     if "decode" in parts:
         out.update(decode_figures(args))
     if "task" in parts:
         out["task"] = task_share(args)
         print_task_share(out["task"])
-    out["load_average"] = os.getloadavg()
+    out["conditions"] = conditions(start)
+    print(conditions_line(out["conditions"]))
     if args.json:
         atomic_write_text(args.json, json.dumps(out, indent=2) + "\n")
     return out
@@ -188,12 +202,12 @@ def main(argv: list[str] | None = None) -> dict:
 def decode_figures(args: argparse.Namespace) -> dict:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for codec, ext in (("libx264", "mp4"), ("mpeg4", "mp4")):
+        for codec, ext in (("libx264", "mp4"),) if args.smoke else (("libx264", "mp4"), ("mpeg4", "mp4")):
             if codec not in av.codecs_available:
                 continue
-            for gop in (25, 50, 250):
-                path = make_clip(Path(tmp) / f"{codec}-g{gop}.{ext}", codec, gop)
-                n_all = SECONDS * FPS
+            for gop in (FPS,) if args.smoke else (FPS, 2 * FPS, args.clip_seconds * FPS):  # 1 s, 2 s, one GOP
+                path = make_clip(Path(tmp) / f"{codec}-g{gop}.{ext}", codec, gop, seconds=args.clip_seconds)
+                n_all = args.clip_seconds * FPS
                 row = {"codec": codec, "gop": gop, "frames": n_all, "bytes": path.stat().st_size}
                 for sampler in ("middle", "uniform-8"):
                     keep = frozenset(video.frame_indices(n_all, sampler))
@@ -211,14 +225,15 @@ def decode_figures(args: argparse.Namespace) -> dict:
                 row["full+rgb"] = {"wall_s": t_rgb, "frames_per_s": n_all / t_rgb, "decoded": n_all}
                 rows.append(row)
 
-    print(f"{SECONDS} s clips at {FPS} fps, {SIZE}x{SIZE}; best of {args.repeat}; "
+    n_all = args.clip_seconds * FPS
+    print(f"{args.clip_seconds} s clips at {FPS} fps, {SIZE}x{SIZE}; best of {args.repeat}; "
           "wall ms per clip (frames returned/s, frames decoded)")
-    print("speed-ups are against full/<sampler>: decode all 250 frames, convert to RGB only the "
-          "sampler's frames (vissl's loop); full+rgb converts all 250")
+    print(f"speed-ups are against full/<sampler>: decode all {n_all} frames, convert to RGB only the "
+          f"sampler's frames (vissl's loop); full+rgb converts all {n_all}")
     heads = ("full+rgb", "full/middle", "middle", "full/uniform-8", "uniform-8")
     print(f"{'codec':8} {'gop':>4} " + " ".join(f"{h:>28}" for h in heads))
     for r in rows:
-        cells = [f"{r['full+rgb']['wall_s'] * 1e3:7.1f} ({r['full+rgb']['frames_per_s']:5.0f}/s, 250)"]
+        cells = [f"{r['full+rgb']['wall_s'] * 1e3:7.1f} ({r['full+rgb']['frames_per_s']:5.0f}/s, {n_all})"]
         for s in ("middle", "uniform-8"):
             f = r[f"full/{s}"]
             cells.append(f"{f['wall_s'] * 1e3:7.1f} ({f['frames_per_s']:5.0f}/s, {f['decoded']:3})")

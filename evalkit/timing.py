@@ -29,7 +29,7 @@ from typing import Any
 
 from evalkit.models.encoder import Encoder
 
-__all__ = ["Clock", "TimedEncoder", "best_of", "proc_status_kib", "reset_peak_rss"]
+__all__ = ["Clock", "TimedEncoder", "best_of", "conditions", "conditions_line", "proc_status_kib", "reset_peak_rss"]
 
 
 def best_of(fn: Any, repeat: int, *, warmup: bool = False, sync: Any = None) -> tuple[float, Any]:
@@ -48,6 +48,43 @@ def best_of(fn: Any, repeat: int, *, warmup: bool = False, sync: Any = None) -> 
             sync()
         best = min(best, time.perf_counter() - t)
     return best, out
+
+
+def conditions(start: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a benchmark's figures were measured under, to be stated beside them: torch's intra-op
+    threads, the cores this process may run on, the load average (1, 5, 15 min), versions.
+
+    The load matters most on a shared machine: torch's many small threaded operations wait on each
+    other when other processes hold the cores (``benchmarks/bench_pointops.py``'s FPS went from
+    10.6x the NumPy loop on a quiet machine to 0.4x at load 2-3 with 2 threads). Call it once
+    the benchmark has set its threads, and again at the end with the first result as ``start``:
+    that adds ``load_average_end`` (and ``threads_end`` where the thread count changed)."""
+    import os
+    import platform
+
+    import torch
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    now = {"threads": torch.get_num_threads(), "cpus": cpus,
+           "load_average": [round(x, 2) for x in os.getloadavg()],
+           "python": platform.python_version(), "torch": torch.__version__}
+    if start is None:
+        return now
+    out = {**start, "load_average_end": now["load_average"]}
+    if now["threads"] != start["threads"]:
+        out["threads_end"] = now["threads"]
+    return out
+
+
+def conditions_line(c: dict[str, Any]) -> str:
+    """One printable line of :func:`conditions`."""
+    line = (f"conditions: {c['threads']} torch thread{'s' if c['threads'] != 1 else ''}, {c['cpus']} cores, "
+            f"load average {c['load_average'][0]:.2f} (1 min; {c['load_average'][1]:.2f} over 5 min)")
+    if "load_average_end" in c:
+        line += f" at the start, {c['load_average_end'][0]:.2f} at the end"
+    if "threads_end" in c:
+        line += f"; {c['threads_end']} threads at the end"
+    return line
 
 
 def proc_status_kib(field: str) -> int:
