@@ -21,7 +21,8 @@ from evalkit.cache import run_cache_dir
 from evalkit.data.root import default_data_root
 from evalkit.errors import one_line
 from evalkit.features import FeatureCache, default_cache_dir, default_num_workers
-from evalkit.models.auto import Placement, choose_placement
+from evalkit.models.auto import AUTO, Placement, choose_placement
+from evalkit.models.precision import AUTO_PRECISION
 from evalkit.registry import task_families
 from evalkit.results import (
     TaskResult,
@@ -75,10 +76,10 @@ def evaluate(
     *,
     weights: str | None = None,
     data_root: str | Path | None = None,
-    precision: str = "auto",
+    precision: str = AUTO_PRECISION,
     batch_size: int | str = 64,
     prefetch: int | None = None,
-    device: str = "auto",
+    device: str = AUTO,
     output_dir: str | Path = "results",
     limit: int | None = None,
     num_workers: int | None = None,
@@ -139,11 +140,12 @@ def evaluate(
     Without a launcher, or with one process, nothing changes: no process group is made.
     """
     options = dict(locals())
-    # Task names first (a typo costs nothing), then where the model goes and whether it fits:
-    # both before any data is read or any checkpoint located.
+    # Task names first (a typo costs nothing), then where the model goes; whether it fits there is
+    # said after the data check (missing data is reported first), before any checkpoint is located.
     options["tasks"] = resolve_tasks(tasks, task_dirs)
     placement = choose_placement(model, device=device, devices=devices, precision=precision, batch_size=batch_size,
-                                 max_memory=max_memory, offload_dir=offload_dir, text_model=text_model)
+                                 max_memory=max_memory, offload_dir=offload_dir, text_model=text_model,
+                                 defer_fit=True)
     options.update(device=placement.device, devices=placement.devices, precision=placement.precision,
                    placement=placement)
     launch = distributed.detect()
@@ -211,7 +213,7 @@ def _evaluate(
         variant += f"+text-{safe_name(text_model or 'card')}" + (f"-{safe_name(Path(text_weights).name)}"
                                                                  if text_weights else "")
     if limit is not None:  # a partial run never takes a full result's place (nor is read as one)
-        variant += f"+limit{limit}"
+        variant = run_variant(variant, limit=limit)
     report = RunReport(rank=0 if world is None else world.rank, world_size=1 if world is None else world.size)
 
     def fail(name: str, e: BaseException | str) -> None:
@@ -270,6 +272,7 @@ def _evaluate(
     specs = [s for s in specs if s.name not in dict(report.failures)]
     if not specs:
         return report
+    placement.check()  # the model must fit where it goes: said now, before any checkpoint is located
 
     def load() -> Any:
         rank_device, rank_devices = device, devices

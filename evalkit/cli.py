@@ -11,7 +11,7 @@ from typing import Any
 
 from evalkit.cli_help import TASK_DIR_HELP, HelpFormatter
 from evalkit.errors import one_line
-from evalkit.models.precision import PRECISION_NAMES  # torch-free, for --help
+from evalkit.models.precision import AUTO_PRECISION, RUN_PRECISION_CHOICES  # torch-free, for --help
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                      "list tasks`), or ad-hoc datasets: wds:/path (clip_benchmark WebDataset folder), folder:/path "
                      "(ImageFolder; folder:/path?classnames=FILE), hf:/path (datasets.save_to_disk folder)")
     run.add_argument("--data-root", help="folder under which tasks find their datasets (default: $EVALKIT_DATA)")
-    run.add_argument("--precision", default="auto", choices=("auto", *PRECISION_NAMES),
+    run.add_argument("--precision", default=AUTO_PRECISION, choices=RUN_PRECISION_CHOICES,
                      help="weights dtype (amp: fp32 weights under autocast; int8: LLM.int8 and int4: NF4 "
                      "block Linear layers via bitsandbytes, fp16 elsewhere, EVA-CLIP models). Default auto: the "
                      "card's release precision on a GPU (fp16 for eva-clip-18b), fp32 on the CPU (its fastest); the "

@@ -77,18 +77,21 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("_") or "unnamed"
 
 
-def run_variant(precision: str, weights: str | None = None) -> str:
+def run_variant(precision: str, weights: str | None = None, *, limit: int | None = None) -> str:
     """The variant label of a run: ``precision``, plus ``+<weights>`` when weights other than the
     card's own were given: a file or folder as its name and a short hash of its absolute path
-    (two ``model.pt`` in different folders differ), a pretrained tag or ``random`` as it is."""
-    if not weights:
-        return precision
-    path = Path(weights).expanduser()
-    if path.exists():
-        label = f"{path.name}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:6]}"
-    else:
-        label = weights
-    return f"{precision}+{safe_name(label)}"
+    (two ``model.pt`` in different folders differ), a pretrained tag or ``random`` as it is; plus
+    ``+limit<N>`` for a run of only the first N samples (``--limit``), so a partial result never
+    takes a full one's place."""
+    variant = precision
+    if weights:
+        path = Path(weights).expanduser()
+        if path.exists():
+            label = f"{path.name}-{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:6]}"
+        else:
+            label = weights
+        variant = f"{precision}+{safe_name(label)}"
+    return variant if limit is None else f"{variant}+limit{limit}"
 
 
 def result_variant(result: TaskResult) -> str:

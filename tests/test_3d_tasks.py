@@ -17,7 +17,7 @@ from evalkit.features import SampleDecodeError, zero_shot_classifier
 from evalkit.models import load
 from evalkit.models.uni3d import Uni3DPointEncoder, load_uni3d_checkpoint, prepare_points, uni3d_config
 from evalkit.resources import builtin_tasks_dir
-from evalkit.tasks.spec import TaskSpecError
+from evalkit.tasks.spec import TaskSpecError, adhoc_name
 
 
 def _clouds(root, n_points=(10000, 10000, 700), classes=("sphere", "cube")):
@@ -65,7 +65,7 @@ def test_depth_views_with_a_2d_model_and_a_bad_cloud(tmp_path):
 
     enc = load("eva-clip-demo")
     classifier, pre = zero_shot_classifier(enc, ["cube", "sphere"], depth_prompts), enc.preprocess("crop")
-    lines = (tmp_path / "out" / "runs" / "eva-clip-demo" / "pointfolder_clouds.predictions.jsonl").read_text()
+    lines = (tmp_path / "out" / "runs" / "eva-clip-demo" / f"{adhoc_name(f'pointfolder:{root}')}.predictions.jsonl").read_text()
     for p in map(json.loads, lines.splitlines()):
         images = depth_view_images(np.load(root / p["key"]), n_views=10, resolution=224)
         with torch.no_grad():
@@ -74,7 +74,7 @@ def test_depth_views_with_a_2d_model_and_a_bad_cloud(tmp_path):
         assert p["top_scores"] == pytest.approx(want[p["top_classes"]].tolist(), abs=2e-3), p["key"]
     assert ev["n_templates"] == len(depth_prompts) != 64  # the depth prompts, not Uni3D's 64
     assert ev["evaluated"] == 4 and ev["skipped_keys"] == ["cube/bad.npy"]
-    log = (tmp_path / "out" / "runs" / "eva-clip-demo" / "pointfolder_clouds.skipped.log").read_text()
+    log = (tmp_path / "out" / "runs" / "eva-clip-demo" / f"{adhoc_name(f'pointfolder:{root}')}.skipped.log").read_text()
     assert "cube/bad.npy" in log and "nan" in log.lower()
     with pytest.raises(SampleDecodeError, match=r"sample cube/bad\.npy: cannot decode .*rerun without --strict"):
         api.evaluate("eva-clip-demo", f"pointfolder:{root}", strict=True, raise_errors=True, **_kw(tmp_path))
@@ -108,7 +108,7 @@ def test_uni3d_points_view_equals_the_encoder_by_hand(tmp_path, uni3d_ckpt):
             scores[f"{c}/{i}.npy"] = 100 * (feat @ classifier)[0]
     preds = {k: int(v.argmax()) for k, v in scores.items()}
     folder = tmp_path / "out" / "runs" / "uni3d-ti" / ev["variant"]
-    lines = (folder / "pointfolder_clouds.predictions.jsonl").read_text().splitlines()
+    lines = (folder / f"{adhoc_name(f'pointfolder:{root}')}.predictions.jsonl").read_text().splitlines()
     for p in map(json.loads, lines):
         assert p["top_classes"][0] == preds[p["key"]]
         assert p["top_scores"] == pytest.approx(scores[p["key"]][p["top_classes"]].tolist(), abs=2e-3)

@@ -73,8 +73,9 @@ def test_explicit_cuda_without_a_gpu_is_refused_before_planning():
 
 
 def test_box_command_on_a_cpu_box_reads_no_weights(monkeypatch, tmp_path, capsys):
-    """`evalkit run --model eva-clip-18b --tasks imagenet,objectnet` as typed, on this machine: one
-    line, exit 1, and no checkpoint is looked for (no download of 36.7 GB)."""
+    """`evalkit run --model eva-clip-18b --tasks ...` as typed, on this machine, with its data there
+    (the demo's generated task stands in for ImageNet): one line, exit 1, and no checkpoint is
+    looked for (no download of 36.7 GB). Without the data, the data is what it reports first."""
     import evalkit.models as models
     import evalkit.models.auto as auto
 
@@ -84,12 +85,16 @@ def test_box_command_on_a_cpu_box_reads_no_weights(monkeypatch, tmp_path, capsys
     monkeypatch.setattr(models, "locate", located)
     monkeypatch.setattr(auto, "_cuda_count", lambda: 0)
     monkeypatch.setattr("evalkit.models.devices._host_available", lambda: 24 * GiB)
-    rc = cli.main(["run", "--model", "eva-clip-18b", "--tasks", "imagenet,objectnet", "--output-dir",
+    rc = cli.main(["run", "--model", "eva-clip-18b", "--tasks", "shapeworld-shape", "--output-dir",
                    str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 1
     assert err.count("\n") == 1 and "does not fit on --devices cpu" in err and "--precision int" in err
-    assert not (tmp_path / "out").exists()  # nothing written either
+    assert not list((tmp_path / "out").rglob("*.json"))  # nothing written either
+    rc = cli.main(["run", "--model", "eva-clip-18b", "--tasks", "imagenet,objectnet", "--data-root",
+                   str(tmp_path / "nodata"), "--output-dir", str(tmp_path / "out")])
+    err = capsys.readouterr().err.splitlines()
+    assert rc == 1 and len(err) == 2 and err[0].startswith("evalkit: error: imagenet1k: ")
 
 
 def test_result_records_what_auto_chose(tiny_arch, tmp_path):

@@ -10,7 +10,7 @@ from fixtures import CLASSNAMES, make_folder, make_wds
 from evalkit import cli
 from evalkit.data.sources import DataError, load_source
 from evalkit.registry import Registry, UnknownNameError
-from evalkit.tasks.spec import TaskIndex, TaskSpecError
+from evalkit.tasks.spec import TaskIndex, TaskSpecError, adhoc_name
 
 
 def run_cli(*argv: str) -> int:
@@ -24,7 +24,7 @@ def _run(tmp_path, model, tasks, *extra):
 def test_run_wds_writes_clip_benchmark_compatible_json(tiny_arch, tmp_path, capsys):
     root = make_wds(tmp_path / "wds_fixture")
     assert _run(tmp_path, f"open_clip:{tiny_arch}", f"wds:{root}", "--save-predictions") == 0
-    path = tmp_path / "out" / "runs" / f"open_clip_{tiny_arch}" / "wds_wds_fixture.json"
+    path = tmp_path / "out" / "runs" / f"open_clip_{tiny_arch}" / f"{adhoc_name(f'wds:{root}')}.json"
     d = json.loads(path.read_text())
     for key in ("dataset", "model", "pretrained", "task", "metrics", "language"):
         assert key in d
@@ -32,7 +32,7 @@ def test_run_wds_writes_clip_benchmark_compatible_json(tiny_arch, tmp_path, caps
     ev = d["evalkit"]
     assert ev["samples"] == 24 and ev["skipped"] == 0 and ev["precision"] == "fp32"
     assert ev["fingerprint"] and ev["git_commit"] and ev["transform"] == "crop"
-    preds = (path.parent / "wds_wds_fixture.predictions.jsonl").read_text().splitlines()
+    preds = (path.parent / f"{adhoc_name(f'wds:{root}')}.predictions.jsonl").read_text().splitlines()
     assert len(preds) == 24
     p0 = json.loads(preds[0])
     assert set(p0) == {"key", "label", "top_classes", "top_scores"} and len(p0["top_classes"]) == 5
@@ -53,10 +53,10 @@ def test_corrupt_sample_skipped_counted_and_logged(tiny_arch, tmp_path):
     root = make_wds(tmp_path / "wds_bad", corrupt=2)
     assert _run(tmp_path, f"open_clip:{tiny_arch}", f"wds:{root}") == 0
     out = tmp_path / "out" / "runs" / f"open_clip_{tiny_arch}"
-    d = json.loads((out / "wds_wds_bad.json").read_text())
+    d = json.loads((out / f"{adhoc_name(f'wds:{root}')}.json").read_text())
     assert d["evalkit"]["skipped"] == 2 and d["evalkit"]["evaluated"] == 22
     assert d["evalkit"]["skipped_keys"] == ["0.tar/s000000", "0.tar/s000001"]
-    log = (out / "wds_wds_bad.skipped.log").read_text().splitlines()
+    log = (out / f"{adhoc_name(f'wds:{root}')}.skipped.log").read_text().splitlines()
     assert len(log) == 2 and log[0].startswith("0.tar/s000000\t")
 
 
@@ -190,7 +190,8 @@ def test_offline_pretrained_tag_gives_clear_error(tmp_path, capsys):
 
 
 def test_eva_18b_without_weights_names_expected_files(tmp_path, capsys):
-    assert _run(tmp_path, "eva-clip-18b", "demo") == 1
+    # --max-memory: the planner is told the host has room, so the run gets as far as the weights
+    assert _run(tmp_path, "eva-clip-18b", "demo", "--max-memory", "200GiB") == 1
     assert "EVA_CLIP_18B_psz14_s6B.fp16.pt" in capsys.readouterr().err
 
 
@@ -214,7 +215,7 @@ def test_resume_uses_cached_units(tiny_arch, tmp_path, monkeypatch):
     calls["n"] = 10  # no more interruptions; count what is recomputed
     assert _run(tmp_path, f"open_clip:{tiny_arch}", f"wds:{root}", "--cache-dir", cache) == 0
     assert calls["n"] == 12, "only the two unfinished shards should be recomputed"
-    d = json.loads((tmp_path / "out" / "runs" / f"open_clip_{tiny_arch}" / "wds_wds_resume.json").read_text())
+    d = json.loads((tmp_path / "out" / "runs" / f"open_clip_{tiny_arch}" / f"{adhoc_name(f'wds:{root}')}.json").read_text())
     assert d["evalkit"]["samples"] == 24
 
 

@@ -28,6 +28,7 @@ from fixtures import make_wds, register_tiny_open_clip
 
 from evalkit.distributed import DistributedError, Launch, detect, device_for_rank, devices_for_rank
 from evalkit.features import assign_units
+from evalkit.tasks.spec import adhoc_name
 
 DEMO_LIMIT = "56"  # 7 units of 8 per task; 280 captions: two passes of the text tower (256 a pass)
 DEMO_ARGS = ["--model", "eva-clip-demo", "--tasks", "shapeworld-shape,shapeworld-retrieval", "--limit", DEMO_LIMIT]
@@ -295,7 +296,7 @@ def test_kill9_during_extraction_then_resume_with_two_processes(world_dir, tmp_p
     _same_results(_outputs(tmp_path / "cold-out"), _outputs(out))
     passes = _passes(counts)
     assert passes[0]["image"] + passes[1]["image"] == 22 - 8  # the two shards done before the kill: not again
-    ev = _outputs(out)["wds_wds_dist.json"]["evalkit"]
+    ev = _outputs(out)[f"{adhoc_name(f'wds:{data}')}.json"]["evalkit"]
     assert ev["world_size"] == 2 and ev["samples_per_rank"] == [passes[0]["image"], passes[1]["image"]]
     assert min(ev["samples_per_rank"]) > 0
 

@@ -74,7 +74,8 @@ def e2e(data_root, tmp_path_factory):
     rc = cli.main(["run", "--model", MODEL, "--tasks", "eva27," + ",".join(VARIANTS), "--data-root", str(root),
                    "--output-dir", str(out), "--limit", str(LIMIT), "--no-cache", "--quiet"])
     assert rc == 0
-    return {p.stem: json.loads(p.read_text()) for p in (out / "runs" / MODEL_DIR).glob("*.json")}, out
+    # a --limit run: a variant of its own (never a full result's place)
+    return {p.stem: json.loads(p.read_text()) for p in (out / "runs" / MODEL_DIR / f"fp32+limit{LIMIT}").glob("*.json")}, out
 
 
 # -- task files --------------------------------------------------------------------------------
@@ -451,7 +452,9 @@ def test_report_puts_the_27_claims_next_to_verified_numbers(e2e, tmp_path):
         if task in EVA27:
             path = tmp_path / "runs" / "eva-clip-18b" / f"{task}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({**r, "model": "eva-clip-18b"}))
+            # filed as a full run's result (a --limit result is partial and never compared with a claim)
+            full = {**r["evalkit"], "limit": None, "variant": "fp32"}
+            path.write_text(json.dumps({**r, "model": "eva-clip-18b", "evalkit": full}))
     table = verified_table(tmp_path, model="eva-clip-18b")
     table2 = table[(table["metric"] == "acc1") & (table["transform"] == "best-of-both") & table["primary"]
                    & table["task"].isin(EVA27)]

@@ -188,7 +188,9 @@ def test_open_clip_tag_offline_with_an_empty_cache_fails_at_once_in_one_line(hf_
     assert "open_clip_pytorch_model.bin" in str(err.value)
 
 
-@pytest.mark.parametrize("argv", [["--model", "eva-clip-18b"], ["--model", "open_clip:ViT-B-32", "--weights", "openai"]])
+# the 18B: --max-memory tells the planner the host has room (it would stop on this machine's RAM first)
+@pytest.mark.parametrize("argv", [["--model", "eva-clip-18b", "--max-memory", "200GiB"],
+                                  ["--model", "open_clip:ViT-B-32", "--weights", "openai"]])
 def test_cli_offline_without_weights_prints_one_line(tmp_path, argv):
     cache = tmp_path / "empty-hub-cache"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache)}

@@ -14,6 +14,7 @@ from fixtures import make_wds
 
 from evalkit import api, cli, report
 from evalkit.results import DEFAULT_VARIANT, TaskResult, result_path, run_variant, write_result
+from evalkit.tasks.spec import adhoc_name
 
 
 def _run(tmp_path, *argv: str) -> int:
@@ -42,8 +43,8 @@ def test_tasks_with_data_still_run_when_another_is_missing(tiny_arch, tmp_path, 
     root = make_wds(tmp_path / "wds_ok")
     assert _run(tmp_path, "--model", f"open_clip:{tiny_arch}", "--tasks", f"wds:{root},wds:{tmp_path / 'nope'}") == 1
     captured = capsys.readouterr()
-    assert "wds_wds_ok: acc1=" in captured.out
-    assert captured.err.count("\n") == 1 and "wds_nope" in captured.err
+    assert f"{adhoc_name(f'wds:{root}')}: acc1=" in captured.out
+    assert captured.err.count("\n") == 1 and adhoc_name(f"wds:{tmp_path / 'nope'}") in captured.err
 
 
 def test_a_task_error_is_printed_once(tmp_path):
@@ -57,7 +58,8 @@ def test_a_task_error_is_printed_once(tmp_path):
          "--output-dir", str(tmp_path / "out")],
         capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert proc.returncode == 1
-    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("evalkit: error: wds_nope: "), proc.stderr
+    nope = adhoc_name(f"wds:{tmp_path / 'nope'}")
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"evalkit: error: {nope}: "), proc.stderr
 
 
 def test_failures_and_results_are_reported_as_they_happen(tiny_arch, tmp_path):
@@ -68,8 +70,9 @@ def test_failures_and_results_are_reported_as_they_happen(tiny_arch, tmp_path):
                            on_failure=lambda name, why: events.append(("failed", name)),
                            on_result=lambda result, path: events.append(("done", result.dataset)))
     # the missing dataset before any model work, the --strict failure before the next task's result
-    assert events == [("failed", "wds_nope"), ("failed", "wds_wds_bad"), ("done", "wds_wds_ok")]
-    assert [name for name, _ in report_.failures] == ["wds_nope", "wds_wds_bad"]
+    nope, bad_name, ok_name = (adhoc_name(f"wds:{p}") for p in (tmp_path / "nope", bad, ok))
+    assert events == [("failed", nope), ("failed", bad_name), ("done", ok_name)]
+    assert [name for name, _ in report_.failures] == [nope, bad_name]
 
 
 # ----------------------------------------------------------------------------- --strict and the cache
@@ -119,8 +122,9 @@ def test_other_precision_or_weights_never_replace_a_result(tiny_arch, tmp_path):
     out = tmp_path / "out"
     paths = sorted(p.relative_to(out / "runs").as_posix() for p in (out / "runs").rglob("*.json"))
     other = run_variant("fp32", str(weights))
-    assert paths == sorted([f"open_clip_{tiny_arch}/wds_wds_v.json", f"open_clip_{tiny_arch}/bf16/wds_wds_v.json",
-                            f"open_clip_{tiny_arch}/{other}/wds_wds_v.json"])
+    name = adhoc_name(f"wds:{root}")
+    assert paths == sorted([f"open_clip_{tiny_arch}/{name}.json", f"open_clip_{tiny_arch}/bf16/{name}.json",
+                            f"open_clip_{tiny_arch}/{other}/{name}.json"])
     fingerprints = {json.loads((out / "runs" / p).read_text())["evalkit"]["fingerprint"] for p in paths}
     assert len(fingerprints) == 3
     # the report and the leaderboard show each run

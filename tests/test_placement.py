@@ -385,7 +385,8 @@ def test_result_records_the_device_map_of_a_split_model(tiny_card, cli_weights, 
                    "--limit", "4", "--output-dir", str(out))
     assert rc == 0, err
     w = str(tmp_path / "w.pt")
-    result = json.loads(result_path(out, tiny_card, "shapeworld-shape", variant=run_variant("fp32", w)).read_text())
+    result = json.loads(result_path(out, tiny_card, "shapeworld-shape", variant=run_variant("fp32", w, limit=4))
+                        .read_text())
     placed = result["evalkit"]["device_map"]
     # the CLIP BPE embedding (49408 rows) is most of this model: under 1 MiB of RAM all of it goes to disk
     assert "disk" in set(placed.values()) <= {"cpu", "disk"}
@@ -393,7 +394,7 @@ def test_result_records_the_device_map_of_a_split_model(tiny_card, cli_weights, 
                  "--output-dir", str(tmp_path / "one"))
     assert rc == 0
     one = json.loads(result_path(tmp_path / "one", tiny_card, "shapeworld-shape",
-                                 variant=run_variant("fp32", w)).read_text())
+                                 variant=run_variant("fp32", w, limit=4)).read_text())
     assert one["evalkit"]["device_map"] is None and one["evalkit"]["device"] == "cpu"
 
 
@@ -404,7 +405,7 @@ def test_cli_8b_weights_for_the_18b_at_full_size_on_meta(tmp_path, capsys):
     ckpt = tmp_path / "EVA_CLIP_8B_psz14_s9B.pt"
     torch.save(empty_model(eva_config(CARDS["eva-clip-8b"])).state_dict(), ckpt)
     assert ckpt.stat().st_size < 10**6
-    rc, err = _run(capsys, "--model", "eva-clip-18b", "--weights", str(ckpt))
+    rc, err = _run(capsys, "--model", "eva-clip-18b", "--weights", str(ckpt), "--max-memory", "200GiB")
     assert rc == 1 and len(err) == 1
     assert "EVA_CLIP_8B_psz14_s9B.pt does not fit eva-clip-18b" in err[0]
     assert "144 missing keys, 295 shape mismatches (missing visual.blocks.*.norm1.weight ×16" in err[0]
@@ -447,7 +448,7 @@ def test_cli_big_model_flags_reach_the_loader(tiny_card, cli_weights, tmp_path, 
                    "--devices", "cpu", "--max-memory", "cpu=1MiB", "--offload-dir", str(tmp_path / "off"),
                    "--limit", "4", "--batch-size", "2", "--output-dir", str(out))
     assert rc == 0, err
-    variant = run_variant("fp32", str(tmp_path / "ck"))  # weights other than the card's own: their own folder
+    variant = run_variant("fp32", str(tmp_path / "ck"), limit=4)  # other weights, a limited run: their own folder
     result = json.loads(result_path(out, "tiny-eva", "shapeworld-shape", variant=variant).read_text())
     assert result["evalkit"]["evaluated"] == 4
 

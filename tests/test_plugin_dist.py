@@ -17,6 +17,8 @@ from pathlib import Path
 
 from fixtures import make_wds
 
+from evalkit.tasks.spec import adhoc_name
+
 PLUGIN = textwrap.dedent('''
     """evalkit_plugin_demo: a third-party package adding a task family and a model loader."""
     from evalkit.results import TaskResult
@@ -120,6 +122,6 @@ def test_installed_plugin_is_listed_and_used_by_run(tmp_path):
     assert words["evalkit"]["plugin_module"] == "evalkit_plugin_demo"
     assert words["pretrained"] == "evalkit_plugin_demo-0.1"  # the plugin's model loader built the encoder
     # the plugin model through a built-in family
-    cls = json.loads((out / "runs" / "plugin-demo-model" / "wds_wds.json").read_text())
+    cls = json.loads((out / "runs" / "plugin-demo-model" / f"{adhoc_name(f'wds:{wds}')}.json").read_text())
     assert cls["pretrained"] == "evalkit_plugin_demo-0.1" and cls["evalkit"]["family"] == "classification"
     assert cls["evalkit"]["evaluated"] == 12 and 0 <= cls["metrics"]["acc1"] <= 1

@@ -25,6 +25,7 @@ from evalkit.models.memory_plan import plan_memory
 from evalkit.models.precision import (
     DEFAULT_PRECISION,
     PRECISION_NAMES,
+    RUN_PRECISION_CHOICES,
     PlacementError,
     Precision,
     parse_precision,
@@ -55,10 +56,12 @@ def _precision_action(parser: argparse.ArgumentParser, command: str) -> argparse
 def test_cli_planner_and_loader_share_one_tuple():
     parser = cli.build_parser()
     run, plan = _precision_action(parser, "run"), _precision_action(parser, "plan")
-    assert run.choices is PRECISION_NAMES and plan.choices is PRECISION_NAMES
+    # run adds "auto" (its default, resolved to one of the names before anything loads)
+    assert run.choices is RUN_PRECISION_CHOICES and RUN_PRECISION_CHOICES == ("auto", *PRECISION_NAMES)
+    assert plan.choices is PRECISION_NAMES
     assert plan_cli.PRECISION_NAMES is PRECISION_NAMES
     assert PRECISION_NAMES == tuple(EXPECTED)
-    assert run.default == DEFAULT_PRECISION == models.DEFAULT_PRECISION == DEFAULT_VARIANT == "fp32"
+    assert run.default == "auto" and DEFAULT_PRECISION == models.DEFAULT_PRECISION == DEFAULT_VARIANT == "fp32"
     assert plan.default in PRECISION_NAMES
     # what the loaders and the planner accept is exactly that tuple
     for name in PRECISION_NAMES:

@@ -15,7 +15,7 @@ from fixtures import image_bytes, make_image
 from evalkit import api, cli
 from evalkit.data.captions import captions_source
 from evalkit.data.sources import DataError
-from evalkit.tasks.spec import TaskIndex
+from evalkit.tasks.spec import TaskIndex, adhoc_name
 
 WORDS = "a red square on the left of blue circle near small green triangle under big grey shape".split()
 
@@ -262,10 +262,10 @@ def test_adhoc_captions_folder_and_predictions(tiny_arch, tmp_path):
     assert cli.main(["run", "--model", f"open_clip:{tiny_arch}", "--tasks", f"captions:{root}", "--output-dir",
                      str(out), "--quiet", "--save-predictions", "--transform", "best-of-both"]) == 0
     folder = out / "runs" / f"open_clip_{tiny_arch}"
-    res = json.loads((folder / "captions_mine.json").read_text())
+    res = json.loads((folder / f"{adhoc_name(f'captions:{root}')}.json").read_text())
     assert res["task"] == "zeroshot_retrieval" and "mean_recall@crop" in res["metrics"]
     assert res["metrics"]["mean_recall"] == max(res["metrics"]["mean_recall@crop"], res["metrics"]["mean_recall@squash"])
-    preds = [json.loads(ln) for ln in (folder / "captions_mine.predictions.squash.jsonl").read_text().splitlines()]
+    preds = [json.loads(ln) for ln in (folder / f"{adhoc_name(f'captions:{root}')}.predictions.squash.jsonl").read_text().splitlines()]
     images = [p for p in preds if p["query"] == "image"]
     captions = [p for p in preds if p["query"] == "caption"]
     assert len(images) == 6 and len(captions) == sum(len(c) for *_, c in items)

@@ -28,6 +28,7 @@ from test_video_tasks import K400, _videofolder
 from evalkit import api, cli
 from evalkit.data import video
 from evalkit.features import SampleDecodeError
+from evalkit.tasks.spec import adhoc_name
 
 GOOD = ["riding_a_bike/0.mp4", "riding_a_bike/1.mp4", "swimming/0.mp4", "swimming/1.mp4"]
 MODEL = "eva-clip-demo"
@@ -137,7 +138,7 @@ def clean(tmp_path_factory):
     run = api.evaluate(MODEL, f"videofolder:{root}", output_dir=tmp / "out", progress=False, cache_dir=None,
                        save_predictions=True, raise_errors=True)
     assert run.results[0].evalkit["evaluated"] == 4 and run.results[0].evalkit["skipped"] == 0
-    return _predictions(tmp / "out", "videofolder_clips")
+    return _predictions(tmp / "out", adhoc_name(f'videofolder:{root}'))
 
 
 @pytest.mark.parametrize("kind", list(BAD))
@@ -156,11 +157,11 @@ def test_bad_clip_is_skipped_named_and_fatal_under_strict(tmp_path, clean, kind)
     ev, metrics = run.results[0].evalkit, run.results[0].metrics
     key = f"swimming/{name}"
     assert (ev["samples"], ev["skipped"], ev["evaluated"]) == (5, 1, 4) and ev["skipped_keys"] == [key]
-    [line] = (_result_dir(out) / "videofolder_clips.skipped.log").read_text().splitlines()
+    [line] = (_result_dir(out) / f"{adhoc_name(f'videofolder:{root}')}.skipped.log").read_text().splitlines()
     logged_key, why = line.split("\t")
     assert logged_key == key and str(bad) in why and f"[{reason}]" in why and phrase in why
     # the denominator is the 4 good clips, and they score as they do without the bad one
-    preds = _predictions(out, "videofolder_clips")
+    preds = _predictions(out, adhoc_name(f'videofolder:{root}'))
     assert sorted(preds) == GOOD and preds == clean
     assert metrics["acc1"] == pytest.approx(sum(p["top_classes"][0] == p["label"] for p in preds.values()) / 4)
 
@@ -171,7 +172,7 @@ def test_bad_clip_is_skipped_named_and_fatal_under_strict(tmp_path, clean, kind)
         run = api.evaluate(MODEL, f"videofolder:{root}", output_dir=strict_out, progress=False, strict=True,
                            cache_dir=cache_dir)
         [(task, msg)] = run.failures
-        assert task == "videofolder_clips" and key in msg and "without --strict" in msg, msg
+        assert task == adhoc_name(f'videofolder:{root}') and key in msg and "without --strict" in msg, msg
         if cache_dir is None:
             assert f"[{reason}]" in msg and str(bad) in msg
         assert not run.results and not _result_dir(strict_out).exists()
@@ -192,7 +193,7 @@ def test_wrong_count_under_uniform_8_is_skipped(tmp_path, clean):
     run = api.evaluate(MODEL, f"videofolder:{root}", output_dir=tmp_path / "out", progress=False, frames="uniform-8")
     ev = run.results[0].evalkit
     assert (ev["evaluated"], ev["skipped_keys"], ev["frames"]) == (4, ["swimming/count.avi"], 8)
-    log = (_result_dir(tmp_path / "out") / "videofolder_clips_uniform-8.skipped.log").read_text()
+    log = (_result_dir(tmp_path / "out") / f"{adhoc_name(f'videofolder:{root}')}_uniform-8.skipped.log").read_text()
     assert log.startswith("swimming/count.avi\t") and "wanted frame 22 but the file holds 20 frames" in log
 
 
@@ -213,8 +214,8 @@ def test_missing_frame_count_uses_the_packets(tmp_path):
                            cache_dir=None, raise_errors=True)
     ev = run.results[0].evalkit
     assert (ev["evaluated"], ev["skipped"]) == (4, 0)
-    assert not (_result_dir(out) / "videofolder_clips.skipped.log").exists()
-    preds = _predictions(out, "videofolder_clips")
+    assert not (_result_dir(out) / f"{adhoc_name(f'videofolder:{root}')}.skipped.log").exists()
+    preds = _predictions(out, adhoc_name(f'videofolder:{root}'))
     assert preds["swimming/nocount.avi"]["top_scores"] == preds["swimming/intact.avi"]["top_scores"]
 
 
@@ -283,5 +284,5 @@ def test_cli_strict_exit_code_names_the_clip(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert "sample swimming/empty.avi: cannot decode" in proc.stderr and "[no-frames]" in proc.stderr
     assert cli.main(argv) == 0
-    log = (_result_dir(tmp_path / "out") / "videofolder_clips.skipped.log").read_text()
+    log = (_result_dir(tmp_path / "out") / f"{adhoc_name(f'videofolder:{root}')}.skipped.log").read_text()
     assert log.startswith("swimming/empty.avi\tVideoError: ") and "[no-frames]" in log

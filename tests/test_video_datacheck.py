@@ -12,6 +12,7 @@ import pytest
 
 from evalkit import cli
 from evalkit.datacheck import check_tasks
+from evalkit.tasks.spec import adhoc_name
 
 CLASSNAMES = Path(__file__).resolve().parents[1] / "tasks" / "classnames"
 # Table 11 of arXiv 2402.04252 (EVA_CLIP_PROTOCOL.md): classes and test size. UCF-101's 11,213 is
@@ -137,7 +138,7 @@ def test_videofolder(tmp_path, capsys):
     assert (row.table11, row.table11_classes, row.count) == (None, None, "unknown")
     assert cli.main(["data", "check", "--tasks", f"videofolder:{root}"]) == 0
     cells = [c.strip() for c in capsys.readouterr().out.splitlines()[2].strip("|").split("|")]
-    assert cells[:9] == ["videofolder_clips", "found", "videofolder", "5", "—", "—", "2", "—", "unknown"]
+    assert cells[:9] == [adhoc_name(f'videofolder:{root}'), "found", "videofolder", "5", "—", "—", "2", "—", "unknown"]
 
 
 def test_three_split_task_checks_every_split(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from test_video_frames import make_clip
 
 from evalkit import cli
-from evalkit.tasks.spec import TaskIndex
+from evalkit.tasks.spec import TaskIndex, adhoc_name
 
 K400 = (__import__("pathlib").Path(__file__).resolve().parents[1] / "tasks" / "classnames" / "kinetics400.txt")
 
@@ -32,8 +32,8 @@ def test_videofolder_runs_middle_and_uniform_side_by_side(tmp_path, capsys):
     assert _run(tmp_path, "--tasks", f"videofolder:{root}") == 0
     assert _run(tmp_path, "--tasks", f"videofolder:{root}", "--frames", "uniform-8") == 0
     folder = tmp_path / "out" / "runs" / "eva-clip-demo"
-    one = json.loads((folder / "videofolder_clips.json").read_text())
-    eight = json.loads((folder / "videofolder_clips_uniform-8.json").read_text())
+    one = json.loads((folder / f"{adhoc_name(f'videofolder:{root}')}.json").read_text())
+    eight = json.loads((folder / f"{adhoc_name(f'videofolder:{root}')}_uniform-8.json").read_text())
     assert (one["evalkit"]["frame_sampler"], one["evalkit"]["frames"]) == ("middle", 1)
     assert (eight["evalkit"]["frame_sampler"], eight["evalkit"]["frames"]) == ("uniform-8", 8)
     assert one["evalkit"]["evaluated"] == eight["evalkit"]["evaluated"] == 4
@@ -217,7 +217,7 @@ def test_a_rerun_with_nothing_skipped_removes_the_old_skipped_log(tmp_path):
     root = _videofolder(tmp_path / "clips", per_class=1)
     (root / "swimming" / "broken.mp4").write_bytes(b"not a video")
     assert _run(tmp_path, "--tasks", f"videofolder:{root}", "--no-cache") == 0
-    log = tmp_path / "out" / "runs" / "eva-clip-demo" / "videofolder_clips.skipped.log"
+    log = tmp_path / "out" / "runs" / "eva-clip-demo" / f"{adhoc_name(f'videofolder:{root}')}.skipped.log"
     assert "swimming/broken.mp4" in log.read_text()
     (root / "swimming" / "broken.mp4").unlink()
     assert _run(tmp_path, "--tasks", f"videofolder:{root}", "--no-cache") == 0

@@ -22,12 +22,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from evalkit.models.precision import PlacementError, parse_precision
+from evalkit.models.precision import AUTO_PRECISION, PlacementError, parse_precision
 from evalkit.models.zoo import CARDS, ModelCard
 
 __all__ = ["AUTO", "Placement", "choose_placement"]
 
-AUTO = "auto"
+AUTO = AUTO_PRECISION  # the same word for --device, --devices and --precision
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,12 @@ class Placement:
     precision: str
     chosen: dict[str, str] = field(default_factory=dict)
     fit: dict[str, Any] | None = None
+    unfit: PlacementError | None = None  # the plan's one-line error, when raising it was deferred
+
+    def check(self) -> None:
+        """Raise the deferred error of a model that does not fit (:func:`choose_placement`'s ``defer_fit``)."""
+        if self.unfit is not None:
+            raise self.unfit
 
     @property
     def uses_cuda(self) -> bool:
@@ -87,9 +93,12 @@ def choose_placement(
     cuda_count: int | None = None,
     gpu_free: Callable[[int], int] | None = None,
     host_available: Callable[[], int] | None = None,
+    defer_fit: bool = False,
 ) -> Placement:
     """Resolve ``auto`` in ``device``/``devices``/``precision`` for ``model`` and check that the
-    result fits (EVA-CLIP cards). Raises :class:`PlacementError` (one line) when it does not."""
+    result fits (EVA-CLIP cards). Raises :class:`PlacementError` (one line) when it does not, or,
+    with ``defer_fit``, keeps that error in the placement for :meth:`Placement.check` (``evalkit
+    run`` reports missing data first)."""
     from evalkit.models.memory_plan import does_not_fit, empty_model, plan_load
 
     cuda_count = _cuda_count() if cuda_count is None else cuda_count
@@ -133,13 +142,15 @@ def choose_placement(
         else:
             device = "cuda"
             chosen["device"] = "cuda (one GPU holds the model)" if cfg is not None else "cuda"
-    fit = None
+    fit, unfit = None, None
     if cfg is not None:
         where = devices if devices is not None else (device.removeprefix("cuda:") if device.startswith("cuda:")
                                                    else ("0" if device == "cuda" else device))
         result = plan(where, precision)
         if not result.fits:
-            raise does_not_fit(result)
+            unfit = does_not_fit(result)
+            if not defer_fit:
+                raise unfit
         fit = {"devices": result.devices, "weights_bytes": sum(d.weights for d in result.per_device),
-               "main_device": str(result.main)}
-    return Placement(device=device, devices=devices, precision=precision, chosen=chosen, fit=fit)
+               "main_device": str(result.main), "fits": result.fits}
+    return Placement(device=device, devices=devices, precision=precision, chosen=chosen, fit=fit, unfit=unfit)

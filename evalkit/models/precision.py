@@ -20,7 +20,8 @@ from evalkit.results import DEFAULT_VARIANT
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PlacementError", "Precision", "PRECISION_NAMES", "DEFAULT_PRECISION", "parse_precision"]
+__all__ = ["PlacementError", "Precision", "PRECISION_NAMES", "DEFAULT_PRECISION", "AUTO_PRECISION",
+           "RUN_PRECISION_CHOICES", "parse_precision"]
 
 
 class PlacementError(ValueError):
@@ -82,6 +83,11 @@ PRECISION_NAMES: tuple[str, ...] = tuple(_BY_NAME)
 #: fp32: fastest on CPUs. A run at the default precision with a card's own weights is the default
 #: result variant (evalkit.results, torch-free and below everything), so the two are one definition.
 DEFAULT_PRECISION: str = DEFAULT_VARIANT
+
+#: ``evalkit run --precision auto`` (its default): the card's release precision on a GPU, fp32 on
+#: the CPU, resolved to one of :data:`PRECISION_NAMES` before anything loads (evalkit.models.auto)
+AUTO_PRECISION = "auto"
+RUN_PRECISION_CHOICES: tuple[str, ...] = (AUTO_PRECISION, *PRECISION_NAMES)
 
 
 def parse_precision(precision: str | Precision) -> Precision:
