@@ -253,7 +253,8 @@ log = logging.getLogger("evalkit.results")
 
 # provenance keys copied from a result's ``evalkit`` section into its run-log line
 _RUN_LOG_KEYS = (
-    "family", "fingerprint", "precision", "device", "transform", "frame_sampler", "frames", "samples",
+    "family", "fingerprint", "precision", "device", "auto", "transform", "frame_sampler", "frames", "cloud_view",
+    "depth_preset", "samples",
     "evaluated", "skipped", "limit", "batch_size", "num_workers", "world_size", "samples_per_rank", "task_file",
     "task_version", "source", "data", "weights", "text_model", "evalkit_version", "git_commit", "command",
     "started_at", "finished_at", "wall_time_s", "images_per_s",
@@ -331,7 +332,8 @@ def append_run_log(output_dir: str | Path, result: TaskResult) -> Path:
 # where or how fast (a resumed run encodes fewer samples, on another host, at another world size)
 _RUN_IDENTITY_KEYS = (
     "model", "variant", "task", "result_name", "result", "metric", "metrics", "fingerprint", "precision",
-    "transform", "frame_sampler", "frames", "samples", "evaluated", "skipped", "limit", "task_version",
+    "transform", "frame_sampler", "frames", "cloud_view", "depth_preset", "samples", "evaluated", "skipped", "limit",
+    "task_version",
     "source", "data", "weights", "text_model", "evalkit_version", "git_commit",
 )
 
