@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import platform
 import sys
@@ -21,7 +22,7 @@ from evalkit.cache import run_cache_dir
 from evalkit.data.root import default_data_root
 from evalkit.errors import one_line
 from evalkit.features import FeatureCache, default_cache_dir, default_num_workers
-from evalkit.models.auto import AUTO, Placement, choose_placement
+from evalkit.models.auto import AUTO, Placement, choose_placement, gpu_total, wants_cuda
 from evalkit.models.precision import AUTO_PRECISION
 from evalkit.registry import task_families
 from evalkit.results import (
@@ -143,20 +144,29 @@ def evaluate(
     # Task names first (a typo costs nothing), then where the model goes; whether it fits there is
     # said after the data check (missing data is reported first), before any checkpoint is located.
     options["tasks"] = resolve_tasks(tasks, task_dirs)
-    placement = choose_placement(model, device=device, devices=devices, precision=precision, batch_size=batch_size,
-                                 max_memory=max_memory, offload_dir=offload_dir, text_model=text_model,
-                                 defer_fit=True)
-    options.update(device=placement.device, devices=placement.devices, precision=placement.precision,
-                   placement=placement)
+    place = functools.partial(choose_placement, model, device=device, devices=devices, precision=precision,
+                              batch_size=batch_size, max_memory=max_memory, offload_dir=offload_dir,
+                              text_model=text_model, defer_fit=True)
     launch = distributed.detect()
     if launch is None:
+        placement = place()
+        options.update(device=placement.device, devices=placement.devices, precision=placement.precision,
+                       placement=placement)
         with run_cache_dir(cache_dir):  # generated data (the demo's clips) goes under the run's cache folder
             return _evaluate(**options, world=None)
-    uses_cuda = placement.uses_cuda and torch.cuda.is_available()
-    world = distributed.World.start(launch, cuda=uses_cuda)
+    cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    world = distributed.World.start(launch, cuda=wants_cuda(device, devices, cuda_count))
     clean = False
     try:
         with distributed.active(world), distributed.quiet(world), run_cache_dir(cache_dir):
+            # rank 0 decides for every rank (the same choice everywhere), from the GPUs' total memory
+            # (no CUDA context opened on another rank's GPU) and the node's processes sharing them
+            what = "choosing where the model goes"
+            placement = world.broadcast(world.all_or_none(what, lambda: place(
+                gpu_free=gpu_total, ranks_per_node=world.local_size, own_gpus=world.own_gpus) if world.is_main
+                else None), what)
+            options.update(device=placement.device, devices=placement.devices, precision=placement.precision,
+                           placement=placement)
             report = _evaluate(**options, world=world)
         clean = True
         return report
@@ -371,12 +381,16 @@ def _lead_task(spec: TaskSpec, family: Any, encoder: Any, ctx: RunContext, prepa
     _warn_if_replacing_other_weights(result, output_dir)
     try:
         path = write_result(result, output_dir)
-        append_run_log(output_dir, result)  # one line per finished task: provenance and wall time
     except OSError as e:
-        where = e.filename or path_of(result, output_dir)
-        fail(spec.name, OSError(f"cannot write {where}: {e.strerror or e}; the features are in the cache, so a "
-                                f"rerun scores the task without encoding it again"))
+        kept = ("the features are in the cache, so a rerun scores the task without encoding it again"
+                if ctx.cache.root is not None else "rerun it (with the cache on, a rerun would not encode it again)")
+        fail(spec.name, OSError(f"cannot write {path_of(result, output_dir)}: {e.strerror or e}; {kept}"))
         return
+    try:
+        append_run_log(output_dir, result)  # one line per finished task: provenance and wall time
+    except OSError as e:  # the result is written: say so, and go on
+        log.warning("%s: result written to %s, but not logged in %s: %s", spec.name, path,
+                    output_dir / "runs.jsonl", e.strerror or e)
     report.paths.append(path)
     report.results.append(result)
     if on_result is not None:

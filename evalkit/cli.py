@@ -209,11 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         mod.register_cli(sub)
-    for command in sub.choices.values():  # `evalkit run -v ...` as well as `evalkit -v run ...`
-        if "-v" not in command._option_string_actions:
-            command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                                 help="debug logging")
+    _verbose_everywhere(p)  # `evalkit run -v ...`, `evalkit data check -v ...` as well as `evalkit -v run ...`
     return p
+
+
+def _verbose_everywhere(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if not isinstance(action, argparse._SubParsersAction):
+            continue
+        for command in action.choices.values():
+            taken = command._option_string_actions
+            if "-v" not in taken and "--verbose" not in taken:
+                command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                     help="debug logging")
+            _verbose_everywhere(command)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -372,7 +381,6 @@ FOREIGN_FLAGS = {
     "--output": ("--output-dir", "clip_benchmark's --output (a file there; a folder here)"),
     "--output_path": ("--output-dir", "lm-evaluation-harness's --output_path"),
     "--model_args": ("--weights", "lm-evaluation-harness's --model_args"),
-    "--device_map": ("--devices", "--device_map"),
 }
 
 

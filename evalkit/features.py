@@ -161,7 +161,9 @@ def _encode_texts(encoder: Encoder, texts: Sequence[str], batch_size: int, group
             return out
         lo, hi = (len(passes) * world.rank) // world.size, (len(passes) * (world.rank + 1)) // world.size
         share = _outcome(world, lambda: [(rows, run_counted(rows, run)) for rows, run in passes[lo:hi]])
-    shares = world.gather(share, "gathering text features")
+        shares = world.gather(share, "gathering text features")
+        if shares is not None:  # rank 0: the other ranks' prompts are done too
+            bar.update(sum(len(rows) for rows, _ in passes) - sum(len(rows) for rows, _ in passes[lo:hi]))
     if shares is None:
         return None
     for part in _results(shares):

@@ -343,10 +343,26 @@ def _run_identity(entry: dict[str, Any]) -> str:
 
 
 def _logged(output_dir: str | Path, entry: dict[str, Any]) -> bool:
-    """Whether the run log already has ``entry``'s finished task (:data:`_RUN_IDENTITY_KEYS`)."""
+    """Whether the latest line the run log has for ``entry``'s result file is the same finished
+    task (:data:`_RUN_IDENTITY_KEYS`): a rerun that changed nothing. Lines of other results are
+    not parsed; damaged lines are passed over here (``read_run_log`` reports them)."""
     # the entry as it reads back from JSON, so that tuples and lists compare equal
-    want = _run_identity(json.loads(json.dumps(entry, default=str)))
-    return any(_run_identity(e) == want for e in read_run_log(output_dir, strict=False))
+    want = json.loads(json.dumps(entry, default=str))
+    marker = json.dumps(want.get("result"))[1:-1].encode()  # the result's path, as it is written in a line
+    try:
+        data = run_log_path(output_dir).read_bytes()
+    except OSError:
+        return False
+    for raw in reversed(data.split(b"\n")[:-1]):
+        if marker not in raw:
+            continue
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(line, dict) and line.get("result") == want.get("result"):
+            return _run_identity(line) == _run_identity(want)
+    return False
 
 
 def _lock(fd: int) -> None:

@@ -110,3 +110,37 @@ def test_result_records_what_auto_chose(tiny_arch, tmp_path):
                      str(tmp_path / "out2"), "--quiet", "--device", "cpu", "--precision", "fp32"]) == 0
     [path] = (tmp_path / "out2" / "runs").rglob("wds_auto-*.json")
     assert "auto" not in json.loads(path.read_text())["evalkit"]
+
+
+def test_a_launched_job_checks_one_ranks_share():
+    """torchrun with 4 processes on 8 GPUs of 24 GiB: the 18B does not fit one GPU, so each process
+    gets two (devices_for_rank's even split) and the fit is checked for two; with 8 processes each
+    would get one GPU and an eighth of the host's memory for the rest: it does not fit."""
+    p = choose_placement("eva-clip-18b", ranks_per_node=4, **_fake(8, 24, 400))
+    assert p.devices == "0,1,2,3,4,5,6,7" and p.fit["devices"] == "0,1" and p.fit["fits"]
+    assert "2 GPUs per process" in p.chosen["devices"]
+    with pytest.raises(PlacementError, match="does not fit on --devices 0:"):
+        choose_placement("eva-clip-18b", ranks_per_node=8, **_fake(8, 24, 80))
+    # the launcher gave each process GPUs of its own: each sees its 2 and takes them whole
+    assert choose_placement("eva-clip-18b", ranks_per_node=4, own_gpus=True, **_fake(2, 24, 400)).devices == "auto"
+
+
+def test_wants_cuda_before_anything_is_measured():
+    from evalkit.models.auto import wants_cuda
+
+    assert wants_cuda("auto", None, 2) and not wants_cuda("auto", None, 0)
+    assert wants_cuda("cuda:1", None, 2) and not wants_cuda("cpu", None, 2)
+    assert wants_cuda("auto", "0,1", 2) and not wants_cuda("auto", "cpu", 2) and not wants_cuda("auto", "auto", 0)
+
+
+def test_per_gpu_max_memory_with_auto_is_not_an_error():
+    p = choose_placement("eva-clip-18b", max_memory="0=20GiB,1=20GiB", **_fake(2, 80))
+    assert p.devices == "auto" and p.fit["fits"]  # 20 GiB caps: the 18B does not fit one, so both
+    assert choose_placement("eva-clip-demo", max_memory="0=3GiB,1=3GiB", **_fake(2, 80)).device == "cuda"
+
+
+def test_explicit_devices_leave_auto_device_following_them():
+    p = choose_placement("eva-clip-demo", devices="0,1", **_fake(2, 80))
+    assert (p.device, p.devices, p.precision) == ("cuda", "0,1", "fp32")
+    with pytest.raises(PlacementError, match="--device cuda:3: GPU 3 does not exist; 2 visible"):
+        choose_placement("eva-clip-demo", device="cuda:3", **_fake(2, 80))

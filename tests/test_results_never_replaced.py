@@ -41,10 +41,24 @@ def test_two_folders_of_one_name_both_run_and_keep_their_results(tiny_arch, tmp_
     assert counts[1] == 2 * counts[0]  # each folder's own samples: neither replaced the other
 
 
-def test_a_clash_between_two_tasks_of_one_run_names_both(monkeypatch, tmp_path):
-    monkeypatch.setattr("evalkit.tasks.spec.adhoc_name", lambda name: "folder_same")
-    with pytest.raises(TaskSpecError, match=r"folder:/x/a and folder:/y/a are two tasks named 'folder_same'"):
-        TaskIndex.load().resolve(["folder:/x/a", "folder:/y/a"])
+def test_one_folder_written_two_ways_is_one_task(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d" / "test").mkdir(parents=True)
+    specs = TaskIndex.load().resolve(["folder:d/test", f"folder:{tmp_path}/d/test/", "folder:d/test?a=1&b=2",
+                                      "folder:d/test?b=2&a=1"])
+    assert len(specs) == 2  # the folder; the folder with its options (in any order)
+
+
+def test_a_clash_between_two_tasks_of_one_run_names_both(tmp_path):
+    """A task file whose name is an ad-hoc task's: two tasks, one result file; an error naming both."""
+    folder = tmp_path / "a"
+    taken = adhoc_name(f"folder:{folder}")
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "t.yaml").write_text(f"task: {taken}\nfamily: classification\nsource: {{type: folder, path: x}}\n"
+                                  f"classnames: [a, b]\ntemplates: ['{{c}}']\n")
+    with pytest.raises(TaskSpecError, match=rf"--tasks {taken} and folder:{folder} are two tasks named '{taken}'"):
+        TaskIndex.load(extra=[tasks]).resolve([taken, f"folder:{folder}"])
 
 
 def test_every_unknown_task_is_reported_at_once(capsys):
@@ -107,7 +121,8 @@ def test_a_failed_write_names_file_and_task_and_keeps_the_features(tiny_arch, tm
     err = capsys.readouterr().err
     name = adhoc_name(f"wds:{root}")
     assert err.count("\n") == 1
-    assert f"{name}: cannot write {tmp_path / 'out' / 'runs' / 'x.json'}: No space left on device" in err
+    result = tmp_path / "out" / "runs" / f"open_clip_{tiny_arch}" / f"{name}.json"  # the result, not a temporary
+    assert f"{name}: cannot write {result}: No space left on device; the features are in the cache" in err
     monkeypatch.undo()
     assert _run(*args) == 0
     assert "(cached)" in capsys.readouterr().out  # the features survived the failed write
@@ -134,3 +149,19 @@ def test_python_api_defaults_are_the_clis():
     run = next(a for a in cli.build_parser()._subparsers._group_actions[0].choices["run"]._actions
                if a.dest == "device")
     assert run.default == "auto"
+
+
+def test_the_run_log_compares_with_the_latest_line_of_the_same_result(tmp_path):
+    """A, B, then A again (new weights written over one path, then the old ones back): three lines;
+    the same result twice in a row: one."""
+    from evalkit.results import TaskResult, append_run_log
+
+    def result(acc: float, task: str = "t") -> TaskResult:
+        return TaskResult(task, "m", "w.pt", "zeroshot_classification", {"acc1": acc},
+                          evalkit={"metric": "acc1", "fingerprint": f"f{acc}", "variant": "fp32"})
+
+    for acc in (0.5, 0.5, 0.6, 0.5, 0.5):
+        append_run_log(tmp_path, result(acc))
+    append_run_log(tmp_path, result(0.5, task="other"))  # another result file: its own line
+    assert [(e["task"], e["value"]) for e in read_run_log(tmp_path)] == [
+        ("t", 0.5), ("t", 0.6), ("t", 0.5), ("other", 0.5)]

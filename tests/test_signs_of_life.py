@@ -113,3 +113,8 @@ def test_verbose_after_the_subcommand_is_accepted(monkeypatch):
     assert seen["verbose"] is True
     assert cli.main(["run", "--model", "eva-clip-demo", "--tasks", "demo"]) == 0
     assert seen["verbose"] is False
+
+
+def test_verbose_after_a_nested_subcommand(tmp_path, capsys):
+    assert cli.main(["data", "check", "-v", "--tasks", f"wds:{tmp_path / 'none'}"]) == 1
+    assert "unrecognized arguments" not in capsys.readouterr().err

@@ -343,6 +343,7 @@ def load_eva_clip(
                     # popped, so each source tensor is released as soon as it is placed
                     place(key, mapped_shard.pop(key), origin)
                     bar.update(1)
+            bar.update(len(fit.missing_allowed))  # allowed to be absent: set below, counted here
         leftover = mapper.finish()
         if leftover:
             raise CheckpointError(f"{source_name}: split q/k/v projections never completed: {', '.join(sorted(leftover)[:3])}")

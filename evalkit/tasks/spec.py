@@ -297,7 +297,12 @@ class TaskIndex:
 
         def add(spec: TaskSpec, name: str) -> None:
             if spec.name in out:
-                if (out[spec.name].source, out[spec.name].path) != (spec.source, spec.path):
+                # two ad-hoc specs of one name are one folder with one set of options (the name
+                # hashes both); a task file's name is one task; an ad-hoc name taken by a task file
+                # (or the reverse) is two tasks
+                one = _adhoc(out[spec.name]) == _adhoc(spec) and (
+                    _adhoc(spec) or (out[spec.name].source, out[spec.name].path) == (spec.source, spec.path))
+                if not one:
                     raise TaskSpecError(f"--tasks {given[spec.name]} and {name} are two tasks named {spec.name!r}: "
                                         f"their results would replace each other; run them separately")
                 return
@@ -365,6 +370,11 @@ def _mirror_table(tasks: dict[str, TaskSpec]) -> dict[str, tuple[str, dict[str, 
                     name = "vtab/" + name[len("vtab-"):] if name.startswith("vtab-") else name
                     table.setdefault(name, (spec.name, layout))
     return table
+
+
+def _adhoc(spec: TaskSpec) -> bool:
+    """Whether ``spec`` came from an ad-hoc ``KIND:PATH`` (:func:`adhoc_spec`), not a task file."""
+    return ":" in spec.path and spec.path.split(":", 1)[0] in ADHOC_PREFIXES
 
 
 def adhoc_name(name: str) -> str:
