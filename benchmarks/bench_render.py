@@ -2,7 +2,8 @@
 
 A batch of ``--clouds`` point clouds of ``--points`` points each (seeded: points on the surfaces of
 boxes of random proportions, with noise, like a scanned object) is rendered into 10 views at
-224x224 by ``render_depth_views``; the baseline, measured in the same run, is the image tower of
+224x224 by ``render_depth_views`` (``--preset``, default ``evalkit``: every point drawn; PointCLIP
+V2's ``pointclip-v2``, the depth views' default, draws 1,024); the baseline, measured in the same run, is the image tower of
 open_clip's ViT-B-32 (random weights, ``open_clip.create_model('ViT-B-32')``, nothing downloaded)
 on those same views, already normalised (the forward alone, no preprocessing), in eval mode under
 ``torch.inference_mode``. Also timed: the per-sample path of a data loader, one cloud at a time
@@ -15,11 +16,11 @@ the ViT-B-32 forward of its views on the CPU (so a 3-D task's time is the model'
 renderer's).
 
 ``--smoke``: a few seconds' check that the benchmark still runs (2 clouds of 1,000 points, one
-repeat, 1 thread, ViT-S-32 as the baseline); its figures mean nothing. The conditions (torch threads, load average at the start and
-the end) are printed and written with the figures.
+repeat, 1 thread, ViT-S-32 as the baseline); its figures mean nothing. The conditions (torch
+threads, load average at the start and the end) are printed and written with the figures.
 
     python benchmarks/bench_render.py [--json OUT] [--clouds 8] [--points 10000] [--repeat 5] [--device cpu]
-                                      [--threads N] [--smoke]
+                                      [--threads N] [--preset evalkit] [--arch ViT-B-32] [--smoke]
 """
 
 from __future__ import annotations
@@ -68,6 +69,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    ap.add_argument("--preset", default="evalkit",
+                    help="render preset (evalkit.render.RENDER_PRESETS; default evalkit: every point drawn, "
+                         "where pointclip-v2 draws 1,024)")
     ap.add_argument("--arch", default="ViT-B-32", help="the baseline's open_clip architecture (random weights)")
     ap.add_argument("--smoke", action="store_true",
                     help=f"tiny sizes ({SMOKE}): checks that the benchmark runs; its figures mean nothing")
@@ -85,13 +89,14 @@ def main(argv: list[str] | None = None) -> dict:
     clouds = make_clouds(args.clouds, args.points).to(device)
     n = args.clouds
 
-    t_render = best_of(lambda: render_depth_views(clouds, VIEWS, SIZE), args.repeat, sync)
-    t_grid = best_of(lambda: render_depth_views(clouds, VIEWS, 112, grid=112), args.repeat, sync)
+    preset = args.preset
+    t_render = best_of(lambda: render_depth_views(clouds, VIEWS, SIZE, preset=preset), args.repeat, sync)
+    t_grid = best_of(lambda: render_depth_views(clouds, VIEWS, 112, grid=112, preset=preset), args.repeat, sync)
     cpu_clouds = clouds.cpu()
-    t_pil = best_of(lambda: [depth_view_images(c, VIEWS, SIZE) for c in cpu_clouds], args.repeat)
+    t_pil = best_of(lambda: [depth_view_images(c, VIEWS, SIZE, preset=preset) for c in cpu_clouds], args.repeat)
 
     model = open_clip.create_model(args.arch).to(device).eval()
-    views = render_depth_views(clouds, VIEWS, SIZE).flatten(0, 1)
+    views = render_depth_views(clouds, VIEWS, SIZE, preset=preset).flatten(0, 1)
     mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
     images = (views.float() / 255 - mean) / std
@@ -103,7 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
     t_fwd = best_of(forward, args.repeat, sync)
 
     fig = {
-        "smoke": args.smoke, "device": str(device), "torch_threads": torch.get_num_threads(), "clouds": n, "points": args.points, "views": VIEWS, "resolution": SIZE, "repeat": args.repeat,
+        "smoke": args.smoke, "preset": args.preset, "device": str(device), "torch_threads": torch.get_num_threads(),
+        "clouds": n, "points": args.points, "views": VIEWS, "resolution": SIZE, "repeat": args.repeat,
         "render_s": t_render, "render_clouds_per_s": n / t_render,
         "render_grid_only_s": t_grid, "render_grid_only_clouds_per_s": n / t_grid,
         "per_sample_pil_s": t_pil, "per_sample_pil_clouds_per_s": n / t_pil,
@@ -113,8 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
         "target_render_over_forward_max": 0.10,
         "conditions": conditions(start),
     }
-    print(f"{n} clouds x {args.points} points, {VIEWS} views at {SIZE}px, {device} "
-          f"({fig['torch_threads']} torch threads); best of {args.repeat}")
+    print(f"{n} clouds x {args.points} points, {VIEWS} views at {SIZE}px, preset {args.preset}, {device} "
+          f"({fig['torch_threads']} torch thread{'s' if fig['torch_threads'] != 1 else ''}); best of {args.repeat}")
     print(f"{'step':44} {'wall ms':>9} {'clouds/s':>9} {'x forward':>9}")
     rows = (("render_depth_views (batched, uint8 224px)", t_render),
             ("  grid steps only (112px, no resize)", t_grid),
