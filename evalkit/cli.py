@@ -410,6 +410,15 @@ def foreign_flag_hints(parser: argparse.ArgumentParser, argv: list[str]) -> list
     return hints
 
 
+def _innermost_parser(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.ArgumentParser:
+    """The parser of the (sub)command ``argv`` names: ``data check ...`` -> the parser of `data check`."""
+    for token in argv:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is not None and token in sub.choices:
+            parser = sub.choices[token]
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -417,7 +426,9 @@ def main(argv: list[str] | None = None) -> int:
     if hints:
         print(f"evalkit: error: {'; '.join(hints)}", file=sys.stderr)
         return EXIT_USAGE
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the subcommand's own parser: its usage, not evalkit's
+        _innermost_parser(parser, argv).error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if not args.command:
         parser.print_help()

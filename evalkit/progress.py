@@ -13,6 +13,8 @@ The same rule holds for ``evalkit run`` and for :func:`evalkit.evaluate` (``prog
 
 from __future__ import annotations
 
+import io
+import os
 import sys
 import time
 from typing import IO, Any
@@ -30,9 +32,14 @@ def interactive(stream: IO[str] | None = None) -> bool:
         return True
     isatty = getattr(stream, "isatty", None)
     try:
-        return bool(isatty and isatty())
+        if not (isatty and isatty()):
+            return False
     except ValueError:  # a closed stream
         return False
+    try:  # a terminal of no width (some pty wrappers) draws no bar: lines there
+        return os.get_terminal_size(stream.fileno()).columns > 0
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        return True
 
 
 class NoProgress:

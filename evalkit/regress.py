@@ -541,8 +541,9 @@ def _check_claims(report: CheckReport, run_dir: Path, path: Path, *, model: str 
                 + "; shipped claims: --against demo (eva-clip-demo), --against paper (the papers' models)")
     unrun = len(report.not_run) + len(report.missing)
     return (f"none of the {len(claimed)} claim(s) of {_names(label_of.get(x, (x, ''))[0] for x in claimed['model'])} "
-            f"in {path} has a number in {run_dir}: {unrun} not run, {len(report.partial)} partial "
-            f"(--limit results are never compared with a claim)")
+            f"in {path} has a number in {run_dir}: {unrun} not run, {len(report.partial)} partial"
+            + (f", {unlisted} not covered by the --limit run(s)" if unlisted else "")
+            + " (--limit results are never compared with a claim)")
 
 
 def check(run_dir: str | Path, baseline: str | Path, *, tolerance: float = DEFAULT_TOLERANCE,

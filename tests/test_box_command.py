@@ -62,7 +62,7 @@ def test_18b_on_a_cpu_box_stops_with_the_plans_figures_and_what_would_fit():
         choose_placement("eva-clip-18b", **_fake(0, 0, 24))
     msg = str(e.value)
     assert "\n" not in msg
-    assert msg.startswith("eva-clip-18b at fp32 does not fit on --devices cpu")
+    assert msg.startswith("eva-clip-18b at fp32 does not fit on the CPU")
     assert "needs about 7" in msg and "GB" in msg  # 73 GB of fp32 weights plus activations
     assert "--precision int" in msg and "GPUs" in msg and "evalkit plan --model eva-clip-18b" in msg
 
@@ -89,7 +89,7 @@ def test_box_command_on_a_cpu_box_reads_no_weights(monkeypatch, tmp_path, capsys
                    str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert rc == 1
-    assert err.count("\n") == 1 and "does not fit on --devices cpu" in err and "--precision int" in err
+    assert err.count("\n") == 1 and "does not fit on the CPU" in err and "--precision int" in err
     assert not list((tmp_path / "out").rglob("*.json"))  # nothing written either
     rc = cli.main(["run", "--model", "eva-clip-18b", "--tasks", "imagenet,objectnet", "--data-root",
                    str(tmp_path / "nodata"), "--output-dir", str(tmp_path / "out")])
@@ -119,7 +119,7 @@ def test_a_launched_job_checks_one_ranks_share():
     p = choose_placement("eva-clip-18b", ranks_per_node=4, **_fake(8, 24, 400))
     assert p.devices == "0,1,2,3,4,5,6,7" and p.fit["devices"] == "0,1" and p.fit["fits"]
     assert "2 GPUs per process" in p.chosen["devices"]
-    with pytest.raises(PlacementError, match="does not fit on --devices 0:"):
+    with pytest.raises(PlacementError, match="does not fit on GPU 0:"):
         choose_placement("eva-clip-18b", ranks_per_node=8, **_fake(8, 24, 80))
     # the launcher gave each process GPUs of its own: each sees its 2 and takes them whole
     assert choose_placement("eva-clip-18b", ranks_per_node=4, own_gpus=True, **_fake(2, 24, 400)).devices == "auto"

@@ -242,7 +242,7 @@ def test_disk_offload_needs_an_offload_dir(reference):
 
 def test_cpu_too_small_offloads_to_disk_only_with_offload_dir(reference, tmp_path, caplog):
     sd, images, tokens, (fi, ft) = reference
-    with pytest.raises(PlacementError, match="does not fit on --devices cpu.*offload-dir"):
+    with pytest.raises(PlacementError, match="does not fit on the CPU.*offload-dir"):
         load_eva_clip(_cfg(), sd, devices="cpu", max_memory="cpu=1MiB", batch_size=1)
     with caplog.at_level("WARNING", logger="evalkit.placement"):
         placed = load_eva_clip(_cfg(), sd, devices="cpu", max_memory="cpu=1MiB", batch_size=1,

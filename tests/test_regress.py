@@ -402,7 +402,7 @@ def test_limited_results_are_partial_never_compared_with_a_claim(tmp_path, capsy
         path.write_text(json.dumps(doc))
     assert result_path(run, "eva-clip-demo", "shapeworld-shape", variant="fp32+limit100").exists()
     code, out, err = _check(capsys, "--against", "demo", "--output-dir", str(run))
-    assert code == 2 and "nothing to compare" in err and "partial (--limit results are never compared" in err
+    assert code == 2 and "nothing to compare" in err and "6 partial, 1 not covered by the --limit run(s) (--limit results are never compared" in err
     # beside a full run: the full run is compared and passes, the limited one is listed as partial
     _recorded_demo_run(run, eight_frames=False)
     report = check(run, "demo", require_all=True)  # require_all: the limited run's unrun claims are not missing

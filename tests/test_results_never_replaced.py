@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fixtures import make_folder, make_wds
+from fixtures import CLASSNAMES, make_folder, make_wds
 
 from evalkit import cli
 from evalkit.results import read_run_log
@@ -165,3 +165,19 @@ def test_the_run_log_compares_with_the_latest_line_of_the_same_result(tmp_path):
     append_run_log(tmp_path, result(0.5, task="other"))  # another result file: its own line
     assert [(e["task"], e["value"]) for e in read_run_log(tmp_path)] == [
         ("t", 0.5), ("t", 0.6), ("t", 0.5), ("other", 0.5)]
+
+
+def test_a_relative_adhoc_path_is_the_current_folders_whatever_the_data_root(tiny_arch, tmp_path, monkeypatch):
+    """`folder:a/test` reads ./a/test (the folder its name hashes), with or without a data root;
+    a data root holding another a/test changes nothing."""
+    monkeypatch.chdir(tmp_path)
+    make_folder(tmp_path / "a" / "test", n_per_class=2)
+    make_folder(tmp_path / "root" / "a" / "test", n_per_class=1)
+    out = tmp_path / "out"
+    for extra in ([], ["--data-root", str(tmp_path / "root")]):
+        assert _run("--model", f"open_clip:{tiny_arch}", "--tasks", "folder:a/test", "--output-dir", str(out),
+                    *extra) == 0
+    [path] = (out / "runs").rglob("folder_test-*.json")
+    assert path.stem == adhoc_name(f"folder:{tmp_path / 'a' / 'test'}")
+    ev = json.loads(path.read_text())["evalkit"]
+    assert ev["source"]["path"] == str(tmp_path / "a" / "test") and ev["samples"] == 2 * len(CLASSNAMES)

@@ -118,3 +118,23 @@ def test_verbose_after_the_subcommand_is_accepted(monkeypatch):
 def test_verbose_after_a_nested_subcommand(tmp_path, capsys):
     assert cli.main(["data", "check", "-v", "--tasks", f"wds:{tmp_path / 'none'}"]) == 1
     assert "unrecognized arguments" not in capsys.readouterr().err
+
+
+def test_a_terminal_of_no_width_gets_lines(monkeypatch):
+    """Some pty wrappers report a terminal of 0 columns: tqdm would draw nothing there."""
+    import os
+
+    monkeypatch.setattr(os, "get_terminal_size", lambda fd: os.terminal_size((0, 0)))
+
+    class ZeroTty(Tty):
+        def fileno(self) -> int:
+            return 2
+
+    assert isinstance(progress_bar(5, "x", stream=ZeroTty()), LineProgress)
+
+
+def test_an_unknown_flag_shows_the_subcommands_usage(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["data", "check", "--tasks", "demo", "--bogus"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "usage: evalkit data check" in err and "unrecognized arguments: --bogus" in err

@@ -451,6 +451,19 @@ def plan_load(
     return plan
 
 
+def _devices_in_words(devices: str) -> str:
+    """``cpu`` -> "the CPU", ``0`` -> "GPU 0", ``0,1`` -> "GPUs 0,1", ``auto`` -> "every visible GPU"."""
+    text = devices.strip().lower()
+    if text == "cpu":
+        return "the CPU"
+    if text == "auto":
+        return "every visible GPU"
+    gpus = [g.strip().removeprefix("cuda:") for g in text.split(",") if g.strip()]
+    if gpus and all(g.isdigit() for g in gpus):
+        return f"GPU{'s' if len(gpus) > 1 else ''} {','.join(gpus)}"
+    return f"--devices {devices}"
+
+
 def does_not_fit(plan: MemoryPlan) -> PlacementError:
     """The one-line error of a plan that does not fit: what the model needs, what the devices
     have, what would make it fit, and the `evalkit plan` command that shows the whole plan."""
@@ -464,7 +477,7 @@ def does_not_fit(plan: MemoryPlan) -> PlacementError:
                            f"sizes them)")
     hint = f"; try {'; or '.join(suggestions)}" if suggestions else ""
     return PlacementError(
-        f"{plan.model} at {plan.precision} does not fit on --devices {plan.devices}: it needs about "
+        f"{plan.model} at {plan.precision} does not fit on {_devices_in_words(plan.devices)}: it needs about "
         f"{format_bytes(needs)} (weights and activations at batch {plan.batch_size}), the devices have "
         f"{format_bytes(has)} ({where}): {plan.reason}{hint}; `evalkit plan --model {plan.model} --devices "
         f"{plan.devices} --precision {plan.precision}` shows the whole plan"

@@ -396,9 +396,12 @@ def adhoc_spec(name: str) -> TaskSpec:
     """``wds:/path``, ``folder:/path[?classnames=FILE]``, ``hf:/path``, ``videofolder:/path``,
     ``pointfolder:/path`` → a classification task spec (``captions:/path``: retrieval). Point clouds
     get Uni3D's 64 templates for a point tower, generic depth-map prompts for depth views, unless
-    the folder has its own ``templates.txt``."""
+    the folder has its own ``templates.txt``. A relative path is the current folder's, as any path
+    typed on a command line (not the data root's, which is for task files): the folder read is the
+    folder named (:func:`adhoc_name`)."""
     kind, rest = name.split(":", 1)
     path, _, query = rest.partition("?")
+    path = str(Path(path).expanduser().resolve())
     opts = dict(kv.split("=", 1) for kv in query.split("&") if "=" in kv)
     source: dict[str, Any] = {"type": kind, "path": path, **opts}
     templates = None
