@@ -765,6 +765,9 @@ def write_report(output_dir: str | Path, claims: pd.DataFrame | str | Path | Ite
         models = _runs_of(runs, model) or [model]
     else:
         models = [m for m in _model_order(claims, runs) if m in with_results]
+        if not runs:  # as export: a report of nothing is a typo in --output-dir, never a green CI job
+            raise ResultsFolderError(f"results folder {output_dir}: no results under {output_dir / 'runs'} "
+                                     f"(--output-dir: the folder `evalkit run --output-dir` wrote to)")
 
     lines = [
         "# Claimed vs verified",
@@ -781,8 +784,6 @@ def write_report(output_dir: str | Path, claims: pd.DataFrame | str | Path | Ite
         claims_only = sorted(set(claims["model"]) - set(bases.values()))
         if claims_only:
             lines += [f"Models with claims but no results: {', '.join(claims_only)}.", ""]
-        if not models:
-            lines += [f"No results under `{output_dir / 'runs'}`.", ""]
     sources = sorted({s for s in claims.loc[claims["model"].isin([bases.get(m, m) for m in models]), "source"] if s})
     if sources:
         lines += [f"Claim sources: {', '.join(sources)}.", ""]

@@ -505,5 +505,8 @@ def test_export_and_report_on_a_missing_folder_exit_1(tmp_path, capsys):
     assert main(["export", "--output-dir", str(empty), "--out", str(tmp_path / "board.csv")]) == 1
     assert f"results folder {empty}: no results under {empty / 'runs'}" in capsys.readouterr().err
     assert not (tmp_path / "board.csv").exists()
+    assert main(["report", "--output-dir", str(empty)]) == 1  # the same for a report of nothing
+    assert f"results folder {empty}: no results under {empty / 'runs'}" in capsys.readouterr().err
+    assert not (empty / "claimed_vs_verified.md").exists()
     with pytest.raises(report.ResultsFolderError, match="no such folder"):
         report.leaderboard(missing)
