@@ -208,6 +208,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
     if not args.model:  # temporary files carry no model; a stale one is a dead writer's
         limit = max(STALE_TEMP_SECONDS, args.older_than or 0.0)
         temps = [p for p in temp_files(root) if now - _mtime(p, now) > limit]
+    if args.model and not any(_matches_model(e, args.model) for e in entries):
+        short = " (a fingerprint prefix needs at least 6 characters)" if len(args.model) < 6 else ""
+        print(f"note: --model {args.model} matches no model name or fingerprint in the cache{short}; "
+              f"`evalkit cache ls` lists them", file=sys.stderr)
     size = sum(e.size for e in chosen)
     what = f"{len(chosen)} of {len(entries)} entries ({format_size(size)})"
     if args.dry_run:

@@ -141,8 +141,9 @@ def test_prune_model_takes_a_fingerprint_prefix_of_six_characters_or_more(tmp_pa
     fingerprints = ["e3b0c44298fc1c14", "e7a1d0f6a9c2b311", "ea10be6f17e2d4c0", "5e0d9c1a2b3c4d5e"]
     paths = [_put(root, f"k{i}00", fp, f"model-{i}") for i, fp in enumerate(fingerprints)]
     for short in ("e", "e3", "e3b0c"):  # under six characters: matches no fingerprint, removes nothing
-        code, out, _ = _cli(capsys, "cache", "prune", "--model", short, "--cache-dir", str(root))
+        code, out, err = _cli(capsys, "cache", "prune", "--model", short, "--cache-dir", str(root))
         assert code == 0 and "removed 0 entries" in out and "4 entries remain" in out, short
+        assert f"--model {short} matches no model name or fingerprint" in err and "at least 6 characters" in err
         assert all(p.exists() for p in paths), short
     code, out, _ = _cli(capsys, "cache", "prune", "--model", "e3b0c4", "--cache-dir", str(root))  # six: its prefix
     assert code == 0 and "removed 1 entries" in out and "3 entries remain" in out
