@@ -22,7 +22,7 @@ from evalkit.cache import run_cache_dir
 from evalkit.data.root import default_data_root
 from evalkit.errors import one_line
 from evalkit.features import FeatureCache, default_cache_dir, default_num_workers
-from evalkit.models.auto import AUTO, Placement, choose_placement, gpu_total, wants_cuda
+from evalkit.models.auto import AUTO, Placement, choose_placement, gpu_total, visible_gpus, wants_cuda
 from evalkit.models.precision import AUTO_PRECISION
 from evalkit.registry import task_families
 from evalkit.results import (
@@ -154,8 +154,7 @@ def evaluate(
                        placement=placement)
         with run_cache_dir(cache_dir):  # generated data (the demo's clips) goes under the run's cache folder
             return _evaluate(**options, world=None)
-    cuda_count = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    world = distributed.World.start(launch, cuda=wants_cuda(device, devices, cuda_count))
+    world = distributed.World.start(launch, cuda=wants_cuda(device, devices, visible_gpus()))
     clean = False
     try:
         with distributed.active(world), distributed.quiet(world), run_cache_dir(cache_dir):

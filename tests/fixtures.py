@@ -76,3 +76,13 @@ def make_folder(root: Path, n_per_class: int = 3) -> Path:
         for i in range(n_per_class):
             make_image(label, i).save(d / f"{i}.jpg", quality=95)
     return root
+
+
+class FakeClock:
+    """A clock that stands still until a test moves ``now`` (time.monotonic / perf_counter's stand-in)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from fixtures import FakeClock
 from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
@@ -447,14 +448,6 @@ def test_extrapolation_mfu_and_blocks_that_fit_arithmetic():
     assert bench.blocks_that_fit(100 * GIB, 7 * GIB, 5 * GIB, 10 * GIB, max_blocks=48) == 10
     assert bench.blocks_that_fit(100 * GIB, 1 * GIB, 5 * GIB, 10 * GIB, max_blocks=48) == 48
     assert bench.blocks_that_fit(10 * GIB, 7 * GIB, 5 * GIB, 10 * GIB, max_blocks=48) == 0
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_sweep_stops_at_the_first_oom_and_keeps_the_deadline():

@@ -7,31 +7,23 @@ from __future__ import annotations
 import io
 
 import pytest
-from fixtures import CLASSNAMES, make_wds
+from fixtures import CLASSNAMES, FakeClock, make_wds
 
 from evalkit import cli
 from evalkit.progress import LineProgress, NoProgress, progress_bar
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
-
-
 def test_line_progress_is_quiet_for_short_phases_then_a_line_every_interval():
-    out, clock = io.StringIO(), Clock()
+    out, clock = io.StringIO(), FakeClock()
     short = LineProgress(10, "short", "img", out, first=2, every=30, clock=clock)
     short.update(10)
-    clock.t = 1.0
+    clock.now = 1.0
     short.close()
     assert out.getvalue() == ""  # under 2 s: nothing to say
-    out, clock = io.StringIO(), Clock()
+    out, clock = io.StringIO(), FakeClock()
     bar = LineProgress(1000, "imagenet: classifier", "prompts", out, first=2, every=30, clock=clock)
     for t in range(1, 71):  # 70 s, 10 prompts a second
-        clock.t = float(t)
+        clock.now = float(t)
         bar.update(10)
     bar.close()
     lines = out.getvalue().splitlines()

@@ -25,7 +25,7 @@ from typing import Any
 from evalkit.models.precision import AUTO_PRECISION, PlacementError, parse_precision
 from evalkit.models.zoo import CARDS, ModelCard
 
-__all__ = ["AUTO", "Placement", "choose_placement"]
+__all__ = ["AUTO", "Placement", "choose_placement", "gpu_total", "visible_gpus", "wants_cuda"]
 
 AUTO = AUTO_PRECISION  # the same word for --device, --devices and --precision
 
@@ -49,14 +49,9 @@ class Placement:
         if self.unfit is not None:
             raise self.unfit
 
-    @property
-    def uses_cuda(self) -> bool:
-        if self.devices is not None:
-            return self.devices.strip().lower() != "cpu"
-        return self.device.startswith("cuda")
 
-
-def _cuda_count() -> int:
+def visible_gpus() -> int:
+    """The GPUs this process sees (0 without CUDA)."""
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
@@ -134,7 +129,7 @@ def choose_placement(
     from evalkit.models.devices import parse_devices, parse_max_memory
     from evalkit.models.memory_plan import does_not_fit, empty_model, plan_load
 
-    cuda_count = _cuda_count() if cuda_count is None else cuda_count
+    cuda_count = visible_gpus() if cuda_count is None else cuda_count
     gpu_sharers = 1 if own_gpus else max(1, ranks_per_node)
     if ranks_per_node > 1:
         from evalkit.models.devices import _host_available
