@@ -166,17 +166,16 @@ def depth_view(base: ImageView, n_views: int = 10, resolution: int = 224, *, pre
     views' [0, 1] values: ``base``'s transform with mean 0 and std 1 (so its own identity says
     so). The preset's name and the overrides are part of the view's identity (its cache key).
     An unknown preset or setting is a ``ValueError`` naming the choices."""
-    if n_views < 1:
-        raise ValueError(f"depth views: n_views must be >= 1, got {n_views}")
-    from evalkit.render import DEFAULT_PRESET, render_depth_views, resolve_preset
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"depth views: resolution must be a whole number of pixels >= 1, got {resolution!r}")
+    from evalkit.render import DEFAULT_PRESET, resolve_preset, select_viewpoints
 
     name = DEFAULT_PRESET if preset is None else preset
-    try:
+    try:  # a bad preset, setting or view count fails here, once, not per cloud
         chosen = resolve_preset(name, **render)
+        select_viewpoints(n_views, None, chosen.cameras)
     except ValueError as e:
         raise ValueError(f"depth views: {e}") from None
-    # a bad setting fails here, once, not per cloud
-    render_depth_views(torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), 1, 8, preset=chosen)
     if not chosen.normalize:
         base = ImageView(_unnormalised(base.transform, name), base.name)
     pick = functools.partial(_cloud_depth_images, n_views=n_views, resolution=resolution, preset=chosen)

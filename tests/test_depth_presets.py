@@ -209,7 +209,13 @@ def test_the_default_depth_view_feeds_unnormalised_images_and_keys_its_preset():
         depth_view(base, 2, 64, preset="v2")
     with pytest.raises(ValueError, match="has no mean/std to turn off"):
         depth_view(ImageView(lambda im: torch.zeros(3, 8, 8), "opaque"), 2, 64)
-    assert depth_view(ImageView(lambda im: torch.zeros(3, 8, 8), "opaque"), 2, 64, preset="evalkit")
+    opaque = ImageView(lambda im: torch.zeros(3, 8, 8), "opaque")
+    assert depth_view(opaque, 2, 64, preset="evalkit").base is opaque  # normalised presets keep the transform
+    # a view count or size no render can make fails when the view is made, not on every cloud
+    with pytest.raises(ValueError, match="depth views: n_views must be between 1 and 10, got 11"):
+        depth_view(base, 11, 64)
+    with pytest.raises(ValueError, match="depth views: resolution must be a whole number of pixels >= 1, got 0"):
+        depth_view(base, 2, 0)
 
 
 # -- a task: view.depth_preset ----------------------------------------------------------------
