@@ -285,11 +285,16 @@ def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, pre
     ev.update(splits=splits, samples=sum(r.evalkit["samples"] for r in results),
               evaluated=sum(r.evalkit["evaluated"] for r in results), skipped=sum(r.evalkit["skipped"] for r in results),
               skipped_keys=[k for r in results for k in r.evalkit.get("skipped_keys", [])][:100],
-              samples_per_rank=[sum(c) for c in zip(*(r.evalkit.get("samples_per_rank", []) for r in results),
-                                                    strict=True)],
+              samples_per_rank=sum_per_rank(*(r.evalkit.get("samples_per_rank", []) for r in results)),
               per_split=[{"split": s, "evaluated": r.evalkit["evaluated"], "skipped": r.evalkit["skipped"]}
                          for s, r in zip(splits, results, strict=True)])
     return dataclasses.replace(first, metrics=metrics, evalkit=ev)
+
+
+def sum_per_rank(*parts: list[int]) -> list[int]:
+    """Per rank, the samples it encoded over several passes of one job (splits, a few-shot task's
+    train and test sets): each a list indexed by rank, all of the job's world size."""
+    return [sum(c) for c in zip(*parts, strict=True)]
 
 
 def combine_splits(per_split: list[dict[str, float]]) -> dict[str, float]:

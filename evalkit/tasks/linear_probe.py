@@ -59,6 +59,7 @@ from evalkit.tasks.common import (
     embed_images,
     pretrained_label,
     provenance,
+    sum_per_rank,
     view_modes,
     write_skipped_log,
 )
@@ -260,7 +261,7 @@ class LinearProbeFamily:
             "images_per_s": _rate(train.computed + test_by_mode[modes[0]].computed,
                                   train.seconds + test_by_mode[modes[0]].seconds),
             # what each rank encoded of both splits (the train split's share alone beside it)
-            "samples_per_rank": _per_rank(train.samples_per_rank, test_by_mode[modes[0]].samples_per_rank),
+            "samples_per_rank": sum_per_rank(train.samples_per_rank, test_by_mode[modes[0]].samples_per_rank),
             "train_samples_per_rank": list(train.samples_per_rank),
             "n_classes": n_classes,
             "fewshot": {**config.record(), "probe_device": device},
@@ -274,11 +275,6 @@ class LinearProbeFamily:
             evalkit["metric_of_task"] = task_metric
         return TaskResult(dataset=spec.name, model=encoder.name, pretrained=pretrained_label(encoder.weights),
                           task=self.result_task, metrics=metrics, evalkit=evalkit)
-
-
-def _per_rank(*splits: list[int]) -> list[int]:
-    """Per rank, the samples it encoded over all ``splits`` (each a list indexed by rank)."""
-    return [sum(split[r] for split in splits if r < len(split)) for r in range(max(map(len, splits), default=0))]
 
 
 def _rate(computed: int, seconds: float) -> float | None:
