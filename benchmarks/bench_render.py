@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from evalkit import timing
-from evalkit.render import depth_view_images, render_depth_views
+from evalkit.render import depth_view_images, render_depth_views, resolve_preset
 from evalkit.results import atomic_write_text
 from evalkit.timing import conditions, conditions_line
 
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     preset = args.preset
     t_render = best_of(lambda: render_depth_views(clouds, VIEWS, SIZE, preset=preset), args.repeat, sync)
-    t_grid = best_of(lambda: render_depth_views(clouds, VIEWS, 112, grid=112, preset=preset), args.repeat, sync)
+    cells = resolve_preset(preset).image_cells  # the render at its own cells: no resize in this row
+    t_grid = best_of(lambda: render_depth_views(clouds, VIEWS, cells, preset=preset), args.repeat, sync)
     cpu_clouds = clouds.cpu()
     t_pil = best_of(lambda: [depth_view_images(c, VIEWS, SIZE, preset=preset) for c in cpu_clouds], args.repeat)
 
@@ -123,7 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"({fig['torch_threads']} torch thread{'s' if fig['torch_threads'] != 1 else ''}); best of {args.repeat}")
     print(f"{'step':44} {'wall ms':>9} {'clouds/s':>9} {'x forward':>9}")
     rows = (("render_depth_views (batched, uint8 224px)", t_render),
-            ("  grid steps only (112px, no resize)", t_grid),
+            (f"  grid steps only ({cells}px, no resize)", t_grid),
             ("depth_view_images, one cloud at a time", t_pil),
             (f"baseline: {args.arch} image forward, {VIEWS} views", t_fwd))
     for name, t in rows:
