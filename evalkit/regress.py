@@ -298,7 +298,8 @@ def _int(value: Any) -> int | None:
 
 
 def _entries_from_results(results: Iterable[TaskResult]) -> dict[tuple[str, str, str], _Entry]:
-    from evalkit.report import _metric_value, _primary_metric, variant_label
+    from evalkit.report import _metric_value, _primary_metric
+    from evalkit.results import result_variant
 
     out: dict[tuple[str, str, str], _Entry] = {}
     for r in results:
@@ -308,7 +309,7 @@ def _entries_from_results(results: Iterable[TaskResult]) -> dict[tuple[str, str,
         derived = _metric_value(r.metrics, primary)
         if primary not in metrics and derived is not None:
             metrics[primary] = derived * 100
-        key = (r.model, variant_label(r), _task_name(r))
+        key = (r.model, result_variant(r), _task_name(r))
         out[key] = _Entry(*key, dataset=r.dataset, primary=primary, metrics=metrics,
                           skipped=_int(r.evalkit.get("skipped")), evaluated=_int(r.evalkit.get("evaluated")))
     return out
@@ -464,19 +465,18 @@ def _check_claims(report: CheckReport, run_dir: Path, path: Path, *, model: str 
         _canon_tag,
         _claim_rank,
         _primary_metric,
-        limit_of,
         run_label,
-        variant_label,
         verified_table,
     )
+    from evalkit.results import result_limit, result_variant
 
     try:
         claims = load_claims(path)
     except ClaimsError as e:
         raise BaselineError(f"baseline {e}") from e
     results = _results(run_dir, f"run {run_dir}")
-    label_of = {run_label(r): (r.model, variant_label(r)) for r in results}
-    limited = {run_label(r) for r in results if limit_of(r) is not None}  # never compared with a claim
+    label_of = {run_label(r): (r.model, result_variant(r)) for r in results}
+    limited = {run_label(r) for r in results if result_limit(r) is not None}  # never compared with a claim
     run_models = {m for m, _ in label_of.values()}
     claim_models = set(claims["model"])
     if model is not None:

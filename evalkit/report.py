@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -61,6 +60,7 @@ from evalkit.results import (
     atomic_write_bytes,
     atomic_write_text,
     iter_results,
+    result_limit,
     result_variant,
     safe_name,
 )
@@ -131,29 +131,9 @@ def result_tags(result: TaskResult) -> frozenset[str]:
     return frozenset(_canon_tag(t) for t in tags)
 
 
-def limit_of(result: TaskResult) -> int | None:
-    """N when ``result`` came from a ``--limit N`` run (a subset of its task), else None."""
-    limit = result.evalkit.get("limit")
-    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
-
-
-_LIMIT_IN_VARIANT = re.compile(r"(^|\+)limit\d+($|\+)")
-
-
-def variant_label(result: TaskResult) -> str:
-    """The result's variant (:func:`evalkit.results.result_variant`), saying ``+limit<N>`` for a
-    ``--limit N`` result even where the variant it recorded does not (results written before
-    limited runs had a variant of their own)."""
-    variant = result_variant(result)
-    limit = limit_of(result)
-    if limit is not None and not _LIMIT_IN_VARIANT.search(variant):
-        variant = f"{variant}+limit{limit}"
-    return variant
-
-
 def run_label(result: TaskResult) -> str:
     """The run a result belongs to: its model, with the variant in brackets unless it is the default."""
-    variant = variant_label(result)
+    variant = result_variant(result)
     return result.model if variant == DEFAULT_VARIANT else f"{result.model} [{variant}]"
 
 
@@ -387,7 +367,7 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
             value, note, result = _match(runs.get((label, c.task), []), c.metric, c.transform, c.protocol)
             claim_note = str(c.note or "")
             status = _status(c.claimed, value, tolerance)
-            limit = limit_of(result) if result is not None and value is not None else None
+            limit = result_limit(result) if result is not None and value is not None else None
             if limit is not None:  # a --limit run's number: shown, never compared as if complete
                 status, note = "partial", "; ".join(n for n in (_limit_note([limit]), note) if n)
             rows.append({
@@ -404,7 +384,7 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
             continue
         metric = _primary_metric(task, results)
         value, result = _headline(results, metric)
-        limit = limit_of(result) if result is not None else None
+        limit = result_limit(result) if result is not None else None
         rows.append({"model": m, "task": task, "metric": metric, "transform": "", "protocol": "",
                      "claimed": None, "verified": value, "status": "no claim",
                      "note": f"result has no {metric}" if value is None else
@@ -442,8 +422,8 @@ def _aggregate(runs: dict[tuple[str, str], list[TaskResult]], model: str, group:
                 notes.append(note)
         if value is not None:
             values[(task, metric)] = value
-            if result is not None and limit_of(result) is not None:
-                limits.add(limit_of(result))  # type: ignore[arg-type]
+            if result is not None and result_limit(result) is not None:
+                limits.add(result_limit(result))  # type: ignore[arg-type]
     if not values:
         return None, 0, notes, limits
     mean = sum(values.values()) / len(values)
@@ -532,7 +512,7 @@ def leaderboard(output_dir: str | Path,
     claims_df = _as_claims(claims) if claims is not None else None
     models = sorted({m for m, _ in runs})
     bases = _base_models(runs)
-    variants = {label: variant_label(results[0]) for (label, _), results in runs.items()}
+    variants = {label: result_variant(results[0]) for (label, _), results in runs.items()}
     tasks = sorted({t for _, t in runs}, key=_task_key)
     groups = [g for g in GROUPS.values() if g.leaderboard]
     rows: list[dict[str, Any]] = []

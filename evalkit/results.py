@@ -94,10 +94,25 @@ def run_variant(precision: str, weights: str | None = None, *, limit: int | None
     return variant if limit is None else f"{variant}+limit{limit}"
 
 
+def result_limit(result: TaskResult) -> int | None:
+    """N when ``result`` came from a ``--limit N`` run (a subset of its task), else None."""
+    limit = result.evalkit.get("limit")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0 else None
+
+
+_LIMIT_IN_VARIANT = re.compile(r"(^|\+)limit\d+($|\+)")
+
+
 def result_variant(result: TaskResult) -> str:
-    """The variant of a result (results written before variants existed: their precision)."""
+    """The variant of a result (results written before variants existed: their precision), saying
+    ``+limit<N>`` for a ``--limit N`` result even where the variant it recorded does not (results
+    written before limited runs had a variant of their own)."""
     ev = result.evalkit
-    return str(ev.get("variant") or ev.get("precision") or DEFAULT_VARIANT)
+    variant = str(ev.get("variant") or ev.get("precision") or DEFAULT_VARIANT)
+    limit = result_limit(result)
+    if limit is not None and not _LIMIT_IN_VARIANT.search(variant):
+        variant = run_variant(variant, limit=limit)
+    return variant
 
 
 def result_name(task: str, frames: str | None = None, task_frames: str | None = None) -> str:

@@ -425,11 +425,12 @@ def test_limited_results_are_partial_never_compared_with_a_claim(tmp_path, capsy
 def test_limited_result_without_a_variant_of_its_own_is_labelled(tmp_path):
     """A limited result written under the plain variant (before limited runs had their own) is
     still told apart: its variant label says the limit, and it is never compared with a claim."""
-    from evalkit.report import run_label, variant_label
+    from evalkit.report import run_label
+    from evalkit.results import result_variant
 
     run = tmp_path / "run"
     r = _result(run, "eva-clip-demo", "shapeworld-shape", {"acc1": 0.5}, transform="crop", metric="acc1", limit=100)
-    assert variant_label(r) == "fp32+limit100" and run_label(r) == "eva-clip-demo [fp32+limit100]"
+    assert result_variant(r) == "fp32+limit100" and run_label(r) == "eva-clip-demo [fp32+limit100]"
     _result(run, "eva-clip-demo", "shapeworld-colour", {"acc1": 1.0}, transform="crop", metric="acc1")
     report = check(run, "demo", tasks="shapeworld-shape,shapeworld-colour")
     assert [(r.task, r.status) for r in report.rows] == [("shapeworld-colour", "ok")]

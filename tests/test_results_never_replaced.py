@@ -181,3 +181,18 @@ def test_a_relative_adhoc_path_is_the_current_folders_whatever_the_data_root(tin
     assert path.stem == adhoc_name(f"folder:{tmp_path / 'a' / 'test'}")
     ev = json.loads(path.read_text())["evalkit"]
     assert ev["source"]["path"] == str(tmp_path / "a" / "test") and ev["samples"] == 2 * len(CLASSNAMES)
+
+
+def test_a_limited_result_without_its_variant_is_labelled_everywhere_alike():
+    """A --limit result written before limited runs had a variant of their own: the report, check
+    and the run log all call it fp32+limit100 (one rule, results.result_variant)."""
+    from evalkit.report import run_label
+    from evalkit.results import TaskResult, result_variant, run_log_entry
+
+    r = TaskResult("t", "m", "w", "zeroshot_classification", {"acc1": 0.5},
+                   evalkit={"variant": "fp32", "limit": 100, "metric": "acc1"})
+    assert result_variant(r) == run_log_entry(r)["variant"] == "fp32+limit100"
+    assert run_label(r) == "m [fp32+limit100]"
+    full = TaskResult("t", "m", "w", "zeroshot_classification", {"acc1": 0.5}, evalkit={"variant": "fp32+limit3",
+                                                                                         "limit": 3})
+    assert result_variant(full) == "fp32+limit3"  # said once, not twice
