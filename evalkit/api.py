@@ -140,6 +140,8 @@ def evaluate(
     names the node's GPUs, split evenly over its processes (:func:`evalkit.distributed.devices_for_rank`).
     Without a launcher, or with one process, nothing changes: no process group is made.
     """
+    # the run's cache folder, resolved once: features, classifiers and generated data (demo clips)
+    cache_dir = None if cache_dir is None else (default_cache_dir() if cache_dir == "default" else Path(cache_dir))
     options = dict(locals())
     # Task names first (a typo costs nothing), then where the model goes; whether it fits there is
     # said after the data check (missing data is reported first), before any checkpoint is located.
@@ -305,7 +307,7 @@ def _evaluate(
         )
 
     encoder = load() if world is None else world.all_or_none("loading the model", load)
-    cache = FeatureCache(None if cache_dir is None else (default_cache_dir() if cache_dir == "default" else cache_dir))
+    cache = FeatureCache(cache_dir)
     with contextlib.ExitStack() as stack:
         # a follower rank's run of a task stops where rank 0's scoring begins; should a family
         # write anything before that, it goes to a folder of its own, thrown away

@@ -91,14 +91,13 @@ def cache_dir_in_use() -> Path:
 
 @contextlib.contextmanager
 def run_cache_dir(cache_dir: str | Path | None) -> Iterator[Path]:
-    """Within: :func:`cache_dir_in_use` is ``cache_dir`` (``"default"``: :func:`default_cache_dir`;
-    None, a run without a disk cache: a temporary folder, removed with what was generated in it
-    on exit)."""
+    """Within: :func:`cache_dir_in_use` is ``cache_dir`` (None, a run without a disk cache: a
+    temporary folder, removed with what was generated in it on exit)."""
     with contextlib.ExitStack() as stack:
         if cache_dir is None:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evalkit-run-cache-")))
         else:
-            folder = default_cache_dir() if cache_dir == "default" else Path(cache_dir)
+            folder = Path(cache_dir)
         token = _RUN_CACHE_DIR.set(folder)
         stack.callback(_RUN_CACHE_DIR.reset, token)
         yield folder
