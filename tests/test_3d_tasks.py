@@ -93,6 +93,8 @@ def test_uni3d_points_view_equals_the_encoder_by_hand(tmp_path, uni3d_ckpt):
     assert ev["noted"] == 2 and sorted(k for k, _ in ev["noted_samples"]) == ["cube/2.npy", "sphere/2.npy"]
     assert "fewer than the 10000" in ev["noted_samples"][0][1]
     assert ev["variant"].startswith("fp32+model.pt-") and ev["variant"].endswith("+text-eva-clip-demo")
+    # each part named portably (file and folder names); the whole paths stay in evalkit.weights
+    assert r.pretrained == "model.pt + text eva-clip-demo: weights" and str(uni3d_ckpt) in ev["weights"]
 
     # the same numbers by hand: Uni3D's input handling, the point tower, the text tower's classifier
     points = Uni3DPointEncoder(uni3d_config("tiny", embed_dim=64))

@@ -172,11 +172,13 @@ def test_open_clip_tag_in_the_hf_cache_loads_with_no_network(hf_cache, tiny_tag)
                             lambda p: torch.save(sd, p))
     enc = load_open_clip(tiny_tag, TAG)
     assert enc.weights == f"{TAG} (hf://test-org/tiny-open-clip@{REV}/open_clip_pytorch_model.bin)"
+    assert enc.pretrained == TAG  # what clip_benchmark users look for: the tag, not the cache path
     assert torch.equal(enc.model.state_dict()["visual.conv1.weight"], sd["visual.conv1.weight"])
     # the tag's preprocessing, which open_clip applies for a tag but not for a file
     assert enc.mean == (0.5, 0.5, 0.5) and enc.std == (0.25, 0.25, 0.25) and enc.interpolation == "bilinear"
     assert enc.model.visual.preprocess_cfg["resize_mode"] == "squash"
-    assert load_open_clip(tiny_tag, str(snap)).weights == str(snap.resolve())
+    by_file = load_open_clip(tiny_tag, str(snap))
+    assert by_file.weights == str(snap.resolve()) and by_file.pretrained == snap.name
 
 
 def test_open_clip_tag_offline_with_an_empty_cache_fails_at_once_in_one_line(hf_cache, tiny_tag):

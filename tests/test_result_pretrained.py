@@ -11,28 +11,22 @@ import torch
 from fixtures import make_folder
 
 from evalkit import cli
-from evalkit.tasks.common import pretrained_label
+from evalkit.models.encoder import weights_label
 
 
 @pytest.mark.parametrize("weights, label", [
     ("/data/ckpt/open_clip_model.safetensors", "open_clip_model.safetensors"),  # a local file
     ("ckpt/model.pt", "model.pt"),  # relative: still no folder
     ("/work/evalkit/demo/weights/", "weights"),  # a folder of shards
-    ("laion2b_s34b_b79k (hf://laion/CLIP-ViT-B-32-laion2B-s34B-b79K@1a25a44/open_clip_model.safetensors)",
-     "laion2b_s34b_b79k"),  # an open_clip tag, found in the Hugging Face cache
     ("laion400m_e32", "laion400m_e32"),  # a tag open_clip fetched by URL
     ("hf://BAAI/EVA-CLIP-18B@abc123/EVA_CLIP_18B_psz14_s6B.fp16.pt",
      "hf://BAAI/EVA-CLIP-18B@abc123/EVA_CLIP_18B_psz14_s6B.fp16.pt"),  # portable already
     ("random", "random"),
     ("random-init", "random-init"),
     ("evalkit_plugin_demo-0.1", "evalkit_plugin_demo-0.1"),  # a plugin's own label
-    ("/data/uni3d/model.pt + text eva-clip-demo: /work/evalkit/demo/weights",
-     "model.pt + text eva-clip-demo: weights"),
-    ("/x/model.pt + text open_clip:ViT-B-32: openai (hf://timm/vit_base_patch32_clip_224.openai@0/open_clip_model.bin)",
-     "model.pt + text open_clip:ViT-B-32: openai"),
 ])
-def test_pretrained_label(weights, label):
-    assert pretrained_label(weights) == label
+def test_weights_label(weights, label):
+    assert weights_label(weights) == label
 
 
 def test_a_local_weights_file_is_named_by_its_file_name(tmp_path, tiny_arch):

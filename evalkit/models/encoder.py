@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +23,14 @@ def __getattr__(name: str) -> Any:
 
         return TRANSFORMS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def weights_label(weights: str) -> str:
+    """Weights as a result names them portably: a local file or folder by its name (never its
+    absolute path), anything else (a hub URI, a tag, ``random``, a plugin's label) as it is."""
+    if "://" not in weights and ("/" in weights or os.sep in weights):
+        return Path(weights).name or weights
+    return weights
 
 
 @dataclass
@@ -41,6 +51,9 @@ class Encoder:
     embed_dim: int
     causal_text: bool
     weights: str = ""
+    #: how the loader that knows names these weights portably (an open_clip tag, each part of a
+    #: paired model); "" when :func:`weights_label` of ``weights`` says it (see :attr:`pretrained`)
+    pretrained_label: str = ""
     #: a name from PRECISION_NAMES, what results record (checked on construction; the parsed
     #: Precision is precision_spec)
     precision: str = DEFAULT_PRECISION
@@ -67,6 +80,13 @@ class Encoder:
 
         self.precision = parse_precision(self.precision).name
         self.tokenizer = cached_tokenizer(self.tokenizer)
+
+    @property
+    def pretrained(self) -> str:
+        """The weights as clip_benchmark's ``pretrained`` names them, the same on every machine
+        (``weights`` keeps the whole path): derived, so an encoder copied with other weights
+        (``dataclasses.replace``, as a plugin may) is never named by the old ones."""
+        return self.pretrained_label or weights_label(self.weights)
 
     # -- preprocessing -------------------------------------------------------------------------
     def preprocess(self, mode: str = "crop") -> Callable:

@@ -160,6 +160,8 @@ def load_open_clip(
         embed_dim=int(getattr(visual, "output_dim", 0) or model.encode_text(tokenizer(["a"]).to(device)).shape[-1]),
         causal_text=causal,
         weights=provenance,
+        # a tag as the tag, a file by the name it was given (a hub snapshot's link, not its blob)
+        pretrained_label=(Path(weights).name if _is_path(weights) else weights) if weights else "",
         precision=spec.name,
         device=device,
         arch={"family": "open_clip", "arch": arch},

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from evalkit.models.encoder import Encoder, state_dict_digest
+from evalkit.models.encoder import Encoder, state_dict_digest, weights_label
 from evalkit.models.hub import ModelLoadError, locate
 from evalkit.models.precision import Precision
 from evalkit.models.zoo import ModelCard
@@ -68,6 +68,7 @@ def load_point_text_pair(card: ModelCard, weights: str | None, precision: Precis
         text_encoder,
         name=card.name,
         weights=f"{provenance} + text {text_encoder.name}: {text_encoder.weights}",
+        pretrained_label=f"{weights_label(str(provenance))} + text {text_encoder.name}: {text_encoder.pretrained}",
         arch={"family": "uni3d", "uni3d": repr(dataclasses.asdict(cfg)), "text_model": text_encoder.name,
               "text_fingerprint": text_fp},
         weights_digest=hashlib.sha256(f"{points_digest}:{text_fp}".encode()).hexdigest()[:16],

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from evalkit.data.sources import DataError, SourceData
@@ -152,27 +149,6 @@ def write_predictions(spec: TaskSpec, encoder: Encoder, ctx: RunContext, records
     lines = [json.dumps(r) for r in records]
     atomic_write_text(result_path(ctx.output_dir, encoder.name, _name(spec, ctx), suffix, ctx.variant),
                       "\n".join(lines) + "\n")
-
-
-_PAIRED_WEIGHTS = re.compile(r"(?P<points>.+?) \+ text (?P<name>\S+): (?P<text>.*)", re.S)
-_TAG_AND_URI = re.compile(r"(?P<tag>\S+) \([a-z][a-z0-9+.-]*://[^)]*\)")
-
-
-def pretrained_label(weights: str) -> str:
-    """A result's clip_benchmark ``pretrained`` for an encoder's weights (``Encoder.weights``, which
-    the result keeps whole as ``evalkit.weights``): an open_clip tag as the tag, a local file or
-    folder by its name, never its absolute path; a hub URI (``hf://REPO@COMMIT/FILE``), ``random``
-    or a plugin's label as it is; a point encoder paired with a text tower as
-    ``<points> + text <model>: <text weights>``, each part so."""
-    paired = _PAIRED_WEIGHTS.fullmatch(weights)
-    if paired:
-        return f"{pretrained_label(paired['points'])} + text {paired['name']}: {pretrained_label(paired['text'])}"
-    tagged = _TAG_AND_URI.fullmatch(weights)
-    if tagged:
-        return tagged["tag"]
-    if "://" not in weights and ("/" in weights or os.sep in weights):
-        return Path(weights).name or weights
-    return weights
 
 
 def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, data: SourceData, mode: str,
@@ -346,7 +322,7 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
     return TaskResult(
         dataset=spec.name,
         model=encoder.name,
-        pretrained=pretrained_label(encoder.weights),
+        pretrained=encoder.pretrained,
         task=family.result_task,
         metrics=metrics,
         evalkit={**provenance(spec, encoder, ctx, family.name, prepared.data, mode, by_mode, started), **best,

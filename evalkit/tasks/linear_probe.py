@@ -57,7 +57,6 @@ from evalkit.tasks.common import (
     check_transform,
     combine_by,
     embed_images,
-    pretrained_label,
     provenance,
     sum_per_rank,
     view_modes,
@@ -273,7 +272,7 @@ class LinearProbeFamily:
         })
         if metric != task_metric:  # --shots left out the K of the task's own primary metric
             evalkit["metric_of_task"] = task_metric
-        return TaskResult(dataset=spec.name, model=encoder.name, pretrained=pretrained_label(encoder.weights),
+        return TaskResult(dataset=spec.name, model=encoder.name, pretrained=encoder.pretrained,
                           task=self.result_task, metrics=metrics, evalkit=evalkit)
 
 
