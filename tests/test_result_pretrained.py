@@ -46,3 +46,15 @@ def test_a_local_weights_file_is_named_by_its_file_name(tmp_path, tiny_arch):
     assert result["evalkit"]["weights"] == str(ckpt.resolve())
     (line,) = (out / "runs.jsonl").read_text().splitlines()
     assert json.loads(line)["pretrained"] == "tiny-weights.pt"
+
+
+def test_an_encoder_without_a_label_of_its_loader_is_named_by_its_weights():
+    """The EVA-CLIP loader sets no label: the demo's weights folder is named by its name, and a
+    copy with other weights (as a plugin may make) by those."""
+    import dataclasses
+
+    from evalkit.models import load
+
+    enc = load("eva-clip-demo")
+    assert enc.weights.endswith("/weights") and enc.pretrained == "weights"
+    assert dataclasses.replace(enc, weights="/elsewhere/mine.pt").pretrained == "mine.pt"
