@@ -41,6 +41,12 @@ def check_transform(spec: TaskSpec, default: str) -> str:
     mode = spec.view.get("transform", default)
     if mode not in TRANSFORM_CHOICES:
         raise TaskSpecError(f"{spec.path or spec.name}: view.transform {mode!r} not in {TRANSFORM_CHOICES}")
+    if "depth_preset" in spec.view:
+        from evalkit.render import RENDER_PRESETS
+
+        if not isinstance(spec.view["depth_preset"], str) or spec.view["depth_preset"] not in RENDER_PRESETS:
+            raise TaskSpecError(f"{spec.path or spec.name}: view.depth_preset {spec.view['depth_preset']!r} is not a "
+                                f"render preset; choose from {', '.join(RENDER_PRESETS)}")
     return mode
 
 
@@ -355,15 +361,11 @@ def _cloud_provenance(spec: TaskSpec, encoder: Encoder) -> dict[str, Any]:
 
 
 def _depth_preset(spec: TaskSpec) -> str:
-    """A depth-view task's render preset (``view.depth_preset``, else evalkit.render's default),
-    checked: an unknown one is an error naming the key, the task and the choices."""
-    from evalkit.render import DEFAULT_PRESET, RENDER_PRESETS
+    """A depth-view task's render preset: ``view.depth_preset`` (checked with the view block,
+    :func:`check_transform`), else evalkit.render's default."""
+    from evalkit.render import DEFAULT_PRESET
 
-    preset = spec.view.get("depth_preset", DEFAULT_PRESET)
-    if not isinstance(preset, str) or preset not in RENDER_PRESETS:
-        raise TaskSpecError(f"{spec.path or spec.name}: view.depth_preset {preset!r} is not a render preset; "
-                            f"choose from {', '.join(RENDER_PRESETS)}")
-    return preset
+    return spec.view.get("depth_preset", DEFAULT_PRESET)
 
 
 def _name(spec: TaskSpec, ctx: RunContext) -> str:
