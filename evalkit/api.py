@@ -17,11 +17,12 @@ from typing import Any
 import torch
 
 import evalkit
-from evalkit import distributed, models
-from evalkit.cache import run_cache_dir
+from evalkit import models
+from evalkit.features import distributed
+from evalkit.features.cache import run_cache_dir
 from evalkit.data.root import default_data_root
 from evalkit.errors import one_line
-from evalkit.features import FeatureCache, default_cache_dir, default_num_workers
+from evalkit.features.embed import FeatureCache, default_cache_dir, default_num_workers
 from evalkit.models.auto import AUTO, Placement, choose_placement, gpu_total, visible_gpus, wants_cuda
 from evalkit.models.precision import AUTO_PRECISION
 from evalkit.registry import task_families
@@ -51,7 +52,7 @@ class RunReport:
     failures: list[tuple[str, str]] = field(default_factory=list)  # (task, one-line reason)
     skipped_existing: list[str] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
-    rank: int = 0  # this process's rank in a launched job (evalkit.distributed); 0 alone
+    rank: int = 0  # this process's rank in a launched job (evalkit.features.distributed); 0 alone
     world_size: int = 1  # the job's processes; only rank 0 has results
 
     @property
@@ -113,7 +114,7 @@ def evaluate(
     weights other than the card's own); a task that fails is reported and the others still run
     (``raise_errors`` re-raises).
 
-    ``num_workers``: data-loader processes; None picks :func:`evalkit.features.default_num_workers`
+    ``num_workers``: data-loader processes; None picks :func:`evalkit.features.embed.default_num_workers`
     for the model's device (0 on CPU).
 
     Big EVA-CLIP models: ``devices`` (``"0,1"``, ``"auto"``, ``"cpu"``; overrides ``device``),
@@ -133,11 +134,11 @@ def evaluate(
     ``on_result(result, path)`` is called as each result is written.
 
     Started by a launcher (``torchrun``, ``accelerate launch``, ``srun``: see
-    :mod:`evalkit.distributed`), every process runs this call: the ranks share each dataset's
+    :mod:`evalkit.features.distributed`), every process runs this call: the ranks share each dataset's
     cache units and each set of prompts, and rank 0 alone scores, writes results and calls
     ``on_result`` / ``on_failure``; the others return a report with no results (and rank 0's
     failures). ``device="cuda"`` means each rank's own GPU (``cuda:<LOCAL_RANK>``); ``devices``
-    names the node's GPUs, split evenly over its processes (:func:`evalkit.distributed.devices_for_rank`).
+    names the node's GPUs, split evenly over its processes (:func:`evalkit.features.distributed.devices_for_rank`).
     Without a launcher, or with one process, nothing changes: no process group is made.
     """
     # the run's cache folder, resolved once: features, classifiers and generated data (demo clips)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_pointcloud_sources import _h5
 
-from evalkit import cli
+from evalkit.cli import main as cli
 from evalkit.data.sources import DataError, load_source
 from evalkit.resources import builtin_tasks_dir
 from evalkit.tasks.spec import TaskIndex

@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 from test_uni3d import uni3d_checkpoint
 
-from evalkit import api, cli
-from evalkit.features import SampleDecodeError, zero_shot_classifier
+from evalkit import api
+
+from evalkit.cli import main as cli
+from evalkit.features.embed import SampleDecodeError, zero_shot_classifier
 from evalkit.models import load
 from evalkit.models.uni3d import Uni3DPointEncoder, load_uni3d_checkpoint, prepare_points, uni3d_config
 from evalkit.resources import builtin_tasks_dir
@@ -61,7 +63,7 @@ def test_depth_views_with_a_2d_model_and_a_bad_cloud(tmp_path):
     depth_prompts = (builtin_tasks_dir() / "templates" / "depth_maps.txt").read_text().splitlines()
     # each cloud's own 10 renders through the demo model as [0, 1] images (PointCLIP V2 feeds
     # them unnormalised), pooled, against the depth-prompt classifier
-    from evalkit.render import depth_view_images
+    from evalkit.views.render import depth_view_images
 
     enc = load("eva-clip-demo")
     classifier, pre = zero_shot_classifier(enc, ["cube", "sphere"], depth_prompts), enc.preprocess("crop")
@@ -172,7 +174,7 @@ def test_3d_group_and_task_files():
 
 
 def test_depth_render_settings_are_part_of_the_view_and_checked():
-    from evalkit.views import ImageView, depth_view
+    from evalkit.views.runtime import ImageView, depth_view
 
     base = ImageView(load("eva-clip-demo").preprocess("crop"), "crop")
     plain, small = depth_view(base, 2, 32), depth_view(base, 2, 32, obj_ratio=0.45, pool_size=3)

@@ -1,4 +1,4 @@
-"""Throughput knobs (evalkit.batching) and the GPU benchmark's CPU-testable parts (benchmarks/bench_gpu.py).
+"""Throughput knobs (evalkit.features.batching) and the GPU benchmark's CPU-testable parts (benchmarks/bench_gpu.py).
 
 No test runs CUDA: the CUDA paths are driven by fakes (an encoder that says it is on
 ``cuda:0``, a forward that raises ``torch.cuda.OutOfMemoryError`` above a threshold, device
@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.flop_counter import FlopCounterMode
 
-from evalkit.batching import (
+from evalkit.features.batching import (
     MEMORY_FILE,
     BatchSize,
     largest_fitting_batch,
@@ -213,7 +213,7 @@ def test_not_even_one_sample_fits_is_a_placement_error_naming_view_and_device(tm
 def test_an_unreadable_memory_file_is_searched_again_and_rewritten(tmp_path, caplog):
     (tmp_path / MEMORY_FILE).write_text("{ not json")
     forward = OomAbove(10)
-    with caplog.at_level(logging.WARNING, logger="evalkit.batching"):
+    with caplog.at_level(logging.WARNING, logger="evalkit.features.batching"):
         got = resolve_batch_size("auto", fake_encoder(), FakeView(), SHAPE, cache_dir=tmp_path, forward=forward,
                                  device_info=gpu())
     assert got == BatchSize(9, "searched") and forward.calls
@@ -528,7 +528,6 @@ def test_the_smoke_run_takes_every_step_on_the_cpu(tmp_path):
 
 def test_auto_batch_size_is_recorded_in_the_result(tmp_path):
     from evalkit import api
-
     r = api.evaluate("eva-clip-demo", "shapeworld-shape", batch_size="auto", limit=8, output_dir=tmp_path,
                      progress=False, cache_dir=None, raise_errors=True).results[0]
     assert r.evalkit["batch_size"] == "auto" and r.evalkit["batch_size_used"] == 64  # the CPU default

@@ -8,8 +8,6 @@ import os
 import torch
 
 from evalkit import timing
-
-
 def test_conditions_record_threads_and_load_at_the_start_and_the_end():
     threads = torch.get_num_threads()
     try:

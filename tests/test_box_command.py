@@ -9,7 +9,7 @@ import json
 import pytest
 from fixtures import make_wds
 
-from evalkit import cli
+from evalkit.cli import main as cli
 from evalkit.models.auto import choose_placement
 from evalkit.models.precision import PlacementError
 

@@ -19,8 +19,8 @@ import torch
 
 import evalkit
 import evalkit.models
-from evalkit.cache import MAGIC, FeatureCache, check_entry, parse_duration, read_header, temp_files
-from evalkit.cli import main
+from evalkit.features.cache import MAGIC, FeatureCache, check_entry, parse_duration, read_header, temp_files
+from evalkit.cli.main import main
 from evalkit.timing import TimedEncoder
 
 DEMO_LIMIT = 520  # ShapeWorld units hold 512 images: a run over 520 fills two units, of 512 and 8
@@ -31,7 +31,7 @@ def _entries(root: Path, kind: str = "*") -> list[Path]:
 
 
 def _payload_start(data: bytes) -> int:
-    """Where the torch.save zip starts inside an entry (found independently of evalkit.cache)."""
+    """Where the torch.save zip starts inside an entry (found independently of evalkit.features.cache)."""
     return data.index(b"PK\x03\x04")
 
 
@@ -150,7 +150,7 @@ def test_a_damaged_entry_is_reported_by_name_treated_as_a_miss_and_replaced(tmp_
         FeatureCache(root).put("images", "aa22", {"features": torch.zeros(1, 8), "keys": ["z"]})
         shutil.copy(root / "images" / "aa" / "aa22.pt", path)
     cache = FeatureCache(root)
-    with caplog.at_level(logging.WARNING, logger="evalkit.cache"):
+    with caplog.at_level(logging.WARNING, logger="evalkit.features.cache"):
         assert cache.get("images", "aa11") is None
     assert cache.misses == 1 and cache.hits == 0
     assert len(cache.corrupt) == 1 and cache.corrupt[0][0] == path and reason in cache.corrupt[0][1]
@@ -168,7 +168,7 @@ def test_an_old_format_entry_is_recomputed_not_used(tmp_path, caplog):
     path.parent.mkdir(parents=True)
     torch.save(torch.ones(3, 4), path)  # what the cache wrote before entries had a checksum
     cache = FeatureCache(root)
-    with caplog.at_level(logging.WARNING, logger="evalkit.cache"):
+    with caplog.at_level(logging.WARNING, logger="evalkit.features.cache"):
         assert cache.get("classifier", "bb33") is None
     assert cache.legacy == [path] and cache.corrupt == [] and not caplog.records
     assert "old format" in check_entry(path)
@@ -182,7 +182,7 @@ def test_an_entry_that_cannot_be_written_is_reported_and_kept_in_memory(tmp_path
     root.mkdir()
     (root / "images").write_text("a file where the kind's folder should be")
     cache = FeatureCache(root)
-    with caplog.at_level(logging.WARNING, logger="evalkit.cache"):
+    with caplog.at_level(logging.WARNING, logger="evalkit.features.cache"):
         cache.put("images", "ee55", torch.ones(2))  # the run goes on
     path = root / "images" / "ee" / "ee55.pt"
     assert [p for p, _ in cache.write_errors] == [path]
@@ -251,9 +251,9 @@ def test_a_damaged_unit_of_a_real_run_is_recomputed_alone_and_never_used(cache_c
     root, clean = cache_copy
     path, value = _unit_entry(root, DEMO_LIMIT - 512)
     _flip_in_tensor(path, value["features"]) if damage == "payload" else _truncate(path)
-    with caplog.at_level(logging.WARNING, logger="evalkit.cache"):
+    with caplog.at_level(logging.WARNING, logger="evalkit.features.cache"):
         metrics, enc = _run_demo(monkeypatch, root, tmp_path / "out")
-    warned = [r.getMessage() for r in caplog.records if r.name == "evalkit.cache"]
+    warned = [r.getMessage() for r in caplog.records if r.name == "evalkit.features.cache"]
     assert len(warned) == 1 and str(path) in warned[0], warned
     assert enc.image.items == DEMO_LIMIT - 512  # the damaged unit only; the other one came from the cache
     assert enc.text.items == 0  # the classifier too

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from fixtures import image_bytes, make_image
 
-from evalkit import cli
+from evalkit.cli import main as cli
 from evalkit.data.captions import captions_source
 from evalkit.data.sources import DataError
 

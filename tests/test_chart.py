@@ -1,4 +1,4 @@
-"""The per-model claimed-vs-verified chart (:func:`evalkit.report._chart`)."""
+"""The per-model claimed-vs-verified chart (:func:`evalkit.reporting.report._chart`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from evalkit import report
-from evalkit.claims import TASK_ORDER
+from evalkit.reporting import report
+from evalkit.reporting.claims import TASK_ORDER
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

@@ -11,7 +11,7 @@ from fixtures import CLASSNAMES, make_wds
 from sklearn.metrics import balanced_accuracy_score
 
 from evalkit import models
-from evalkit.features import FeatureCache, encode_texts, zero_shot_classifier
+from evalkit.features.embed import FeatureCache, encode_texts, zero_shot_classifier
 from evalkit.metrics import mean_per_class_recall, topk_accuracy, zero_shot_classification_metrics
 from evalkit.models.tokenize import open_clip_tokenizer
 from evalkit.tasks.base import RunContext

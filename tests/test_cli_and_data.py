@@ -7,7 +7,7 @@ import json
 import pytest
 from fixtures import CLASSNAMES, make_folder, make_wds
 
-from evalkit import cli
+from evalkit.cli import main as cli
 from evalkit.data.sources import DataError, load_source
 from evalkit.registry import Registry, UnknownNameError
 from evalkit.tasks.spec import TaskIndex, TaskSpecError, adhoc_name
@@ -197,8 +197,7 @@ def test_eva_18b_without_weights_names_expected_files(tmp_path, capsys):
 
 def test_resume_uses_cached_units(tiny_arch, tmp_path, monkeypatch):
     """An interrupted run resumes: finished units come from the cache, only the rest is computed."""
-    from evalkit import features
-
+    from evalkit.features import embed as features
     root = make_wds(tmp_path / "wds_resume", nshards=3)
     calls = {"n": 0}
     real = features._run_unit

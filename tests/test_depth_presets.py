@@ -1,4 +1,4 @@
-"""Depth-view render presets (evalkit.render.RENDER_PRESETS, issue 16 §6).
+"""Depth-view render presets (evalkit.views.render.RENDER_PRESETS, issue 16 §6).
 
 The ``pointclip-v2`` preset is checked against :func:`pointclip_v2_reference`, a slow re-statement
 written here from the facts of PointCLIP V2's zero-shot code (``zeroshot_cls/trainers/mv_utils_zs.py``
@@ -9,7 +9,7 @@ bounding-box normalisation; ``obj_ratio`` on x and y; cells ``ceil(u * 112)`` cl
 scatter-max into an 8 x 112 x 112 grid indexed (z, y, x) and read as (z, x, y); a 7 x 7 max pool
 padded 2 (110 cells); a 3 x 3 Gaussian (sigma 3) padded 1; max over slices; divided by the image's
 maximum; 1 - image; bilinear to 224 with ``align_corners=True``; no mean/std. Numpy and Python
-loops, nothing from evalkit.render.
+loops, nothing from evalkit.views.render.
 
 Run as a script, it prints the share of pixels each difference between the two presets changes
 (the README's figures): ``python tests/test_depth_presets.py [n_clouds]``.
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from evalkit import api
 from evalkit.demo import solids
 from evalkit.models import load
-from evalkit.render import (
+from evalkit.views.render import (
     DEFAULT_PRESET,
     RENDER_PRESETS,
     VIEW_NAMES,
@@ -38,7 +38,7 @@ from evalkit.render import (
     resolve_preset,
 )
 from evalkit.tasks.spec import TaskSpecError
-from evalkit.views import ImageView, depth_view
+from evalkit.views.runtime import ImageView, depth_view
 
 # -- the reference -------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Data parallel within a dataset, and resume at any world size (evalkit.distributed, issue 12).
+"""Data parallel within a dataset, and resume at any world size (evalkit.features.distributed, issue 12).
 
 Real processes on the gloo backend: ``python -m torch.distributed.run --standalone
 --nproc-per-node 2 -m evalkit run ...`` against ``python -m evalkit run ...``. A test-only
@@ -26,8 +26,8 @@ import pytest
 import torch
 from fixtures import make_wds, register_tiny_open_clip
 
-from evalkit.distributed import DistributedError, Launch, detect, device_for_rank, devices_for_rank
-from evalkit.features import assign_units
+from evalkit.features.distributed import DistributedError, Launch, detect, device_for_rank, devices_for_rank
+from evalkit.features.embed import assign_units
 from evalkit.tasks.spec import adhoc_name
 
 DEMO_LIMIT = "56"  # 7 units of 8 per task; 280 captions: two passes of the text tower (256 a pass)
@@ -168,7 +168,6 @@ def _in_process(cache: str | None = None):
 
 def _evaluate(out: Path, args: list[str], cache: str | None = None) -> None:
     from evalkit import api
-
     opts = dict(zip(args[::2], args[1::2], strict=True))
     api.evaluate(opts["--model"], opts["--tasks"], limit=int(opts["--limit"]), output_dir=out, progress=False,
                  save_predictions=True, raise_errors=True, cache_dir="default" if cache else None,
@@ -328,7 +327,6 @@ def test_a_rank_that_dies_fails_the_job_and_the_next_attempt_reuses_its_cache(wo
 
 def test_one_process_makes_no_process_group_and_counts_its_samples(tmp_path, monkeypatch):
     from evalkit import api
-
     for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID"):
         monkeypatch.delenv(name, raising=False)
     first = api.evaluate("eva-clip-demo", "shapeworld-shape", limit=8, output_dir=tmp_path / "out", progress=False,
@@ -403,7 +401,7 @@ def test_units_are_assigned_once_each_balanced_and_deterministically():
 
 def test_an_error_on_a_rank_reaches_rank_0_naming_that_rank():
     """What a rank sends to rank 0 when its share fails (every rank still reaches the gather)."""
-    from evalkit.features import SampleDecodeError, _outcome, _results
+    from evalkit.features.embed import SampleDecodeError, _outcome, _results
 
     class Rank1:
         rank = 1
@@ -419,8 +417,8 @@ def test_an_error_on_a_rank_reaches_rank_0_naming_that_rank():
 
 
 def test_the_command_line_names_the_rank_of_an_error(monkeypatch, capsys):
-    from evalkit import api, cli
-
+    from evalkit import api
+    from evalkit.cli import main as cli
     def fails(*args, **kwargs):
         raise ValueError("tasks.yaml: no such task")
 

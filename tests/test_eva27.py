@@ -25,8 +25,8 @@ from fixtures_eva27 import (
     wds,
 )
 
-from evalkit import cli
-from evalkit.claims import EVA27, IMAGENET_VARIANTS, load_claims
+from evalkit.cli import main as cli
+from evalkit.reporting.claims import EVA27, IMAGENET_VARIANTS, load_claims
 from evalkit.data.sources import (
     DataError,
     DatasetNotFound,
@@ -34,7 +34,7 @@ from evalkit.data.sources import (
     class_subset_groups,
     load_source,
 )
-from evalkit.datacheck import check_tasks
+from evalkit.cli.data import check_tasks
 from evalkit.results import safe_name
 from evalkit.tasks.spec import TaskIndex
 
@@ -445,7 +445,7 @@ def test_every_task_runs_end_to_end_with_both_transforms(e2e, data_root):
 def test_report_puts_the_27_claims_next_to_verified_numbers(e2e, tmp_path):
     """The demo model's numbers filed under eva-clip-18b: every Table 2 claim finds its result, and
     the 27-dataset mean appears with and without Birdsnap."""
-    from evalkit.report import aggregate_table, verified_table
+    from evalkit.reporting.report import aggregate_table, verified_table
 
     results, _ = e2e
     for task, r in results.items():

@@ -23,7 +23,7 @@ from torchvision import transforms as T
 
 from evalkit import models
 from evalkit.data.sources import SourceData, Unit, load_source
-from evalkit.features import FeatureCache, encode_texts, image_features, zero_shot_classifier
+from evalkit.features.embed import FeatureCache, encode_texts, image_features, zero_shot_classifier
 from evalkit.models.encoder import Encoder
 from evalkit.models.prefix import SharedPrefixText
 from evalkit.tasks.base import RunContext
@@ -331,9 +331,9 @@ def test_limit_counts_skipped_samples_across_sized_units(demo, limit):
 ])
 def test_report_tolerance_boundary(tmp_path, claimed, tolerance, status):
     """Defect: `<` instead of `<=` in report._status (or a slack that swallows a real difference)."""
-    from evalkit import report
-    from evalkit.claims import load_claims
-    from evalkit.cli import main
+    from evalkit.reporting import report
+    from evalkit.reporting.claims import load_claims
+    from evalkit.cli.main import main
     from evalkit.results import TaskResult, write_result
 
     out = tmp_path / "out"
@@ -426,7 +426,7 @@ def test_unknown_name_hint_is_a_working_list_command(tmp_path, capsys, family, s
     it points to `evalkit list ...`, that command must exist."""
     import re
 
-    from evalkit.cli import main
+    from evalkit.cli.main import main
 
     tasks = tmp_path / "tasks"
     tasks.mkdir()

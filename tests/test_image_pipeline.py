@@ -1,4 +1,4 @@
-"""The image side of evalkit.features: two-stage transforms, one decode for several transforms,
+"""The image side of evalkit.features.embed: two-stage transforms, one decode for several transforms,
 per-transform caching, and the default worker count."""
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from fixtures import CLASSNAMES, image_bytes, make_image
 from PIL import Image
 from torchvision import transforms as T
 
-from evalkit import cli, models
+from evalkit import models
+
+from evalkit.cli import main as cli
 from evalkit.data.sources import SourceData, Unit
-from evalkit.features import FeatureCache, SampleDecodeError, background, default_num_workers, image_features
-from evalkit.transforms import Preprocess, build_transform
+from evalkit.features.embed import FeatureCache, SampleDecodeError, background, default_num_workers, image_features
+from evalkit.views.transforms import Preprocess, build_transform
 
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 

@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from fixtures import make_wds
 
-from evalkit import cli, resources
+from evalkit import resources
+
+from evalkit.cli import main as cli
 from evalkit.tasks import spec as spec_module
 from evalkit.tasks.spec import TaskIndex, TaskSpecError
 

@@ -5,20 +5,20 @@ below. Only the source is parsed; nothing is imported.
 
 The table, top to bottom. A module may import modules of its own layer or of any layer below it:
 
-====  ========  ===============================================================================
-  0   cli       ``cli``, ``__main__``, and the commands plugged into it that live next to their
-                feature (``plan``, ``datacheck``): they build argparse parsers and may call cli
-  1   api       the package itself (``evalkit/__init__``: ``evaluate`` re-exported), ``api``, and
-                the read side of results used by the commands: ``report``, ``claims``
-  2   tasks     ``evalkit.tasks``: families and task specs
-  3   features  ``evalkit.features``: the one loop that runs a model over data, the cache
-  4   views     ``evalkit.views``: how one raw sample becomes one embedding
-  5   data      ``evalkit.data``: sources and layouts, the data-level check of one source spec
-  6   models    ``evalkit.models``; ``evalkit.timing`` (clocks around an Encoder's forward calls)
-  7   bottom    the small modules of no layer: ``metrics``, ``results``, ``registry``,
-                ``resources``, ``errors``, ``cli_help``, ``transforms``, ``probe``, ``render``,
-                ``cache``, ``progress``
-====  ========  ===============================================================================
+====  =========  ==============================================================================
+  0   cli        ``evalkit.cli``: one module per command, and ``__main__``
+  1   api        the package itself (``evalkit/__init__``: ``evaluate`` re-exported), ``api``
+  2   reporting  ``evalkit.reporting``: claims, the report, charts, export, check
+  3   tasks      ``evalkit.tasks``: families, task specs, the shared runner, the probe
+  4   features   ``evalkit.features``: the one loop that runs a model over data, batching, the
+                 cache, the ranks of a launched job
+  5   views      ``evalkit.views``: how one raw sample becomes one embedding, image transforms,
+                 the depth renderer
+  6   data       ``evalkit.data``: sources and layouts, the data-level check of one source spec
+  7   models     ``evalkit.models``; ``evalkit.timing`` (clocks around an Encoder's forward calls)
+  8   bottom     the small pure modules of no layer: ``metrics``, ``results``, ``registry``,
+                 ``resources``, ``errors``, ``progress``
+====  =========  ==============================================================================
 
 ``evalkit.demo`` is in no layer: it is a plugin. It may import anything of evalkit, as a separate
 package may; nothing in evalkit imports it. evalkit finds it only through the entry points its
@@ -38,15 +38,15 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "evalkit"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("cli", ("evalkit.cli", "evalkit.__main__", "evalkit.plan", "evalkit.datacheck", "evalkit.cachecli")),
-    ("api", ("evalkit", "evalkit.api", "evalkit.report", "evalkit.curves", "evalkit.claims", "evalkit.regress")),
+    ("cli", ("evalkit.cli", "evalkit.__main__")),
+    ("api", ("evalkit", "evalkit.api")),
+    ("reporting", ("evalkit.reporting",)),
     ("tasks", ("evalkit.tasks",)),
-    ("features", ("evalkit.features", "evalkit.batching", "evalkit.distributed")),
+    ("features", ("evalkit.features",)),
     ("views", ("evalkit.views",)),
     ("data", ("evalkit.data",)),
     ("models", ("evalkit.models", "evalkit.timing")),
     ("bottom", ("evalkit.metrics", "evalkit.results", "evalkit.registry", "evalkit.resources", "evalkit.errors",
-                "evalkit.cli_help", "evalkit.transforms", "evalkit.probe", "evalkit.render", "evalkit.cache",
                 "evalkit.progress")),
 ]
 PLUGINS = ("evalkit.demo",)
@@ -168,12 +168,12 @@ def test_the_import_collector_sees_every_form(tmp_path):
         "import numpy\n"
     )
     found = {m for m, _ in evalkit_imports(source, "evalkit.data.check", False, tmp_path)}
-    assert found == {"evalkit.registry", "evalkit.data.sources", "evalkit.tasks.spec", "evalkit.cli", "evalkit",
+    assert found == {"evalkit.registry", "evalkit.data.sources", "evalkit.tasks.spec", "evalkit.cli.main", "evalkit",
                      "evalkit.demo"}
     (pkg / "data" / "check.py").write_text(source)
     problems = "\n".join(violations(tmp_path))
     assert "evalkit.data.check (data) imports evalkit.tasks.spec, which is above it (tasks)" in problems
-    assert "imports evalkit.cli, which is above it (cli)" in problems
+    assert "imports evalkit.cli.main, which is above it (cli)" in problems
     assert "imports the demo plugin evalkit.demo" in problems
     assert "sources" not in problems and "registry" not in problems
 

@@ -1,4 +1,4 @@
-"""The few-shot linear-probe family (evalkit/probe.py, evalkit/tasks/linear_probe.py): clip_benchmark's
+"""The few-shot linear-probe family (evalkit/tasks/probe.py, evalkit/tasks/linear_probe.py): clip_benchmark's
 ``linear_probe`` on the same features gives the same accuracy and weight decay; K samples per class,
 disjoint from the validation split, reproducible per seed; and the demo model end to end (one feature
 pass per split, accuracy rising with K, identical reruns)."""
@@ -18,9 +18,9 @@ from clip_benchmark.metrics import linear_probe as cb
 
 from evalkit import api, models
 from evalkit.data.sources import DataError
-from evalkit.features import FeatureCache
+from evalkit.features.embed import FeatureCache
 from evalkit.models.zoo import DEMO_WEIGHTS
-from evalkit.probe import (
+from evalkit.tasks.probe import (
     ProbeOptions,
     fewshot_metrics,
     fewshot_probe,
@@ -390,8 +390,7 @@ def test_api_best_of_both_writes_the_better_transforms_numbers(tmp_path):
 
 
 def test_cli_shots_and_seeds(tmp_path, capsys):
-    from evalkit import cli
-
+    from evalkit.cli import main as cli
     out = tmp_path / "out"
     assert cli.main(["run", "--model", "eva-clip-demo", "--tasks", "shapeworld-shape-fewshot", "--shots", "4,1,4",
                      "--seeds", "2", "--output-dir", str(out), "--quiet", "--no-cache"]) == 0
@@ -405,7 +404,6 @@ def test_cli_shots_and_seeds(tmp_path, capsys):
 
 def test_a_computed_train_split_is_not_reported_as_cached(tmp_path):
     from evalkit import api
-
     kw = dict(output_dir=tmp_path, progress=False, cache_dir=tmp_path / "cache", raise_errors=True, shots=[1], seeds=1)
     api.evaluate("eva-clip-demo", "shapeworld-shape", limit=None, **{k: v for k, v in kw.items()
                                                                      if k not in ("shots", "seeds")})

@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import save_file
 from test_checkpoint import TINY, WRITERS, _cfg, _random_model, to_hf
 
-from evalkit import cli
+from evalkit.cli import main as cli
 from evalkit.models import CARDS, ModelLoadError, memory_plan, streaming
 from evalkit.models import load as load_model
 from evalkit.models.checkpoint import CheckpointError, resize_pos_embed, save_sharded

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from evalkit import cli
+from evalkit.cli import main as cli
 from evalkit.models import CARDS, eva_config
 from evalkit.models.memory_plan import (
     GPU_RUNTIME_RESERVE,
@@ -22,7 +22,7 @@ from evalkit.models.memory_plan import (
     weight_bytes,
 )
 from evalkit.models.quantize import NO_SPLIT_MODULES
-from evalkit.plan import make_plan, render_plan
+from evalkit.cli.plan import make_plan, render_plan
 
 GiB = 2**30
 

@@ -34,7 +34,7 @@ PLUGIN = textwrap.dedent('''
                 raise ValueError(f"{spec.path}: plugin-count needs classnames")
 
         def run(self, spec, encoder, ctx):
-            from evalkit.features import encode_texts
+            from evalkit.features.embed import encode_texts
 
             feats = encode_texts(encoder, [t.format(c=c) for c in spec.classnames for t in spec.templates])
             return TaskResult(
@@ -46,7 +46,6 @@ PLUGIN = textwrap.dedent('''
 
     def load_model(name, weights=None, precision="fp32", device="cpu"):
         from evalkit import models
-
         enc = models.load("eva-clip-demo", precision=precision, device=device)
         enc.name, enc.weights = name, WEIGHTS_TAG
         return enc

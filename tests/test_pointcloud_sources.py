@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from evalkit.data import pointclouds  # noqa: F401  (registers the point-cloud source types)
 from evalkit.data.pointclouds import PointCloud, PointCloudError, make_cloud, read_ply
 from evalkit.data.sources import LAYOUT_HELP, DataError, check_task_classnames, load_source
-from evalkit.features import SampleDecodeError, embed
+from evalkit.features.embed import SampleDecodeError, embed
 from evalkit.resources import builtin_tasks_dir as tasks_dir
 
 RNG = np.random.default_rng(0)

@@ -17,8 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from evalkit import cli, models
-from evalkit import plan as plan_cli
+from evalkit import models
+
+from evalkit.cli import main as cli
+from evalkit.cli import plan as plan_cli
 from evalkit.models import CARDS, ModelLoadError, eva_config
 from evalkit.models.encoder import Encoder
 from evalkit.models.memory_plan import plan_memory
@@ -134,7 +136,7 @@ def test_no_other_module_keeps_a_precision_table():
 
 
 def test_the_cli_gets_its_choices_without_torch():
-    code = ("import sys; from evalkit.cli import build_parser; build_parser(); "
+    code = ("import sys; from evalkit.cli.main import build_parser; build_parser(); "
             "import evalkit.models.precision; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == "False", out.stderr

@@ -7,7 +7,7 @@ import torch
 from fixtures import CLASSNAMES
 
 from evalkit import models
-from evalkit.features import encode_texts, zero_shot_classifier
+from evalkit.features.embed import encode_texts, zero_shot_classifier
 from evalkit.models.prefix import SharedPrefixText, shared_prefix_text
 
 TEMPLATES = [

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from evalkit import models
 from evalkit.demo.shapeworld import ShapeWorldClassification
-from evalkit.features import zero_shot_classifier
+from evalkit.features.embed import zero_shot_classifier
 from evalkit.models import CARDS, ModelLoadError, eva_config
 from evalkit.models.memory_plan import empty_model, weight_bytes
 from evalkit.models.precision import PlacementError

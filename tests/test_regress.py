@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from evalkit import results as results_mod
-from evalkit.cli import main
-from evalkit.regress import DEFAULT_TOLERANCE, BaselineError, NothingToCompare, check, detect_baseline
+from evalkit.cli.main import main
+from evalkit.reporting.check import DEFAULT_TOLERANCE, BaselineError, NothingToCompare, check, detect_baseline
 from evalkit.results import (
     RunLogError,
     TaskResult,
@@ -272,7 +272,7 @@ def test_claims_baseline(tmp_path, capsys):
 def test_demo_claims_shipped_check_against_recorded_results(tmp_path, capsys):
     """The shipped demo claims against results carrying the recorded numbers (what .ci/wheel_smoke
     does with a real demo run): passes; one number 1 point lower fails naming it."""
-    from evalkit.claims import load_claims
+    from evalkit.reporting.claims import load_claims
 
     claims_path = REPO / "results" / "claims_demo.csv"
     claims = load_claims(claims_path)
@@ -300,7 +300,7 @@ def _recorded_demo_run(out: Path, *, eight_frames: bool, model: str = "eva-clip-
     """Results carrying the demo claims' recorded numbers, shaped as `evalkit run --model
     eva-clip-demo --tasks demo` writes them (each task's metric, transform and frames); the
     8-frame video result (a second run, `--frames uniform-8`) only with ``eight_frames``."""
-    from evalkit.claims import load_claims
+    from evalkit.reporting.claims import load_claims
 
     by_result: dict[tuple[str, str], dict] = {}
     for c in load_claims(DEMO_CLAIMS).itertuples():
@@ -425,7 +425,7 @@ def test_limited_results_are_partial_never_compared_with_a_claim(tmp_path, capsy
 def test_limited_result_without_a_variant_of_its_own_is_labelled(tmp_path):
     """A limited result written under the plain variant (before limited runs had their own) is
     still told apart: its variant label says the limit, and it is never compared with a claim."""
-    from evalkit.report import run_label
+    from evalkit.reporting.report import run_label
     from evalkit.results import result_variant
 
     run = tmp_path / "run"
@@ -440,8 +440,7 @@ def test_limited_result_without_a_variant_of_its_own_is_labelled(tmp_path):
 def test_one_tolerance_for_report_and_check(tmp_path, capsys):
     """The same default in both, printed by both: a number 0.45 points off its claim is verified
     by the report and ok for check; 0.55 off differs and regressed."""
-    from evalkit import report as report_mod
-
+    from evalkit.reporting import report as report_mod
     assert report_mod.DEFAULT_TOLERANCE == DEFAULT_TOLERANCE == 0.5
     claims = _claims(tmp_path, "m,cifar10,acc1,80.0,crop,,mine,,,\nm,mnist,acc1,60.0,crop,,mine,,,\n")
     run = tmp_path / "run"

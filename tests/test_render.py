@@ -1,4 +1,4 @@
-"""Depth views of point clouds (evalkit.render) and the demo's generated solids (evalkit.demo.solids).
+"""Depth views of point clouds (evalkit.views.render) and the demo's generated solids (evalkit.demo.solids).
 
 Expected silhouettes are worked out from the geometry and the documented constants (obj_ratio of
 the grid, a max pool of k cells widening a shape by k - 1 cells, ...), not read off the renderer.
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from evalkit.demo import solids
-from evalkit.render import (
+from evalkit.views.render import (
     CHUNK,
     VIEW_NAMES,
     VIEWPOINTS,

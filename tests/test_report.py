@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from evalkit import report
-from evalkit.claims import EVA27, GROUPS, RETRIEVAL_METRICS, ClaimsError, default_claims_path, load_claims
+from evalkit.reporting import report
+from evalkit.reporting.claims import EVA27, GROUPS, RETRIEVAL_METRICS, ClaimsError, default_claims_path, load_claims
 from evalkit.results import TaskResult, result_path, write_result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -439,7 +439,7 @@ def test_limited_result_is_partial_and_labelled(tmp_path, capsys):
     """A --limit run's result (its own variant, evalkit.limit set) is shown, never held against a
     claim: status partial and no Δ in the table and the aggregates, its run and leaderboard row
     labelled with the limit; a --fail-on-differ gate on limited results alone does not pass."""
-    from evalkit.cli import main
+    from evalkit.cli.main import main
 
     claims = load_claims(_claims(tmp_path, "m,cifar10,acc1,80.0,crop,,,,,\nm,AVG27,mean,80.0,crop,,,,,\n"))
     out = tmp_path / "out"
@@ -490,7 +490,7 @@ def test_a_limited_result_recorded_under_the_plain_variant_is_still_partial(tmp_
 def test_export_and_report_on_a_missing_folder_exit_1(tmp_path, capsys):
     """A typo in --output-dir: one line naming the folder and exit 1, nothing created; export of a
     folder with no results is an error too, not a header-only CSV."""
-    from evalkit.cli import main
+    from evalkit.cli.main import main
 
     missing = tmp_path / "typo"
     for argv in (["export"], ["export", "--format", "md"], ["report"], ["report", "--fail-on-differ"]):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from fixtures import make_folder
 
-from evalkit import cli
+from evalkit.cli import main as cli
 from evalkit.models.encoder import weights_label
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from fixtures import CLASSNAMES, make_folder, make_wds
 
-from evalkit import cli
+from evalkit.cli import main as cli
 from evalkit.results import read_run_log
 from evalkit.tasks.spec import TaskIndex, TaskSpecError, adhoc_name
 
@@ -186,7 +186,7 @@ def test_a_relative_adhoc_path_is_the_current_folders_whatever_the_data_root(tin
 def test_a_limited_result_without_its_variant_is_labelled_everywhere_alike():
     """A --limit result written before limited runs had a variant of their own: the report, check
     and the run log all call it fp32+limit100 (one rule, results.result_variant)."""
-    from evalkit.report import run_label
+    from evalkit.reporting.report import run_label
     from evalkit.results import TaskResult, result_variant, run_log_entry
 
     r = TaskResult("t", "m", "w", "zeroshot_classification", {"acc1": 0.5},

@@ -12,7 +12,9 @@ import pytest
 import torch
 from fixtures import image_bytes, make_image
 
-from evalkit import api, cli
+from evalkit import api
+
+from evalkit.cli import main as cli
 from evalkit.data.captions import captions_source
 from evalkit.data.sources import DataError
 from evalkit.tasks.spec import TaskIndex, adhoc_name

@@ -25,11 +25,11 @@ from test_retrieval import _items, make_captions_dir
 from test_uni3d import uni3d_checkpoint
 
 from evalkit import api
-from evalkit.cache import FeatureCache
-from evalkit.cli import main
+from evalkit.features.cache import FeatureCache
+from evalkit.cli.main import main
 from evalkit.data.sources import DataError
 from evalkit.models.uni3d import uni3d_config
-from evalkit.probe import ProbeOptions, fewshot_probe, sample_shots
+from evalkit.tasks.probe import ProbeOptions, fewshot_probe, sample_shots
 
 
 def _cli(capsys, *argv: str) -> tuple[int, str, str]:

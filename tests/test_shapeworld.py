@@ -185,7 +185,7 @@ def test_shape_and_colour_tasks_share_image_features_but_not_labels():
 
     from evalkit import models
     from evalkit.data.sources import load_source
-    from evalkit.features import FeatureCache, image_features
+    from evalkit.features.embed import FeatureCache, image_features
 
     enc = models.load("eva-clip-demo")
     transforms = {"crop": enc.preprocess("crop")}

@@ -238,8 +238,7 @@ def _clip_files(root: Path) -> list[Path]:
 def test_cache_dir_moves_the_generated_clips(tmp_path, monkeypatch):
     """`evalkit run --cache-dir D` puts the demo's clips under D, nothing under the default cache
     folder; `--no-cache` leaves them nowhere once the run is over."""
-    from evalkit import cli
-
+    from evalkit.cli import main as cli
     default = tmp_path / "default-cache"
     monkeypatch.setenv("EVALKIT_CACHE", str(default))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))

@@ -9,7 +9,7 @@ import io
 import pytest
 from fixtures import CLASSNAMES, FakeClock, make_wds
 
-from evalkit import cli
+from evalkit.cli import main as cli
 from evalkit.progress import LineProgress, NoProgress, progress_bar
 
 

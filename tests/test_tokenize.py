@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evalkit.features import zero_shot_classifier
+from evalkit.features.embed import zero_shot_classifier
 from evalkit.models.encoder import Encoder
 from evalkit.models.tokenize import CachedClipTokenizer, cached_tokenizer
 from evalkit.tasks.spec import TaskIndex
@@ -89,7 +89,6 @@ def test_any_unicode_text(texts: list[str]) -> None:
 
 def test_encoders_get_the_cached_tokenizer_and_the_same_classifier() -> None:
     from evalkit import models
-
     enc = models.load("eva-clip-demo")
     assert isinstance(enc.tokenizer, CachedClipTokenizer)
     plain = Encoder(**{**{f: getattr(enc, f) for f in ("name", "model", "image_size", "mean", "std", "embed_dim",

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from fixtures import make_wds
 
-from evalkit import cli
+from evalkit.cli import main as cli
 from evalkit.data import sources
 
 BLOCK = 512

@@ -25,9 +25,11 @@ import pytest
 from test_video_frames import SIZE, make_clip, pattern
 from test_video_tasks import K400, _videofolder
 
-from evalkit import api, cli
+from evalkit import api
+
+from evalkit.cli import main as cli
 from evalkit.data import video
-from evalkit.features import SampleDecodeError
+from evalkit.features.embed import SampleDecodeError
 from evalkit.tasks.spec import adhoc_name
 
 GOOD = ["riding_a_bike/0.mp4", "riding_a_bike/1.mp4", "swimming/0.mp4", "swimming/1.mp4"]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from evalkit import cli
-from evalkit.datacheck import check_tasks
+from evalkit.cli import main as cli
+from evalkit.cli.data import check_tasks
 from evalkit.tasks.spec import adhoc_name
 
 CLASSNAMES = Path(__file__).resolve().parents[1] / "tasks" / "classnames"

@@ -8,7 +8,7 @@ import json
 import pytest
 from test_video_frames import make_clip
 
-from evalkit import cli
+from evalkit.cli import main as cli
 from evalkit.tasks.spec import TaskIndex, adhoc_name
 
 K400 = (__import__("pathlib").Path(__file__).resolve().parents[1] / "tasks" / "classnames" / "kinetics400.txt")
@@ -90,7 +90,7 @@ def test_best_of_both_decodes_each_clip_once(tmp_path, monkeypatch):
 def test_report_matches_video_results_to_the_frame_claims(tmp_path):
     """The report's video average (Table 5) is built from results whose frame count matches the
     claim's 1frame / 8frames tag."""
-    from evalkit import report
+    from evalkit.reporting import report
     from evalkit.results import TaskResult, write_result
 
     for frames in (1, 8):
@@ -117,7 +117,6 @@ def test_ucf101_three_splits_mean_and_std(tmp_path):
     import statistics
 
     from evalkit import api
-
     root = tmp_path / "ucf101"
     folders = [f.split()[1] for f in (K400.parent / "ucf101_folders.txt").read_text().splitlines()[:3]]
     lists = root / "ucfTrainTestlist"
@@ -161,7 +160,6 @@ def test_kinetics600_zs220_three_splits_of_160_classes(tmp_path):
     import statistics
 
     from evalkit import api
-
     splits_dir = K400.parents[1] / "video" / "splits"
     c620 = (splits_dir / "classes620.txt").read_text().splitlines()
     idx = {k: [int(x) for x in (splits_dir / f"tst_class_idxs_split{k}.txt").read_text().split()] for k in (1, 2, 3)}
@@ -226,7 +224,6 @@ def test_a_rerun_with_nothing_skipped_removes_the_old_skipped_log(tmp_path):
 
 def test_kinetics_per_class_copy_is_found_beside_the_csv_layout(tmp_path):
     from evalkit import api
-
     names = K400.read_text().splitlines()
     root = tmp_path / "kinetics400" / "val_per_class"
     for c in names[:2]:

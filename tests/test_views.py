@@ -13,9 +13,9 @@ from fixtures import make_image
 
 from evalkit import models
 from evalkit.data.sources import SourceData, Unit
-from evalkit.features import FeatureCache, embed
-from evalkit.transforms import build_transform
-from evalkit.views import ImageView, PooledView, View, as_view
+from evalkit.features.embed import FeatureCache, embed
+from evalkit.views.transforms import build_transform
+from evalkit.views.runtime import ImageView, PooledView, View, as_view
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +146,6 @@ def test_result_records_the_passes_saved_once(demo, tmp_path):
     from fixtures import make_folder
 
     from evalkit import api
-
     root = make_folder(tmp_path / "imgs", n_per_class=7)  # sizes 40 x (40 + i % 7): one square a class
     crop, squash = demo.preprocess("crop").geometry, demo.preprocess("squash").geometry
     from PIL import Image
@@ -165,7 +164,7 @@ def test_frames_view_pools_the_sampled_frames_of_a_clip(demo, tmp_path, sampler,
 
     from evalkit.data.sources import load_source
     from evalkit.data.video import sample_frames
-    from evalkit.views import frames_view
+    from evalkit.views.runtime import frames_view
 
     for c in range(2):
         (tmp_path / "clips" / f"class_{c}").mkdir(parents=True)
@@ -191,7 +190,6 @@ def test_timing_helpers_for_benchmarks():
     import time as _time
 
     from evalkit import timing
-
     delays = iter([0.02, 0.0, 0.01])
     best, out = timing.best_of(lambda: (_time.sleep(next(delays)), "done")[1], 3)
     assert best < 0.01 and out == "done"

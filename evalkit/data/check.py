@@ -4,7 +4,7 @@ layout and folder read, and the number of samples.
 Samples are counted without decoding an image (file lists, annotation files, tar headers; a tar
 shard that is cut short or has a corrupt header is an error naming the shard, never a smaller
 count). This module knows source specs, not tasks: the command that resolves task and group names
-and prints the table is :mod:`evalkit.datacheck`, a layer above (tasks sit above data).
+and prints the table is :mod:`evalkit.cli.data`, a layer above (tasks sit above data).
 """
 
 from __future__ import annotations

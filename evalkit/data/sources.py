@@ -3,7 +3,7 @@
 Each source splits its samples into *units* (a tar shard, or a fixed range of indices): the unit
 is what the feature cache stores, so an interrupted run resumes at the first unfinished unit.
 Decoding happens in the data-loader workers; a sample that does not decode is reported with its
-key and the reason instead of being dropped (see ``evalkit.features``).
+key and the reason instead of being dropped (see ``evalkit.features.embed``).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Solids: a procedural 3-D point-cloud data set for the embedded demo's depth-view task.
 
-Six primitive solids, each chosen because its depth views (:mod:`evalkit.render`) show one of the
+Six primitive solids, each chosen because its depth views (:mod:`evalkit.views.render`) show one of the
 silhouettes ShapeWorld's 2-D images taught the demo model, so an honest zero-shot works through
 the words that model knows:
 
@@ -78,7 +78,7 @@ N_POINTS = 2048
 #: their sides, make the silhouette from the front, back and diagonal views
 PRISM_DEPTH = 0.2
 
-#: The depth-view settings (keyword arguments of ``evalkit.render.render_depth_views``) the demo
+#: The depth-view settings (keyword arguments of ``evalkit.views.render.render_depth_views``) the demo
 #: task uses instead of PointCLIP V2's defaults, chosen on the *train* split (240 clouds; grid
 #: obj_ratio 0.35/0.45/0.55/0.8 x pool_size 3/5/7; best 90.4% zero-shot at 0.45/3, 27.1% at the
 #: defaults 0.8/7). The demo model looks at 32-pixel images and learned shapes spanning about 30-60%

@@ -71,8 +71,8 @@ def video_cache_root() -> Path:
     """Where generated clip sets live: ``shapeworld-video/`` under the cache folder of the run in
     progress (``evalkit run --cache-dir``; a temporary folder, removed when the run ends, under
     ``--no-cache``), outside a run (``evalkit data check``) under evalkit's cache folder
-    (``$EVALKIT_CACHE``, else ``~/.cache/evalkit``): :func:`evalkit.cache.cache_dir_in_use`."""
-    from evalkit.cache import cache_dir_in_use
+    (``$EVALKIT_CACHE``, else ``~/.cache/evalkit``): :func:`evalkit.features.cache.cache_dir_in_use`."""
+    from evalkit.features.cache import cache_dir_in_use
 
     return cache_dir_in_use() / "shapeworld-video"
 

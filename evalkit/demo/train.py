@@ -191,7 +191,7 @@ def zero_shot_top1(
     import torch.nn.functional as F
 
     from evalkit.demo.shapeworld import ShapeWorldClassification, class_prompts
-    from evalkit.transforms import build_transform
+    from evalkit.views.transforms import build_transform
 
     tokenizer = tokenizer or _tokenizer()
     data = ShapeWorldClassification(task=task, split="test", n=n, seed=seed)

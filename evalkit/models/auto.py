@@ -93,7 +93,7 @@ def gpu_total(index: int) -> int:
 
 
 def _share(gpus: list[int], ranks_per_node: int) -> list[int]:
-    """Local rank 0's part of a node's GPU list split over its processes (evalkit.distributed.
+    """Local rank 0's part of a node's GPU list split over its processes (evalkit.features.distributed.
     devices_for_rank's rule); the whole list when it does not split evenly (the loader says so)."""
     if ranks_per_node <= 1 or not gpus or len(gpus) % ranks_per_node:
         return gpus
@@ -123,7 +123,7 @@ def choose_placement(
     run`` reports missing data first).
 
     In a launched job, rank 0 decides for every rank: ``ranks_per_node`` processes share the node's
-    GPUs (each takes its own GPU, or an even share of them, as :mod:`evalkit.distributed` places
+    GPUs (each takes its own GPU, or an even share of them, as :mod:`evalkit.features.distributed` places
     ranks; not when the launcher gave each rank GPUs of its own, ``own_gpus``) and its host memory
     (each loads a copy of the model), so the fit is checked for one rank's share."""
     from evalkit.models.devices import parse_devices, parse_max_memory

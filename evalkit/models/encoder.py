@@ -17,9 +17,9 @@ from evalkit.models.precision import DEFAULT_PRECISION, Precision, parse_precisi
 
 
 def __getattr__(name: str) -> Any:
-    # torchvision (behind evalkit.transforms) costs seconds to import; only preprocessing needs it.
+    # torchvision (behind evalkit.views.transforms) costs seconds to import; only preprocessing needs it.
     if name == "TRANSFORMS":
-        from evalkit.transforms import TRANSFORMS
+        from evalkit.views.transforms import TRANSFORMS
 
         return TRANSFORMS
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -31,6 +31,44 @@ def weights_label(weights: str) -> str:
     if "://" not in weights and ("/" in weights or os.sep in weights):
         return Path(weights).name or weights
     return weights
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """What an image tower takes, as data: square images of ``size`` pixels, resized with
+    ``interpolation`` and normalised by ``mean`` / ``std``. Views build their transforms from it
+    (evalkit.views.image), so a model family never builds a view. ``processor``: where a model's
+    authors ship their own preprocessing (a Hugging Face image processor), a callable
+    PIL image -> normalised (3, size, size) float tensor that the image view uses unchanged;
+    ``processor_id`` says what it is (part of the view's identity, so of the cache key)."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str = "bicubic"
+    processor: Callable[[Any], torch.Tensor] | None = field(default=None, compare=False, repr=False)
+    processor_id: str = ""
+
+
+@dataclass(frozen=True)
+class PointsInput:
+    """What a point tower takes: clouds of ``npoints`` points (xyz + rgb), prepared as
+    :func:`evalkit.models.uni3d.prepare_points` does."""
+
+    npoints: int = 10000
+
+
+@dataclass
+class Tower:
+    """One modality's encoder: ``encode`` (a batch of prepared inputs -> (B, D) features), the
+    ``input`` it takes as data (:class:`ImageInput`, :class:`PointsInput`, ...), the module behind
+    it (placement, provenance) and the dtype its inputs are cast to (None: the encoder's
+    precision; point coordinates stay float32)."""
+
+    encode: Callable[[torch.Tensor], torch.Tensor]
+    input: Any
+    module: nn.Module | None = None
+    input_dtype: torch.dtype | None = None
 
 
 @dataclass
@@ -74,12 +112,31 @@ class Encoder:
     points_model: nn.Module | None = None
     #: share prompt prefixes where the text tower allows it (see evalkit.models.prefix); False: never
     share_text_prefix: bool = True
+    #: the modality towers beside the text tower, by modality (``image``, ``points``, ...): each
+    #: one's encode function and its input configuration as data. Built from the image fields
+    #: above (and ``_points_fn``) when not given.
+    towers: dict[str, Tower] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from evalkit.models.tokenize import cached_tokenizer
 
         self.precision = parse_precision(self.precision).name
         self.tokenizer = cached_tokenizer(self.tokenizer)
+        if not self.towers:
+            if self.has_images:
+                self.towers["image"] = Tower(self._image_fn or self.model.encode_image,
+                                             ImageInput(int(self.image_size), tuple(self.mean), tuple(self.std),
+                                                        self.interpolation), self.model)
+            if self._points_fn is not None:
+                self.towers["points"] = Tower(self._points_fn, PointsInput(), self.points_model, torch.float32)
+        self.has_images = "image" in self.towers
+
+    def tower(self, modality: str) -> Tower:
+        """The tower that encodes ``modality``; a model without one is a ``TypeError`` naming both."""
+        if modality not in self.towers:
+            have = ", ".join(["text", *self.towers])
+            raise TypeError(f"{self.name} has no {modality} tower (it has: {have})")
+        return self.towers[modality]
 
     @property
     def pretrained(self) -> str:
@@ -90,7 +147,7 @@ class Encoder:
 
     # -- preprocessing -------------------------------------------------------------------------
     def preprocess(self, mode: str = "crop") -> Callable:
-        from evalkit.transforms import TRANSFORMS, build_transform
+        from evalkit.views.transforms import TRANSFORMS, build_transform
 
         if mode not in TRANSFORMS:
             raise ValueError(f"unknown transform {mode!r}; choose from {', '.join(TRANSFORMS)}")
@@ -117,25 +174,26 @@ class Encoder:
         return torch.autocast("cpu", enabled=False)
 
     @torch.inference_mode()
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        fn = self._image_fn or self.model.encode_image
+    def encode(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
+        """A batch of one modality's prepared inputs -> (B, D) float32 features on the main device."""
+        tower = self.tower(modality)
         with self._autocast():
             # .to(device): a model split over devices returns from wherever its last layer runs.
-            non_blocking = images.device.type == "cpu" and images.is_pinned()  # pinned: an asynchronous copy
-            return fn(images.to(self.device, self.input_dtype, non_blocking=non_blocking)).float().to(self.device)
+            non_blocking = batch.device.type == "cpu" and batch.is_pinned()  # pinned: an asynchronous copy
+            dtype = tower.input_dtype or self.input_dtype
+            return tower.encode(batch.to(self.device, dtype, non_blocking=non_blocking)).float().to(self.device)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode("image", images)
 
     @property
     def has_points(self) -> bool:
-        return self._points_fn is not None
+        return "points" in self.towers
 
-    @torch.inference_mode()
     def encode_points(self, points: torch.Tensor) -> torch.Tensor:
-        """(B, N, 6) clouds (xyz + rgb, prepared as the point tower expects) -> (B, D) features."""
-        if self._points_fn is None:
-            raise TypeError(f"{self.name} has no point-cloud tower (score clouds with depth views instead)")
-        with self._autocast():
-            # coordinates stay float32: neighbour search in half precision would pick other patches
-            return self._points_fn(points.to(self.device, torch.float32)).float().to(self.device)
+        """(B, N, 6) clouds (xyz + rgb, prepared as the point tower expects) -> (B, D) features;
+        coordinates stay float32 (neighbour search in half precision would pick other patches)."""
+        return self.encode("points", points)
 
     @torch.inference_mode()
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -274,7 +274,7 @@ class EvaTextTransformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         # Works on any prefix length <= context_length: the causal mask means tokens after EOT
-        # cannot reach it, so callers may cut padding (see evalkit.features.encode_texts).
+        # cannot reach it, so callers may cut padding (see evalkit.features.embed.encode_texts).
         n = tokens.shape[1]
         x = self.token_embedding(tokens) + self.positional_embedding[:n]
         x = self.ln_final(self.transformer(x))

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from evalkit.features import FeatureCache
+from evalkit.features.embed import FeatureCache
 from evalkit.models.encoder import Encoder
 from evalkit.results import DEFAULT_VARIANT, TaskResult
 from evalkit.tasks.spec import TaskSpec
@@ -16,7 +16,7 @@ from evalkit.tasks.spec import TaskSpec
 class RunContext:
     data_root: str | Path | None = None
     output_dir: Path = Path("results")
-    batch_size: int | str = 64  # or "auto" (evalkit.batching)
+    batch_size: int | str = 64  # or "auto" (evalkit.features.batching)
     num_workers: int = 0
     prefetch: int | None = None  # batches prepared ahead of the model; None: 2
     limit: int | None = None

@@ -17,7 +17,7 @@ from evalkit.data.sources import (
     load_source,
     read_list_file,
 )
-from evalkit.features import Embeddings, zero_shot_classifier
+from evalkit.features.embed import Embeddings, zero_shot_classifier
 from evalkit.metrics import classification_logits, zero_shot_classification_metrics
 from evalkit.models.encoder import Encoder
 from evalkit.registry import task_families

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evalkit.data.sources import DataError, SourceData
-from evalkit.features import Embeddings, embed
+from evalkit.features.embed import Embeddings, embed
 from evalkit.models.encoder import Encoder
 from evalkit.results import TaskResult, atomic_write_text, result_name, result_path
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.spec import TaskSpec, TaskSpecError
-from evalkit.views import ImageView, depth_view, frames_view, point_view
+from evalkit.views.runtime import ImageView, depth_view, frames_view, point_view
 
 TRANSFORM_CHOICES = ("crop", "squash", "best-of-both")
 #: how a point cloud is embedded (``view.cloud``): by the model's point tower, or as rendered depth
@@ -42,7 +42,7 @@ def check_transform(spec: TaskSpec, default: str) -> str:
     if mode not in TRANSFORM_CHOICES:
         raise TaskSpecError(f"{spec.path or spec.name}: view.transform {mode!r} not in {TRANSFORM_CHOICES}")
     if "depth_preset" in spec.view:
-        from evalkit.render import RENDER_PRESETS
+        from evalkit.views.render import RENDER_PRESETS
 
         if not isinstance(spec.view["depth_preset"], str) or spec.view["depth_preset"] not in RENDER_PRESETS:
             raise TaskSpecError(f"{spec.path or spec.name}: view.depth_preset {spec.view['depth_preset']!r} is not a "
@@ -103,10 +103,10 @@ def view_modes(spec: TaskSpec, encoder: Encoder, ctx: RunContext, default: str) 
 def embed_images(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: SourceData,
                  modes: list[str]) -> dict[str, Embeddings]:
     """The task's samples through one view per transform, in one pass: an
-    :class:`~evalkit.views.ImageView`; for a video task (``view.frames``) the sampled frames of
-    each clip through it, pooled (:func:`~evalkit.views.frames_view`); for a 3D task its depth
-    views through it, pooled (:func:`~evalkit.views.depth_view`), or the cloud through the model's
-    point tower (:func:`~evalkit.views.point_view`). No sample at all decoded is an error naming
+    :class:`~evalkit.views.runtime.ImageView`; for a video task (``view.frames``) the sampled frames of
+    each clip through it, pooled (:func:`~evalkit.views.runtime.frames_view`); for a 3D task its depth
+    views through it, pooled (:func:`~evalkit.views.runtime.depth_view`), or the cloud through the model's
+    point tower (:func:`~evalkit.views.runtime.point_view`). No sample at all decoded is an error naming
     the task."""
     sampler = frames_of(spec, ctx)
     cloud = cloud_view_of(spec, encoder)
@@ -198,7 +198,7 @@ def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, d
         # best-of-both: images whose crop and squash pixels are identical, encoded once
         "views_reused": sum(e.reused for e in by_mode.values()),
         "images_per_s": round(computed / seconds, 2) if seconds > 0 and computed else None,
-        # processes that shared the pass (torchrun, srun; evalkit.distributed) and the samples each
+        # processes that shared the pass (torchrun, srun; evalkit.features.distributed) and the samples each
         # encoded in this run (0s: all cached): a job that ran N full copies would show N× the samples
         "world_size": feats.world_size,
         "samples_per_rank": list(feats.samples_per_rank),
@@ -362,8 +362,8 @@ def _cloud_provenance(spec: TaskSpec, encoder: Encoder) -> dict[str, Any]:
 
 def _depth_preset(spec: TaskSpec) -> str:
     """A depth-view task's render preset: ``view.depth_preset`` (checked with the view block,
-    :func:`check_transform`), else evalkit.render's default."""
-    from evalkit.render import DEFAULT_PRESET
+    :func:`check_transform`), else evalkit.views.render's default."""
+    from evalkit.views.render import DEFAULT_PRESET
 
     return spec.view.get("depth_preset", DEFAULT_PRESET)
 

@@ -1,6 +1,6 @@
 """Few-shot linear probes (``family: linear_probe``): frozen features of any view, a logistic-
 regression probe trained on K samples per class, clip_benchmark's ``linear_probe`` algorithm
-(:mod:`evalkit.probe`, numerically identical to it on the same features).
+(:mod:`evalkit.tasks.probe`, numerically identical to it on the same features).
 
 A task names its test samples in ``source`` and its train samples in ``train_source`` (the same
 schema), and the protocol under ``fewshot``::
@@ -11,7 +11,7 @@ schema), and the protocol under ``fewshot``::
       seeds: 3                    # seeds 0, 1, 2 (or a list of seeds)
       lr: 0.1                     # and epochs, batch_size, val_fraction, wd_log10_min,
                                   # wd_log10_max, wd_points, wd_init_points, wd_refine_span
-                                  # (evalkit.probe.ProbeOptions; defaults: clip_benchmark's CLI,
+                                  # (evalkit.tasks.probe.ProbeOptions; defaults: clip_benchmark's CLI,
                                   # val_fraction 0.1 as its README's --val_proportion example)
     metric: acc1@16shot           # default: acc1 at the largest K
 
@@ -46,9 +46,9 @@ from typing import Any
 import torch
 
 from evalkit.data.sources import DataError, SourceData, load_source
-from evalkit.features import Embeddings
+from evalkit.features.embed import Embeddings
 from evalkit.models.encoder import Encoder
-from evalkit.probe import ProbeOptions, ProbeRun, fewshot_metrics, fewshot_probe
+from evalkit.tasks.probe import ProbeOptions, ProbeRun, fewshot_metrics, fewshot_probe
 from evalkit.progress import progress_bar
 from evalkit.registry import task_families
 from evalkit.results import TaskResult

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from evalkit.data.sources import DataError, SourceData, load_source
-from evalkit.features import Embeddings, caption_features, truncated_texts
+from evalkit.features.embed import Embeddings, caption_features, truncated_texts
 from evalkit.metrics import DEFAULT_RETRIEVAL_CHUNK, retrieval_metrics, retrieval_topk
 from evalkit.models.encoder import Encoder
 from evalkit.registry import task_families

@@ -49,7 +49,7 @@ class TaskSpec:
     classnames: list[str] | None = None
     templates: list[str] | None = None
     metric: str = "acc1"
-    # how a sample becomes an embedding (evalkit.views): ``transform`` crop / squash / best-of-both
+    # how a sample becomes an embedding (evalkit.views.runtime): ``transform`` crop / squash / best-of-both
     view: dict[str, Any] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
     description: str = ""

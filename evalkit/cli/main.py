@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
-from evalkit.cli_help import TASK_DIR_HELP, HelpFormatter
+from evalkit.cli import cache, check, data, plan
+from evalkit.cli.help import TASK_DIR_HELP, HelpFormatter
 from evalkit.errors import one_line
 from evalkit.models.precision import AUTO_PRECISION, RUN_PRECISION_CHOICES  # torch-free, for --help
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
-PLUGGED_COMMANDS = ("evalkit.plan", "evalkit.datacheck", "evalkit.regress", "evalkit.cachecli")
 
 EPILOG = """examples:
   evalkit run --model eva-clip-demo --tasks demo
@@ -57,7 +56,7 @@ def _positive_int(value: str) -> int:
 
 
 def _batch_size(value: str) -> int | str:
-    # evalkit.batching.parse_batch_size's rule, without importing torch for --help
+    # evalkit.features.batching.parse_batch_size's rule, without importing torch for --help
     if value.strip().lower() == "auto":
         return "auto"
     try:
@@ -90,7 +89,6 @@ def _workers(value: str) -> int | None:
 
 def build_parser() -> argparse.ArgumentParser:
     from evalkit import __version__
-
     p = argparse.ArgumentParser(
         prog="evalkit",
         description="Zero-shot evaluation of CLIP-style image-text models: every claimed number next to a verified one.",
@@ -185,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output-dir", default="results", help="the folder `evalkit run` wrote to")
     rep.add_argument("--claims", action="append", default=None,
                      help="claims CSV (repeatable; default: the claims evalkit ships, the papers' and the demo's)")
-    from evalkit.regress import DEFAULT_TOLERANCE  # pandas-free: one tolerance for report and check
+    from evalkit.reporting.check import DEFAULT_TOLERANCE  # pandas-free: one tolerance for report and check
 
     rep.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                      help=f"|verified - claimed| in points counted as verified (default {DEFAULT_TOLERANCE:g}, "
@@ -199,16 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--output-dir", default="results", help="the folder `evalkit run` wrote to")
     exp.add_argument("--out", help="write to this file instead of standard output")
 
-    # Subcommands that live next to their feature: each such module has
-    # register_cli(subparsers), which adds its parser and sets `func` (args -> exit code).
-    for module in PLUGGED_COMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-            continue
-        mod.register_cli(sub)
+    # the commands with a module of their own: each adds its parser and sets `func` (args -> exit code)
+    for command in (plan, data, check, cache):
+        command.register_cli(sub)
     _verbose_everywhere(p)  # `evalkit run -v ...`, `evalkit data check -v ...` as well as `evalkit -v run ...`
     return p
 
@@ -246,8 +237,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _launched_rank() -> int | None:
-    """This process's rank when a launcher started several (evalkit.distributed.detect), else None."""
-    from evalkit.distributed import DistributedError, detect
+    """This process's rank when a launcher started several (evalkit.features.distributed.detect), else None."""
+    from evalkit.features.distributed import DistributedError, detect
 
     try:
         launch = detect()
@@ -334,8 +325,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from evalkit.claims import load_claims
-    from evalkit.report import verified_table, write_report
+    from evalkit.reporting.claims import load_claims
+    from evalkit.reporting.report import verified_table, write_report
 
     claims = load_claims(args.claims)  # None: the claims evalkit ships
     # a missing --output-dir is an error (ResultsFolderError, exit 1), never created empty
@@ -359,7 +350,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from evalkit.report import export
+    from evalkit.reporting.report import export
 
     text = export(args.output_dir, fmt=args.format)  # no results there: an error naming the folder, exit 1
     if args.out:

@@ -1,5 +1,5 @@
 """The only loop that runs the model over data: :func:`embed` for samples (through views, see
-``evalkit.views``), :func:`encode_texts` / :func:`zero_shot_classifier` for text.
+``evalkit.views.runtime``), :func:`encode_texts` / :func:`zero_shot_classifier` for text.
 
 Samples are embedded unit by unit (a tar shard or an index range, see ``evalkit.data``) and each
 finished unit is stored in a content-addressed cache keyed by (model fingerprint, view identity,
@@ -30,13 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from evalkit import distributed
-from evalkit.batching import AUTO, loader_kwargs, prefetch_depth, resolve_for_views, to_device
-from evalkit.cache import FeatureCache, default_cache_dir  # noqa: F401
+from evalkit.features import distributed
+from evalkit.features.batching import AUTO, loader_kwargs, prefetch_depth, resolve_for_views, to_device
+from evalkit.features.cache import FeatureCache, default_cache_dir  # noqa: F401
 from evalkit.data.sources import DataError, SourceData, Unit
 from evalkit.models.encoder import Encoder
 from evalkit.progress import NoProgress, progress_bar
-from evalkit.views import Noted, View, as_view
+from evalkit.views.runtime import Noted, View, as_view
 
 
 def default_num_workers(device: str) -> int:
@@ -82,7 +82,7 @@ def encode_texts(
     the tower allows it (``encoder.shared_prefix``), the token prefix the prompts of a group have
     in common is encoded once and only the rest of each prompt is run (evalkit.models.prefix).
 
-    In a job of several processes (evalkit.distributed) this is a collective step: the forward
+    In a job of several processes (evalkit.features.distributed) this is a collective step: the forward
     passes a single process would make are split into contiguous runs, one per rank, and gathered
     on rank 0, so the result is the single process's, pass for pass; on another rank the result is
     a placeholder of the same shape (rank 0 alone scores)."""
@@ -337,7 +337,7 @@ class _UnitDataset(IterableDataset):
     """One unit's samples, decoded once and put through every view's per-sample step in the
     workers (sample i goes to worker i % W). A sample that fails to decode, or fails any of the
     views, is skipped for all of them: every view scores the same samples. A view's step may return
-    :class:`~evalkit.views.Noted` (a tensor it had to make by a documented fallback, with why):
+    :class:`~evalkit.views.runtime.Noted` (a tensor it had to make by a documented fallback, with why):
     the sample is scored, and its note counted and reported."""
 
     def __init__(self, unit: Unit, stages: Sequence[Callable], limit: int | None) -> None:
@@ -394,14 +394,14 @@ class Embeddings:
     cached_units: int = 0
     reused: int = 0  # this view's embeddings copied from another view's identical pixels (not encoded)
     noted: list[tuple[str, str]] = field(default_factory=list)
-    world_size: int = 1  # processes that shared the call (evalkit.distributed)
+    world_size: int = 1  # processes that shared the call (evalkit.features.distributed)
     samples_per_rank: list[int] = field(default_factory=list)  # samples each rank encoded in it (computed, split)
     batch_size: int | None = None  # the batch size --batch-size auto chose (None: the one given)
 
 
 def image_features(encoder: Encoder, data: SourceData, transforms: Mapping[str, Callable], **kwargs: Any
                    ) -> dict[str, Embeddings]:
-    """:func:`embed` with image transforms (each one an :class:`evalkit.views.ImageView`)."""
+    """:func:`embed` with image transforms (each one an :class:`evalkit.views.runtime.ImageView`)."""
     return embed(encoder, data, {name: as_view(t, name) for name, t in transforms.items()}, **kwargs)
 
 
@@ -426,7 +426,7 @@ def embed(
     copied). Units already cached for a view are not recomputed for it; a unit is decoded only if
     some view lacks it.
 
-    In a job of several processes (evalkit.distributed) this is a collective step, split at the
+    In a job of several processes (evalkit.features.distributed) this is a collective step, split at the
     cache-unit level: rank 0 looks up which units are cached (for every view), assigns the missing
     ones to the ranks (deterministically, by size: each exactly once, none padded, none dropped)
     and sends that plan; each rank encodes its units, writing each to the cache as it finishes;

@@ -1,7 +1,7 @@
 """Claimed vs verified: tables, aggregates, charts and the leaderboard.
 
 Everything here reads result JSONs (``<output_dir>/runs/<model>/[<variant>/]<task>.json``,
-fractions 0-1) and claims (:func:`evalkit.claims.load_claims`, percent) and reports in percent.
+fractions 0-1) and claims (:func:`evalkit.reporting.claims.load_claims`, percent) and reports in percent.
 
 Results are grouped by *run*: the model and the result's variant (precision, and weights other
 than the card's own; :mod:`evalkit.results`). A run is named by its model alone for the default
@@ -41,7 +41,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from evalkit.claims import (
+from evalkit.reporting.claims import (
     AGGREGATE_TASKS,
     GROUPS,
     PRIMARY_METRIC,
@@ -52,8 +52,8 @@ from evalkit.claims import (
     load_claims,
     split_protocol,
 )
-from evalkit.curves import fewshot_chart, fewshot_chart_path, fewshot_curves, fewshot_section, figure_png
-from evalkit.regress import DEFAULT_TOLERANCE  # one tolerance for the report and `evalkit check`
+from evalkit.reporting.charts import fewshot_chart, fewshot_chart_path, fewshot_curves, fewshot_section, figure_png
+from evalkit.reporting.check import DEFAULT_TOLERANCE  # one tolerance for the report and `evalkit check`
 from evalkit.results import (
     DEFAULT_VARIANT,
     TaskResult,
@@ -442,7 +442,7 @@ def _display(value: float | None, n: int, total: int, limits: Iterable[int] = ()
 
 def aggregate_table(output_dir: str | Path, claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None,
                     *, model: str | None = None, tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
-    """Per model and :data:`evalkit.claims.GROUPS` entry: the aggregate of the verified numbers.
+    """Per model and :data:`evalkit.reporting.claims.GROUPS` entry: the aggregate of the verified numbers.
 
     One row per printed aggregate claim (computed under that claim's transform and protocol),
     or, for a leaderboard group the paper prints nothing for, one row from each task's headline

@@ -26,7 +26,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from evalkit.cli_help import TASK_DIR_HELP, HelpFormatter
+from evalkit.cli.help import TASK_DIR_HELP, HelpFormatter
 from evalkit.data.check import TaskCheck, check_source
 from evalkit.data.root import default_data_root
 
@@ -134,7 +134,7 @@ def register_cli(subparsers: Any) -> None:
     check.set_defaults(func=cmd_check)
 
 
-if __name__ == "__main__":  # pragma: no cover  (python -m evalkit.datacheck ARGS = evalkit data check ARGS)
-    from evalkit.cli import main
+if __name__ == "__main__":  # pragma: no cover  (python -m evalkit.cli.data ARGS = evalkit data check ARGS)
+    from evalkit.cli.main import main
 
     sys.exit(main(["data", "check", *sys.argv[1:]]))

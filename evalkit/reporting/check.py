@@ -46,26 +46,22 @@ cannot be read, a ``--tasks`` name found on neither side, or nothing to compare 
 model RUN has results of, no result the two sides share, only partial results).
 """
 
-# api layer: reads results and claims through evalkit.report / evalkit.claims, imported where used
+# api layer: reads results and claims through evalkit.reporting.report / evalkit.reporting.claims, imported where used
 # so that building the command line (`evalkit --help`) imports no pandas.
 
 from __future__ import annotations
 
-import argparse
 import csv
-import json
 import math
-import sys
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalkit.cli_help import HelpFormatter
 from evalkit.results import DEFAULT_VARIANT, TaskResult, iter_results, safe_name
 
 __all__ = ["DEFAULT_TOLERANCE", "SHIPPED_CLAIMS", "BaselineError", "NothingToCompare", "CheckReport", "Row",
-           "Listed", "check", "detect_baseline", "resolve_baseline", "register_cli", "cmd_check"]
+           "Listed", "check", "detect_baseline", "resolve_baseline"]
 
 # Percentage points a number may differ and still agree: `evalkit check`'s default and `evalkit
 # report`'s (which imports it), so "verified" in the report and "ok" in the check mean the same.
@@ -298,7 +294,7 @@ def _int(value: Any) -> int | None:
 
 
 def _entries_from_results(results: Iterable[TaskResult]) -> dict[tuple[str, str, str], _Entry]:
-    from evalkit.report import _metric_value, _primary_metric
+    from evalkit.reporting.report import _metric_value, _primary_metric
     from evalkit.results import result_variant
 
     out: dict[tuple[str, str, str], _Entry] = {}
@@ -317,7 +313,7 @@ def _entries_from_results(results: Iterable[TaskResult]) -> dict[tuple[str, str,
 
 def _entries_from_leaderboard_rows(rows: Iterable[tuple[int, dict[str, Any]]], primaries: dict[str, str], where: str
                                    ) -> dict[tuple[str, str, str], _Entry]:
-    from evalkit.claims import GROUPS
+    from evalkit.reporting.claims import GROUPS
 
     aggregates = {c for g in GROUPS.values() for c in (g.column, f"{g.column}_n", f"{g.column}_claimed")}
     out: dict[tuple[str, str, str], _Entry] = {}
@@ -460,8 +456,8 @@ def _names(items: Iterable[str], at_most: int = 8) -> str:
 def _check_claims(report: CheckReport, run_dir: Path, path: Path, *, model: str | None,
                   task_names: set[str] | None, all_metrics: bool, tolerance: float) -> str:
     """Compare; return why nothing was compared when nothing was (else "")."""
-    from evalkit.claims import ClaimsError, load_claims, split_protocol
-    from evalkit.report import (
+    from evalkit.reporting.claims import ClaimsError, load_claims, split_protocol
+    from evalkit.reporting.report import (
         _canon_tag,
         _claim_rank,
         _primary_metric,
@@ -559,7 +555,7 @@ def check(run_dir: str | Path, baseline: str | Path, *, tolerance: float = DEFAU
         raise BaselineError(f"--tolerance must be a finite number >= 0, got {tolerance}")
     if allow_missing and require_all:
         raise BaselineError("--allow-missing and --require-all contradict each other: give one")
-    from evalkit.report import _primary_metric, leaderboard
+    from evalkit.reporting.report import _primary_metric, leaderboard
 
     named = str(baseline) if str(baseline) in SHIPPED_CLAIMS else ""
     run_dir, baseline = Path(run_dir), resolve_baseline(baseline)
@@ -611,54 +607,3 @@ def check(run_dir: str | Path, baseline: str | Path, *, tolerance: float = DEFAU
     order = {"regressed": 0, "improved": 1, "changed": 2, "ok": 3}
     report.rows.sort(key=lambda r: (order[r.status], r.model, r.variant, r.task, r.metric, r.setting))
     return report
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    try:
-        report = check(args.output_dir, args.against, tolerance=args.tolerance, tasks=args.tasks, model=args.model,
-                       all_metrics=args.all_metrics, allow_missing=args.allow_missing, require_all=args.require_all)
-    except BaselineError as e:
-        print(f"evalkit: error: {e}", file=sys.stderr)
-        return EXIT_USAGE
-    if args.json == "-":
-        print(json.dumps(report.to_dict(), indent=2))
-    else:
-        if args.json:
-            from evalkit.results import atomic_write_text
-
-            atomic_write_text(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
-        print(report.format(all_rows=args.all_rows))
-    return report.exit_code
-
-
-def register_cli(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "check", help="regression check: a results folder against a baseline (results folder, leaderboard CSV "
-                      "or claims CSV); exit 1 on a regression", description=(__doc__ or "").replace("``", "`"), formatter_class=HelpFormatter)
-    p.add_argument("--against", required=True, metavar="BASELINE",
-                   help="demo or paper (the claims evalkit ships: the demo model's, the papers'), a results folder "
-                   "(holding runs/), a leaderboard CSV (`evalkit export`) or a claims CSV")
-    p.add_argument("--output-dir", default="results", metavar="RUN", help="the results folder to check, the folder "
-                   "`evalkit run` wrote to")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help=f"percentage points a number may move either way and still be ok (default "
-                   f"{DEFAULT_TOLERANCE:g}, as `evalkit report`)")
-    p.add_argument("--tasks", help="comma-separated task names, aliases or groups: check only these (both sides)")
-    p.add_argument("--model", help="check only this model (both sides; with a claims CSV, also a model with no "
-                   "result in the run, whose claims are then all not run)")
-    p.add_argument("--all-metrics", action="store_true", help="compare every metric both sides have (claims: every "
-                   "claim of every metric, transform and protocol), not only each task's primary metric")
-    p.add_argument("--allow-missing", action="store_true",
-                   help="a task or metric of a results folder or leaderboard baseline that the run lacks is "
-                   "listed, not a failure")
-    p.add_argument("--require-all", action="store_true",
-                   help="claims: a claim the run has no number for (a task or setting not run) is a failure "
-                   "(missing), not listed as 'not run'")
-    p.add_argument("--all-rows", action="store_true", help="list every compared number, not only those that moved")
-    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
-                   help="the report as JSON: on standard output instead of the table, or written to FILE "
-                        "with the table printed as usual")
-    p.set_defaults(func=cmd_check)

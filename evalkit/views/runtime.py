@@ -14,7 +14,7 @@ A *view* has three parts, so that every modality is one small class:
 
 Two views whose ``batch_key`` is equal run the same per-batch step, so where their per-sample
 tensors are equal (a square image under crop and under squash) the embedding is equal too, and
-:func:`evalkit.features.embed` encodes it once.
+:func:`evalkit.features.embed.embed` encodes it once.
 
 Kinds of view: :class:`ImageView` (one image through the image tower), :class:`PooledView` (several
 images of one sample through the image tower, features averaged: video frames, rendered depth
@@ -65,7 +65,7 @@ def _identity(batch: torch.Tensor) -> torch.Tensor:
 class ImageView:
     """One image through the image tower.
 
-    ``transform``: an :class:`evalkit.transforms.Preprocess` (two stages: uint8 ``geometry`` per
+    ``transform``: an :class:`evalkit.views.transforms.Preprocess` (two stages: uint8 ``geometry`` per
     image, ``normalize`` per batch), or any callable image -> float tensor, run whole per image.
     ``name`` keys a callable that is not a dataclass (its parameters cannot be read)."""
 
@@ -156,10 +156,10 @@ def _clip_frames(clip: Any, sampler: Any) -> list[Any]:
 def depth_view(base: ImageView, n_views: int = 10, resolution: int = 224, *, preset: str | None = None,
                **render: Any) -> PooledView:
     """A point cloud (an object with ``xyz``, or an (N, 3) array) as the pooled image features of
-    ``n_views`` rendered depth images (:func:`evalkit.render.render_depth_views`), each through
+    ``n_views`` rendered depth images (:func:`evalkit.views.render.render_depth_views`), each through
     ``base``'s transform; fixed uniform view weights.
 
-    ``preset``: a render preset of :data:`evalkit.render.RENDER_PRESETS` (default
+    ``preset``: a render preset of :data:`evalkit.views.render.RENDER_PRESETS` (default
     ``pointclip-v2``: PointCLIP V2's realistic projection as its zero-shot classifier uses it;
     ``evalkit``: evalkit's earlier rendering); ``render``: settings overriding it (e.g.
     ``obj_ratio``, ``pool_size``). A preset whose ``normalize`` is false feeds the image tower the
@@ -168,7 +168,7 @@ def depth_view(base: ImageView, n_views: int = 10, resolution: int = 224, *, pre
     An unknown preset or setting is a ``ValueError`` naming the choices."""
     if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
         raise ValueError(f"depth views: resolution must be a whole number of pixels >= 1, got {resolution!r}")
-    from evalkit.render import DEFAULT_PRESET, resolve_preset, select_viewpoints
+    from evalkit.views.render import DEFAULT_PRESET, resolve_preset, select_viewpoints
 
     name = DEFAULT_PRESET if preset is None else preset
     try:  # a bad preset, setting or view count fails here, once, not per cloud
@@ -193,7 +193,7 @@ def _unnormalised(transform: Any, preset: str) -> Any:
 
 
 def _cloud_depth_images(cloud: Any, n_views: int, resolution: int, preset: Any) -> list[Any]:
-    from evalkit.render import depth_view_images
+    from evalkit.views.render import depth_view_images
 
     return depth_view_images(getattr(cloud, "xyz", cloud), n_views=n_views, resolution=resolution, preset=preset)
 

@@ -16,7 +16,7 @@ import json
 import sys
 from typing import Any
 
-from evalkit.cli_help import HelpFormatter
+from evalkit.cli.help import HelpFormatter
 from evalkit.models.precision import PRECISION_NAMES  # torch-free: this module is imported for --help
 
 __all__ = ["register_cli", "cmd_plan", "make_plan", "render_plan"]

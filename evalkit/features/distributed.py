@@ -14,7 +14,7 @@ world of one process: None, and evalkit runs as a plain single process (no proce
 gloo for the Python objects evalkit exchanges, so features never pass through GPU memory to be
 gathered), with a timeout (``EVALKIT_DIST_TIMEOUT`` seconds, default 3600).
 
-How the ranks share a run (evalkit.features and evalkit.api): every rank loads the model and
+How the ranks share a run (evalkit.features.embed and evalkit.api): every rank loads the model and
 finds each task's data, then rank 0 (the *leader*) runs each task as a single process would.
 Every step that runs the model over data (a dataset's images, a set of prompts or captions) is a
 *collective step*: the leader announces it (:meth:`World.announce`), every rank encodes its share,
@@ -396,7 +396,7 @@ _ACTIVE: list[World] = []
 def current() -> World | None:
     """The job this process is running a task of (set by :func:`active`), or None: a single process.
     Kept here rather than passed down because task families call the model loop
-    (evalkit.features) without knowing of ranks; like torch.distributed's own group, it is
+    (evalkit.features.embed) without knowing of ranks; like torch.distributed's own group, it is
     per-process state, set and reset by :func:`evalkit.api.evaluate` alone."""
     return _ACTIVE[-1] if _ACTIVE else None
 

@@ -28,7 +28,7 @@ the model: the background thread's queue depth when there are no loader workers,
 workers ``prefetch_factor = ceil(N / W)`` (torch counts per worker, and every worker holds at
 least one). Unset, torch's and the background thread's default of 2 stays.
 
-Layer: features (beside :mod:`evalkit.features`, which calls it; it reads the cache folder).
+Layer: features (beside :mod:`evalkit.features.embed`, which calls it; it reads the cache folder).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import torch
 
 from evalkit.models.precision import PlacementError
 from evalkit.results import atomic_write_text
-from evalkit.views import Noted, View
+from evalkit.views.runtime import Noted, View
 
 __all__ = [
     "AUTO",
@@ -189,11 +189,11 @@ def _memory_key(encoder: Any, view: View, shape: Sequence[int], dtype: torch.dty
 
 
 def _default_cache_dir() -> Path:
-    # evalkit.cache is the cache's new home; evalkit.features re-exported it before the move
+    # evalkit.features.cache is the cache's new home; evalkit.features.embed re-exported it before the move
     try:
-        from evalkit.cache import default_cache_dir
+        from evalkit.features.cache import default_cache_dir
     except ImportError:
-        from evalkit.features import default_cache_dir
+        from evalkit.features.embed import default_cache_dir
     return default_cache_dir()
 
 

@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from evalkit.cli_help import HelpFormatter
+from evalkit.cli.help import HelpFormatter
 
 __all__ = ["register_cli", "cmd_ls", "cmd_du", "cmd_prune", "cmd_verify", "group_entries", "format_age",
            "format_size"]
@@ -48,7 +48,7 @@ def format_age(seconds: float) -> str:
 
 
 def _duration(value: str) -> float:
-    from evalkit.cache import parse_duration
+    from evalkit.features.cache import parse_duration
 
     try:
         return parse_duration(value)
@@ -57,7 +57,7 @@ def _duration(value: str) -> float:
 
 
 def _root(args: argparse.Namespace) -> Path:
-    from evalkit.cache import default_cache_dir
+    from evalkit.features.cache import default_cache_dir
 
     return Path(args.cache_dir) if args.cache_dir else default_cache_dir()
 
@@ -67,7 +67,7 @@ def _model_label(model: str, fingerprint: str) -> str:
 
 
 def group_entries(entries: list[Any], now: float | None = None) -> list[dict[str, Any]]:
-    """Entries (:class:`evalkit.cache.EntryInfo`) grouped by (model, fingerprint, kind, view,
+    """Entries (:class:`evalkit.features.cache.EntryInfo`) grouped by (model, fingerprint, kind, view,
     dataset), with count, bytes, the oldest entry's creation and the latest use."""
     now = time.time() if now is None else now
     groups: dict[tuple[str, str, str, str, str], dict[str, Any]] = {}
@@ -99,7 +99,7 @@ def _table(header: list[str], rows: list[list[str]], right: set[int]) -> str:
 
 
 def cmd_ls(args: argparse.Namespace) -> int:
-    from evalkit.cache import scan, temp_files
+    from evalkit.features.cache import scan, temp_files
 
     root = _root(args)
     entries = list(scan(root))
@@ -131,7 +131,7 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_du(args: argparse.Namespace) -> int:
-    from evalkit.cache import scan, temp_files
+    from evalkit.features.cache import scan, temp_files
 
     root = _root(args)
     entries = list(scan(root))
@@ -189,7 +189,7 @@ def _remove_empty_dirs(root: Path) -> None:
 
 
 def cmd_prune(args: argparse.Namespace) -> int:
-    from evalkit.cache import STALE_TEMP_SECONDS, scan, temp_files
+    from evalkit.features.cache import STALE_TEMP_SECONDS, scan, temp_files
 
     if args.all and (args.older_than is not None or args.model):
         print("evalkit: error: cache prune: --all removes everything; give it alone", file=sys.stderr)
@@ -249,7 +249,7 @@ def _mtime(path: Path, default: float) -> float:
 def cmd_verify(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
-    from evalkit.cache import check_entry, entry_paths
+    from evalkit.features.cache import check_entry, entry_paths
 
     root = _root(args)
     paths = list(entry_paths(root))
@@ -303,7 +303,7 @@ def register_cli(subparsers: Any) -> None:
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-if __name__ == "__main__":  # pragma: no cover  (python -m evalkit.cachecli ARGS = evalkit cache ARGS)
-    from evalkit.cli import main
+if __name__ == "__main__":  # pragma: no cover  (python -m evalkit.cli.cache ARGS = evalkit cache ARGS)
+    from evalkit.cli.main import main
 
     sys.exit(main(["cache", *sys.argv[1:]]))

@@ -1,0 +1,1 @@
+"""Reading results: claims, the report, charts, export and ``evalkit check``."""
