@@ -85,7 +85,7 @@ def main() -> int:
     from sklearn.metrics import balanced_accuracy_score
 
     from evalkit import models
-    from evalkit.features import FeatureCache, zero_shot_classifier
+    from evalkit.features.embed import FeatureCache, zero_shot_classifier
     from evalkit.models.tokenize import open_clip_tokenizer
     from evalkit.tasks.base import RunContext
     from evalkit.tasks.classification import ClassificationFamily

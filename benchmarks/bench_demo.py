@@ -46,7 +46,7 @@ def data_only_pass(tasks: str, limit: int | None) -> tuple[float, int]:
     shapeworld-colour view the same images) go through once, as in the run."""
     from evalkit import models
     from evalkit.api import resolve_tasks
-    from evalkit.features import FeatureCache
+    from evalkit.features.embed import FeatureCache
     from evalkit.registry import task_families
     from evalkit.tasks.base import RunContext
     from evalkit.tasks.common import embed_images, view_modes

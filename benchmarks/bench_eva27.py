@@ -125,7 +125,7 @@ def naive_features(encoder, data, transform, batch_size: int) -> tuple[torch.Ten
 def run_baseline(specs, encoder, data_root, batch_size: int):
     """Every task once without evalkit's data path (see the module docstring); the same figures
     as :func:`run_suite`."""
-    from evalkit.features import zero_shot_classifier
+    from evalkit.features.embed import zero_shot_classifier
     from evalkit.metrics import classification_logits, zero_shot_classification_metrics
     from evalkit.models.tokenize import open_clip_tokenizer
     from evalkit.registry import task_families
@@ -185,7 +185,7 @@ def main() -> int:
     from evalkit import models
     from evalkit.api import resolve_tasks
     from evalkit.demo.miniatures import build_data_root
-    from evalkit.features import FeatureCache, default_num_workers
+    from evalkit.features.embed import FeatureCache, default_num_workers
     from evalkit.tasks.base import RunContext
 
     specs = resolve_tasks(SMOKE_TASKS if args.smoke else args.tasks)

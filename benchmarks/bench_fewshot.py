@@ -51,7 +51,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from evalkit import models
-    from evalkit.features import FeatureCache
+    from evalkit.features.embed import FeatureCache
     from evalkit.registry import task_families
     from evalkit.results import atomic_write_text
     from evalkit.tasks import load_builtin_families

@@ -57,7 +57,7 @@ from typing import Any
 
 import torch
 
-from evalkit.batching import is_cuda_oom
+from evalkit.features.batching import is_cuda_oom
 from evalkit.models.eva_clip import EvaClipConfig, EvaVisionConfig, EvaVisionTransformer
 from evalkit.models.zoo import CARDS
 from evalkit.results import atomic_write_text

@@ -1,4 +1,4 @@
-"""Depth-view rendering (evalkit.render) against the image forward that consumes the views.
+"""Depth-view rendering (evalkit.views.render) against the image forward that consumes the views.
 
 A batch of ``--clouds`` point clouds of ``--points`` points each (seeded: points on the surfaces of
 boxes of random proportions, with noise, like a scanned object) is rendered into 10 views at
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from evalkit import timing
-from evalkit.render import depth_view_images, render_depth_views, resolve_preset
+from evalkit.views.render import depth_view_images, render_depth_views, resolve_preset
 from evalkit.results import atomic_write_text
 from evalkit.timing import conditions, conditions_line
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
     ap.add_argument("--preset", default="evalkit",
-                    help="render preset (evalkit.render.RENDER_PRESETS; default evalkit: every point drawn, "
+                    help="render preset (evalkit.views.render.RENDER_PRESETS; default evalkit: every point drawn, "
                          "where pointclip-v2 draws 1,024)")
     ap.add_argument("--arch", default="ViT-B-32", help="the baseline's open_clip architecture (random weights)")
     ap.add_argument("--smoke", action="store_true",

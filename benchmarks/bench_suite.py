@@ -101,7 +101,6 @@ def make_wds(root: Path, n: int, n_classes: int, seed: int, classnames: list[str
 
 def run_evalkit(model: str, roots: list[Path], cache: Path, out: Path, batch_size: int):
     from evalkit import evaluate
-
     t0 = time.perf_counter()
     report = evaluate(model, [f"wds:{r}" for r in roots], transform="best-of-both", cache_dir=cache,
                       output_dir=out, batch_size=batch_size, progress=False, raise_errors=True)
@@ -139,7 +138,7 @@ _COMMAND = """
 import sys
 import open_clip
 open_clip.add_model_config(sys.argv[1])
-from evalkit.cli import main
+from evalkit.cli.main import main
 sys.exit(main(["run", *sys.argv[2:]]))
 """
 
@@ -176,7 +175,6 @@ def main() -> int:
     import clip_benchmark
 
     from evalkit import models
-
     pkg = Path(clip_benchmark.__file__).parent / "datasets"
     classnames = json.loads((pkg / "en_classnames.json").read_text())["imagenet1k"][: args.classes]
     templates = json.loads((pkg / "en_zeroshot_classification_templates.json").read_text())["imagenet1k"]

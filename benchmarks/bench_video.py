@@ -97,7 +97,7 @@ def full_decode(path: Path, keep: frozenset[int] = frozenset()) -> int:
 def run_task(folder: Path, out: Path, encoder, sampler: str, transform: str) -> dict:
     """One ``videofolder:`` task run as ``evalkit run`` runs it, its forwards clocked."""
     from evalkit.api import resolve_tasks
-    from evalkit.features import FeatureCache, default_num_workers
+    from evalkit.features.embed import FeatureCache, default_num_workers
     from evalkit.registry import task_families
     from evalkit.tasks.base import RunContext
     from evalkit.timing import TimedEncoder
@@ -122,7 +122,6 @@ def task_share(args: argparse.Namespace) -> dict:
     import torch
 
     from evalkit import models
-
     encoder = models.load("eva-clip-demo")
     classes = ("archery", "bowling", "juggling", "surfing")
     out: dict = {"model": "eva-clip-demo", "clips": args.task_clips, "clip_seconds": args.clip_seconds, "classes": len(classes), "codec": "libx264",
