@@ -12,6 +12,8 @@ from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
+from evalkit.errors import EvalkitError
+
 T = TypeVar("T")
 
 # what `evalkit list` calls each kind of name
@@ -19,7 +21,7 @@ _LIST_COMMANDS = {"task": "tasks", "group": "groups", "model": "models", "model 
                   "task family": "families"}
 
 
-class UnknownNameError(KeyError):
+class UnknownNameError(EvalkitError, KeyError):
     """A model, task or group name that is not known; the message suggests close matches."""
 
     def __init__(self, kind: str, name: str, known: Iterable[str]) -> None:

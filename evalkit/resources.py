@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from evalkit.errors import EvalkitError
+
 _PACKAGE = Path(__file__).resolve().parent
 
 
-class ResourceError(FileNotFoundError):
+class ResourceError(EvalkitError, FileNotFoundError):
     """evalkit's own data files are missing: a broken install."""
 
 

@@ -37,6 +37,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalkit.errors import EvalkitError
+
 SCHEMA_VERSION = 1
 DEFAULT_VARIANT = "fp32"  # the default precision (evalkit.models.DEFAULT_PRECISION) with the card's weights
 
@@ -276,7 +278,7 @@ _RUN_LOG_KEYS = (
 )
 
 
-class RunLogError(ValueError):
+class RunLogError(EvalkitError, ValueError):
     """A run-log line that is not a JSON object; the message names the file and line."""
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from PIL import Image
 
+from evalkit.errors import EvalkitError
 from evalkit.registry import Registry
 
 IMAGE_EXTS = ("webp", "png", "jpg", "jpeg")
@@ -31,7 +32,7 @@ FOLDER_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"
 sources: Registry[Any] = Registry("source", "evalkit.sources")
 
 
-class DataError(ValueError):
+class DataError(EvalkitError, ValueError):
     """A dataset that is missing, empty or malformed; the message names the file or folder."""
 
 

@@ -43,12 +43,14 @@ from typing import Literal
 import av
 from PIL import Image
 
+from evalkit.errors import EvalkitError
+
 SAMPLER_CHOICES = "middle, middle-centre, uniform-N (N >= 1, e.g. uniform-8, uniform-16)"
 REASONS = ("missing", "unreadable", "no-video-stream", "codec", "no-frames", "frame-count", "decode")
 MissingCount = Literal["packets", "vissl", "error"]
 
 
-class VideoError(ValueError):
+class VideoError(EvalkitError, ValueError):
     """A clip that cannot give its frames. ``path`` and ``reason`` (one of ``REASONS``) let a
     source count and report it; the message names the file."""
 

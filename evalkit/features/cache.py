@@ -44,6 +44,7 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from evalkit.errors import EvalkitError
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +104,7 @@ def run_cache_dir(cache_dir: str | Path | None) -> Iterator[Path]:
         yield folder
 
 
-class CacheEntryError(ValueError):
+class CacheEntryError(EvalkitError, ValueError):
     """An entry file that cannot be used: ``reason`` says why (truncated, checksum mismatch, ...)."""
 
     def __init__(self, reason: str) -> None:

@@ -37,6 +37,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from evalkit.errors import EvalkitError
+
 T = TypeVar("T")
 
 log = logging.getLogger("evalkit")
@@ -50,7 +52,7 @@ __all__ = [
 ]
 
 
-class DistributedError(RuntimeError):
+class DistributedError(EvalkitError, RuntimeError):
     """The ranks of a job cannot start, or fell out of step; the message names the rank."""
 
 

@@ -32,6 +32,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from evalkit.errors import EvalkitError
+
 __all__ = [
     "CheckpointError",
     "CheckpointFiles",
@@ -73,7 +75,7 @@ _PREFERRED_SINGLE_FILES = ("model.safetensors", "pytorch_model.bin")
 _WRAPPER_KEYS = ("model", "module", "state_dict")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EvalkitError, ValueError):
     """A checkpoint that cannot be read or does not fit the architecture.
 
     ``one_line``: a summary that stands alone when the message has several lines (a key report).

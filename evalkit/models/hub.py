@@ -21,10 +21,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from evalkit.errors import one_line
+from evalkit.errors import EvalkitError, one_line
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(EvalkitError, RuntimeError):
     """A model that cannot be built or whose weights cannot be read or fetched."""
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from evalkit.errors import EvalkitError
 from evalkit.results import DEFAULT_VARIANT
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ __all__ = ["PlacementError", "Precision", "PRECISION_NAMES", "DEFAULT_PRECISION"
            "RUN_PRECISION_CHOICES", "parse_precision"]
 
 
-class PlacementError(ValueError):
+class PlacementError(EvalkitError, ValueError):
     """A model that cannot be placed as asked (precision, devices, memory, offload): the one error
     of the big-model path, defined in its bottom module so every layer above raises the same type."""
 

@@ -58,6 +58,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalkit.errors import EvalkitError
 from evalkit.results import DEFAULT_VARIANT, TaskResult, iter_results, safe_name
 
 __all__ = ["DEFAULT_TOLERANCE", "SHIPPED_CLAIMS", "BaselineError", "NothingToCompare", "CheckReport", "Row",
@@ -76,7 +77,7 @@ _MOVED = 0.005  # a change visible at two decimals
 _EPS = 1e-9
 
 
-class BaselineError(ValueError):
+class BaselineError(EvalkitError, ValueError):
     """The check cannot run: a baseline or results folder that is absent, unreadable or of no
     known format. The message names the path (and line or column)."""
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from evalkit.errors import EvalkitError
 from evalkit.resources import claims_dir
 
 CLAIM_COLUMNS = ["model", "task", "metric", "claimed", "transform", "protocol", "source", "paper_model",
@@ -121,7 +122,7 @@ GROUPS: dict[str, Group] = {
 AGGREGATE_TASKS = frozenset(g.claim_task for g in GROUPS.values() if g.claim_task)
 
 
-class ClaimsError(ValueError):
+class ClaimsError(EvalkitError, ValueError):
     """A claims file that cannot be used; the message names the file and line."""
 
 

@@ -41,6 +41,15 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from evalkit.errors import EvalkitError
+from evalkit.reporting.charts import (
+    fewshot_chart,
+    fewshot_chart_path,
+    fewshot_curves,
+    fewshot_section,
+    figure_png,
+)
+from evalkit.reporting.check import DEFAULT_TOLERANCE  # one tolerance for the report and `evalkit check`
 from evalkit.reporting.claims import (
     AGGREGATE_TASKS,
     GROUPS,
@@ -137,7 +146,7 @@ def run_label(result: TaskResult) -> str:
     return result.model if variant == DEFAULT_VARIANT else f"{result.model} [{variant}]"
 
 
-class ResultsFolderError(FileNotFoundError):
+class ResultsFolderError(EvalkitError, FileNotFoundError):
     """The results folder to read does not exist (a typo in ``--output-dir``)."""
 
 

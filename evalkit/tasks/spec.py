@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from evalkit.errors import EvalkitError
 from evalkit.registry import UnknownNameError
 from evalkit.resources import builtin_tasks_dir
 
@@ -37,7 +38,7 @@ WDS_PREFIX = "wds/"  # clip_benchmark's name for a dataset read from its WebData
 GROUP_KEYS = {"group", "tasks", "description", "include"}
 
 
-class TaskSpecError(ValueError):
+class TaskSpecError(EvalkitError, ValueError):
     """A task or group file that is malformed; the message names the file and the field."""
 
 
