@@ -61,8 +61,6 @@ from evalkit.reporting.claims import (
     load_claims,
     split_protocol,
 )
-from evalkit.reporting.charts import fewshot_chart, fewshot_chart_path, fewshot_curves, fewshot_section, figure_png
-from evalkit.reporting.check import DEFAULT_TOLERANCE  # one tolerance for the report and `evalkit check`
 from evalkit.results import (
     DEFAULT_VARIANT,
     TaskResult,
