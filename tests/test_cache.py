@@ -162,16 +162,16 @@ def test_a_damaged_entry_is_reported_by_name_treated_as_a_miss_and_replaced(tmp_
     assert torch.equal(again["features"], value["features"])
 
 
-def test_an_old_format_entry_is_recomputed_not_used(tmp_path, caplog):
+def test_a_file_that_is_no_entry_is_a_damaged_one_never_used(tmp_path, caplog):
+    """A bare ``torch.save`` (no magic, no checksum) is not an entry: reported as damaged, recomputed."""
     root = tmp_path / "c"
     path = root / "classifier" / "bb" / "bb33.pt"
     path.parent.mkdir(parents=True)
-    torch.save(torch.ones(3, 4), path)  # what the cache wrote before entries had a checksum
+    torch.save(torch.ones(3, 4), path)
     cache = FeatureCache(root)
     with caplog.at_level(logging.WARNING, logger="evalkit.features.cache"):
         assert cache.get("classifier", "bb33") is None
-    assert cache.legacy == [path] and cache.corrupt == [] and not caplog.records
-    assert "old format" in check_entry(path)
+    assert [p for p, _ in cache.corrupt] == [path] and "bad magic bytes" in check_entry(path)
     cache.put("classifier", "bb33", torch.zeros(3, 4))
     assert torch.equal(FeatureCache(root).get("classifier", "bb33"), torch.zeros(3, 4))
     assert check_entry(path) is None

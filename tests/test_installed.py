@@ -298,12 +298,14 @@ def test_every_builtin_task_has_a_version():
     assert tasks and all(spec.version for spec in tasks), [s.name for s in tasks if not s.version]
 
 
-def test_the_old_preprocess_key_is_a_named_error(tmp_path):
+def test_an_unknown_top_level_key_is_a_named_error(tmp_path):
     d = tmp_path / "t"
     d.mkdir()
     (d / "x.yaml").write_text("task: x\nfamily: classification\nsource: {type: wds}\npreprocess: {transform: crop}\n")
-    with pytest.raises(TaskSpecError, match=r"x\.yaml: field 'preprocess' is now called 'view'"):
-        TaskIndex.load([d])
+    from evalkit.api import resolve_tasks
+
+    with pytest.raises(TaskSpecError, match=r"x\.yaml: unknown field\(s\) \['preprocess'\]"):
+        resolve_tasks("x", [d])
     (d / "x.yaml").write_text("task: x\nfamily: classification\nsource: {type: wds}\nview: {transform: squash}\n")
     assert TaskIndex.load([d]).tasks["x"].view == {"transform": "squash"}
 

@@ -108,7 +108,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
     total = sum(e.size for e in entries)
     if args.json:
         print(json.dumps({"cache_dir": str(root), "entries": len(entries), "bytes": total, "groups": groups,
-                          "old_format": sum(e.format == 1 for e in entries),
                           "damaged_headers": sum(e.format == 0 for e in entries), "temporary_files": len(temps)},
                          indent=2))
         return 0
@@ -120,8 +119,6 @@ def cmd_ls(args: argparse.Namespace) -> int:
             for g in groups]
     print(_table(["MODEL", "KIND", "VIEW", "DATASET", "ENTRIES", "SIZE", "AGE", "UNUSED"], rows, {4, 5, 6, 7}))
     notes = [f"{len(entries)} entries, {format_size(total)} in {root}"]
-    if n := sum(e.format == 1 for e in entries):
-        notes.append(f"{n} of the old format (no checksum; recomputed when next needed)")
     if n := sum(e.format == 0 for e in entries):
         notes.append(f"{n} with a damaged header (evalkit cache verify)")
     if temps:

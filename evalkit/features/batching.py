@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from evalkit.features.cache import default_cache_dir
 from evalkit.models.precision import PlacementError
 from evalkit.results import atomic_write_text
 from evalkit.views.runtime import Noted, View
@@ -188,15 +189,6 @@ def _memory_key(encoder: Any, view: View, shape: Sequence[int], dtype: torch.dty
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:24]
 
 
-def _default_cache_dir() -> Path:
-    # evalkit.features.cache is the cache's new home; evalkit.features.embed re-exported it before the move
-    try:
-        from evalkit.features.cache import default_cache_dir
-    except ImportError:
-        from evalkit.features.embed import default_cache_dir
-    return default_cache_dir()
-
-
 def _read_memory(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
@@ -264,7 +256,7 @@ def resolve_batch_size(
     devices = [(i, *info(i)) for i in gpus]
     shape = [int(s) for s in sample_shape]
     key = _memory_key(encoder, view, shape, sample_dtype, devices)
-    path = Path(cache_dir if cache_dir is not None else _default_cache_dir()) / MEMORY_FILE
+    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / MEMORY_FILE
     where = ", ".join(f"cuda:{i} ({name}, {total / 2**30:.0f} GiB)" for i, name, total in devices)
     if remember:
         record = _read_memory(path).get(key)

@@ -15,11 +15,6 @@ detected when the entry is read; it is then reported (a ``logging`` warning nami
 the reason, and ``FeatureCache.corrupt``), treated as a miss and never used. The caller
 recomputes the value and its ``put`` replaces the bad file.
 
-Entries written before format 2 (a bare ``torch.save`` of the value, no checksum) cannot be
-checked, so they are never used either: they are read as misses (listed in
-``FeatureCache.legacy``, logged at INFO) and replaced by format-2 entries as they are
-recomputed. ``evalkit cache verify`` lists them as "old format".
-
 Writes are atomic: the entry goes to a temporary file in the same folder (``.<key>.pt.<random>.tmp``),
 is fsync'ed and then renamed over the entry with ``os.replace``. A reader opens either the old
 file or the new one, never a half-written one; two processes writing the same key both succeed
@@ -44,16 +39,16 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from evalkit.errors import EvalkitError
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from evalkit.errors import EvalkitError
 from evalkit.results import atomic_write_bytes
 
 __all__ = [
-    "FORMAT", "CacheEntryError", "LegacyEntryError", "EntryInfo", "FeatureCache", "default_cache_dir",
+    "FORMAT", "CacheEntryError", "EntryInfo", "FeatureCache", "default_cache_dir",
     "cache_dir_in_use", "run_cache_dir",
     "encode_entry", "decode_entry", "read_header", "check_entry", "scan", "temp_files", "parse_duration",
     "dataset_of", "entry_paths", "require_root",
@@ -112,10 +107,6 @@ class CacheEntryError(EvalkitError, ValueError):
         self.reason = reason
 
 
-class LegacyEntryError(CacheEntryError):
-    """An entry written before format 2 (a bare ``torch.save``): it has no checksum."""
-
-
 def _check_name(what: str, name: str) -> None:
     if not isinstance(name, str) or len(name) < 2 or not _NAME.fullmatch(name):
         raise ValueError(f"feature cache: {what} {name!r} is not a plain file name (letters, digits, _ . -)")
@@ -134,20 +125,11 @@ def encode_entry(kind: str, key: str, value: Any, meta: Mapping[str, Any] | None
     return body + hashlib.sha256(body).digest()
 
 
-def _is_legacy(data: bytes) -> bool:
-    # torch.save's zip container, or the pickle protocol 2 stream of torch's old format
-    return data[:4] == b"PK\x03\x04" or data[:2] == b"\x80\x02"
-
-
 def _parse_head(data: bytes, total: int) -> tuple[dict[str, Any], int]:
     """The header of an entry from its first bytes (``total``: the file's size). Raises CacheEntryError."""
     if len(data) < _HEAD:
-        if _is_legacy(data):
-            raise LegacyEntryError("old format (no checksum): it is recomputed when next needed")
         raise CacheEntryError(f"truncated: {total} bytes, shorter than an entry header")
     if data[: len(MAGIC)] != MAGIC:
-        if _is_legacy(data):
-            raise LegacyEntryError("old format (no checksum): it is recomputed when next needed")
         raise CacheEntryError("not an evalkit cache entry (bad magic bytes)")
     fmt, size = _PREFIX.unpack_from(data, len(MAGIC))
     if fmt != FORMAT:
@@ -174,8 +156,7 @@ def _parse_head(data: bytes, total: int) -> tuple[dict[str, Any], int]:
 def decode_entry(data: bytes, *, expect_kind: str | None = None, expect_key: str | None = None
                  ) -> tuple[dict[str, Any], Any]:
     """(header, value) of an entry's bytes, after checking its length and checksum (and that it is
-    the entry of ``expect_kind``/``expect_key`` when given). Raises :class:`CacheEntryError`
-    (:class:`LegacyEntryError` for an old-format file)."""
+    the entry of ``expect_kind``/``expect_key`` when given). Raises :class:`CacheEntryError`."""
     header, size = _parse_head(data, len(data))
     body = memoryview(data)[: len(data) - _DIGEST]
     if hashlib.sha256(body).digest() != data[len(data) - _DIGEST:]:
@@ -219,7 +200,7 @@ class FeatureCache:
     """Content-addressed values on disk (plus an in-memory layer). ``root=None`` keeps memory only.
 
     ``hits``/``misses`` count lookups; ``corrupt`` lists (path, reason) for each damaged entry met
-    on read, ``legacy`` the old-format entries met (both were treated as misses), and
+    on read (treated as misses), and
     ``write_errors`` (path, reason) for each entry that could not be written (the value is kept in
     memory and the run goes on)."""
 
@@ -229,7 +210,6 @@ class FeatureCache:
         self.hits = 0
         self.misses = 0
         self.corrupt: list[tuple[Path, str]] = []
-        self.legacy: list[Path] = []
         self.write_errors: list[tuple[Path, str]] = []
 
     def path(self, kind: str, key: str) -> Path:
@@ -241,7 +221,7 @@ class FeatureCache:
         return self.root / kind / key[:2] / f"{key}.pt"
 
     def get(self, kind: str, key: str) -> Any | None:
-        """The cached value, or None (a miss: absent, damaged or old-format)."""
+        """The cached value, or None (a miss: absent or damaged)."""
         if (kind, key) in self._memory:
             self.hits += 1
             return self._memory[(kind, key)]
@@ -265,10 +245,6 @@ class FeatureCache:
             return None
         try:
             _, value = decode_entry(data, expect_kind=kind, expect_key=key)
-        except LegacyEntryError:
-            self.legacy.append(path)
-            log.info("feature cache: %s: old format (no checksum); recomputing it", path)
-            return None
         except CacheEntryError as e:
             self._bad(path, e.reason)
             return None
@@ -336,15 +312,13 @@ class EntryInfo:
     used: float  # mtime: when it was last written or read
     created: float
     meta: dict[str, Any] = field(default_factory=dict)
-    format: int = FORMAT  # 1: old format (no checksum); 0: the header does not read
+    format: int = FORMAT  # 0: the header does not read
     problem: str | None = None
 
     @property
     def model(self) -> str:
         if self.format == 0:
             return "(damaged)"
-        if self.format == 1:
-            return "(old format)"
         return str(self.meta.get("model") or "(unknown)")
 
     @property
@@ -396,8 +370,6 @@ def scan(root: str | Path) -> Iterator[EntryInfo]:
         info = EntryInfo(path, path.parent.parent.name, path.name[:-3], st.st_size, st.st_mtime, st.st_mtime)
         try:
             header, _ = read_header(path)
-        except LegacyEntryError as e:
-            info.format, info.problem = 1, e.reason
         except CacheEntryError as e:
             info.format, info.problem = 0, e.reason
         except OSError as e:

@@ -165,8 +165,6 @@ def _str_list(value: Any, fld: str, path: Path) -> list[str]:
 
 
 def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
-    if "preprocess" in data:
-        raise TaskSpecError(f"{path}: field 'preprocess' is now called 'view' (view: {{transform: ...}})")
     # keys beyond the common ones belong to the family, which checks them (TaskSpec.check_options)
     # when the task is run: reading task files imports no family (and no torch)
     for required in ("task", "family", "source"):
