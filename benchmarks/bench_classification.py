@@ -33,7 +33,7 @@ import torch
 from PIL import Image
 
 from evalkit.results import atomic_write_text
-from evalkit.timing import conditions, conditions_line
+from clocks import conditions, conditions_line
 
 SMOKE = {"classes": 2, "templates": 2, "images": 8, "suite_images": 2, "arch": "ViT-S-32", "threads": 1}
 

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from evalkit.demo.miniatures import build_data_root
 from evalkit.results import atomic_write_text
-from evalkit.timing import conditions, conditions_line
+from clocks import conditions, conditions_line
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BEFORE = "0731259^"  # the commit before "views embed" landed

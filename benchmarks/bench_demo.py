@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from evalkit.results import atomic_write_text
-from evalkit.timing import TimedEncoder, conditions, conditions_line
+from clocks import TimedEncoder, conditions, conditions_line
 
 SMOKE_LIMIT = 16
 

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from evalkit.results import atomic_write_text
-from evalkit.timing import conditions, conditions_line
+from clocks import conditions, conditions_line
 
 THREADS = {"1 process": 2, "2 processes": 1}  # torch threads a process: 2 in all, either way
 

@@ -7,7 +7,7 @@ runs), no feature cache.
 
 Reports the total wall time, images/s and the share of time spent outside the model forward
 (listing and decoding files, resizing, collating, metrics, bookkeeping): the model forward is
-timed around the encoder's encode_image / encode_text calls (evalkit.timing.TimedEncoder, which
+timed around the encoder's encode_image / encode_text calls (clocks.TimedEncoder, which
 wraps the encoder the tasks are given). Target: outside-model share ≤ 15 %. Two shares are given:
 of the whole run (text towers included) and of the image pipeline alone, the stricter one. The
 image pipeline's wall time is what each task's result records as ``image_seconds`` (the one
@@ -43,7 +43,7 @@ import torch
 
 from evalkit.results import atomic_write_text
 from evalkit.tasks.common import check_transform, combine_transforms, image_modes
-from evalkit.timing import Clock, TimedEncoder, conditions, conditions_line
+from clocks import Clock, TimedEncoder, conditions, conditions_line
 
 #: --smoke: small tasks of four different layouts (CIFAR, PCam, Rendered SST2, VOC 2007)
 SMOKE_TASKS = "cifar10,pcam,renderedsst2,voc2007"

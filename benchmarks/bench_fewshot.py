@@ -57,7 +57,7 @@ def main() -> int:
     from evalkit.tasks import load_builtin_families
     from evalkit.tasks.base import RunContext
     from evalkit.tasks.spec import TaskIndex
-    from evalkit.timing import TimedEncoder, conditions, conditions_line
+    from clocks import TimedEncoder, conditions, conditions_line
 
     start = conditions()
 

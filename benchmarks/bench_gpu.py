@@ -61,7 +61,7 @@ from evalkit.features.batching import is_cuda_oom
 from evalkit.models.eva_clip import EvaClipConfig, EvaVisionConfig, EvaVisionTransformer
 from evalkit.models.zoo import CARDS
 from evalkit.results import atomic_write_text
-from evalkit.timing import conditions, conditions_line
+from clocks import conditions, conditions_line
 
 CARD = "eva-clip-18b"
 BATCHES = (8, 16, 32, 64, 128, 256)

@@ -41,7 +41,7 @@ import time
 from pathlib import Path
 
 from evalkit.results import atomic_write_text
-from evalkit.timing import conditions, conditions_line, proc_status_kib, reset_peak_rss
+from clocks import conditions, conditions_line, proc_status_kib, reset_peak_rss
 
 CONFIG = {
     "embed_dim": 1024,

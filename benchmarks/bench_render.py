@@ -31,10 +31,10 @@ import json
 import numpy as np
 import torch
 
-from evalkit import timing
+import clocks as timing
 from evalkit.views.render import depth_view_images, render_depth_views, resolve_preset
 from evalkit.results import atomic_write_text
-from evalkit.timing import conditions, conditions_line
+from clocks import conditions, conditions_line
 
 VIEWS, SIZE = 10, 224
 # open_clip's ViT-B-32 preprocessing constants (OpenAI's mean and std)
@@ -57,7 +57,7 @@ def make_clouds(n: int, points: int, seed: int = 0) -> torch.Tensor:
 
 
 def best_of(fn, repeat: int, sync=None) -> float:
-    """evalkit.timing.best_of with a warm-up call (first calls into torch, the allocator)."""
+    """clocks.best_of with a warm-up call (first calls into torch, the allocator)."""
     return timing.best_of(fn, repeat, warmup=True, sync=sync)[0]
 
 

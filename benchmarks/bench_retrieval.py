@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from evalkit.timing import conditions, conditions_line, proc_status_kib, reset_peak_rss
+from clocks import conditions, conditions_line, proc_status_kib, reset_peak_rss
 
 KS = (1, 5, 10)
 CB_KEYS = [f"{name}_retrieval_recall@{k}" for k in KS for name in ("image", "text")]

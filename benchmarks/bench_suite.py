@@ -51,7 +51,7 @@ import torch
 from PIL import Image
 
 from evalkit.results import atomic_write_text
-from evalkit.timing import conditions, conditions_line
+from clocks import conditions, conditions_line
 
 SMALL_ARCH = {
     "embed_dim": 256,

@@ -23,7 +23,7 @@ transformed, image and text towers, metrics, result), with ``middle`` and ``unif
 ``crop`` (the ``videofolder:`` default) and ``best-of-both`` (Table 5's; one decode, two
 transforms), no feature cache, the default loader (on the CPU a background thread decodes the next
 batch during the forward). The towers' forward calls are clocked through
-``evalkit.timing.TimedEncoder`` (the encoder the task is given); "outside" is the wall time less
+``clocks.TimedEncoder`` (the encoder the task is given); "outside" is the wall time less
 both forwards: listing, seeking and decoding, the transforms, collating, tokenizing the prompts,
 metrics, writing the result. A forward slowed by the loader thread counts as forward, so the share
 outside is, if anything, understated. For scale, "decode alone" is ``sample_frames`` over the
@@ -53,7 +53,7 @@ import numpy as np
 
 from evalkit.data import video
 from evalkit.results import atomic_write_text
-from evalkit.timing import best_of, conditions, conditions_line
+from clocks import best_of, conditions, conditions_line
 
 SECONDS, FPS, SIZE = 10, 25, 224
 TASK_FRAME = (320, 240)  # the task figure's clips: UCF-101's frame size (not square: crop and squash differ)
@@ -100,7 +100,7 @@ def run_task(folder: Path, out: Path, encoder, sampler: str, transform: str) -> 
     from evalkit.features.embed import FeatureCache, default_num_workers
     from evalkit.registry import task_families
     from evalkit.tasks.base import RunContext
-    from evalkit.timing import TimedEncoder
+    from clocks import TimedEncoder
 
     [spec] = resolve_tasks(f"videofolder:{folder}")
     ctx = RunContext(output_dir=out, num_workers=default_num_workers(encoder.device), progress=False,

@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from evalkit.results import atomic_write_text
-from evalkit.timing import conditions, conditions_line
+from clocks import conditions, conditions_line
 
 REPO = Path(__file__).resolve().parents[1]
 

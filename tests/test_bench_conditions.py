@@ -1,4 +1,4 @@
-"""The conditions every benchmark states beside its figures (evalkit.timing.conditions): torch's
+"""The conditions every benchmark states beside its figures (clocks.conditions): torch's
 threads and the load average, at the start and at the end of the measurement."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import os
 
 import torch
 
-from evalkit import timing
+import clocks as timing
 def test_conditions_record_threads_and_load_at_the_start_and_the_end():
     threads = torch.get_num_threads()
     try:

@@ -21,7 +21,7 @@ import evalkit
 import evalkit.models
 from evalkit.features.cache import MAGIC, FeatureCache, check_entry, parse_duration, read_header, temp_files
 from evalkit.cli.main import main
-from evalkit.timing import TimedEncoder
+from clocks import TimedEncoder
 
 DEMO_LIMIT = 520  # ShapeWorld units hold 512 images: a run over 520 fills two units, of 512 and 8
 

@@ -15,7 +15,7 @@ The table, top to bottom. A module may import modules of its own layer or of any
   5   views      ``evalkit.views``: how one raw sample becomes one embedding, image transforms,
                  the depth renderer
   6   data       ``evalkit.data``: sources and layouts, the data-level check of one source spec
-  7   models     ``evalkit.models``; ``evalkit.timing`` (clocks around an Encoder's forward calls)
+  7   models     ``evalkit.models``
   8   bottom     the small pure modules of no layer: ``metrics``, ``results``, ``registry``,
                  ``resources``, ``errors``, ``progress``
 ====  =========  ==============================================================================
@@ -45,7 +45,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("features", ("evalkit.features",)),
     ("views", ("evalkit.views",)),
     ("data", ("evalkit.data",)),
-    ("models", ("evalkit.models", "evalkit.timing")),
+    ("models", ("evalkit.models",)),
     ("bottom", ("evalkit.metrics", "evalkit.results", "evalkit.registry", "evalkit.resources", "evalkit.errors",
                 "evalkit.progress")),
 ]

@@ -33,7 +33,7 @@ from evalkit.results import read_result
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.linear_probe import LinearProbeFamily
 from evalkit.tasks.spec import TaskIndex, TaskSpecError
-from evalkit.timing import TimedEncoder
+from clocks import TimedEncoder
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:clip_benchmark"),
               pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true:UserWarning")]

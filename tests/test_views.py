@@ -189,7 +189,7 @@ def test_timing_helpers_for_benchmarks():
     the /proc/self/status memory figures (Linux)."""
     import time as _time
 
-    from evalkit import timing
+    import clocks as timing
     delays = iter([0.02, 0.0, 0.01])
     best, out = timing.best_of(lambda: (_time.sleep(next(delays)), "done")[1], 3)
     assert best < 0.01 and out == "done"

@@ -1,6 +1,7 @@
-"""Where a run's time goes: clocks around an encoder's forward calls, for benchmarks and profiling.
+"""Where a run's time goes: clocks around an encoder's forward calls, for the benchmarks (and the
+few tests that count forward calls; tests/conftest.py puts this folder on the path).
 
-    from evalkit.timing import TimedEncoder
+    from clocks import TimedEncoder
 
     timed = TimedEncoder(models.load("eva-clip-demo"))
     result = task_families.get(spec.family)().run(spec, timed, ctx)   # or evaluate(...)'s parts
@@ -155,6 +156,13 @@ class TimedEncoder:
     def encode_image(self, images: Any) -> Any:
         with self.image.measure(int(images.shape[0])):
             return self.encoder.encode_image(images)
+
+    def encode(self, modality: str, batch: Any) -> Any:
+        """A tower's forward (the one entry every view may use); the image tower's is clocked."""
+        if modality != "image":
+            return self.encoder.encode(modality, batch)
+        with self.image.measure(int(batch.shape[0])):
+            return self.encoder.encode(modality, batch)
 
     def encode_text(self, tokens: Any) -> Any:
         with self.text.measure(int(tokens.shape[0])):
