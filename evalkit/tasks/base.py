@@ -2,44 +2,95 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from evalkit.data.sources import SourceData
 from evalkit.features.embed import FeatureCache
 from evalkit.models.encoder import Encoder
 from evalkit.results import DEFAULT_VARIANT, TaskResult
+from evalkit.tasks.runspec import RunSpec
 from evalkit.tasks.spec import TaskSpec
 
+#: the split every task has: its own samples (``source``), the ones its result is about
+TEST_SPLIT = "test"
 
-@dataclass
+
+@dataclass(init=False)
 class RunContext:
-    data_root: str | Path | None = None
-    output_dir: Path = Path("results")
-    batch_size: int | str = 64  # or "auto" (evalkit.features.batching)
-    num_workers: int = 0
-    prefetch: int | None = None  # batches prepared ahead of the model; None: 2
-    limit: int | None = None
-    strict: bool = False
-    transform: str | None = None  # None: the task's own default
-    frames: str | None = None  # video tasks' frame sampler (--frames); None: the task's own
-    shots: list[int] | None = None  # few-shot tasks' K values (--shots 1,2,4); None: the task's own
-    seeds: int | None = None  # few-shot tasks' seeds 0 … N-1 (--seeds N); None: the task's own
-    save_predictions: bool = False
-    progress: bool = True
-    cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))
-    variant: str = DEFAULT_VARIANT  # evalkit.results.run_variant: precision (+ weights) of this run
-    provenance: dict[str, Any] = field(default_factory=dict)
+    """One run as a family sees it: the run's options (``run``, a :class:`RunSpec`, as resolved
+    for this process: its data root found, its loader workers chosen for the model's device) and
+    the run-time state: the feature cache, the folder results go to, the run's variant and the
+    provenance every result records.
+
+    An option is read as ``ctx.run.<name>``; ``ctx.<name>`` reads the same (the options are not
+    listed here again). ``RunContext(run, output_dir=..., batch_size=8)``: option keywords replace
+    those of ``run`` (a default :class:`RunSpec` when None), so ``dataclasses.replace(ctx,
+    shots=[2, 4])`` is the same context with other K values. A context made by hand has no
+    model's device to choose loader workers for: ``num_workers`` None there means 0."""
+
+    run: RunSpec
+    output_dir: Path
+    cache: FeatureCache
+    variant: str  # evalkit.results.run_variant: precision (+ weights) of this run
+    provenance: dict[str, Any]
+
+    def __init__(self, run: RunSpec | None = None, *, output_dir: str | Path = Path("results"),
+                 cache: FeatureCache | None = None, variant: str = DEFAULT_VARIANT,
+                 provenance: dict[str, Any] | None = None, **options: Any) -> None:
+        run = (run or RunSpec()).replace(**options)
+        if run.num_workers is None:
+            run = run.replace(num_workers=0)
+        self.run = run
+        self.output_dir = Path(output_dir)
+        self.cache = cache if cache is not None else FeatureCache(None)
+        self.variant = variant
+        self.provenance = dict(provenance or {})
+
+    def __getattr__(self, name: str) -> Any:
+        # only for names that are not the context's own: a run option, read from the RunSpec
+        if name.startswith("__") or name == "run" or name not in _OPTIONS:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self.run, name)
+
+
+_OPTIONS = frozenset(f.name for f in dataclasses.fields(RunSpec))
 
 
 class TaskFamily(Protocol):
-    """What a task family provides. Optionally also ``prepare(spec, data_root) -> prepared``,
-    which finds and checks the task's data without a model; a family that has it is called
-    before the model is loaded, and its ``run`` then gets ``prepared=`` (a keyword argument it
-    must accept; evalkit.api.prepares_data). Without it, ``run`` finds its own data."""
+    """What a task family provides.
+
+    ``splits``: the splits it embeds, in order (default: only ``test``, the task's own samples).
+    A family that needs more (the linear probe: ``("train", "test")``) declares them; the shared
+    runner (:func:`evalkit.tasks.common.run_task`) embeds each through the task's views, with the
+    cache, the ranks of a launched job and the skipped-sample accounting, and hands each split
+    other than ``test`` to ``score`` as a keyword argument of its name. A split's data is the
+    prepared object's attribute of its name (``prepared.train``; ``prepared.data`` for ``test``:
+    :func:`split_data`), found from the task's ``<split>_source`` key (``train_source``).
+
+    Optionally also ``prepare(spec, data_root) -> prepared``, which finds and checks the task's
+    data without a model; a family that has it is called before the model is loaded, and its
+    ``run`` then gets ``prepared=`` (a keyword argument it must accept; evalkit.api.prepares_data).
+    Without it, ``run`` finds its own data."""
 
     name: str
 
-    def validate(self, spec: TaskSpec) -> None: ...
+    def validate(self, spec: TaskSpec) -> Any: ...
 
     def run(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext) -> TaskResult: ...
+
+
+def declared_splits(family: Any) -> tuple[str, ...]:
+    """The splits ``family`` embeds, ``test`` last (its result's own samples)."""
+    splits = tuple(getattr(family, "splits", (TEST_SPLIT,)))
+    if not splits or splits[-1] != TEST_SPLIT or len(set(splits)) != len(splits):
+        raise TypeError(f"task family {getattr(family, 'name', family)!r}: splits {splits!r} must be distinct and "
+                        f"end with {TEST_SPLIT!r}")
+    return splits
+
+
+def split_data(prepared: Any, split: str) -> SourceData:
+    """One declared split's data as the family's ``prepare`` found it."""
+    return prepared.data if split == TEST_SPLIT else getattr(prepared, split)

@@ -1,9 +1,13 @@
-"""Few-shot linear probes (``family: linear_probe``): frozen features of any view, a logistic-
-regression probe trained on K samples per class, clip_benchmark's ``linear_probe`` algorithm
-(:mod:`evalkit.tasks.probe`, numerically identical to it on the same features).
+"""Linear probes (``family: linear_probe``): frozen features of any view, a logistic-regression
+probe trained on the task's train split, clip_benchmark's ``linear_probe`` algorithm
+(:mod:`evalkit.tasks.probe`, numerically identical to it on the same features). Two kinds:
+
+* **few-shot** (``fewshot:``, the default): K samples per class, several K and seeds;
+* **full** (``probe:``): every sample of the train split (clip_benchmark's ``--fewshot_k -1``),
+  one seed; Table 7 of arXiv 2402.04252 (``imagenet1k-linear-probe``).
 
 A task names its test samples in ``source`` and its train samples in ``train_source`` (the same
-schema), and the protocol under ``fewshot``::
+schema), and the protocol under ``fewshot`` or ``probe``::
 
     train_source: {type: shapeworld, task: shape, split: train, n: 600, seed: 7}
     fewshot:
@@ -15,15 +19,26 @@ schema), and the protocol under ``fewshot``::
                                   # val_fraction 0.1 as its README's --val_proportion example)
     metric: acc1@16shot           # default: acc1 at the largest K
 
-Both splits are embedded once through the task's view (images, video frames, a 3D task's depth
-views or point tower: :func:`evalkit.tasks.common.view_modes`; the feature cache makes a rerun free);
-every K, seed and weight decay of the sweep then works on those tensors. Metrics:
-``acc1@{K}shot`` (top-1, a fraction, the mean over seeds) and ``acc1@{K}shot_std`` (population
-standard deviation over seeds); each run's accuracy, weight decay and sample counts are in the
-result's ``evalkit.runs``, the protocol in ``evalkit.fewshot``. ``RunContext.shots`` and
-``RunContext.seeds`` (``--shots 1,2,4 --seeds 5``) replace the task's K values and seeds
-(``seeds: N`` means seeds 0 … N-1); when the task's primary metric's K is no longer run, the
-primary metric becomes acc1 at the largest K run.
+    probe:                        # instead of fewshot: the whole train split
+      seed: 0                     # and the ProbeOptions keys above
+    metric: acc1                  # or acc5, mean_per_class_recall
+
+The family declares both splits (``splits = ("train", "test")``); the shared runner
+(:func:`evalkit.tasks.common.run_task`) embeds each once through the task's view (images, video
+frames, a 3D task's depth views or point tower), with the feature cache, the ranks of a launched
+job and the skipped-sample logs (``<task>.train.skipped.log`` for the train split), and records
+the train split beside the test split (``train_samples``, ``train_evaluated``, ...). This module
+is only the configuration, ``prepare`` (both splits found and checked before any weights are
+read) and ``score``: every K, seed and weight decay of the sweep works on those tensors.
+
+Few-shot metrics: ``acc1@{K}shot`` (top-1, a fraction, the mean over seeds) and
+``acc1@{K}shot_std`` (population standard deviation over seeds); each run's accuracy, weight decay
+and sample counts are in the result's ``evalkit.runs``, the protocol in ``evalkit.fewshot``. The
+run options ``shots`` and ``seeds`` (``--shots 1,2,4 --seeds 5``) replace the task's K values and
+seeds (``seeds: N`` means seeds 0 … N-1); when the task's primary metric's K is no longer run,
+the primary metric becomes acc1 at the largest K run. Full-probe metrics: ``acc1``, ``acc5`` and
+``mean_per_class_recall`` of the test split, the run in ``evalkit.runs``, the protocol in
+``evalkit.probe``; ``shots`` and ``seeds`` do not apply.
 
 Best-of-both: the probe runs on each transform's features, and the transform with the better
 primary metric gives every reported number (a mean stays with its std and its K neighbours), the
@@ -48,19 +63,18 @@ import torch
 from evalkit.data.sources import DataError, SourceData, load_source
 from evalkit.features.embed import Embeddings
 from evalkit.models.encoder import Encoder
-from evalkit.tasks.probe import ProbeOptions, ProbeRun, fewshot_metrics, fewshot_probe
 from evalkit.progress import progress_bar
 from evalkit.registry import task_families
 from evalkit.results import TaskResult
 from evalkit.tasks.base import RunContext
-from evalkit.tasks.common import (
-    check_transform,
-    combine_by,
-    embed_images,
-    provenance,
-    sum_per_rank,
-    view_modes,
-    write_skipped_log,
+from evalkit.tasks.common import Scored, run_task
+from evalkit.tasks.probe import (
+    FullProbeRun,
+    ProbeOptions,
+    ProbeRun,
+    fewshot_metrics,
+    fewshot_probe,
+    full_probe,
 )
 from evalkit.tasks.spec import TaskSpec, TaskSpecError
 
@@ -70,6 +84,27 @@ DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_SEEDS = 3
 _METRIC = re.compile(r"acc1@(\d+)shot")
 _PROBE_KEYS = tuple(f.name for f in dataclasses.fields(ProbeOptions))
+#: what a full probe reports (clip_benchmark's lp_acc1, lp_acc5, lp_mean_per_class_recall)
+FULL_METRICS = ("acc1", "acc5", "mean_per_class_recall")
+#: how the probe is trained, as a result records it (both kinds)
+_TRAINING = {"optimizer": "AdamW", "schedule": "cosine, no warm-up", "loss": "cross-entropy", "dtype": "float32",
+             "features": "L2-normalised"}
+
+
+def _probe_options(raw: dict[str, Any], key: str, where: str) -> ProbeOptions:
+    """The :class:`ProbeOptions` keys of the task's ``key`` mapping, checked."""
+    opts = {k: raw[k] for k in _PROBE_KEYS if k in raw}
+    for k, v in opts.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TaskSpecError(f"{where}: field '{key}.{k}' must be a number, got {v!r}")
+    try:
+        return ProbeOptions(**opts)
+    except ValueError as e:
+        raise TaskSpecError(f"{where}: field '{key}': {e}") from e
+
+
+def _weight_decays(probe: ProbeOptions) -> str:
+    return f"logspace({probe.wd_log10_min}, {probe.wd_log10_max}, {probe.wd_points})"
 
 
 @dataclass(frozen=True)
@@ -105,18 +140,10 @@ class FewShotConfig:
         else:
             raise TaskSpecError(f"{where}: field 'fewshot.seeds' must be a whole number ≥ 1 (seeds 0 … N-1) or a "
                                 f"list of distinct seeds ≥ 0, got {seeds!r}")
-        opts = {k: raw[k] for k in _PROBE_KEYS if k in raw}
-        for k, v in opts.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise TaskSpecError(f"{where}: field 'fewshot.{k}' must be a number, got {v!r}")
-        try:
-            probe = ProbeOptions(**opts)
-        except ValueError as e:
-            raise TaskSpecError(f"{where}: field 'fewshot': {e}") from e
-        return cls(tuple(sorted(shots)), tuple(seed_list), probe)
+        return cls(tuple(sorted(shots)), tuple(seed_list), _probe_options(raw, "fewshot", where))
 
     def with_overrides(self, shots: list[int] | None, seeds: int | None) -> FewShotConfig:
-        """``RunContext.shots`` / ``.seeds`` in place of the task's (None: the task's own)."""
+        """The run options ``shots`` / ``seeds`` in place of the task's (None: the task's own)."""
         if shots is not None:
             if not shots or not all(isinstance(k, int) and k >= 1 for k in shots):
                 raise ValueError(f"shots must be whole numbers ≥ 1, got {shots!r}")
@@ -130,20 +157,47 @@ class FewShotConfig:
     def record(self) -> dict[str, Any]:
         """The protocol as a result records it."""
         return {"shots": list(self.shots), "seeds": list(self.seeds), **self.probe.as_dict(),
-                "weight_decays": f"logspace({self.probe.wd_log10_min}, {self.probe.wd_log10_max}, "
-                                 f"{self.probe.wd_points})",
-                "optimizer": "AdamW", "schedule": "cosine, no warm-up", "loss": "cross-entropy",
-                "dtype": "float32", "features": "L2-normalised", "final_training": "K-shot samples only",
+                "weight_decays": _weight_decays(self.probe), **_TRAINING, "final_training": "K-shot samples only",
                 "short_classes": "all their samples (counted per run)"}
 
 
+@dataclass(frozen=True)
+class FullProbeConfig:
+    """The ``probe`` mapping of a task: a probe on the whole train split, its seed and options."""
+
+    seed: int = 0
+    probe: ProbeOptions = field(default_factory=ProbeOptions)
+
+    @classmethod
+    def from_spec(cls, spec: TaskSpec) -> FullProbeConfig:
+        where = spec.path or spec.name
+        raw = spec.options["probe"]
+        if not isinstance(raw, dict):
+            raise TaskSpecError(f"{where}: field 'probe' must be a mapping")
+        unknown = sorted(set(raw) - {"seed", *_PROBE_KEYS})
+        if unknown:
+            raise TaskSpecError(f"{where}: unknown field(s) {unknown} in 'probe'; allowed: "
+                                f"{sorted({'seed', *_PROBE_KEYS})}")
+        seed = raw.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise TaskSpecError(f"{where}: field 'probe.seed' must be a whole number ≥ 0, got {seed!r}")
+        return cls(seed, _probe_options(raw, "probe", where))
+
+    def record(self) -> dict[str, Any]:
+        """The protocol as a result records it."""
+        return {"seed": self.seed, **self.probe.as_dict(), "weight_decays": _weight_decays(self.probe), **_TRAINING,
+                "train_samples": "all (clip_benchmark's fewshot_k -1)",
+                "final_training": "the train and validation parts together" if self.probe.val_fraction
+                else "the whole train split, weight decay 0"}
+
+
 @dataclass
-class PreparedFewShot:
-    """A few-shot task's two splits, found and checked before the model is loaded."""
+class PreparedProbe:
+    """A linear-probe task's two splits, found and checked before the model is loaded."""
 
     data: SourceData  # the test split (``source``)
     train: SourceData  # ``train_source``
-    config: FewShotConfig
+    config: FewShotConfig | FullProbeConfig
     n_classes: int | None  # None: from the labels (largest + 1)
     where: str
 
@@ -159,20 +213,29 @@ def primary_metric(spec: TaskSpec, shots: tuple[int, ...]) -> str:
 @task_families.register("linear_probe")
 class LinearProbeFamily:
     name = "linear_probe"
-    yaml_keys = ("train_source", "fewshot")
+    yaml_keys = ("train_source", "fewshot", "probe")
+    splits = ("train", "test")  # embedded by the shared runner; the train split comes to score as train=
     default_transform = "crop"
+    combine = None  # unused: score names the metric that picks the transform (Scored.combine_by)
     result_task = "linear_probe"
 
-    def validate(self, spec: TaskSpec) -> FewShotConfig:
+    def validate(self, spec: TaskSpec) -> FewShotConfig | FullProbeConfig:
         where = spec.path or spec.name
         spec.check_options(self.yaml_keys)
-        check_transform(spec, self.default_transform)
         train = spec.options.get("train_source")
         if not isinstance(train, dict) or "type" not in train:
             raise TaskSpecError(f"{where}: field 'train_source' (the train split, same schema as 'source') "
                                 f"must be a mapping with a 'type'")
         if spec.protocol.get("splits"):
             raise TaskSpecError(f"{where}: protocol.splits is not supported by the linear_probe family")
+        if "probe" in spec.options:
+            if "fewshot" in spec.options:
+                raise TaskSpecError(f"{where}: fields 'fewshot' (K samples per class) and 'probe' (the whole train "
+                                    f"split) exclude each other")
+            if spec.metric not in FULL_METRICS:
+                raise TaskSpecError(f"{where}: field 'metric' must be one of {', '.join(FULL_METRICS)} for a probe "
+                                    f"on the whole train split, got {spec.metric!r}")
+            return FullProbeConfig.from_spec(spec)
         config = FewShotConfig.from_spec(spec)
         m = _METRIC.fullmatch(spec.metric)
         if spec.metric != "acc1" and (m is None or int(m.group(1)) not in config.shots):
@@ -180,7 +243,7 @@ class LinearProbeFamily:
                                 f"{list(config.shots)}, got {spec.metric!r}")
         return config
 
-    def prepare(self, spec: TaskSpec, data_root: str | Path | None) -> PreparedFewShot:
+    def prepare(self, spec: TaskSpec, data_root: str | Path | None) -> PreparedProbe:
         """Both splits found and checked, and the class count: no model needed."""
         config = self.validate(spec)
         where = spec.path or spec.name
@@ -203,81 +266,77 @@ class LinearProbeFamily:
             n_classes = len(spec.classnames or train.classnames or test.classnames or [])
         else:
             n_classes = None
-        return PreparedFewShot(test, train, config, n_classes, where)
+        return PreparedProbe(test, train, config, n_classes, where)
 
     def run(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext,
-            prepared: PreparedFewShot | None = None) -> TaskResult:
-        """Embed both splits (one pass each, cached), probe every (K, seed) per transform, and
-        report the transform with the better primary metric."""
-        started = time.perf_counter()
-        if prepared is None:
-            prepared = self.prepare(spec, ctx.data_root)
-        config = prepared.config.with_overrides(ctx.shots, ctx.seeds)
-        metric = primary_metric(spec, config.shots)
-        task_metric = primary_metric(spec, prepared.config.shots)
-        mode, modes = view_modes(spec, encoder, ctx, self.default_transform)
-        train_spec = dataclasses.replace(spec, name=f"{spec.name} (train)", path=f"{prepared.where} (train_source)")
-        train_by_mode = embed_images(train_spec, encoder, ctx, prepared.train, modes)
-        test_by_mode = embed_images(spec, encoder, ctx, prepared.data, modes)
-        train_y = _class_labels(train_by_mode[modes[0]], prepared.where, "train_source")
-        test_y = _class_labels(test_by_mode[modes[0]], prepared.where, "source")
+            prepared: PreparedProbe | None = None) -> TaskResult:
+        return run_task(self, spec, encoder, ctx, prepared)
+
+    def score(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prepared: PreparedProbe,
+              by_mode: dict[str, Embeddings], train: dict[str, Embeddings]) -> Scored:
+        """Probe every (K, seed), or the whole train split, per transform, on the embedded splits."""
+        modes = list(by_mode)
+        train_y = _class_labels(train[modes[0]], prepared.where, "train_source")
+        test_y = _class_labels(by_mode[modes[0]], prepared.where, "source")
         n_classes = prepared.n_classes or int(max(train_y.max(), test_y.max())) + 1
-        for split, emb, y in (("train_source", train_by_mode[modes[0]], train_y),
-                              ("source", test_by_mode[modes[0]], test_y)):
+        for split, emb, y in (("train_source", train[modes[0]], train_y), ("source", by_mode[modes[0]], test_y)):
             bad = (y >= n_classes).nonzero()
             if len(bad):
                 i = int(bad[0])
                 raise DataError(f"{prepared.where}: {split} sample {emb.keys[i]} has label {int(y[i])} but there "
                                 f"are only {n_classes} classes")
-        if ctx.save_predictions:
+        if ctx.run.save_predictions:
             log.warning("%s: the linear_probe family writes no predictions", spec.name)
         device = probe_device(encoder)
-        t0 = time.perf_counter()
-        with progress_bar(len(modes) * len(config.shots) * len(config.seeds), f"{spec.name}: few-shot probes",
-                          "probes", enabled=ctx.progress) as bar:
-            runs: dict[str, list[ProbeRun]] = {
-                m: fewshot_probe(train_by_mode[m].features, train_y, test_by_mode[m].features, test_y,
-                                 shots=config.shots, seeds=config.seeds, options=config.probe, n_classes=n_classes,
-                                 device=device, bar=bar)
-                for m in modes}
-        probe_seconds = time.perf_counter() - t0
-        metrics, chosen = combine_by({m: fewshot_metrics(r) for m, r in runs.items()}, metric)
-        write_skipped_log(spec, encoder, ctx, test_by_mode[modes[0]].skipped)
-        write_skipped_log(spec, encoder, ctx, train_by_mode[modes[0]].skipped, "train")
-        train = train_by_mode[modes[0]]
-        spec = dataclasses.replace(spec, metric=metric)
-        evalkit = provenance(spec, encoder, ctx, self.name, prepared.data, mode, test_by_mode, started)
-        evalkit.update({
-            "best_transform": chosen,
-            "train_source": dict(spec.options["train_source"]),
-            "train_data": prepared.train.info,
-            "train_samples": len(train.keys) + len(train.skipped),
-            "train_evaluated": len(train.keys),
-            "train_skipped": len(train.skipped),
-            "train_skipped_keys": [k for k, _ in train.skipped][:100],
-            "train_image_seconds": round(train.seconds, 4),
-            # both splits' encoding: what `evalkit run` prints (a computed train split is not "cached")
-            "images_per_s": _rate(train.computed + test_by_mode[modes[0]].computed,
-                                  train.seconds + test_by_mode[modes[0]].seconds),
-            # what each rank encoded of both splits (the train split's share alone beside it)
-            "samples_per_rank": sum_per_rank(train.samples_per_rank, test_by_mode[modes[0]].samples_per_rank),
-            "train_samples_per_rank": list(train.samples_per_rank),
-            "n_classes": n_classes,
-            "fewshot": {**config.record(), "probe_device": device},
-            "probe_seconds": round(probe_seconds, 4),
-            # per transform, per (K, seed): test top-1, chosen weight decay, samples used
-            "runs": {m: [r.summary() for r in rs] for m, rs in runs.items()},
-            "short_classes_max": {str(k): max(len(r.short_classes) for rs in runs.values() for r in rs
-                                              if r.shots == k) for k in config.shots},
-        })
-        if metric != task_metric:  # --shots left out the K of the task's own primary metric
-            evalkit["metric_of_task"] = task_metric
-        return TaskResult(dataset=spec.name, model=encoder.name, pretrained=encoder.pretrained,
-                          task=self.result_task, metrics=metrics, evalkit=evalkit)
+        if isinstance(prepared.config, FullProbeConfig):
+            return _score_full(spec, ctx, prepared.config, by_mode, train, train_y, test_y, n_classes, device)
+        return _score_fewshot(spec, ctx, prepared.config, by_mode, train, train_y, test_y, n_classes, device)
 
 
-def _rate(computed: int, seconds: float) -> float | None:
-    return round(computed / seconds, 2) if computed and seconds > 0 else None
+def _score_fewshot(spec: TaskSpec, ctx: RunContext, task_config: FewShotConfig, by_mode: dict[str, Embeddings],
+                   train: dict[str, Embeddings], train_y: torch.Tensor, test_y: torch.Tensor, n_classes: int,
+                   device: str) -> Scored:
+    config = task_config.with_overrides(ctx.run.shots, ctx.run.seeds)
+    metric = primary_metric(spec, config.shots)
+    task_metric = primary_metric(spec, task_config.shots)
+    t0 = time.perf_counter()
+    with progress_bar(len(by_mode) * len(config.shots) * len(config.seeds), f"{spec.name}: few-shot probes",
+                      "probes", enabled=ctx.run.progress) as bar:
+        runs: dict[str, list[ProbeRun]] = {
+            m: fewshot_probe(train[m].features, train_y, emb.features, test_y, shots=config.shots,
+                             seeds=config.seeds, options=config.probe, n_classes=n_classes, device=device, bar=bar)
+            for m, emb in by_mode.items()}
+    evalkit: dict[str, Any] = {
+        "metric": metric,  # at the K values run (--shots)
+        "n_classes": n_classes,
+        "fewshot": {**config.record(), "probe_device": device},
+        "probe_seconds": round(time.perf_counter() - t0, 4),
+        # per transform, per (K, seed): test top-1, chosen weight decay, samples used
+        "runs": {m: [r.summary() for r in rs] for m, rs in runs.items()},
+        "short_classes_max": {str(k): max(len(r.short_classes) for rs in runs.values() for r in rs if r.shots == k)
+                              for k in config.shots},
+    }
+    if metric != task_metric:  # --shots left out the K of the task's own primary metric
+        evalkit["metric_of_task"] = task_metric
+    return Scored(metrics={m: fewshot_metrics(r) for m, r in runs.items()}, evalkit=evalkit, combine_by=metric)
+
+
+def _score_full(spec: TaskSpec, ctx: RunContext, config: FullProbeConfig, by_mode: dict[str, Embeddings],
+                train: dict[str, Embeddings], train_y: torch.Tensor, test_y: torch.Tensor, n_classes: int,
+                device: str) -> Scored:
+    t0 = time.perf_counter()
+    with progress_bar(None, f"{spec.name}: linear probe", "probes", enabled=ctx.run.progress) as bar:
+        runs: dict[str, FullProbeRun] = {
+            m: full_probe(train[m].features, train_y, emb.features, test_y, seed=config.seed, options=config.probe,
+                          n_classes=n_classes, device=device, bar=bar)
+            for m, emb in by_mode.items()}
+    return Scored(metrics={m: r.metrics for m, r in runs.items()}, combine_by=spec.metric, evalkit={
+        "n_classes": n_classes,
+        "probe": {**config.record(), "probe_device": device},
+        "probe_seconds": round(time.perf_counter() - t0, 4),
+        # per transform: test metrics, chosen weight decay, samples, the sweep's points
+        "runs": {m: r.summary() for m, r in runs.items()},
+    })
 
 
 def probe_device(encoder: Encoder) -> str:

@@ -1,4 +1,4 @@
-"""Few-shot linear probes on frozen features: clip_benchmark's ``linear_probe`` algorithm on
+"""Linear probes on frozen features, few-shot and full: clip_benchmark's ``linear_probe`` algorithm on
 tensors (no model, no data loader, no global random state).
 
 One run is one (K, seed): from the train features, a validation split is carved off at random
@@ -21,6 +21,12 @@ two give the same samples, the same weight decay and the same accuracy. Per seed
 not depend on K, so the K-shot sets of one seed are nested (the 1-shot samples are among the
 2-shot ones).
 
+A full probe (:func:`full_probe`, clip_benchmark's ``fewshot_k = -1``: every train sample) makes
+the same draws with K = -1 (the permutation then orders every sample of the train part), sweeps
+the weight decay the same way, and trains its final probe on the train and validation parts
+together, as clip_benchmark does for full training; it reads the train features in place, one
+mini-batch at a time, so a million rows are never copied.
+
 Differences from clip_benchmark, by choice:
 
 - A class with fewer than K samples in the train part gives all it has and is counted
@@ -28,6 +34,7 @@ Differences from clip_benchmark, by choice:
 - Training runs in float32 (clip_benchmark's default ``--amp`` trains in float16 on CUDA).
 - A weight decay whose validation accuracy is already known is not trained again (find_peak
   retrains the peak every round; training is deterministic, so the choice is the same).
+- A full probe's test set of labels below 5 reports no ``acc5`` (clip_benchmark: NaN).
 """
 
 from __future__ import annotations
@@ -41,15 +48,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evalkit.metrics import topk_accuracy
+from evalkit.metrics import mean_per_class_recall, topk_accuracy
 
 __all__ = [
+    "FullProbeRun",
     "ProbeOptions",
     "ProbeRun",
     "evaluate_probe",
     "fewshot_metrics",
     "fewshot_probe",
+    "full_probe",
     "mean_and_std",
+    "probe_logits",
     "sample_shots",
     "split_train_val",
     "sweep_weight_decay",
@@ -190,60 +200,82 @@ def _cosine_lr(base_lr: float, step: int, steps: int) -> float:
 
 
 def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, n_classes: int, weight_decay: float,
-                       options: ProbeOptions, seed: int, device: str | torch.device = "cpu") -> torch.nn.Linear:
+                       options: ProbeOptions, seed: int, device: str | torch.device = "cpu",
+                       rows: torch.Tensor | None = None) -> torch.nn.Linear:
     """A linear layer trained on ``features`` (N, D) → ``labels`` (N,): AdamW (``lr``,
     ``weight_decay``), cross-entropy, cosine learning rate set before each step, ``epochs``
     passes in mini-batches of ``batch_size`` in a new random order each epoch. Random draws: a
     generator seeded with ``seed`` initialises the layer, then per epoch gives two 64-bit draws
     (a data loader's base seed, unused, and its sampler's seed, which seeds the epoch's
-    permutation), as clip_benchmark's ``train`` takes them from the global generator."""
+    permutation), as clip_benchmark's ``train`` takes them from the global generator.
+
+    ``rows``: the samples trained on, as indices into ``features``, in the order clip_benchmark's
+    dataset would hold them (None: every row, in order). Each mini-batch is gathered from
+    ``features`` and moved to ``device`` as float32 when it is used: training on a million rows
+    copies none of them (only the index and one batch at a time)."""
     generator = torch.Generator().manual_seed(seed)
     layer = _init_linear(features.shape[1], n_classes, generator).to(device)
-    x = features.to(device, torch.float32)
-    y = labels.to(device, torch.long)
+    rows = torch.arange(features.shape[0]) if rows is None else rows
     optimizer = torch.optim.AdamW(layer.parameters(), lr=options.lr, weight_decay=weight_decay)
-    n, bs = x.shape[0], options.batch_size
+    n, bs = rows.shape[0], options.batch_size
     per_epoch = math.ceil(n / bs)
     steps = options.epochs * per_epoch
     for epoch in range(options.epochs):
         _draw_seed(generator)  # the data loader iterator's base seed (for its workers)
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(_draw_seed(generator))).to(device)
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(_draw_seed(generator)))
         for i in range(per_epoch):
             lr = _cosine_lr(options.lr, epoch * per_epoch + i, steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batch = order[i * bs:(i + 1) * bs]
+            batch = rows[order[i * bs:(i + 1) * bs]]
             optimizer.zero_grad()
-            loss = F.cross_entropy(layer(x[batch]), y[batch])
+            loss = F.cross_entropy(layer(features[batch].to(device, torch.float32)),
+                                   labels[batch].to(device, torch.long))
             loss.backward()
             optimizer.step()
     return layer
 
 
 @torch.no_grad()
-def evaluate_probe(layer: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor) -> float:
-    """Top-1 accuracy (a fraction) of ``layer`` on ``features``, scored in chunks of rows."""
+def probe_logits(layer: torch.nn.Linear, features: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``layer``'s logits, on the CPU, for ``features`` (or those of its ``rows``), computed
+    ``SCORE_CHUNK`` rows at a time."""
     device = layer.weight.device
-    logits = torch.cat([layer(features[lo:lo + SCORE_CHUNK].to(device, torch.float32)).cpu()
-                        for lo in range(0, features.shape[0], SCORE_CHUNK)])
-    return topk_accuracy(logits.float(), labels.cpu(), (1,))[0]
+    n = features.shape[0] if rows is None else rows.shape[0]
+
+    def chunk(lo: int) -> torch.Tensor:
+        x = features[lo:lo + SCORE_CHUNK] if rows is None else features[rows[lo:lo + SCORE_CHUNK]]
+        return layer(x.to(device, torch.float32)).cpu()
+
+    return torch.cat([chunk(lo) for lo in range(0, n, SCORE_CHUNK)])
+
+
+def evaluate_probe(layer: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor,
+                   rows: torch.Tensor | None = None) -> float:
+    """Top-1 accuracy (a fraction) of ``layer`` on ``features`` (or those of its ``rows``)."""
+    target = labels if rows is None else labels[rows]
+    return topk_accuracy(probe_logits(layer, features, rows).float(), target.cpu(), (1,))[0]
 
 
 def sweep_weight_decay(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
                        n_classes: int, options: ProbeOptions, seed: int,
-                       device: str | torch.device = "cpu") -> tuple[float, dict[float, float]]:
+                       device: str | torch.device = "cpu", *, rows: torch.Tensor | None = None,
+                       val_rows: torch.Tensor | None = None, bar: Any = None) -> tuple[float, dict[float, float]]:
     """clip_benchmark's ``find_peak`` search: validation top-1 at the initial grid points, then
     at the peak ± span for spans ``wd_refine_span``, halved down to 1; the peak moves only to a
     strictly better point, the earlier one wins ties, and a search that never beats 0 accuracy
     stays at grid index 0 (as find_peak's start). Returns the weight decay and every point's
-    validation accuracy."""
+    validation accuracy. ``rows`` / ``val_rows``: the rows of ``train_x`` / ``val_x`` trained and
+    validated on (:func:`train_linear_probe`); ``bar`` is advanced by one per probe trained."""
     grid = options.weight_decays()
     scores: dict[int, float] = {}
 
     def accuracy_at(idx: int) -> float:
         if idx not in scores:
-            layer = train_linear_probe(train_x, train_y, n_classes, grid[idx], options, seed, device)
-            scores[idx] = evaluate_probe(layer, val_x, val_y)
+            layer = train_linear_probe(train_x, train_y, n_classes, grid[idx], options, seed, device, rows)
+            scores[idx] = evaluate_probe(layer, val_x, val_y, val_rows)
+            if bar is not None:
+                bar.update(1)
         return scores[idx]
 
     def find_peak(indices: Sequence[int]) -> int:
@@ -305,6 +337,69 @@ def fewshot_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test
             if bar is not None:
                 bar.update(1)
     return runs
+
+
+@dataclass
+class FullProbeRun:
+    """A linear probe on every train sample (clip_benchmark's ``fewshot_k = -1``): the test
+    metrics, the chosen weight decay and what it was trained on."""
+
+    seed: int
+    metrics: dict[str, float]  # acc1, acc5 (test labels up to 5 or more, as clip_benchmark), mean_per_class_recall
+    weight_decay: float
+    train_samples: int  # the final probe's: the train part and the validation part together
+    val_samples: int
+    val_acc1: dict[float, float] = field(default_factory=dict)  # weight decay -> validation top-1 (the sweep)
+
+    def summary(self) -> dict[str, Any]:
+        """What a result records of the run."""
+        return {"seed": self.seed, **self.metrics, "weight_decay": self.weight_decay,
+                "val_acc1": self.val_acc1.get(self.weight_decay), "train_samples": self.train_samples,
+                "val_samples": self.val_samples, "sweep_points": len(self.val_acc1)}
+
+
+def full_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
+               test_labels: torch.Tensor, *, seed: int = 0, options: ProbeOptions | None = None,
+               n_classes: int | None = None, device: str | torch.device = "cpu", bar: Any = None) -> FullProbeRun:
+    """clip_benchmark's linear probe on the whole train split (its ``--fewshot_k -1``), from the
+    feature tensors as they are: the validation part is carved off at random (``val_fraction``,
+    its ``--val_proportion``), every other sample is taken in one random permutation (the draw
+    its K-shot loop makes for K = -1), the weight decay is swept as for few-shot probes, and the
+    final probe is trained on the train and validation parts together (clip_benchmark's rule for
+    full training) before it scores the test features. ``val_fraction = 0``: weight decay 0, the
+    whole split. The same random draws as clip_benchmark's run seeded with ``seed`` (see the
+    module's notes), so on the same features the same weight decay and test metrics.
+
+    Memory: the train features are read in place (each probe gathers one mini-batch at a time);
+    besides them, a row index of N int64 and the test logits (test samples × classes)."""
+    options = options or ProbeOptions()
+    train_labels = torch.as_tensor(train_labels, dtype=torch.long)
+    test_labels = torch.as_tensor(test_labels, dtype=torch.long)
+    if train_features.shape[0] != train_labels.shape[0] or test_features.shape[0] != test_labels.shape[0]:
+        raise ValueError("full_probe: features and labels differ in length")
+    if train_labels.numel() == 0 or test_labels.numel() == 0:
+        raise ValueError("full_probe: no train or no test samples")
+    n_classes = int(train_labels.max()) + 1 if n_classes is None else n_classes
+    for name, labels in (("train", train_labels), ("test", test_labels)):
+        if int(labels.min()) < 0 or int(labels.max()) >= n_classes:
+            raise ValueError(f"full_probe: {name} labels outside [0, {n_classes})")
+    generator = torch.Generator().manual_seed(seed)
+    pool, val = split_train_val(train_labels.shape[0], options.val_fraction, generator)
+    rows = pool[torch.randperm(len(pool), generator=generator)]
+    if len(val):
+        wd, sweep = sweep_weight_decay(train_features, train_labels, train_features, train_labels, n_classes,
+                                       options, seed, device, rows=rows, val_rows=val, bar=bar)
+        rows = torch.cat([rows, val])  # the final probe: the train part, then the validation part
+    else:
+        wd, sweep = 0.0, {}
+    layer = train_linear_probe(train_features, train_labels, n_classes, wd, options, seed, device, rows)
+    if bar is not None:
+        bar.update(1)
+    logits = probe_logits(layer, test_features).float()
+    ks = (1, 5) if int(test_labels.max()) >= 5 else (1,)  # clip_benchmark: acc5 when a test label is 5 or more
+    metrics = {f"acc{k}": acc for k, acc in zip(ks, topk_accuracy(logits, test_labels, ks), strict=True)}
+    metrics["mean_per_class_recall"] = mean_per_class_recall(logits.argmax(dim=1), test_labels)
+    return FullProbeRun(seed, metrics, wd, len(rows), len(val), sweep)
 
 
 def mean_and_std(values: Sequence[float]) -> tuple[float, float]:

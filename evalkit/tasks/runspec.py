@@ -1,0 +1,159 @@
+"""One run's options, each with its default, in one place: :class:`RunSpec`.
+
+``evalkit run`` builds one from its flags (:meth:`RunSpec.from_args`), :func:`evalkit.evaluate`
+from its keyword arguments (or takes one as ``spec=``), and the runner hands the same object to
+every task family (``ctx.run``, :class:`evalkit.tasks.base.RunContext`). A new option is one field
+here: the API's keywords, the runner and the families see it without being changed; the command
+line adds its flag and one line in :meth:`RunSpec.from_args`.
+
+Torch-free (the command line reads the defaults for ``--help``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evalkit.models.auto import AUTO
+from evalkit.models.precision import AUTO_PRECISION
+
+__all__ = ["DEFAULT_CACHE", "RunSpec"]
+
+#: ``cache_dir``'s default: ``$EVALKIT_CACHE``, else ~/.cache/evalkit (evalkit.features.embed.default_cache_dir)
+DEFAULT_CACHE = "default"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Every option of a run. Sequences are kept as tuples; ``shots`` sorted, without repeats.
+
+    Where the data and the results are:
+      ``data_root`` the folder under which tasks find their data (None: ``$EVALKIT_DATA``);
+      ``output_dir`` where results go (``<output_dir>/runs/<model>/[<variant>/]<task>.json``);
+      ``cache_dir`` the feature / classifier cache, also holding generated data such as the demo's
+      clips (``"default"``: ``$EVALKIT_CACHE``, else ~/.cache/evalkit; None: no cache);
+      ``task_dirs`` extra folders of task YAMLs.
+
+    The model: ``weights`` (a checkpoint, an open_clip tag, ``random``; None: the card's own),
+    ``precision`` and ``device`` (``auto``: :mod:`evalkit.models.auto`), and for big EVA-CLIP models
+    ``devices`` (``"0,1"``, ``"auto"``, ``"cpu"``; overrides ``device``), ``max_memory``
+    (``"0=38GiB,cpu=64GiB"``), ``allow_missing`` (fnmatch patterns of checkpoint keys that may be
+    absent) and ``offload_dir`` (:func:`evalkit.models.load`). A point-cloud encoder scores against
+    the text tower of ``text_model`` (None: its card's teacher), loaded from ``text_weights``.
+
+    The pass over the data: ``batch_size`` (or ``"auto"``), ``prefetch`` (batches prepared ahead;
+    None: 2), ``num_workers`` (loader processes; None: :func:`evalkit.features.embed.default_num_workers`
+    for the model's device), ``limit`` (the first N samples of each task), ``strict`` (fail on the first
+    sample that does not decode instead of skipping it).
+
+    What a task runs: ``transform`` (crop, squash, best-of-both; None: the task's own), ``frames``
+    (a video task's frame sampler; None: the task's own), ``shots`` and ``seeds`` (few-shot
+    linear-probe tasks: K samples per class, seeds 0 … N-1; None: the task's own).
+
+    What a run does around its tasks: ``save_predictions`` (per-sample records beside each result),
+    ``progress`` (bars on a terminal, a line per phase in a log), ``skip_existing`` (skip a task that
+    has a result), ``raise_errors`` (re-raise a task's failure instead of reporting it and going
+    on), ``on_failure(task, reason)`` called the moment a task fails (None: logged) and
+    ``on_result(result, path)`` called as each result is written.
+    """
+
+    weights: str | None = None
+    data_root: str | Path | None = None
+    precision: str = AUTO_PRECISION
+    batch_size: int | str = 64
+    prefetch: int | None = None
+    device: str = AUTO
+    devices: str | None = None
+    max_memory: str | Mapping[Any, Any] | None = None
+    allow_missing: tuple[str, ...] = ()
+    offload_dir: str | Path | None = None
+    text_model: str | None = None
+    text_weights: str | None = None
+    output_dir: str | Path = "results"
+    limit: int | None = None
+    num_workers: int | None = None
+    strict: bool = False
+    transform: str | None = None
+    frames: str | None = None
+    shots: tuple[int, ...] | None = None
+    seeds: int | None = None
+    save_predictions: bool = False
+    cache_dir: str | Path | None = DEFAULT_CACHE
+    progress: bool = True
+    task_dirs: tuple[str | Path, ...] = ()
+    skip_existing: bool = False
+    raise_errors: bool = False
+    on_failure: Callable[[str, str], None] | None = field(default=None, compare=False, repr=False)
+    on_result: Callable[..., None] | None = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # one form for each sequence, whatever the caller passed (a list, a tuple, None)
+        set_ = object.__setattr__
+        set_(self, "allow_missing", _as_tuple(self.allow_missing))
+        set_(self, "task_dirs", _as_tuple(self.task_dirs))
+        set_(self, "shots", tuple(sorted(set(self.shots))) if self.shots else None)
+
+    @classmethod
+    def option_names(cls) -> tuple[str, ...]:
+        """Every option's name, in order: what :func:`evalkit.evaluate` takes as keywords."""
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """One option's default (the command line's defaults are these)."""
+        f = next((f for f in dataclasses.fields(cls) if f.name == name), None)
+        if f is None:
+            raise KeyError(f"no run option {name!r}")
+        return f.default
+
+    @classmethod
+    def from_args(cls, args: Any, **extra: Any) -> RunSpec:
+        """The options of ``evalkit run``'s parsed flags (an ``argparse.Namespace``); ``extra``:
+        what the command line adds that is no flag (its ``on_result`` / ``on_failure`` printers)."""
+        return cls(
+            weights=args.weights,
+            data_root=args.data_root,
+            precision=args.precision,
+            batch_size=args.batch_size,
+            prefetch=args.prefetch,
+            device=args.device,
+            devices=args.devices,
+            max_memory=args.max_memory,
+            allow_missing=tuple(args.allow_missing or ()),
+            offload_dir=args.offload_dir,
+            text_model=args.text_model,
+            text_weights=args.text_weights,
+            output_dir=args.output_dir,
+            limit=args.limit,
+            num_workers=args.num_workers,
+            strict=args.strict,
+            transform=args.transform,
+            frames=args.frames,
+            shots=args.shots,
+            seeds=args.seeds,
+            save_predictions=args.save_predictions,
+            cache_dir=None if args.no_cache else (args.cache_dir or DEFAULT_CACHE),
+            progress=not args.quiet,  # bars on a terminal, a line per phase in a log (evalkit.progress)
+            task_dirs=tuple(args.task_dir or ()),
+            skip_existing=args.skip_existing,
+            **extra,
+        )
+
+    def replace(self, **changes: Any) -> RunSpec:
+        """A copy with ``changes``; an unknown name is a TypeError naming it."""
+        unknown = sorted(set(changes) - set(self.option_names()))
+        if unknown:
+            raise TypeError(f"unknown run option(s) {unknown}; the options are RunSpec's fields: "
+                            f"{', '.join(self.option_names())}")
+        return dataclasses.replace(self, **changes)
+
+
+def _as_tuple(value: Sequence[Any] | str | Path | None) -> tuple[Any, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, (str, Path)):  # one pattern or folder, not its characters
+        return (value,)
+    return tuple(value)
