@@ -5,11 +5,18 @@ Values are fractions in [0, 1], as clip_benchmark writes them; reports turn them
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
+
+# The metric table (names, short names, direction, derivation) is data in a torch-free module at
+# the same layer, so reporting reads it without torch; a derived metric is computed there, once.
+from evalkit.metric_table import METRICS, derive
+
+__all__ = ["METRICS", "derive", "classification_logits", "topk_accuracy", "mean_per_class_recall",
+           "zero_shot_classification_metrics", "RetrievalTopK", "retrieval_metrics", "retrieval_topk",
+           "DEFAULT_RETRIEVAL_CHUNK"]
 
 
 def classification_logits(image_features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
@@ -237,8 +244,8 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
     for k in ks:
         metrics[f"i2t_R@{k}"] = metrics[f"text_retrieval_recall@{k}"]
         metrics[f"t2i_R@{k}"] = metrics[f"image_retrieval_recall@{k}"]
-    recalls = [metrics[f"{d}_R@{k}"] for d in ("i2t", "t2i") for k in ks]
-    metrics["mean_recall"] = math.fsum(recalls) / len(recalls)
+    # the mean of every image→text and text→image recall (the metric table's derivation)
+    metrics["mean_recall"] = derive("mean_recall", metrics)
     return metrics
 
 

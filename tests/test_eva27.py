@@ -26,7 +26,7 @@ from fixtures_eva27 import (
 )
 
 from evalkit.cli import main as cli
-from evalkit.reporting.claims import EVA27, IMAGENET_VARIANTS, load_claims
+from evalkit.cli.data import check_tasks
 from evalkit.data.sources import (
     DataError,
     DatasetNotFound,
@@ -34,7 +34,8 @@ from evalkit.data.sources import (
     class_subset_groups,
     load_source,
 )
-from evalkit.cli.data import check_tasks
+from evalkit.reporting.catalog import load_catalog
+from evalkit.reporting.claims import load_claims
 from evalkit.results import safe_name
 from evalkit.tasks.spec import TaskIndex
 
@@ -44,6 +45,7 @@ MODEL_DIR = safe_name(MODEL)
 LIMIT = 6
 VARIANTS = ["objectnet-imagenet-mapped", "pcam-openai", "resisc45-openai"]
 INDEX = TaskIndex.load()
+EVA27 = tuple(INDEX.groups["eva27"].tasks)  # Table 2's sets, as its group file lists them
 
 
 def spec(task: str):
@@ -82,8 +84,14 @@ def e2e(data_root, tmp_path_factory):
 
 
 def test_groups_are_table2_and_table6a_under_the_claims_names():
-    assert INDEX.groups["eva27"].tasks == list(EVA27)
-    assert INDEX.groups["imagenet-variants"].tasks == list(IMAGENET_VARIANTS)
+    catalog = load_catalog()
+    assert len(EVA27) == 27 and catalog.aggregate("eva27").claim == "AVG27"
+    assert catalog.aggregate("eva27").tasks == EVA27 and catalog.aggregate("eva27-no-birdsnap").tasks == tuple(
+        t for t in EVA27 if t != "birdsnap")
+    variants = catalog.aggregate("imagenet-variants")
+    assert variants.claim == "ROBUST_AVG6" and variants.tasks == tuple(INDEX.groups["imagenet-variants"].tasks)
+    assert len(variants.tasks) == 6 and set(variants.tasks) <= set(EVA27)
+    assert len(catalog.aggregate("basic17").tasks) == 17 and set(catalog.aggregate("basic17").tasks) <= set(EVA27)
     claims = load_claims()
     mine = claims[(claims["model"] == "eva-clip-18b") & (claims["metric"] == "acc1")]
     assert set(EVA27) <= set(mine[mine["transform"] == "best-of-both"]["task"])

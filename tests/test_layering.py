@@ -16,8 +16,8 @@ The table, top to bottom. A module may import modules of its own layer or of any
                  the depth renderer
   6   data       ``evalkit.data``: sources and layouts, the data-level check of one source spec
   7   models     ``evalkit.models``
-  8   bottom     the small pure modules of no layer: ``metrics``, ``results``, ``registry``,
-                 ``resources``, ``errors``, ``progress``
+  8   bottom     the small pure modules of no layer: ``metrics``, ``metric_table``, ``results``,
+                 ``registry``, ``resources``, ``errors``, ``progress``
 ====  =========  ==============================================================================
 
 ``evalkit.demo`` is in no layer: it is a plugin. It may import anything of evalkit, as a separate
@@ -46,8 +46,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("views", ("evalkit.views",)),
     ("data", ("evalkit.data",)),
     ("models", ("evalkit.models",)),
-    ("bottom", ("evalkit.metrics", "evalkit.results", "evalkit.registry", "evalkit.resources", "evalkit.errors",
-                "evalkit.progress")),
+    ("bottom", ("evalkit.metrics", "evalkit.metric_table", "evalkit.results", "evalkit.registry",
+                "evalkit.resources", "evalkit.errors", "evalkit.progress")),
 ]
 PLUGINS = ("evalkit.demo",)
 

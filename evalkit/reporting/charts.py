@@ -7,24 +7,25 @@ any modality appears here once it has a few-shot run."""
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from evalkit.metric_table import parse
 from evalkit.results import TaskResult, safe_name
 
-_SHOT = re.compile(r"acc1@(\d+)shot")
+FEWSHOT_METRIC = "acc1@{k}shot"  # the metric table's row of the linear probe's top-1 at K shots
 
 
 def fewshot_points(result: TaskResult) -> list[tuple[int, float, float]]:
     """(K, top-1 %, std %) for each K a result has, in K order; empty for other results."""
     out = []
     for name, value in result.metrics.items():
-        m = _SHOT.fullmatch(name)
-        if m and isinstance(value, (int, float)):
+        parsed = parse(name)
+        if parsed is not None and parsed.metric.name == FEWSHOT_METRIC and not parsed.suffix \
+                and isinstance(value, (int, float)):
             std = result.metrics.get(f"{name}_std", 0.0)
-            out.append((int(m.group(1)), 100 * float(value), 100 * float(std or 0.0)))
+            out.append((int(parsed.k or 0), 100 * float(value), 100 * float(std or 0.0)))
     return sorted(out)
 
 

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.errors import EvalkitError
+from evalkit.metric_table import direction, metric_value
 from evalkit.results import DEFAULT_VARIANT, TaskResult, iter_results, safe_name
 
 __all__ = ["DEFAULT_TOLERANCE", "SHIPPED_CLAIMS", "BaselineError", "NothingToCompare", "CheckReport", "Row",
@@ -295,15 +296,17 @@ def _int(value: Any) -> int | None:
 
 
 def _entries_from_results(results: Iterable[TaskResult]) -> dict[tuple[str, str, str], _Entry]:
-    from evalkit.reporting.report import _metric_value, _primary_metric
+    from evalkit.reporting.catalog import load_catalog
+    from evalkit.reporting.report import primary_metric
     from evalkit.results import result_variant
 
+    catalog = load_catalog()
     out: dict[tuple[str, str, str], _Entry] = {}
     for r in results:
-        primary = _primary_metric(r.dataset, [r])
+        primary = primary_metric(r.dataset, [r], catalog)
         metrics = {k: v * 100 for k, v in r.metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)}
-        derived = _metric_value(r.metrics, primary)
+        derived = metric_value(r.metrics, primary)
         if primary not in metrics and derived is not None:
             metrics[primary] = derived * 100
         key = (r.model, result_variant(r), _task_name(r))
@@ -314,9 +317,10 @@ def _entries_from_results(results: Iterable[TaskResult]) -> dict[tuple[str, str,
 
 def _entries_from_leaderboard_rows(rows: Iterable[tuple[int, dict[str, Any]]], primaries: dict[str, str], where: str
                                    ) -> dict[tuple[str, str, str], _Entry]:
-    from evalkit.reporting.claims import GROUPS
+    from evalkit.reporting.catalog import load_catalog
 
-    aggregates = {c for g in GROUPS.values() for c in (g.column, f"{g.column}_n", f"{g.column}_claimed")}
+    aggregates = {c for g in load_catalog().aggregates if g.column
+                  for c in (g.column, f"{g.column}_n", f"{g.column}_claimed")}
     out: dict[tuple[str, str, str], _Entry] = {}
     for line, row in rows:
         model = str(row.get("model") or "").strip()
@@ -413,9 +417,10 @@ def _keep(entry: _Entry, model: str | None, task_names: set[str] | None) -> bool
 def _status(metric: str, delta: float, tolerance: float) -> str:
     if abs(delta) <= tolerance + _EPS:
         return "ok"
-    if "_std" in metric:  # a spread: neither better nor worse when it moves
+    better = direction(metric)  # the metric table's: +1 higher is better, -1 lower, 0 a spread (_std)
+    if better == 0 or "_std" in metric:  # a spread: neither better nor worse when it moves
         return "changed"
-    return "improved" if delta > 0 else "regressed"
+    return "improved" if delta * better > 0 else "regressed"
 
 
 def _row(model: str, variant: str, task: str, metric: str, base: float, now: float, tolerance: float,
@@ -457,15 +462,12 @@ def _names(items: Iterable[str], at_most: int = 8) -> str:
 def _check_claims(report: CheckReport, run_dir: Path, path: Path, *, model: str | None,
                   task_names: set[str] | None, all_metrics: bool, tolerance: float) -> str:
     """Compare; return why nothing was compared when nothing was (else "")."""
-    from evalkit.reporting.claims import ClaimsError, load_claims, split_protocol
-    from evalkit.reporting.report import (
-        _canon_tag,
-        _claim_rank,
-        _primary_metric,
-        run_label,
-        verified_table,
-    )
+    from evalkit.reporting.catalog import load_catalog
+    from evalkit.reporting.claims import ClaimsError, canonical_tag, claim_rank, load_claims, split_protocol
+    from evalkit.reporting.report import primary_metric, run_label, verified_table
     from evalkit.results import result_limit, result_variant
+
+    catalog = load_catalog()
 
     try:
         claims = load_claims(path)
@@ -492,14 +494,14 @@ def _check_claims(report: CheckReport, run_dir: Path, path: Path, *, model: str 
     table = table[table["model"].map(lambda label: label_of.get(label, (label, ""))[0] in keep).astype(bool)]
     if task_names is not None:
         table = table[table["task"].isin(task_names)]
-    primaries = {t: _primary_metric(t, [r for r in results if r.dataset == t]) for t in set(table["task"])}
+    primaries = {t: primary_metric(t, [r for r in results if r.dataset == t], catalog) for t in set(table["task"])}
     claimed = table[table["claimed"].notna()].copy()
     if not all_metrics and not claimed.empty:
         claimed = claimed[[m == primaries[t] for t, m in zip(claimed["task"], claimed["metric"], strict=True)]]
         # one claim per setting (protocol tags): the headline transform (best-of-both first)
-        claimed["_setting"] = [";".join(sorted(_canon_tag(t) for t in split_protocol(p)[0]))
+        claimed["_setting"] = [";".join(sorted(canonical_tag(t) for t in split_protocol(p)[0]))
                                for p in claimed["protocol"]]
-        claimed["_rank"] = [_claim_rank(t, p) for t, p in zip(claimed["transform"], claimed["protocol"], strict=True)]
+        claimed["_rank"] = [claim_rank(t, p) for t, p in zip(claimed["transform"], claimed["protocol"], strict=True)]
         claimed = claimed.sort_values("_rank", kind="stable").drop_duplicates(
             ["model", "task", "metric", "_setting"], keep="first").sort_index()
     unlisted = 0
@@ -556,7 +558,8 @@ def check(run_dir: str | Path, baseline: str | Path, *, tolerance: float = DEFAU
         raise BaselineError(f"--tolerance must be a finite number >= 0, got {tolerance}")
     if allow_missing and require_all:
         raise BaselineError("--allow-missing and --require-all contradict each other: give one")
-    from evalkit.reporting.report import _primary_metric, leaderboard
+    from evalkit.reporting.catalog import load_catalog
+    from evalkit.reporting.report import leaderboard, primary_metric
 
     named = str(baseline) if str(baseline) in SHIPPED_CLAIMS else ""
     run_dir, baseline = Path(run_dir), resolve_baseline(baseline)
@@ -579,8 +582,9 @@ def check(run_dir: str | Path, baseline: str | Path, *, tolerance: float = DEFAU
             base = _entries_from_results(_results(baseline, f"baseline {baseline}"))
         else:
             primaries: dict[str, str] = {}
+            catalog = load_catalog()
             for r in run_results:
-                primaries.setdefault(r.dataset, _primary_metric(r.dataset, [r]))
+                primaries.setdefault(r.dataset, primary_metric(r.dataset, [r], catalog))
             base = _entries_from_leaderboard_rows(_read_leaderboard(baseline), primaries, f"baseline {baseline}")
             board = leaderboard(run_dir) if run_results else None
             rows = [] if board is None else [

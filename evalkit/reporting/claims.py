@@ -6,9 +6,10 @@ claims kept next to its card. :func:`load_claims` reads and validates them.
 
 Columns: ``model, task, metric, claimed`` are required; ``transform, protocol, source,
 paper_model, paper_dataset, note`` are optional. ``claimed`` is in percent, as printed.
-``metric`` uses result metric names (``acc1``, ``image_retrieval_recall@5`` ...) plus
-``mean_acc1_acc5`` (the paper's Kinetics metric) and, for the paper's printed aggregates (tasks
-named like ``AVG27``), ``mean`` or ``gap``. ``transform`` is ``best-of-both``, ``crop``,
+``metric`` is a name of the metric table (:mod:`evalkit.metric_table`: ``acc1``,
+``image_retrieval_recall@5``, ``mean_acc1_acc5`` (the paper's Kinetics metric) ...) and, for the
+paper's printed aggregates (tasks named like ``AVG27``: the ``claim`` of an aggregate a group file
+carries, :mod:`evalkit.reporting.catalog`), the aggregate's reduction, ``mean`` or ``gap``. ``transform`` is ``best-of-both``, ``crop``,
 ``squash`` or blank. ``protocol`` holds ``;``-separated tags: setting tags a result must match
 (``1frame``, ``8frames``, ``336px``, ``linear-probe`` ...) and provenance tags that say where a
 number comes from without changing how it is measured (:data:`PROVENANCE_TAGS`).
@@ -18,14 +19,14 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from evalkit.errors import EvalkitError
+from evalkit.metric_table import parse
+from evalkit.reporting.catalog import Catalog, load_catalog
 from evalkit.resources import claims_dir
 
 CLAIM_COLUMNS = ["model", "task", "metric", "claimed", "transform", "protocol", "source", "paper_model",
@@ -33,93 +34,9 @@ CLAIM_COLUMNS = ["model", "task", "metric", "claimed", "transform", "protocol", 
 REQUIRED_COLUMNS = ["model", "task", "metric", "claimed"]
 TRANSFORMS = ("best-of-both", "crop", "squash")
 PROVENANCE_TAGS = frozenset({"reported", "readme", "eva-clip-paper"})
-AGGREGATE_METRICS = ("mean", "gap")
-_METRIC_RE = re.compile(
-    r"^(acc\d+|acc1@\d+shot|mean_per_class_recall|mean_acc1_acc5|mean_recall|mean|gap|"
-    r"(image|text)_retrieval_recall@\d+)$"
-)
-
-EVA27 = (
-    "imagenet1k", "imagenetv2", "imagenet-a", "imagenet-r", "imagenet_sketch", "objectnet",
-    "cifar10", "cifar100", "mnist", "caltech101", "sun397", "fgvc_aircraft", "country211", "cars",
-    "birdsnap", "dtd", "eurosat", "fer2013", "flowers", "food101", "gtsrb", "pcam", "pets",
-    "renderedsst2", "resisc45", "stl10", "voc2007",
-)
-IMAGENET_VARIANTS = ("imagenet1k", "imagenetv2", "imagenet-a", "imagenet-r", "imagenet_sketch", "objectnet")
-# [P18] Table 6b: the 17 datasets on which EVA-CLIP-18B is compared with BASIC-L
-BASIC17 = (
-    "imagenet1k", "imagenetv2", "imagenet-a", "imagenet-r", "imagenet_sketch", "objectnet", "cifar10",
-    "cifar100", "mnist", "sun397", "birdsnap", "dtd", "eurosat", "food101", "pcam", "resisc45", "stl10",
-)
-VIDEO = ("ucf101", "kinetics400", "kinetics600", "kinetics700")
-RETRIEVAL = ("flickr30k", "coco")
-THREE_D = ("objaverse-lvis", "modelnet40", "scanobjectnn")  # [P18] Table 8's column order
-DEMO = ("shapeworld-shape", "shapeworld-colour", "shapeworld-retrieval", "shapeworld-video", "shapeworld-3d",
-        "shapeworld-3d-fewshot")
-TASK_ORDER = EVA27 + VIDEO + RETRIEVAL + THREE_D + DEMO
-
-RETRIEVAL_METRICS = tuple(
-    f"{direction}_retrieval_recall@{k}" for direction in ("text", "image") for k in (1, 5, 10)
-)  # text_retrieval = image->text (Table 3's first six columns), image_retrieval = text->image
-
-# The metric each task is compared on by default: top-1 everywhere, except the paper's Kinetics
-# metric, the mean of top-1 and top-5 ([P18] Table 5, Table 11). Retrieval tasks use the mean of
-# their six recalls ("mean_recall") as their one number.
-PRIMARY_METRIC = {t: "acc1" for t in TASK_ORDER}
-PRIMARY_METRIC.update({t: "mean_acc1_acc5" for t in ("kinetics400", "kinetics600", "kinetics700")})
-PRIMARY_METRIC.update({t: "mean_recall" for t in RETRIEVAL})
-
-
-@dataclass(frozen=True)
-class Group:
-    """An aggregate over (task, metric) members, and the paper's name for it where it prints one."""
-
-    name: str
-    members: tuple[tuple[str, str], ...]
-    column: str  # leaderboard column
-    claim_task: str | None = None  # task name of the printed aggregate in claims.csv
-    reduce: str = "mean"  # "mean", or "gap": first member minus the mean of all members
-    leaderboard: bool = True
-    description: str = ""
-
-    @property
-    def tasks(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(t for t, _ in self.members))
-
-
-def _acc1(tasks: Iterable[str]) -> tuple[tuple[str, str], ...]:
-    return tuple((t, "acc1") for t in tasks)
-
-
-GROUPS: dict[str, Group] = {
-    g.name: g
-    for g in (
-        Group("eva27", _acc1(EVA27), "eva27_mean", "AVG27",
-              description="[P18] Table 2: unweighted mean top-1 over the 27 image datasets"),
-        Group("eva27-no-birdsnap", _acc1(t for t in EVA27 if t != "birdsnap"), "eva27_mean_no_birdsnap",
-              description="the 27-dataset mean without Birdsnap, whose 2,195-image test list is unpublished"),
-        Group("imagenet-variants", _acc1(IMAGENET_VARIANTS), "imagenet_variants_mean", "ROBUST_AVG6",
-              description="[P18] Table 6a: mean top-1 over IN-1K, IN-V2, IN-A, IN-R, IN-Sketch, ObjectNet"),
-        Group("imagenet-gap", _acc1(IMAGENET_VARIANTS), "imagenet_gap", "ROBUST_DELTA", reduce="gap",
-              leaderboard=False,
-              description="[P18] Table 6a: IN-1K top-1 minus the 6-dataset ImageNet-variants mean"),
-        Group("video", (("ucf101", "acc1"),) + tuple((t, "mean_acc1_acc5") for t in VIDEO[1:]), "video_mean",
-              "VIDEO_AVG4",
-              description="[P18] Table 5: mean of UCF-101 top-1 and Kinetics-400/600/700 mean(top-1, top-5)"),
-        Group("retrieval", tuple((t, m) for t in RETRIEVAL for m in RETRIEVAL_METRICS), "retrieval_mean_recall",
-              "RETRIEVAL_MR",
-              description="[P18] Table 3 MR: mean of the 12 recalls (R@1/5/10, both directions, Flickr30K and COCO)"),
-        Group("3d", _acc1(THREE_D), "3d_mean",
-              description="[P18] Table 8's three sets (Objaverse-LVIS, ModelNet40, ScanObjectNN): mean top-1 "
-                          "(the paper prints no mean)"),
-        Group("basic17", _acc1(BASIC17), "basic17_mean", "AVG17", leaderboard=False,
-              description="[P18] Table 6b: mean top-1 over the 17 datasets shared with BASIC-L"),
-        Group("basic17-no-birdsnap", _acc1(t for t in BASIC17 if t != "birdsnap"), "basic17_mean_no_birdsnap",
-              "AVG16_no_Birdsnap", leaderboard=False,
-              description="[P18] Table 6b: the same without Birdsnap (16 datasets)"),
-    )
-}
-AGGREGATE_TASKS = frozenset(g.claim_task for g in GROUPS.values() if g.claim_task)
+# which of several claims of one (model, task, metric) a reader compares first: best-of-both, then
+# a claim that names no transform, then one transform
+TRANSFORM_RANK = {"best-of-both": 0, "": 1, "squash": 2, "crop": 3}
 
 
 class ClaimsError(EvalkitError, ValueError):
@@ -138,15 +55,35 @@ def split_protocol(protocol: str) -> tuple[frozenset[str], frozenset[str]]:
     return frozenset(tags - PROVENANCE_TAGS), frozenset(tags & PROVENANCE_TAGS)
 
 
-def load_claims(paths: str | Path | Iterable[str | Path] | None = None) -> pd.DataFrame:
+def canonical_tag(tag: str) -> str:
+    """One spelling of a protocol tag: ``"8frame"`` and ``"08frames"`` are ``"8frames"``,
+    ``"1frames"`` is ``"1frame"``; any other tag as given (stripped)."""
+    tag = tag.strip()
+    digits = tag[: len(tag) - len(tag.lstrip("0123456789"))]
+    if digits and tag[len(digits):] in ("frame", "frames"):
+        return "1frame" if int(digits) == 1 else f"{int(digits)}frames"
+    return tag
+
+
+def claim_rank(transform: str, protocol: str) -> tuple[int, int, int]:
+    """Lower is the headline claim: main protocol, best-of-both, the paper's own number."""
+    setting, provenance = split_protocol(protocol)
+    setting = frozenset(canonical_tag(t) for t in setting) - {"1frame"}
+    return (1 if setting else 0, TRANSFORM_RANK.get(transform, 4), 1 if provenance else 0)
+
+
+def load_claims(paths: str | Path | Iterable[str | Path] | None = None, *,
+                catalog: Catalog | None = None) -> pd.DataFrame:
     """Read and validate one or more claims CSVs into one table.
 
     ``paths`` defaults to :func:`default_claims_path`. Every problem names its file and line:
     unknown or missing columns, an empty key field, a non-numeric ``claimed``, an unknown
     ``transform`` or ``metric``, and the same claim (model, task, metric, transform, protocol)
     given twice. The result has :data:`CLAIM_COLUMNS` plus ``origin`` (``file:line``), with
-    ``claimed`` as float and blank optional fields as ``""``.
+    ``claimed`` as float and blank optional fields as ``""``. The printed aggregates a claim may
+    name are those of ``catalog`` (default: :func:`evalkit.reporting.catalog.load_catalog`).
     """
+    catalog = catalog or load_catalog()
     if paths is None:
         # claims.csv (the papers) plus any claims_*.csv beside it (e.g. the demo model's)
         paths = sorted(default_claims_path().parent.glob("claims*.csv")) or [default_claims_path()]
@@ -155,7 +92,7 @@ def load_claims(paths: str | Path | Iterable[str | Path] | None = None) -> pd.Da
     records: list[dict[str, object]] = []
     seen: dict[tuple[str, ...], str] = {}
     for path in map(Path, paths):
-        for rec in _read_claims_file(path):
+        for rec in _read_claims_file(path, catalog):
             key = tuple(str(rec[c]) for c in ("model", "task", "metric", "transform", "protocol"))
             if key in seen:
                 raise ClaimsError(f"{rec['origin']}: duplicate claim {key} (first given at {seen[key]})")
@@ -164,7 +101,7 @@ def load_claims(paths: str | Path | Iterable[str | Path] | None = None) -> pd.Da
     return pd.DataFrame.from_records(records, columns=CLAIM_COLUMNS + ["origin"]).astype({"claimed": float})
 
 
-def _read_claims_file(path: Path) -> list[dict[str, object]]:
+def _read_claims_file(path: Path, catalog: Catalog) -> list[dict[str, object]]:
     try:
         f = path.open(newline="", encoding="utf-8")
     except OSError as e:
@@ -194,12 +131,12 @@ def _read_claims_file(path: Path) -> list[dict[str, object]]:
             rec: dict[str, object] = {c: "" for c in CLAIM_COLUMNS}
             rec.update({h: v.strip() for h, v in zip(header, row, strict=True)})
             rec["origin"] = f"{path}:{line}"
-            _validate(rec, path, line)
+            _validate(rec, path, line, catalog)
             out.append(rec)
     return out
 
 
-def _validate(rec: dict[str, object], path: Path, line: int) -> None:
+def _validate(rec: dict[str, object], path: Path, line: int, catalog: Catalog) -> None:
     where = f"{path}:{line}"
     for c in ("model", "task", "metric"):
         if not rec[c]:
@@ -213,13 +150,19 @@ def _validate(rec: dict[str, object], path: Path, line: int) -> None:
     rec["claimed"] = value
     if rec["transform"] and rec["transform"] not in TRANSFORMS:
         raise ClaimsError(f"{where}: unknown transform {rec['transform']!r}; use one of {TRANSFORMS} or blank")
-    if not _METRIC_RE.match(str(rec["metric"])):
-        raise ClaimsError(f"{where}: unknown metric {rec['metric']!r}")
-    is_aggregate = rec["metric"] in AGGREGATE_METRICS
-    if is_aggregate and rec["task"] not in AGGREGATE_TASKS:
+    metric = str(rec["metric"])
+    parsed = parse(metric)
+    if parsed is None or parsed.suffix:
+        raise ClaimsError(f"{where}: unknown metric {metric!r} (evalkit.metric_table.METRICS names the metrics)")
+    if parsed.metric.alias_of is not None:
+        raise ClaimsError(f"{where}: metric {metric!r} is clip_benchmark's other name of "
+                          f"{parsed.metric.alias_of.replace('{k}', str(parsed.k))!r}: claim that")
+    aggregates = {a.claim: a for a in catalog.aggregates if a.claim}
+    task = str(rec["task"])
+    if parsed.metric.aggregate and task not in aggregates:
         raise ClaimsError(
-            f"{where}: metric {rec['metric']!r} is for the paper's aggregates {sorted(AGGREGATE_TASKS)}, "
-            f"not task {rec['task']!r}")
-    if rec["task"] in AGGREGATE_TASKS and not is_aggregate:
-        raise ClaimsError(f"{where}: aggregate {rec['task']!r} needs metric 'mean' or 'gap'")
+            f"{where}: metric {metric!r} is for the paper's aggregates {sorted(aggregates)}, not task {task!r}")
+    if task in aggregates and metric != aggregates[task].reduce:
+        raise ClaimsError(f"{where}: aggregate {task!r} needs metric {aggregates[task].reduce!r} (its group file "
+                          f"{aggregates[task].path} reduces its members so)")
     rec["protocol"] = ";".join(t.strip() for t in str(rec["protocol"]).split(";") if t.strip())

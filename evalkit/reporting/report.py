@@ -20,8 +20,12 @@ How a claim finds its number in a result:
   result has per-transform keys, else the plain metric if the result ran that transform;
   ``best-of-both`` claims take the larger of the two per-transform values (the paper's rule,
   [P18] §7), else the plain metric, noting when the result ran one transform only.
-* *metric*: result keys, plus ``mean_acc1_acc5`` = (acc1 + acc5) / 2 and ``mean_recall`` = mean
-  of the six retrieval recalls.
+* *metric*: result keys, plus a derived metric of the metric table a result lacks
+  (:func:`evalkit.metric_table.metric_value`: ``mean_acc1_acc5`` = mean(acc1, acc5),
+  ``mean_recall`` = the mean of the retrieval recalls).
+
+Tasks, their primary metrics, the report's order and the aggregates (``AVG27`` ...) come from the
+task and group files (:mod:`evalkit.reporting.catalog`).
 
 A claim is ``verified`` when |verified − claimed| ≤ the tolerance (:data:`DEFAULT_TOLERANCE`
 points, the one ``evalkit check`` uses), else ``differs``. A result of a ``--limit`` run
@@ -42,6 +46,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from evalkit.errors import EvalkitError
+from evalkit.metric_table import is_derived, long_name, members, metric_value, reduce, short_name, sort_key
+from evalkit.reporting.catalog import Aggregate, Catalog, load_catalog
 from evalkit.reporting.charts import (
     fewshot_chart,
     fewshot_chart_path,
@@ -50,17 +56,7 @@ from evalkit.reporting.charts import (
     figure_png,
 )
 from evalkit.reporting.check import DEFAULT_TOLERANCE  # one tolerance for the report and `evalkit check`
-from evalkit.reporting.claims import (
-    AGGREGATE_TASKS,
-    GROUPS,
-    PRIMARY_METRIC,
-    RETRIEVAL_METRICS,
-    TASK_ORDER,
-    VIDEO,
-    Group,
-    load_claims,
-    split_protocol,
-)
+from evalkit.reporting.claims import canonical_tag, claim_rank, load_claims, split_protocol
 from evalkit.results import (
     DEFAULT_VARIANT,
     TaskResult,
@@ -75,8 +71,6 @@ from evalkit.results import (
 REPORT_NAME = "claimed_vs_verified.md"
 STATUSES = ("verified", "differs", "partial", "not run", "no claim")
 
-_TRANSFORM_RANK = {"best-of-both": 0, "": 1, "squash": 2, "crop": 3}
-_METRIC_ORDER = ("acc1", "mean_acc1_acc5", "mean_recall") + RETRIEVAL_METRICS + ("acc5", "mean_per_class_recall")
 _PROVENANCE_COLUMNS = {"result_transform": "Result transform", "precision": "Precision",
                        "samples": "Samples", "skipped": "Skipped"}
 
@@ -89,14 +83,6 @@ AGGREGATE_COLUMNS = ["model", "group", "aggregate", "transform", "protocol", "cl
 # ----------------------------------------------------------------------------- results
 
 
-def _canon_tag(tag: str) -> str:
-    tag = tag.strip()
-    digits = tag[: len(tag) - len(tag.lstrip("0123456789"))]
-    if digits and tag[len(digits):] in ("frame", "frames"):
-        return "1frame" if int(digits) == 1 else f"{int(digits)}frames"
-    return tag
-
-
 def _first_int(value: Any) -> int | None:
     if isinstance(value, (list, tuple)) and value:
         value = value[0]
@@ -106,8 +92,11 @@ def _first_int(value: Any) -> int | None:
         return None
 
 
-def result_tags(result: TaskResult) -> frozenset[str]:
-    """The protocol tags a result satisfies (see the module docstring)."""
+def result_tags(result: TaskResult, catalog: Catalog | None = None) -> frozenset[str]:
+    """The protocol tags a result satisfies (see the module docstring). A result of a task whose
+    view samples frames (``catalog``, default :func:`load_catalog`) and that records no frame
+    count is of 1 frame."""
+    catalog = catalog or load_catalog()
     ev = result.evalkit
     proto = ev.get("protocol")
     # the task file's protocol settings (a dict) take precedence over top-level provenance keys
@@ -126,16 +115,16 @@ def result_tags(result: TaskResult) -> frozenset[str]:
                     return _first_int(d[k])
         return None
 
-    tags = {_canon_tag(t) for t in tags}
+    tags = {canonical_tag(t) for t in tags}
     frames = lookup("frames", "num_frames", "n_frames")
-    if frames is None and result.dataset in VIDEO and not any(t.endswith(("frame", "frames")) for t in tags):
+    if frames is None and result.dataset in catalog.video and not any(t.endswith(("frame", "frames")) for t in tags):
         frames = 1
     if frames is not None:
         tags.add(f"{frames}frames")
     size = lookup("image_size", "resolution")
     if size:
         tags.add(f"{size}px")
-    return frozenset(_canon_tag(t) for t in tags)
+    return frozenset(canonical_tag(t) for t in tags)
 
 
 def run_label(result: TaskResult) -> str:
@@ -148,8 +137,10 @@ class ResultsFolderError(EvalkitError, FileNotFoundError):
     """The results folder to read does not exist (a typo in ``--output-dir``)."""
 
 
-def _load_results(output_dir: str | Path, model: str | None = None) -> dict[tuple[str, str], list[TaskResult]]:
+def _load_results(output_dir: str | Path, model: str | None = None, catalog: Catalog | None = None
+                  ) -> dict[tuple[str, str], list[TaskResult]]:
     """Results by (run label, task); ``model`` keeps one model's runs, every variant."""
+    catalog = catalog or load_catalog()
     if not Path(output_dir).is_dir():
         raise ResultsFolderError(f"results folder {output_dir}: no such folder (--output-dir: the folder "
                                  f"`evalkit run --output-dir` wrote to)")
@@ -159,29 +150,8 @@ def _load_results(output_dir: str | Path, model: str | None = None) -> dict[tupl
             continue
         runs.setdefault((run_label(r), r.dataset), []).append(r)
     for results in runs.values():  # the main setting first: 1 frame, no extra protocol tags
-        results.sort(key=lambda r: len({t for t in result_tags(r) if t != "1frame" and not t.endswith("px")}))
+        results.sort(key=lambda r: len({t for t in result_tags(r, catalog) if t != "1frame" and not t.endswith("px")}))
     return runs
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _metric_value(metrics: dict[str, Any], metric: str, suffix: str = "") -> float | None:
-    """A metric (fraction) from a result's metrics, with an optional ``@transform`` suffix."""
-    direct = _number(metrics.get(metric + suffix))
-    if direct is not None:
-        return direct
-    if metric == "mean_acc1_acc5":
-        a, b = _number(metrics.get("acc1" + suffix)), _number(metrics.get("acc5" + suffix))
-        return None if a is None or b is None else (a + b) / 2
-    if metric == "mean_recall":
-        recalls = [_number(metrics.get(m + suffix)) for m in RETRIEVAL_METRICS]
-        recalls = [r for r in recalls if r is not None]
-        return sum(recalls) / len(recalls) if recalls else None
-    return None
 
 
 def _select(result: TaskResult, metric: str, transform: str) -> tuple[float | None, str]:
@@ -189,39 +159,39 @@ def _select(result: TaskResult, metric: str, transform: str) -> tuple[float | No
     metrics = result.metrics
     ran = str(result.evalkit.get("transform") or "")
     if transform in ("crop", "squash"):
-        value = _metric_value(metrics, metric, "@" + transform)
+        value = metric_value(metrics, metric, "@" + transform)
         if value is not None:
             return value, ""
         if ran in (transform, ""):
-            value = _metric_value(metrics, metric)
+            value = metric_value(metrics, metric)
             if value is None:
                 return None, f"result has no {metric}"
             return value, "" if ran else "result does not record its transform"
         return None, f"result ran {ran}, not {transform}"
     if transform == "best-of-both":
-        both = [_metric_value(metrics, metric, f"@{t}") for t in ("crop", "squash")]
+        both = [metric_value(metrics, metric, f"@{t}") for t in ("crop", "squash")]
         if None not in both:
             return max(both), ""  # type: ignore[type-var]
-        value = _metric_value(metrics, metric)
+        value = metric_value(metrics, metric)
         if value is None:
             return None, f"result has no {metric}"
         if ran == "best-of-both":
             return value, ""
         return value, f"result ran {ran or 'one transform (unrecorded)'} only, not best-of-both"
-    value = _metric_value(metrics, metric)
+    value = metric_value(metrics, metric)
     return value, "" if value is not None else f"result has no {metric}"
 
 
-def _match(results: list[TaskResult], metric: str, transform: str, protocol: str
+def _match(results: list[TaskResult], metric: str, transform: str, protocol: str, catalog: Catalog
            ) -> tuple[float | None, str, TaskResult | None]:
     """The first result that satisfies the claim's protocol and has the metric: (percent, note, result)."""
     if not results:
         return None, "", None
     needed, _ = split_protocol(protocol)
-    needed = frozenset(_canon_tag(t) for t in needed)
-    eligible = [r for r in results if needed <= result_tags(r)]
+    needed = frozenset(canonical_tag(t) for t in needed)
+    eligible = [r for r in results if needed <= result_tags(r, catalog)]
     if not eligible:
-        have = ", ".join(sorted(";".join(sorted(result_tags(r))) or "default" for r in results))
+        have = ", ".join(sorted(";".join(sorted(result_tags(r, catalog))) or "default" for r in results))
         return None, f"no result with protocol {';'.join(sorted(needed))} (have: {have})", None
     first_note = ""
     for r in eligible:
@@ -242,17 +212,19 @@ def _headline(results: list[TaskResult], metric: str) -> tuple[float | None, Tas
     return None, None
 
 
-def _primary_metric(task: str, results: list[TaskResult]) -> str:
-    """The metric a task is compared on: what its result says (the task file's ``metric``), else
-    the paper's metric for the task, else what the result's keys suggest."""
+def primary_metric(task: str, results: list[TaskResult], catalog: Catalog | None = None) -> str:
+    """The metric a task is compared on: what its result says (the task file's ``metric`` when it
+    ran), else the ``metric`` of the task's file (``catalog``, default :func:`load_catalog`), else
+    what the result's keys suggest (retrieval recalls: ``mean_recall``)."""
     for r in results:
         named = r.evalkit.get("metric")
-        if isinstance(named, str) and (named in r.metrics or named in ("mean_recall", "mean_acc1_acc5")):
+        if isinstance(named, str) and (named in r.metrics or is_derived(named)):
             return named
-    if task in PRIMARY_METRIC:
-        return PRIMARY_METRIC[task]
+    catalog = catalog or load_catalog()
+    if task in catalog.primary:
+        return catalog.primary[task]
     keys = {k for r in results for k in r.metrics}
-    if any(k.startswith(("image_retrieval_recall@", "text_retrieval_recall@")) for k in keys):
+    if members("mean_recall", keys):
         return "mean_recall"
     if "mean_acc1_acc5" in keys:
         return "mean_acc1_acc5"
@@ -282,29 +254,15 @@ def _provenance(result: TaskResult | None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- tables
 
 
-def _as_claims(claims: pd.DataFrame | str | Path | Iterable[str | Path] | None) -> pd.DataFrame:
+def _as_claims(claims: pd.DataFrame | str | Path | Iterable[str | Path] | None,
+               catalog: Catalog | None = None) -> pd.DataFrame:
     if isinstance(claims, pd.DataFrame):
         df = claims.copy()
         for c in ("transform", "protocol", "source", "note"):
             if c not in df:
                 df[c] = ""
         return df.fillna({c: "" for c in ("transform", "protocol", "source", "note")})
-    return load_claims(claims)
-
-
-def _claim_rank(transform: str, protocol: str) -> tuple[int, int, int]:
-    """Lower is the headline claim: main protocol, best-of-both, the paper's own number."""
-    setting, provenance = split_protocol(protocol)
-    setting = frozenset(_canon_tag(t) for t in setting) - {"1frame"}
-    return (1 if setting else 0, _TRANSFORM_RANK.get(transform, 4), 1 if provenance else 0)
-
-
-def _task_key(task: str) -> tuple[int, str]:
-    return (TASK_ORDER.index(task) if task in TASK_ORDER else len(TASK_ORDER), task)
-
-
-def _metric_key(metric: str) -> int:
-    return _METRIC_ORDER.index(metric) if metric in _METRIC_ORDER else len(_METRIC_ORDER)
+    return load_claims(claims, catalog=catalog)
 
 
 def _base_models(runs: dict[tuple[str, str], list[TaskResult]]) -> dict[str, str]:
@@ -358,12 +316,14 @@ def verified_table(output_dir: str | Path, claims: pd.DataFrame | str | Path | I
     protocol, best-of-both, the paper's own number); the others are per-transform or other-protocol
     claims. Aggregate claims (``AVG27`` ...) are in :func:`aggregate_table`.
     """
-    return _verified(_load_results(output_dir, model), _as_claims(claims), model, tolerance)
+    catalog = load_catalog()
+    return _verified(_load_results(output_dir, model, catalog), _as_claims(claims, catalog), model, tolerance,
+                     catalog)
 
 
 def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFrame, model: str | None,
-              tolerance: float) -> pd.DataFrame:
-    per_task = claims[~claims["task"].isin(AGGREGATE_TASKS)]
+              tolerance: float, catalog: Catalog) -> pd.DataFrame:
+    per_task = claims[~claims["task"].isin(catalog.claim_names)]
     if model is not None:
         per_task = per_task[per_task["model"] == model]
 
@@ -371,7 +331,7 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
     by_model = _runs_by_model(runs)
     for c in per_task.itertuples(index=False):
         for label in by_model.get(c.model) or [c.model]:  # each run of the model against its claims
-            value, note, result = _match(runs.get((label, c.task), []), c.metric, c.transform, c.protocol)
+            value, note, result = _match(runs.get((label, c.task), []), c.metric, c.transform, c.protocol, catalog)
             claim_note = str(c.note or "")
             status = _status(c.claimed, value, tolerance)
             limit = result_limit(result) if result is not None and value is not None else None
@@ -387,9 +347,9 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
             })
     claimed_keys = {(r["model"], r["task"]) for r in rows}
     for (m, task), results in runs.items():
-        if (m, task) in claimed_keys or task in AGGREGATE_TASKS:
+        if (m, task) in claimed_keys or task in catalog.claim_names:
             continue
-        metric = _primary_metric(task, results)
+        metric = primary_metric(task, results, catalog)
         value, result = _headline(results, metric)
         limit = result_limit(result) if result is not None else None
         rows.append({"model": m, "task": task, "metric": metric, "transform": "", "protocol": "",
@@ -402,21 +362,22 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
     df["claimed"] = pd.to_numeric(df["claimed"], errors="coerce").astype(float)
     df["verified"] = pd.to_numeric(df["verified"], errors="coerce").astype(float)
     df["delta"] = ((df["verified"] - df["claimed"]).round(6) + 0.0).where(df["status"] != "partial")  # no -0.00
-    ranks = [_claim_rank(t, p) for t, p in zip(df["transform"], df["protocol"], strict=True)]
+    ranks = [claim_rank(t, p) for t, p in zip(df["transform"], df["protocol"], strict=True)]
     df["_rank"] = ranks
     order = {m: i for i, m in enumerate(_model_order(claims, runs))}
-    df["_sort"] = [(order.get(m, len(order)), _task_key(t), _metric_key(me), r, p)
+    df["_sort"] = [(order.get(m, len(order)), catalog.task_key(t), sort_key(me), r, p)
                    for m, t, me, r, p in zip(df["model"], df["task"], df["metric"], ranks, df["protocol"], strict=True)]
     df = df.sort_values("_sort", kind="stable").reset_index(drop=True)
     df["primary"] = ~df.duplicated(["model", "task", "metric"], keep="first")
     return df.drop(columns=["_rank", "_sort"])[TABLE_COLUMNS]
 
 
-def _aggregate(runs: dict[tuple[str, str], list[TaskResult]], model: str, group: Group,
-               transform: str | None, protocol: str) -> tuple[float | None, int, list[str], set[int]]:
+def _aggregate(runs: dict[tuple[str, str], list[TaskResult]], model: str, group: Aggregate,
+               transform: str | None, protocol: str, catalog: Catalog
+               ) -> tuple[float | None, int, list[str], set[int]]:
     """(value in percent or None, members found, notes, the ``--limit`` of members from limited
     runs); ``transform=None`` = each result's headline."""
-    values: dict[tuple[str, str], float] = {}
+    values: list[float | None] = []
     notes: list[str] = []
     limits: set[int] = set()
     for task, metric in group.members:
@@ -424,20 +385,14 @@ def _aggregate(runs: dict[tuple[str, str], list[TaskResult]], model: str, group:
         if transform is None:
             value, result = _headline(results, metric)
         else:
-            value, note, result = _match(results, metric, transform, protocol)
+            value, note, result = _match(results, metric, transform, protocol, catalog)
             if note and note not in notes and value is not None:
                 notes.append(note)
-        if value is not None:
-            values[(task, metric)] = value
-            if result is not None and result_limit(result) is not None:
-                limits.add(result_limit(result))  # type: ignore[arg-type]
-    if not values:
-        return None, 0, notes, limits
-    mean = sum(values.values()) / len(values)
-    if group.reduce == "gap":
-        first = values.get(group.members[0])
-        return (None if first is None else first - mean), len(values), notes, limits
-    return mean, len(values), notes, limits
+        values.append(value)
+        if value is not None and result is not None and result_limit(result) is not None:
+            limits.add(result_limit(result))  # type: ignore[arg-type]
+    n = sum(v is not None for v in values)
+    return reduce(group.reduce, values), n, notes, limits
 
 
 def _display(value: float | None, n: int, total: int, limits: Iterable[int] = ()) -> str:
@@ -449,43 +404,46 @@ def _display(value: float | None, n: int, total: int, limits: Iterable[int] = ()
 
 def aggregate_table(output_dir: str | Path, claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None,
                     *, model: str | None = None, tolerance: float = DEFAULT_TOLERANCE) -> pd.DataFrame:
-    """Per model and :data:`evalkit.reporting.claims.GROUPS` entry: the aggregate of the verified numbers.
+    """Per model and aggregate of the group files (:mod:`evalkit.reporting.catalog`): the
+    aggregate of the verified numbers.
 
     One row per printed aggregate claim (computed under that claim's transform and protocol),
     or, for a leaderboard group the paper prints nothing for, one row from each task's headline
     number. ``display`` reads e.g. ``61.20 (partial: 3/27)``; status ``partial`` when some members
     are missing (no Δ then), ``not run`` when none are there.
     """
-    return _aggregates(_load_results(output_dir, model), _as_claims(claims), model, tolerance)
+    catalog = load_catalog()
+    return _aggregates(_load_results(output_dir, model, catalog), _as_claims(claims, catalog), model, tolerance,
+                       catalog)
 
 
 def _aggregates(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFrame, model: str | None,
-                tolerance: float) -> pd.DataFrame:
+                tolerance: float, catalog: Catalog) -> pd.DataFrame:
     models = _model_order(claims, runs) if model is None else (_runs_of(runs, model) or [model])
     bases = _base_models(runs)
-    agg_claims = claims[claims["task"].isin(AGGREGATE_TASKS)]
+    agg_claims = claims[claims["task"].isin(catalog.claim_names)]
     rows: list[dict[str, Any]] = []
     for m in models:
         mine = agg_claims[agg_claims["model"] == bases.get(m, m)]
-        for group in GROUPS.values():
-            gc = mine[mine["task"] == group.claim_task] if group.claim_task else mine.iloc[0:0]
-            gc = gc.assign(_rank=[_claim_rank(t, p) for t, p in zip(gc["transform"], gc["protocol"], strict=True)])
+        for group in catalog.aggregates:
+            gc = mine[mine["task"] == group.claim] if group.claim else mine.iloc[0:0]
+            gc = gc.assign(_rank=[claim_rank(t, p) for t, p in zip(gc["transform"], gc["protocol"], strict=True)])
             gc = gc.sort_values("_rank", kind="stable")
             total = len(group.members)
             if gc.empty:
                 if not group.leaderboard:
                     continue
-                value, n, notes, limits = _aggregate(runs, m, group, None, "")
+                value, n, notes, limits = _aggregate(runs, m, group, None, "", catalog)
                 if n == 0:
                     continue
-                rows.append({"model": m, "group": group.name, "aggregate": group.claim_task or "",
+                rows.append({"model": m, "group": group.name, "aggregate": group.claim or "",
                              "transform": "", "protocol": "", "claimed": None, "verified": value, "n": n,
                              "total": total, "display": _display(value, n, total, limits),
                              "status": "partial" if n < total or limits else "no claim",
                              "primary": True, "note": "; ".join(notes + ([_limit_note(limits)] if limits else []))})
                 continue
             for i, c in enumerate(gc.itertuples(index=False)):
-                value, n, notes, limits = _aggregate(runs, m, group, c.transform, c.protocol)
+                value, n, notes, limits = _aggregate(runs, m, group, c.transform, c.protocol, catalog)
                 status = "not run" if n == 0 else (
                     "partial" if n < total or limits else _status(c.claimed, value, tolerance))
                 if limits:
@@ -510,26 +468,27 @@ def leaderboard(output_dir: str | Path,
 
     Task columns hold each task's headline number: top-1 for image classification and UCF-101,
     mean(top-1, top-5) for Kinetics (the paper's metric, so the column agrees with
-    ``video_mean``), the mean of the six recalls for retrieval. Then, per leaderboard group,
-    ``<column>`` (the aggregate, over the members present) and ``<column>_n`` (how many members
-    it covers, out of the group's size), and with ``claims`` the paper's printed aggregate as
-    ``<column>_claimed``.
+    ``video_mean``), the mean of the six recalls for retrieval. Then, per aggregate a group file
+    puts on the leaderboard (its ``column``), ``<column>`` (the aggregate, over the members
+    present) and ``<column>_n`` (how many members it covers, out of the group's size), and with
+    ``claims`` the paper's printed aggregate as ``<column>_claimed``.
     """
-    runs = _load_results(output_dir)
-    claims_df = _as_claims(claims) if claims is not None else None
+    catalog = load_catalog()
+    runs = _load_results(output_dir, None, catalog)
+    claims_df = _as_claims(claims, catalog) if claims is not None else None
     models = sorted({m for m, _ in runs})
     bases = _base_models(runs)
     variants = {label: result_variant(results[0]) for (label, _), results in runs.items()}
-    tasks = sorted({t for _, t in runs}, key=_task_key)
-    groups = [g for g in GROUPS.values() if g.leaderboard]
+    tasks = sorted({t for _, t in runs}, key=catalog.task_key)
+    groups = [g for g in catalog.aggregates if g.leaderboard]
     rows: list[dict[str, Any]] = []
     for m in models:
         row: dict[str, Any] = {"model": bases[m], "variant": variants[m]}
         for t in tasks:
             results = runs.get((m, t), [])
-            row[t] = _headline(results, _primary_metric(t, results))[0] if results else None
+            row[t] = _headline(results, primary_metric(t, results, catalog))[0] if results else None
         for g in groups:
-            value, n, _, _ = _aggregate(runs, m, g, None, "")
+            value, n, _, _ = _aggregate(runs, m, g, None, "", catalog)
             row[g.column] = value
             row[f"{g.column}_n"] = n
             if claims_df is not None:
@@ -546,13 +505,13 @@ def leaderboard(output_dir: str | Path,
     return df
 
 
-def _primary_claim(claims: pd.DataFrame, model: str, group: Group) -> float | None:
-    if not group.claim_task:
+def _primary_claim(claims: pd.DataFrame, model: str, group: Aggregate) -> float | None:
+    if not group.claim:
         return None
-    gc = claims[(claims["model"] == model) & (claims["task"] == group.claim_task)]
+    gc = claims[(claims["model"] == model) & (claims["task"] == group.claim)]
     if gc.empty:
         return None
-    best = min(gc.itertuples(index=False), key=lambda c: _claim_rank(c.transform, c.protocol))
+    best = min(gc.itertuples(index=False), key=lambda c: claim_rank(c.transform, c.protocol))
     return float(best.claimed)
 
 
@@ -620,16 +579,6 @@ def _aggregates_section(rows: pd.DataFrame) -> str:
     return tabulate(table.values.tolist(), headers=list(table.columns), tablefmt="pipe", disable_numparse=True)
 
 
-_SHORT_METRIC = {m: ("i2t " if m.startswith("text") else "t2i ") + "R@" + m.rsplit("@", 1)[1]
-                 for m in RETRIEVAL_METRICS}
-_METRIC_NAME = {"acc1": "top-1 accuracy", "acc5": "top-5 accuracy",
-                "mean_acc1_acc5": "mean of top-1 and top-5 accuracy", "mean_recall": "mean retrieval recall",
-                "mean_per_class_recall": "mean per-class recall",
-                **{m: ("image→text" if m.startswith("text") else "text→image") + " recall@" + m.rsplit("@", 1)[1]
-                   for m in RETRIEVAL_METRICS}}
-_METRIC_SHORT_NAME = {"acc1": "top-1", "acc5": "top-5", "mean_acc1_acc5": "mean top-1/top-5",
-                      "mean_recall": "mean recall", "mean_per_class_recall": "mean per-class recall",
-                      **_SHORT_METRIC}
 _CHART_COLOURS = {"claimed": "#9e9e9e", "verified": "#1f77b4"}
 _DELTA_COLOURS = {"verified": "#2e7d32", "differs": "#c62828"}
 _CHART_FONT = 10  # points; the figure is sized so that every row keeps this size at any task count
@@ -663,8 +612,8 @@ def _chart_figure(model: str, rows: pd.DataFrame) -> Any:
 
     metrics = [str(m) for m in rows["metric"]]
     main_metric = Counter(metrics).most_common(1)[0][0] if metrics else "acc1"  # ties: the first listed
-    main_name = _chart_literal(_METRIC_NAME.get(main_metric, main_metric))
-    labels = [_chart_literal(t if m == main_metric else f"{t} ({_METRIC_SHORT_NAME.get(m, m)})")
+    main_name = _chart_literal(long_name(main_metric))
+    labels = [_chart_literal(t if m == main_metric else f"{t} ({short_name(m)})")
               for t, m in zip(rows["task"], metrics, strict=True)]
     claimed = [None if pd.isna(v) else float(v) for v in rows["claimed"]]
     verified = [None if pd.isna(v) else float(v) for v in rows["verified"]]
@@ -737,15 +686,16 @@ def write_report(output_dir: str | Path, claims: pd.DataFrame | str | Path | Ite
     (its claims alone are enough). Files are written atomically.
     """
     output_dir = Path(output_dir)
-    claims = _as_claims(claims)
-    runs = _load_results(output_dir, model)
-    table = _verified(runs, claims, model, tolerance)
-    aggs = _aggregates(runs, claims, model, tolerance)
+    catalog = load_catalog()
+    claims = _as_claims(claims, catalog)
+    runs = _load_results(output_dir, model, catalog)
+    table = _verified(runs, claims, model, tolerance, catalog)
+    aggs = _aggregates(runs, claims, model, tolerance, catalog)
     with_results = {m for m, _ in runs}
     bases = _base_models(runs)
     if model is not None:
         if table.empty and model not in bases.values():
-            known = sorted(set(claims["model"]) | set(_base_models(_load_results(output_dir)).values()))
+            known = sorted(set(claims["model"]) | set(_base_models(_load_results(output_dir, None, catalog)).values()))
             close = difflib.get_close_matches(model, known, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ValueError(f"no claims and no results for model {model!r}{hint}")

@@ -18,7 +18,7 @@ from evalkit.data.sources import (
     read_list_file,
 )
 from evalkit.features.embed import Embeddings, zero_shot_classifier
-from evalkit.metrics import classification_logits, zero_shot_classification_metrics
+from evalkit.metrics import classification_logits, derive, zero_shot_classification_metrics
 from evalkit.models.encoder import Encoder
 from evalkit.registry import task_families
 from evalkit.results import TaskResult
@@ -123,7 +123,7 @@ class ClassificationFamily:
                 logits = project_logits(logits, prepared.data.label_groups)
             scored.metrics[m] = zero_shot_classification_metrics(logits, target, prepared.n_labels)
             if spec.metric == "mean_acc1_acc5" and "acc5" in scored.metrics[m]:  # the paper's Kinetics metric
-                scored.metrics[m]["mean_acc1_acc5"] = (scored.metrics[m]["acc1"] + scored.metrics[m]["acc5"]) / 2
+                scored.metrics[m]["mean_acc1_acc5"] = derive("mean_acc1_acc5", scored.metrics[m])
             if ctx.save_predictions:
                 scored.predictions[m] = _top5(feats.keys, target, logits)
         return scored

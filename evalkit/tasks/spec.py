@@ -7,7 +7,9 @@ to, e.g. clip_benchmark's: ``imagenet`` for ``imagenet1k``, ``vtab/cifar10`` for
 lists that mirror among its layouts, read from the mirror only, under the name ``wds/NAME`` (its
 results never stand in for the task's own protocol: VTAB's EuroSAT split is not the whole dataset). ``include: other.yaml`` inherits from another
 file (keys here win, dicts are merged one level deep). A group file has ``group:`` and ``tasks:``
-(a list of task or group names). Ad-hoc tasks need no file: ``wds:/path``, ``folder:/path`` and
+(a list of task or group names), and may carry its ``aggregate``: the averages `evalkit report`
+prints over its members (:class:`AggregateSpec`); ``run: false`` marks a group read by reporting
+only (the paper's BASIC-L sets), which ``--tasks`` refuses. Ad-hoc tasks need no file: ``wds:/path``, ``folder:/path`` and
 ``hf:/path`` build a spec on the fly.
 """
 
@@ -25,6 +27,7 @@ from typing import Any
 import yaml
 
 from evalkit.errors import EvalkitError
+from evalkit.metric_table import REDUCTIONS, parse
 from evalkit.registry import UnknownNameError
 from evalkit.resources import builtin_tasks_dir
 
@@ -35,7 +38,8 @@ TASK_KEYS = {
     "templates_file", "metric", "view", "include", "protocol", "tags", "aliases", "version",
 }
 WDS_PREFIX = "wds/"  # clip_benchmark's name for a dataset read from its WebDataset mirror
-GROUP_KEYS = {"group", "tasks", "description", "include"}
+GROUP_KEYS = {"group", "tasks", "description", "include", "aggregate", "run"}
+AGGREGATE_KEYS = {"name", "column", "claim", "reduce", "metrics", "exclude", "description"}
 
 
 class TaskSpecError(EvalkitError, ValueError):
@@ -50,7 +54,7 @@ class TaskSpec:
     classnames: list[str] | None = None
     templates: list[str] | None = None
     metric: str = "acc1"
-    # how a sample becomes an embedding (evalkit.views.runtime): ``transform`` crop / squash / best-of-both
+    # how a sample becomes an embedding: the task file's ``view:`` block as it is written
     view: dict[str, Any] = field(default_factory=dict)
     protocol: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -61,6 +65,9 @@ class TaskSpec:
     options: dict[str, Any] = field(default_factory=dict)
     # the task file's protocol version, recorded in every result: a changed protocol shows
     version: str | None = None
+    # ``view`` parsed (an evalkit.views.ViewSpec) when the task is resolved, with the run's --transform
+    # and --frames (evalkit.tasks.common.with_view); None until then
+    view_spec: Any = None
 
     @property
     def base_dir(self) -> Path | None:
@@ -100,12 +107,32 @@ class TaskSpec:
         return out
 
 
+@dataclass(frozen=True)
+class AggregateSpec:
+    """One average a group carries (an entry of its ``aggregate`` list), as lm-evaluation-harness
+    groups carry ``aggregate_metric_list``: the ``reduce`` (``mean``, or ``gap``: the first member
+    minus the mean; :data:`evalkit.metric_table.REDUCTIONS`) over the group's tasks less
+    ``exclude``, each scored on its task file's ``metric`` or, with ``metrics``, on each of those.
+    ``column`` puts it on the leaderboard; ``claim`` is its task name in the claims files (the
+    paper's printed aggregate, e.g. ``AVG27``). ``name`` defaults to the group's."""
+
+    name: str
+    column: str | None = None
+    claim: str | None = None
+    reduce: str = "mean"
+    metrics: tuple[str, ...] | None = None
+    exclude: tuple[str, ...] = ()
+    description: str = ""
+
+
 @dataclass
 class GroupSpec:
     name: str
     tasks: list[str]
     description: str = ""
     path: str = ""
+    run: bool = True  # False: read by reporting only (its aggregates); `--tasks` refuses it
+    aggregates: list[AggregateSpec] = field(default_factory=list)
 
 
 def default_task_dirs(extra: list[Path] | tuple[Path, ...] = ()) -> list[Path]:
@@ -213,7 +240,57 @@ def parse_group(data: dict[str, Any], path: Path) -> GroupSpec:
         raise TaskSpecError(f"{path}: unknown field(s) {sorted(unknown)} in group; allowed: {sorted(GROUP_KEYS)}")
     if "tasks" not in data:
         raise TaskSpecError(f"{path}: group is missing required field 'tasks'")
-    return GroupSpec(str(data["group"]), _str_list(data["tasks"], "tasks", path), str(data.get("description", "")), str(path))
+    run = data.get("run", True)
+    if not isinstance(run, bool):
+        raise TaskSpecError(f"{path}: field 'run' must be true or false, got {run!r}")
+    name = str(data["group"])
+    tasks = _str_list(data["tasks"], "tasks", path)
+    return GroupSpec(name, tasks, str(data.get("description", "")), str(path), run,
+                     _parse_aggregates(data.get("aggregate"), name, tasks, path))
+
+
+def _parse_aggregates(value: Any, group: str, tasks: list[str], path: Path) -> list[AggregateSpec]:
+    """A group's ``aggregate`` list (one mapping is a list of one); every problem names the file
+    and the key (``aggregate[1].reduce``)."""
+    if value is None:
+        return []
+    entries = [value] if isinstance(value, dict) else value
+    if not isinstance(entries, list) or not entries:
+        raise TaskSpecError(f"{path}: field 'aggregate' must be a list of mappings (keys {sorted(AGGREGATE_KEYS)})")
+    out: list[AggregateSpec] = []
+    for i, entry in enumerate(entries):
+        where = f"{path}: aggregate[{i}]"
+        if not isinstance(entry, dict):
+            raise TaskSpecError(f"{where}: must be a mapping (keys {sorted(AGGREGATE_KEYS)}), got {entry!r}")
+        unknown = sorted(set(entry) - AGGREGATE_KEYS)
+        if unknown:
+            raise TaskSpecError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(AGGREGATE_KEYS)}")
+        for key in ("name", "column", "claim", "reduce", "description"):
+            if key in entry and (not isinstance(entry[key], str) or not entry[key].strip()):
+                raise TaskSpecError(f"{where}.{key}: must be a non-empty string, got {entry[key]!r}")
+        reduce = entry.get("reduce", "mean")
+        if reduce not in REDUCTIONS:
+            raise TaskSpecError(f"{where}.reduce: unknown reduction {reduce!r}; use one of {list(REDUCTIONS)}")
+        metrics = None
+        if "metrics" in entry:
+            metrics = tuple(_str_list(entry["metrics"], f"aggregate[{i}].metrics", path))
+            for m in metrics:
+                parsed = parse(m)
+                if parsed is None or parsed.suffix or parsed.metric.aggregate:
+                    raise TaskSpecError(f"{where}.metrics: {m!r} is not a metric of a task "
+                                        f"(evalkit.metric_table.METRICS)")
+            if not metrics:
+                raise TaskSpecError(f"{where}.metrics: empty list (leave the key out for each task's own metric)")
+        exclude = tuple(_str_list(entry.get("exclude", []), f"aggregate[{i}].exclude", path))
+        out.append(AggregateSpec(
+            name=entry.get("name", group), column=entry.get("column"), claim=entry.get("claim"), reduce=reduce,
+            metrics=metrics, exclude=exclude, description=entry.get("description", "")))
+    names = [a.name for a in out]
+    for j, n in enumerate(names):
+        if n in names[:j]:
+            raise TaskSpecError(f"{path}: aggregate[{j}].name: {n!r} is also aggregate[{names.index(n)}]'s name "
+                                f"(an entry without 'name' takes the group's, {group!r})")
+    return out
 
 
 @dataclass
@@ -285,10 +362,32 @@ class TaskIndex:
         return dataclasses.replace(spec, name=WDS_PREFIX + name, aliases=[], source=source, description=(
                                        f"{spec.name} read from clip_benchmark's WebDataset mirror {layout['path']}"))
 
-    def resolve(self, names: list[str]) -> list[TaskSpec]:
+    def group_tasks(self, name: str) -> list[str]:
+        """The task names a group stands for, groups in it expanded, in order, each once: what
+        reporting averages over. A ``run: false`` group is expanded too; a name that is neither a
+        task (or alias) nor a group is an error naming the group file."""
+        out: dict[str, None] = {}
+
+        def expand(group: str, stack: tuple[str, ...]) -> None:
+            if group in stack:
+                raise TaskSpecError(f"group cycle: {' -> '.join((*stack, group))}")
+            for child in self.groups[group].tasks:
+                if (spec := self.lookup(child)) is not None:
+                    out[spec.name] = None
+                elif child in self.groups:
+                    expand(child, (*stack, group))
+                else:
+                    raise TaskSpecError(f"{self.groups[group].path}: tasks: {child!r} is no task or group "
+                                        f"under {', '.join(str(d) for d in self.dirs)}")
+
+        expand(name, ())
+        return list(out)
+
+    def resolve(self, names: list[str], *, run: bool = True) -> list[TaskSpec]:
         """Expand task names, group names and ad-hoc specs into an ordered, de-duplicated list.
         Every unknown name is reported at once; two different tasks that would write the same
-        result (one name) are an error naming both."""
+        result (one name) are an error naming both. A ``run: false`` group (read by reporting
+        only) is an error unless ``run`` is False (selecting results, as `evalkit check --tasks`)."""
         out: dict[str, TaskSpec] = {}
         given: dict[str, str] = {}  # task name -> what on the command line produced it
         unknown: list[UnknownNameError] = []
@@ -315,7 +414,15 @@ class TaskIndex:
             elif (spec := self.lookup(name)) is not None:
                 add(spec, name)
             elif name in self.groups:
-                for child in self.groups[name].tasks:
+                group = self.groups[name]
+                if run and not group.run:
+                    inside = f" (in group {stack[-1]})" if stack else ""
+                    raise TaskSpecError(
+                        f"--tasks {stack[0] if stack else name}: group {name!r}{inside} ({group.path}) is read by "
+                        f"`evalkit report` only (run: false): it names the tasks of the paper's aggregates; "
+                        f"run its tasks by name or through a group that runs them "
+                        f"(--tasks {','.join(group.tasks[:3])}{',...' if len(group.tasks) > 3 else ''})")
+                for child in group.tasks:
                     expand(child, (*stack, name))
             elif name.startswith(WDS_PREFIX) and (spec := self.mirror(name[len(WDS_PREFIX):])) is not None:
                 add(spec, name)
