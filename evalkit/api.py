@@ -341,6 +341,8 @@ def _evaluate(
                 # a point encoder paired with a text tower: which, and its own fingerprint
                 **({"text_model": encoder.arch["text_model"], "text_fingerprint": encoder.arch["text_fingerprint"]}
                    if "text_model" in encoder.arch else {}),
+                # how prompts became tokens where the model's authors say (hf: padding, length, canonicalisation)
+                **({"text_handling": encoder.arch["text_handling"]} if "text_handling" in encoder.arch else {}),
                 "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             },
         )

@@ -277,6 +277,8 @@ def caption_features(encoder: Encoder, captions: Sequence[str], cache: FeatureCa
 def truncated_texts(encoder: Encoder, texts: Sequence[str]) -> int:
     """How many texts are longer than the text context (cut by the tokenizer, as it always does)."""
     tok = encoder.tokenizer
+    if callable(getattr(tok, "count_truncated", None)):  # a tokenizer that knows its own length (hf)
+        return int(tok.count_truncated(texts))
     if hasattr(tok, "encode") and hasattr(tok, "context_length"):
         return sum(len(tok.encode(t)) + 2 > tok.context_length for t in texts)  # + <start> and <end>
     return int((encoder.tokenize(texts)[:, -1] != 0).sum())  # a full last position: cut (or exactly full)
