@@ -82,7 +82,7 @@ def test_box_command_on_a_cpu_box_reads_no_weights(monkeypatch, tmp_path, capsys
 
     monkeypatch.setattr(models, "locate", located)
     monkeypatch.setattr(auto, "visible_gpus", lambda: 0)
-    monkeypatch.setattr("evalkit.models.devices._host_available", lambda: 24 * GiB)
+    monkeypatch.setattr("evalkit.models.devices.host_memory_available", lambda: 24 * GiB)
     rc = cli.main(["run", "--model", "eva-clip-18b", "--tasks", "shapeworld-shape", "--output-dir",
                    str(tmp_path / "out")])
     err = capsys.readouterr().err

@@ -21,14 +21,14 @@ from typing import Any
 from evalkit.data.sources import (
     DataError,
     SourceData,
-    _listing,
     describe_layout,
+    folder_listing,
     normalise_name,
     resolve_path,
     source_file,
     sources,
 )
-from evalkit.data.torchvision_roots import _files_units
+from evalkit.data.torchvision_roots import files_units
 
 describe_layout("birdsnap", "Birdsnap 1.1 folder: test_images.txt + images under download/images/ (get_birdsnap.py), "
                             "images/ or the folder itself")
@@ -42,7 +42,7 @@ def birdsnap_source(source: dict[str, Any], data_root: str | Path | None, task: 
     listing = source_file(source, "test_list") or root / "test_images.txt"
     if not listing.is_file():
         raise DataError(f"{root}: not a Birdsnap folder: expected {listing.name} (the test image list); "
-                        f"found {_listing(root)}")
+                        f"found {folder_listing(root)}")
     rel = [ln.strip().split("\t")[0] for ln in listing.read_text().splitlines() if ln.strip()]
     if rel and rel[0].lower() == "path":
         rel = rel[1:]
@@ -72,4 +72,4 @@ def birdsnap_source(source: dict[str, Any], data_root: str | Path | None, task: 
                         f"names (e.g. {', '.join(sorted(unknown)[:3])})")
     info = {"path": str(root), "layout": "birdsnap", "test_list": str(listing), "listed": len(rel),
             "listed_missing": missing}
-    return SourceData(_files_units("birdsnap", base, items), None, None, info)
+    return SourceData(files_units("birdsnap", base, items), None, None, info)

@@ -35,12 +35,12 @@ from evalkit.data.sources import (
     FOLDER_EXTS,
     DataError,
     SourceData,
-    _listing,
     describe_layout,
+    folder_listing,
     resolve_path,
     sources,
 )
-from evalkit.data.torchvision_roots import _files_units
+from evalkit.data.torchvision_roots import files_units
 
 describe_layout("imagenetv2", "ImageNet-V2 folder: <k>/*.jpeg for class index k = 0..999 "
                               "(ImageNetV2-matched-frequency/ or imagenetv2-matched-frequency-format-val/)")
@@ -69,7 +69,7 @@ def imagenetv2_source(source: dict[str, Any], data_root: str | Path | None, task
     items = [(f, labels[d.name]) for d in dirs for f in _images_in(d)]
     if not items:
         raise DataError(f"{root}: the class folders hold no images")
-    return SourceData(_files_units("imagenetv2", root, items), None, None, {"path": str(root), "layout": "imagenetv2"})
+    return SourceData(files_units("imagenetv2", root, items), None, None, {"path": str(root), "layout": "imagenetv2"})
 
 
 # -- ObjectNet ---------------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def _objectnet_dirs(root: Path) -> tuple[Path, Path]:
     base = root / "objectnet-1.0" if (root / "objectnet-1.0").is_dir() else root
     images = base / "images"
     if not images.is_dir():
-        raise DataError(f"{root}: not an ObjectNet folder: expected objectnet-1.0/images/<folder>/; found {_listing(root)}")
+        raise DataError(f"{root}: not an ObjectNet folder: expected objectnet-1.0/images/<folder>/; found {folder_listing(root)}")
     for cand in (base / "mappings", root, base):
         if all((cand / m).is_file() for m in OBJECTNET_MAPPINGS):
             return images, cand
@@ -166,7 +166,7 @@ def objectnet_source(source: dict[str, Any], data_root: str | Path | None, task:
     items = [(f, label) for label, folder in enumerate(folders) for f in _images_in(images / folder)]
     if not items:
         raise DataError(f"{images}: the mapped class folders hold no images")
-    units = _files_units(f"objectnet-{protocol}", images, items)
+    units = files_units(f"objectnet-{protocol}", images, items)
     crop = int(source.get("border_crop", 2 if protocol == "imagenet_mapped" else 0))
     if crop:
         for unit in units:

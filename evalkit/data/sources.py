@@ -104,7 +104,7 @@ def open_image_path(path: Path) -> Callable[[], Image.Image]:
     return load
 
 
-def _file_id(path: Path) -> str:
+def file_id(path: Path) -> str:
     st = path.stat()
     return f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}"
 
@@ -208,7 +208,7 @@ def check_task_classnames(task_names: list[str] | None, data: SourceData, where:
     return f"spelling differs from the data's list ({diff}); the task's names were used"
 
 
-def _listing(folder: Path, n: int = 6) -> str:
+def folder_listing(folder: Path, n: int = 6) -> str:
     """A short listing of what a folder holds, for "expected X, found Y" messages."""
     try:
         names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
@@ -226,7 +226,7 @@ def expect_entries(folder: Path, names: list[str], layout: str) -> None:
     if missing:
         raise DataError(
             f"{folder}: not a {layout} folder: expected {', '.join(names)}; missing {', '.join(missing)}; "
-            f"found {_listing(folder)}"
+            f"found {folder_listing(folder)}"
         )
 
 
@@ -243,7 +243,7 @@ def hf_cache_snapshot(repo_dir: Path) -> Path:
     ``refs/main`` points at, else the only snapshot; several and no ref is an error (no guessing)."""
     snaps = repo_dir / "snapshots"
     if not snaps.is_dir():
-        raise DataError(f"{repo_dir}: Hugging Face cache entry without a snapshots/ folder; found {_listing(repo_dir)}")
+        raise DataError(f"{repo_dir}: Hugging Face cache entry without a snapshots/ folder; found {folder_listing(repo_dir)}")
     ref = repo_dir / "refs" / "main"
     if ref.is_file():
         rev = ref.read_text().strip()
@@ -283,7 +283,7 @@ def wds_source(source: dict[str, Any], data_root: str | Path | None, task: str) 
         raise DataError(f"{root}: dataset folder not found (expected {WDS_LAYOUT})")
     split_dir = root / split
     if not split_dir.is_dir():
-        raise DataError(f"{split_dir}: split folder not found (expected {WDS_LAYOUT}); found {_listing(root)}")
+        raise DataError(f"{split_dir}: split folder not found (expected {WDS_LAYOUT}); found {folder_listing(root)}")
     tars = sorted(split_dir.glob("*.tar"), key=lambda p: (len(p.stem), p.stem))
     nshards_file = split_dir / "nshards.txt"
     if nshards_file.exists():
@@ -314,7 +314,7 @@ def wds_source(source: dict[str, Any], data_root: str | Path | None, task: str) 
     # clip_benchmark marks a retrieval mirror with dataset_type.txt: its samples carry captions (txt)
     kind = (root / "dataset_type.txt").read_text().strip().lower() if (root / "dataset_type.txt").exists() else ""
     label_key = source.get("label_key") or ("txt" if kind == "retrieval" else "cls")
-    units = [Unit(id=_file_id(t), samples=_tar_samples(t, label_key), count=_tar_counter(t)) for t in tars]
+    units = [Unit(id=file_id(t), samples=_tar_samples(t, label_key), count=_tar_counter(t)) for t in tars]
     info = {"path": str(root), "split": split, "shards": len(tars), "layout": "wds"}
     return SourceData(units, classnames, templates, info)
 
@@ -550,10 +550,10 @@ def _folder_labels(source: dict[str, Any], root: Path, dirs: list[Path]) -> tupl
         return labels, None
     expect = source.get("expect_classes")
     if expect is not None and len(names) != int(expect):
-        raise DataError(f"{root}: expected {expect} class folders, found {len(names)} ({_listing(root)})")
+        raise DataError(f"{root}: expected {expect} class folders, found {len(names)} ({folder_listing(root)})")
     for required in source.get("require_folders", []):
         if required not in names:
-            raise DataError(f"{root}: expected a class folder {required!r}; found {_listing(root)}")
+            raise DataError(f"{root}: expected a class folder {required!r}; found {folder_listing(root)}")
     task_names = source.get("_classnames")
     if task_names is not None:  # the task names the classes; the folders only have to be as many
         if len(task_names) != len(names):
@@ -574,7 +574,7 @@ def folder_source(source: dict[str, Any], data_root: str | Path | None, task: st
         raise DataError(f"{root}: dataset folder not found (expected an {FOLDER_LAYOUT})")
     class_dirs = _class_dirs(root)
     if not class_dirs:
-        raise DataError(f"{root}: no class folders found (expected {FOLDER_LAYOUT}); found {_listing(root)}")
+        raise DataError(f"{root}: no class folders found (expected {FOLDER_LAYOUT}); found {folder_listing(root)}")
     labels, classnames = _folder_labels(source, root, class_dirs)
     exts = {e.lower() for e in source.get("extensions", FOLDER_EXTS)}
     items: list[tuple[Path, int]] = []

@@ -47,10 +47,10 @@ from evalkit.data.sources import (
     DataError,
     RawSample,
     SourceData,
-    _file_id,
-    _listing,
     describe_layout,
     expect_entries,
+    file_id,
+    folder_listing,
     open_image_path,
     range_units,
     resolve_path,
@@ -60,7 +60,7 @@ from evalkit.data.sources import (
 # -- helpers -----------------------------------------------------------------------------------
 
 
-def _files_units(prefix: str, root: Path, items: Sequence[tuple[Path, int]], keys: Sequence[str] | None = None
+def files_units(prefix: str, root: Path, items: Sequence[tuple[Path, int]], keys: Sequence[str] | None = None
                  ) -> list:
     """Units over image files: the unit id hashes the file list (names + sizes), like ImageFolder."""
     digest = hashlib.sha256("\n".join(f"{p}:{p.stat().st_size}" for p, _ in items).encode()).hexdigest()[:16]
@@ -76,7 +76,7 @@ def _files_units(prefix: str, root: Path, items: Sequence[tuple[Path, int]], key
 def _array_units(prefix: str, files: Sequence[Path], n: int, image: Callable[[int], Image.Image],
                  labels: Sequence[int]) -> list:
     """Units over images held in arrays: the unit id is the data files' identity plus a range."""
-    ident = "|".join(_file_id(f) for f in files)
+    ident = "|".join(file_id(f) for f in files)
 
     def get(i: int) -> RawSample:
         def load() -> Image.Image:
@@ -170,7 +170,7 @@ def _first_existing(folder: Path, names: Sequence[str]) -> Path:
     for n in names:
         if (folder / n).is_file():
             return folder / n
-    raise DataError(f"{folder}: expected {' or '.join(names)}; found {_listing(folder)}")
+    raise DataError(f"{folder}: expected {' or '.join(names)}; found {folder_listing(folder)}")
 
 
 @sources.register("mnist")
@@ -230,7 +230,7 @@ def cars_source(source: dict[str, Any], data_root: str | Path | None, task: str)
     except (ValueError, IndexError, KeyError) as e:
         raise DataError(f"{root / 'cars_test_annos_withlabels.mat'}: annotations without fname/class: {e}") from e
     _check_images(items, root, "test")
-    return SourceData(_files_units("cars", root, items), names, None, {"path": str(root), "layout": "cars"},
+    return SourceData(files_units("cars", root, items), names, None, {"path": str(root), "layout": "cars"},
                       classnames_origin=str(root / "devkit" / "cars_meta.mat"))
 
 
@@ -258,7 +258,7 @@ def fgvc_aircraft_source(source: dict[str, Any], data_root: str | Path | None, t
             raise DataError(f"{data / listing}: variant {variant!r} (image {image_id}) is not in variants.txt")
         items.append((data / "images" / f"{image_id}.jpg", index[variant]))
     _check_images(items, data, split)
-    return SourceData(_files_units("fgvc", data, items), names, None, {"path": str(root), "layout": "fgvc_aircraft"},
+    return SourceData(files_units("fgvc", data, items), names, None, {"path": str(root), "layout": "fgvc_aircraft"},
                       classnames_origin=str(data / "variants.txt"))
 
 
@@ -278,7 +278,7 @@ def dtd_source(source: dict[str, Any], data_root: str | Path | None, task: str) 
     index = {n: i for i, n in enumerate(names)}
     items = [(data / "images" / r, index[r.split("/", 1)[0]]) for r in rel]
     _check_images(items, data, listing)
-    return SourceData(_files_units("dtd", data, items), names, None, {"path": str(root), "layout": "dtd"},
+    return SourceData(files_units("dtd", data, items), names, None, {"path": str(root), "layout": "dtd"},
                       classnames_origin=str(data / "labels" / listing))
 
 
@@ -308,7 +308,7 @@ def pets_source(source: dict[str, Any], data_root: str | Path | None, task: str)
     names = [" ".join(w.title() for w in breed_of[i].split("_")) for i in sorted(breed_of)]
     if sorted(breed_of) != list(range(len(breed_of))):
         names = None  # some breed has no test image: no name list to check against
-    return SourceData(_files_units("pets", root, items), names, None, {"path": str(root), "layout": "pets"},
+    return SourceData(files_units("pets", root, items), names, None, {"path": str(root), "layout": "pets"},
                       classnames_origin=str(root / "annotations" / "test.txt") if names else None)
 
 
@@ -326,7 +326,7 @@ def flowers102_source(source: dict[str, Any], data_root: str | Path | None, task
     ids = np.atleast_1d(_loadmat(root / "setid.mat")[split_key]).astype(np.int64)
     items = [(root / "jpg" / f"image_{i:05d}.jpg", int(labels[i - 1]) - 1) for i in ids.tolist()]
     _check_images(items, root, "test")
-    return SourceData(_files_units("flowers102", root, items), None, None, {"path": str(root), "layout": "flowers102"})
+    return SourceData(files_units("flowers102", root, items), None, None, {"path": str(root), "layout": "flowers102"})
 
 
 # -- Food-101 ----------------------------------------------------------------------------------
@@ -346,7 +346,7 @@ def food101_source(source: dict[str, Any], data_root: str | Path | None, task: s
     names = sorted(meta)
     items = [(root / "images" / f"{rel}.jpg", label) for label, cls in enumerate(names) for rel in meta[cls]]
     _check_images(items, root, split)
-    return SourceData(_files_units("food101", root, items), names, None, {"path": str(root), "layout": "food101"},
+    return SourceData(files_units("food101", root, items), names, None, {"path": str(root), "layout": "food101"},
                       classnames_origin=str(root / "meta" / f"{split}.json"))
 
 
@@ -371,7 +371,7 @@ def sun397_source(source: dict[str, Any], data_root: str | Path | None, task: st
     if not items:
         raise DataError(f"{root}: no sun_*.jpg images under the class folders (expected <letter>/<class>/sun_*.jpg)")
     names = [k.replace("_", " ").replace("/", " ") for k in keys]  # clip_benchmark's spelling
-    return SourceData(_files_units("sun397", root, items), names, None, {"path": str(root), "layout": "sun397"},
+    return SourceData(files_units("sun397", root, items), names, None, {"path": str(root), "layout": "sun397"},
                       classnames_origin=str(root / "ClassName.txt"))
 
 
@@ -392,7 +392,7 @@ def gtsrb_source(source: dict[str, Any], data_root: str | Path | None, task: str
     except (KeyError, ValueError, TypeError) as e:
         raise DataError(f"{root / 'GT-final_test.csv'}: expected ';'-separated Filename and ClassId columns") from e
     _check_images(items, images, "test")
-    return SourceData(_files_units("gtsrb", images, items), None, None, {"path": str(root), "layout": "gtsrb"})
+    return SourceData(files_units("gtsrb", images, items), None, None, {"path": str(root), "layout": "gtsrb"})
 
 
 # -- PCam (HDF5) -------------------------------------------------------------------------------

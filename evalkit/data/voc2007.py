@@ -24,8 +24,8 @@ from evalkit.data.sources import (
     DataError,
     RawSample,
     SourceData,
-    _listing,
     describe_layout,
+    folder_listing,
     open_image_path,
     range_units,
     resolve_path,
@@ -41,7 +41,7 @@ def _voc_dir(root: Path) -> Path:
         if (cand / "Annotations").is_dir() and (cand / "JPEGImages").is_dir():
             return cand
     raise DataError(f"{root}: not a VOC 2007 folder: expected VOCdevkit/VOC2007/{{Annotations,JPEGImages,"
-                    f"ImageSets/Main}}; found {_listing(root)}")
+                    f"ImageSets/Main}}; found {folder_listing(root)}")
 
 
 def _image_ids(voc: Path, split: str) -> list[str]:

@@ -143,7 +143,7 @@ def sample_key(seed: int, split: str, index: int) -> str:
     return f"shapeworld-s{seed}-{split}-{index:06d}"
 
 
-def _draw_attrs(rng: np.random.Generator) -> ShapeAttrs:
+def draw_attrs(rng: np.random.Generator) -> ShapeAttrs:
     shape = SHAPES[rng.integers(len(SHAPES))]
     colour = COLOURS[rng.integers(len(COLOURS))]
     size = SIZES[rng.integers(len(SIZES))]
@@ -175,7 +175,7 @@ def _draw_attrs(rng: np.random.Generator) -> ShapeAttrs:
 
 def sample_attrs(seed: int, split: str, index: int) -> ShapeAttrs:
     """The attributes of sample ``index`` of ``split`` under ``seed`` (random access, O(1))."""
-    return _draw_attrs(_sample_rng(seed, split, index))
+    return draw_attrs(_sample_rng(seed, split, index))
 
 
 def _regular_polygon(n: int, cx: float, cy: float, r: float, start_deg: float) -> list[tuple[float, float]]:
@@ -288,7 +288,7 @@ def generate(n: int, seed: int = 0, split: str = "train", size: int = IMAGE_SIZE
     out = []
     for i in range(n):
         rng = _sample_rng(seed, split, i)
-        attrs = _draw_attrs(rng)
+        attrs = draw_attrs(rng)
         # The caption continues the same per-sample stream, so it is as reproducible as the image.
         out.append(ShapeSample(sample_key(seed, split, i), attrs, render(attrs, size), caption(attrs, rng)))
     return out
@@ -376,13 +376,13 @@ def scene(seed: int, index: int) -> Scene:
     """Scene ``index`` under ``seed``: one shape (half of them) or two, left/right or top/bottom,
     of different shape or colour, small enough not to touch."""
     rng = np.random.default_rng([int(seed), _SCENE_STREAM, int(index)])
-    first = _draw_attrs(rng)
+    first = draw_attrs(rng)
     if rng.random() < 0.5:
         return Scene((first,), "", first.background, first.noise_seed)
     _, xy1, xy2, relations = _PAIRS[rng.integers(len(_PAIRS))]
-    second = _draw_attrs(rng)
+    second = draw_attrs(rng)
     while second.shape == first.shape and second.colour == first.colour:
-        second = _draw_attrs(rng)
+        second = draw_attrs(rng)
     placed = []
     for attrs, (x, y) in ((first, xy1), (second, xy2)):
         lo, hi = _RADIUS["small"]

@@ -62,7 +62,7 @@ import numpy as np
 from PIL import Image
 
 from evalkit.data.video import frame_indices
-from evalkit.demo.shapeworld import SHAPES, Scene, ShapeAttrs, _draw_attrs, render_scene
+from evalkit.demo.shapeworld import SHAPES, Scene, ShapeAttrs, draw_attrs, render_scene
 
 __all__ = [
     "VERSION",
@@ -143,7 +143,7 @@ def clip_spec(seed: int, index: int, n_frames: int = FRAMES) -> ClipSpec:
     if index < 0:
         raise ValueError(f"ShapeWorld video clip index must be >= 0, got {index}")
     rng = np.random.default_rng([int(seed), _VIDEO_STREAM, int(index)])
-    attrs = dataclasses.replace(_draw_attrs(rng), shape=SHAPES[index % len(SHAPES)])  # balanced labels
+    attrs = dataclasses.replace(draw_attrs(rng), shape=SHAPES[index % len(SHAPES)])  # balanced labels
     length = int(rng.integers(lo, hi + 1))
     mid = _middle(n_frames)
     if (index // len(SHAPES)) % 2 == 0:  # the empty stretch covers the middle frame

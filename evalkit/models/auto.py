@@ -132,9 +132,9 @@ def choose_placement(
     cuda_count = visible_gpus() if cuda_count is None else cuda_count
     gpu_sharers = 1 if own_gpus else max(1, ranks_per_node)
     if ranks_per_node > 1:
-        from evalkit.models.devices import _host_available
+        from evalkit.models.devices import host_memory_available
 
-        host = host_available or _host_available
+        host = host_available or host_memory_available
         host_available = lambda: host() // ranks_per_node  # noqa: E731 - every rank holds a copy
     device = device.strip().lower()
     chosen: dict[str, str] = {}

@@ -155,7 +155,7 @@ def _gpu_free(index: int) -> int:
     return int(free)
 
 
-def _host_available() -> int:
+def host_memory_available() -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)
@@ -180,7 +180,7 @@ def device_budgets(
     everyone = max_memory.pop("*", None)
     cuda_count = torch.cuda.device_count() if cuda_count is None else cuda_count
     gpu_free = gpu_free or _gpu_free
-    host_available = host_available or _host_available
+    host_available = host_available or host_memory_available
     budgets: dict[int | str, int] = {}
     if spec.planning:
         assert spec.sizes is not None
