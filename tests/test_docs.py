@@ -82,6 +82,19 @@ def test_readme_links_land_on_files_and_headings_that_exist():
             assert anchor in heading_ids(target), f"README.md links to {link}: no such heading in {path}"
 
 
+# names of the wheel's parts, not files of the checkout
+NOT_FILES = {"evalkit/__init__", "evalkit/_tasks", "evalkit/_claims"}
+
+
+@pytest.mark.parametrize("page", ["README.md", *(f"docs/{p}" for p in markdown_pages())])
+def test_the_files_a_page_names_exist(page):
+    # a module moved or renamed leaves the pages that name it pointing at nothing
+    text = (REPO / page).read_text(encoding="utf-8")
+    named = set(re.findall(r"`((?:evalkit|tests|benchmarks|tools|tasks|docs|\.ci)/[\w./-]*\w/?)`", text))
+    missing = sorted(n for n in named if n.rstrip("/") not in NOT_FILES and not (REPO / n).exists())
+    assert not missing, f"{page} names files that do not exist: {missing}"
+
+
 # a time that is a setting, not a measurement (a default, a threshold, an option's syntax)
 SETTINGS = (
     "default 3600 s", "has run 2 s", "every 30 s", "shorter than 2 s", "gives up 2 s",
