@@ -340,3 +340,104 @@ def test_cards_name_their_repositories():
         assert card.family == "hf" and card.arch["repo"] == repo
         HfFamily().check_arch(card)
     assert CARDS["internvl-c"].arch["remote_code"] is True
+
+
+FAKE_INTERNVL_CONFIG = '''
+from transformers import PretrainedConfig
+
+
+class InternVLConfig(PretrainedConfig):
+    model_type = "internvl"
+
+    def __init__(self, vocab_size=100, clip_embed_dim=8, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size, self.clip_embed_dim = vocab_size, clip_embed_dim
+'''
+
+# A stand-in for InternVL-14B-224px's own code, with the interface its model card calls
+# (encode_image(pixels, mode="InternVL-C"), encode_text(ids)); the text side pools the last token
+# before the padding (0), as InternVL-C's LLaMA tower does.
+FAKE_INTERNVL_MODEL = '''
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from .configuration_internvl import InternVLConfig
+
+
+class InternVLModel(PreTrainedModel):
+    config_class = InternVLConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.patch = nn.Conv2d(3, config.clip_embed_dim, 8, 8)
+        self.embed = nn.Embedding(config.vocab_size, config.clip_embed_dim)
+        self.mix = nn.Linear(config.clip_embed_dim, config.clip_embed_dim)
+        self.post_init()
+
+    def encode_image(self, image, mode):
+        assert mode == "InternVL-C", mode
+        return self.patch(image).flatten(2).mean(dim=2)
+
+    def encode_text(self, text):
+        h = self.mix(self.embed(text)).cumsum(dim=1)
+        last = (text > 0).sum(dim=1) - 1
+        return h[torch.arange(text.shape[0]), last]
+'''
+
+
+def make_internvl(folder: Path) -> Path:
+    """A local folder laid out as InternVL-14B-224px's repository is: config.json with auto_map,
+    its modelling code, weights, a LLaMA (SentencePiece) tokenizer and a CLIP image processor."""
+    import importlib.util
+    import sys
+
+    tok = siglip_tokenizer(folder / "spm")
+    (folder / "configuration_internvl.py").write_text(FAKE_INTERNVL_CONFIG)
+    (folder / "modeling_internvl.py").write_text(FAKE_INTERNVL_MODEL)
+    spec = importlib.util.spec_from_file_location("fake_internvl", folder / "__init__.py",
+                                                  submodule_search_locations=[str(folder)])
+    package = importlib.util.module_from_spec(spec)
+    sys.modules["fake_internvl"] = package
+    try:
+        from fake_internvl.configuration_internvl import InternVLConfig
+        from fake_internvl.modeling_internvl import InternVLModel
+
+        torch.manual_seed(0)
+        InternVLModel(InternVLConfig(vocab_size=tok.vocab_size + 4)).save_pretrained(folder)
+    finally:
+        for name in [n for n in sys.modules if n.startswith("fake_internvl")]:
+            del sys.modules[name]
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="internvl", architectures=["InternVLModel"],
+                  auto_map={"AutoConfig": "configuration_internvl.InternVLConfig",
+                            "AutoModel": "modeling_internvl.InternVLModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "tokenizer.model").write_bytes((folder / "spm" / "spiece.model").read_bytes())
+    (folder / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "padding_side": "right"}))
+    transformers.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        folder)
+    return folder
+
+
+def test_internvl_recipe_from_a_local_folder(tmp_path):
+    """Given its code locally, InternVL-C runs as its model card says: the repository's CLIP image
+    processor, encode_image(mode="InternVL-C"), and "summarize:" + prompt tokenised by LLaMA's
+    tokenizer with EOS appended, padded with 0 to 80, through encode_text."""
+    folder = make_internvl(tmp_path / "internvl")
+    enc = _load(folder)
+    assert enc.arch["text_handling"]["prefix"] == "summarize:" and enc.embed_dim == 8 and not enc.causal_text
+    model = transformers.AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder, use_fast=False, add_eos_token=True)
+    tokenizer.pad_token_id = 0
+    ids = tokenizer(["summarize:" + p for p in PROMPTS], max_length=80, truncation=True, padding="max_length",
+                    return_tensors="pt").input_ids
+    assert torch.equal(enc.tokenize(PROMPTS), ids)
+    assert (ids.gather(1, ((ids > 0).sum(1, keepdim=True) - 1)) == tokenizer.eos_token_id).all()  # EOS appended
+    images = [make_image(i, i) for i in range(3)]
+    pixels = transformers.CLIPImageProcessor.from_pretrained(folder)(images=images, return_tensors="pt").pixel_values
+    with torch.no_grad():
+        torch.testing.assert_close(enc.encode_text(enc.tokenize(PROMPTS)), model.encode_text(ids))
+        torch.testing.assert_close(enc.encode("image", torch.stack([enc.tower("image").input.processor(im)
+                                                                      for im in images])),
+                                   model.encode_image(pixels, mode="InternVL-C"))
