@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import inspect
 import logging
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +20,13 @@ import torch
 
 import evalkit
 from evalkit import models
-from evalkit.features import distributed
-from evalkit.features.cache import run_cache_dir
 from evalkit.data.root import default_data_root
-from evalkit.errors import one_line
+from evalkit.errors import EvalkitError, OptionError, OutputError, one_line, told
+from evalkit.features import distributed
+from evalkit.features.batching import as_memory_error
+from evalkit.features.cache import run_cache_dir
 from evalkit.features.embed import FeatureCache, default_cache_dir, default_num_workers
-from evalkit.models.auto import AUTO, Placement, choose_placement, gpu_total, visible_gpus, wants_cuda
-from evalkit.models.precision import AUTO_PRECISION
+from evalkit.models.auto import Placement, choose_placement, gpu_total, visible_gpus, wants_cuda
 from evalkit.registry import task_families
 from evalkit.results import (
     TaskResult,
@@ -33,7 +35,6 @@ from evalkit.results import (
     git_commit,
     path_of,
     read_result,
-    result_name,
     result_path,
     run_variant,
     safe_name,
@@ -41,6 +42,8 @@ from evalkit.results import (
 )
 from evalkit.tasks import load_builtin_families
 from evalkit.tasks.base import RunContext
+from evalkit.tasks.common import with_view
+from evalkit.tasks.runspec import DEFAULT_CACHE, RunSpec
 from evalkit.tasks.spec import TaskIndex, TaskSpec
 
 log = logging.getLogger("evalkit")
@@ -60,78 +63,45 @@ class RunReport:
         return not self.failures
 
 
-def resolve_tasks(tasks: str | Sequence[str], task_dirs: Sequence[str | Path] | None = None) -> list[TaskSpec]:
+def resolve_tasks(tasks: str | Sequence[str], task_dirs: Sequence[str | Path] | None = None, *,
+                  transform: str | None = None, frames: str | None = None) -> list[TaskSpec]:
+    """The tasks named, each checked by its family and its view parsed with ``transform`` /
+    ``frames`` (``--transform`` / ``--frames``): a bad one fails here, before any data or weights."""
+    return [spec for spec, _ in _resolve(tasks, task_dirs, transform=transform, frames=frames)]
+
+
+def _resolve(tasks: str | Sequence[str], task_dirs: Sequence[str | Path] | None, *, transform: str | None,
+             frames: str | None) -> list[tuple[TaskSpec, Any]]:
+    """:func:`resolve_tasks`, each task with its family: made here, once, and used for the whole run
+    (checking the task, finding its data, running it)."""
     names = [t for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
     if not names:
-        raise ValueError("no tasks given")
+        raise OptionError("no tasks given")
     index = TaskIndex.load(extra=[Path(d) for d in task_dirs or ()])
-    specs = index.resolve(names)
     load_builtin_families()
-    for spec in specs:
-        task_families.get(spec.family)().validate(spec)
-    return specs
+    resolved = []
+    for spec in index.resolve(names):
+        family = task_families.get(spec.family)()
+        family.validate(spec)
+        resolved.append((with_view(spec, family, transform=transform, frames=frames), family))
+    return resolved
 
 
-def evaluate(
-    model: str,
-    tasks: str | Sequence[str],
-    *,
-    weights: str | None = None,
-    data_root: str | Path | None = None,
-    precision: str = AUTO_PRECISION,
-    batch_size: int | str = 64,
-    prefetch: int | None = None,
-    device: str = AUTO,
-    output_dir: str | Path = "results",
-    limit: int | None = None,
-    num_workers: int | None = None,
-    strict: bool = False,
-    transform: str | None = None,
-    frames: str | None = None,
-    shots: Sequence[int] | None = None,
-    seeds: int | None = None,
-    save_predictions: bool = False,
-    cache_dir: str | Path | None = "default",
-    progress: bool = True,
-    task_dirs: Sequence[str | Path] | None = None,
-    skip_existing: bool = False,
-    raise_errors: bool = False,
-    devices: str | None = None,
-    max_memory: str | Mapping[Any, Any] | None = None,
-    allow_missing: Sequence[str] = (),
-    offload_dir: str | Path | None = None,
-    text_model: str | None = None,
-    text_weights: str | None = None,
-    on_failure: Callable[[str, str], None] | None = None,
-    on_result: Callable[[TaskResult, Path], None] | None = None,
-) -> RunReport:
+def evaluate(model: str, tasks: str | Sequence[str], *, spec: RunSpec | None = None, **options: Any) -> RunReport:
     """Evaluate ``model`` on ``tasks`` (names, groups or ad-hoc ``wds:``/``folder:``/``hf:`` specs).
+
+    The run's options are the fields of :class:`evalkit.tasks.runspec.RunSpec`, each with its
+    default there: given as keywords (``evaluate(m, t, limit=100, output_dir="out")``), or as
+    ``spec=RunSpec(...)``, whose fields keywords then replace. An unknown keyword is a TypeError
+    naming it.
 
     Task names are resolved, and every task's data found and checked, before the model is
     loaded, so a typo or a missing dataset costs nothing. Each task's result is written
     atomically to ``<output_dir>/runs/<model>/[<variant>/]<task>.json`` as soon as it is done
     (:func:`evalkit.results.result_path`; the variant folder for any precision but fp32 or
-    weights other than the card's own); a task that fails is reported and the others still run
-    (``raise_errors`` re-raises).
-
-    ``num_workers``: data-loader processes; None picks :func:`evalkit.features.embed.default_num_workers`
-    for the model's device (0 on CPU).
-
-    Big EVA-CLIP models: ``devices`` (``"0,1"``, ``"auto"``, ``"cpu"``; overrides ``device``),
-    ``max_memory`` (``"0=38GiB,cpu=64GiB"``), ``allow_missing`` (fnmatch patterns of checkpoint
-    keys that may be absent), ``offload_dir`` and ``precision="int8"``/``"int4"``; see
-    :func:`evalkit.models.load`.
-
-    A point-cloud encoder (``uni3d-b``) scores against the text tower of ``text_model`` (default:
-    its card's teacher), loaded from ``text_weights`` (default: that card's own); another text
-    tower than the card's is a variant of its own (``fp32+text-eva-clip-18b``).
-
-    Few-shot linear-probe tasks: ``shots`` (samples per class, e.g. ``[1, 2, 4, 8, 16]``) and
-    ``seeds`` (seeds 0 … N-1) replace the task's own.
-
-    ``on_failure(task, reason)`` is called the moment a task fails (its data missing, or the
-    run itself), so a long run reports a failure when it happens; by default it is logged.
-    ``on_result(result, path)`` is called as each result is written.
+    weights other than the card's own; another text tower than a point encoder's card names is a
+    variant of its own, ``fp32+text-eva-clip-18b``); a task that fails is reported (the moment it
+    fails: ``on_failure``) and the others still run (``raise_errors`` re-raises).
 
     Started by a launcher (``torchrun``, ``accelerate launch``, ``srun``: see
     :mod:`evalkit.features.distributed`), every process runs this call: the ranks share each dataset's
@@ -141,108 +111,100 @@ def evaluate(
     names the node's GPUs, split evenly over its processes (:func:`evalkit.features.distributed.devices_for_rank`).
     Without a launcher, or with one process, nothing changes: no process group is made.
     """
+    unknown = [name for name in options if name not in RunSpec.option_names()]
+    if unknown:
+        raise TypeError(f"evaluate() got an unexpected keyword argument {unknown[0]!r}")
+    run = (spec or RunSpec()).replace(**options)
     # the run's cache folder, resolved once: features, classifiers and generated data (demo clips)
-    cache_dir = None if cache_dir is None else (default_cache_dir() if cache_dir == "default" else Path(cache_dir))
-    options = dict(locals())
+    run = run.replace(cache_dir=None if run.cache_dir is None else
+                      default_cache_dir() if run.cache_dir == DEFAULT_CACHE else Path(run.cache_dir))
     # Task names first (a typo costs nothing), then where the model goes; whether it fits there is
     # said after the data check (missing data is reported first), before any checkpoint is located.
-    options["tasks"] = resolve_tasks(tasks, task_dirs)
-    place = functools.partial(choose_placement, model, device=device, devices=devices, precision=precision,
-                              batch_size=batch_size, max_memory=max_memory, offload_dir=offload_dir,
-                              text_model=text_model, defer_fit=True)
+    resolved = _resolve(tasks, run.task_dirs, transform=run.transform, frames=run.frames)
+    place = functools.partial(choose_placement, model, device=run.device, devices=run.devices,
+                              precision=run.precision, batch_size=run.batch_size, max_memory=run.max_memory,
+                              offload_dir=run.offload_dir, text_model=run.text_model, defer_fit=True)
     launch = distributed.detect()
     if launch is None:
         placement = place()
-        options.update(device=placement.device, devices=placement.devices, precision=placement.precision,
-                       placement=placement)
-        with run_cache_dir(cache_dir):  # generated data (the demo's clips) goes under the run's cache folder
-            return _evaluate(**options, world=None)
-    world = distributed.World.start(launch, cuda=wants_cuda(device, devices, visible_gpus()))
+        with run_cache_dir(run.cache_dir):  # generated data (the demo's clips) goes under the run's cache folder
+            return _evaluate(model, resolved, _placed(run, placement), placement=placement, world=None)
+    world = distributed.World.start(launch, cuda=wants_cuda(run.device, run.devices, visible_gpus()))
     clean = False
     try:
-        with distributed.active(world), distributed.quiet(world), run_cache_dir(cache_dir):
+        with distributed.active(world), distributed.quiet(world), run_cache_dir(run.cache_dir):
             # rank 0 decides for every rank (the same choice everywhere), from the GPUs' total memory
             # (no CUDA context opened on another rank's GPU) and the node's processes sharing them
             what = "choosing where the model goes"
             placement = world.broadcast(world.all_or_none(what, lambda: place(
                 gpu_free=gpu_total, ranks_per_node=world.local_size, own_gpus=world.own_gpus) if world.is_main
                 else None), what)
-            options.update(device=placement.device, devices=placement.devices, precision=placement.precision,
-                           placement=placement)
-            report = _evaluate(**options, world=world)
+            report = _evaluate(model, resolved, _placed(run, placement), placement=placement, world=world)
         clean = True
         return report
     finally:
         world.close(clean)
 
 
-def _evaluate(
-    model: str,
-    tasks: list[TaskSpec],
-    *,
-    world: distributed.World | None,
-    placement: Placement,
-    weights: str | None,
-    data_root: str | Path | None,
-    precision: str,
-    batch_size: int | str,
-    prefetch: int | None,
-    device: str,
-    output_dir: str | Path,
-    limit: int | None,
-    num_workers: int | None,
-    strict: bool,
-    transform: str | None,
-    frames: str | None,
-    shots: Sequence[int] | None,
-    seeds: int | None,
-    save_predictions: bool,
-    cache_dir: str | Path | None,
-    progress: bool,
-    task_dirs: Sequence[str | Path] | None,
-    skip_existing: bool,
-    raise_errors: bool,
-    devices: str | None,
-    max_memory: str | Mapping[Any, Any] | None,
-    allow_missing: Sequence[str],
-    offload_dir: str | Path | None,
-    text_model: str | None,
-    text_weights: str | None,
-    on_failure: Callable[[str, str], None] | None,
-    on_result: Callable[[TaskResult, Path], None] | None,
-) -> RunReport:
+def _signature() -> inspect.Signature:
+    """:func:`evaluate`'s signature as ``help()`` and editors show it: the model, the tasks, ``spec``
+    and every :class:`RunSpec` field as a keyword with its default (read from RunSpec, not listed here)."""
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    return inspect.Signature([
+        inspect.Parameter("model", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="str"),
+        inspect.Parameter("tasks", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation="str | Sequence[str]"),
+        inspect.Parameter("spec", keyword, default=None, annotation="RunSpec | None"),
+        *(inspect.Parameter(f.name, keyword, default=f.default, annotation=f.type) for f in dataclasses.fields(RunSpec)),
+    ], return_annotation="RunReport")
+
+
+evaluate.__signature__ = _signature()  # type: ignore[attr-defined]
+
+
+def _placed(run: RunSpec, placement: Placement) -> RunSpec:
+    """The run with what ``device`` / ``devices`` / ``precision`` auto chose in place of ``auto``."""
+    return run.replace(device=placement.device, devices=placement.devices, precision=placement.precision)
+
+
+def _evaluate(model: str, tasks: list[tuple[TaskSpec, Any]], run: RunSpec, *, placement: Placement,
+              world: distributed.World | None) -> RunReport:
     """:func:`evaluate` in one process (``world`` None) or as one rank of a job."""
     lead = world is None or world.is_main
-    specs = tasks
-    output_dir = Path(output_dir)
+    specs = [spec for spec, _ in tasks]
+    families = {spec.name: family for spec, family in tasks}
+    output_dir = Path(run.output_dir)
     if lead:  # only rank 0 writes; a folder it cannot write to is found now, not after the run
         check_output_dir(output_dir)
-    data_root = default_data_root(data_root)
+    data_root = default_data_root(run.data_root)
     card = models.CARDS.get(model)
     # what produced a result besides the model name; the card's own weights need no label
-    variant = run_variant(precision, None if card is not None and weights == card.default_weights else weights)
-    if (text_model is not None and (card is None or text_model != card.text_model)) or text_weights is not None:
-        variant += f"+text-{safe_name(text_model or 'card')}" + (f"-{safe_name(Path(text_weights).name)}"
-                                                                 if text_weights else "")
-    if limit is not None:  # a partial run never takes a full result's place (nor is read as one)
-        variant = run_variant(variant, limit=limit)
+    variant = run_variant(run.precision, None if card is not None and run.weights == card.default_weights
+                          else run.weights)
+    if ((run.text_model is not None and (card is None or run.text_model != card.text_model))
+            or run.text_weights is not None):
+        variant += f"+text-{safe_name(run.text_model or 'card')}" + (
+            f"-{safe_name(Path(run.text_weights).name)}" if run.text_weights else "")
+    if run.limit is not None:  # a partial run never takes a full result's place (nor is read as one)
+        variant = run_variant(variant, limit=run.limit)
     report = RunReport(rank=0 if world is None else world.rank, world_size=1 if world is None else world.size)
 
     def fail(name: str, e: BaseException | str) -> None:
-        if raise_errors:
+        if run.raise_errors:
             raise e if isinstance(e, BaseException) else distributed.DistributedError(e)
-        report.failures.append((name, e if isinstance(e, str) else one_line(e)))
-        if isinstance(e, BaseException):
+        report.failures.append((name, e if isinstance(e, str) else told(e)))
+        if isinstance(e, EvalkitError):
             log.debug("%s failed", name, exc_info=e)
-        if on_failure is not None:
-            on_failure(name, report.failures[-1][1])
+        elif isinstance(e, BaseException):  # a bug, not the input: its traceback, at any log level
+            log.error("%s failed with a bug in evalkit or a plugin:", name, exc_info=e)
+        if run.on_failure is not None:
+            run.on_failure(name, report.failures[-1][1])
         else:
             log.error("%s: %s", name, report.failures[-1][1])
 
-    if skip_existing:
+    if run.skip_existing:
         todo = []
         for spec in specs:
-            name = result_name(spec.name, frames if "frames" in spec.view else None, spec.view.get("frames"))
+            name = spec.view_spec.result_name(spec.name)
             if lead and result_path(output_dir, model, name, variant=variant).exists():
                 report.skipped_existing.append(spec.name)
             else:
@@ -257,26 +219,26 @@ def _evaluate(
     prepared: dict[str, Any] = {}
     failed_here: dict[str, BaseException] = {}
     for spec in specs:
-        family = task_families.get(spec.family)()
+        family = families[spec.name]
         if not prepares_data(family):
             continue
         try:
             prepared[spec.name] = family.prepare(spec, data_root)
-        except (ValueError, OSError, RuntimeError) as e:
+        except Exception as e:  # an EvalkitError in one line, a bug with its traceback (fail); the run goes on
             if world is None:
                 fail(spec.name, e)
             else:
                 failed_here[spec.name] = e
     if world is not None:  # a task whose data a rank lacks is dropped on every rank, and said by rank 0
-        failed_anywhere = world.all_gather({n: one_line(e) for n, e in failed_here.items()}, "checking the data")
+        failed_anywhere = world.all_gather({n: told(e) for n, e in failed_here.items()}, "checking the data")
         for spec in specs:
             where = [(r, f[spec.name]) for r, f in enumerate(failed_anywhere) if spec.name in f]
             if not where:
                 continue
             prepared.pop(spec.name, None)
-            if raise_errors and spec.name in failed_here:
+            if run.raise_errors and spec.name in failed_here:
                 raise failed_here[spec.name]
-            if lead or raise_errors:
+            if lead or run.raise_errors:
                 rank, why = where[0]
                 fail(spec.name, failed_here[spec.name] if rank == 0 else f"rank {rank}: {why}")
             else:
@@ -287,46 +249,40 @@ def _evaluate(
     placement.check()  # the model must fit where it goes: said now, before any checkpoint is located
 
     def load() -> Any:
-        rank_device, rank_devices = device, devices
+        rank_device, rank_devices = run.device, run.devices
         if world is not None:
             cuda_count = torch.cuda.device_count()
-            if devices is not None:
-                rank_devices = distributed.devices_for_rank(devices, world.local_rank, world.local_size, cuda_count,
+            if run.devices is not None:
+                rank_devices = distributed.devices_for_rank(run.devices, world.local_rank, world.local_size, cuda_count,
                                                             world.own_gpus)
                 first = rank_devices.split(",")[0].strip().removeprefix("cuda:")
                 if first.isdigit() and cuda_count:
                     torch.cuda.set_device(int(first))
             else:
-                rank_device = distributed.device_for_rank(device, world.local_rank, cuda_count, world.own_gpus)
+                rank_device = distributed.device_for_rank(run.device, world.local_rank, cuda_count, world.own_gpus)
                 if rank_device.startswith("cuda:"):
                     torch.cuda.set_device(int(rank_device.split(":")[1]))
-        return models.load(
-            model, weights=weights, precision=precision, device=rank_device, devices=rank_devices,
-            max_memory=max_memory, allow_missing=allow_missing, offload_dir=offload_dir,
-            batch_size=64 if batch_size == "auto" else batch_size,  # the plan's activation reserve
-            text_model=text_model, text_weights=text_weights, progress=progress and lead,
+        options = models.LoadOptions(
+            devices=rank_devices, max_memory=run.max_memory, allow_missing=run.allow_missing,
+            offload_dir=run.offload_dir,
+            batch_size=64 if run.batch_size == "auto" else run.batch_size,  # the plan's activation reserve
+            text_model=run.text_model, text_weights=run.text_weights, progress=run.progress and lead,
         )
+        return models.load(model, weights=run.weights, precision=run.precision, device=rank_device, options=options)
 
     encoder = load() if world is None else world.all_or_none("loading the model", load)
-    cache = FeatureCache(cache_dir)
+    cache = FeatureCache(run.cache_dir)
     with contextlib.ExitStack() as stack:
         # a follower rank's run of a task stops where rank 0's scoring begins; should a family
         # write anything before that, it goes to a folder of its own, thrown away
         scratch = output_dir if lead else Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="evalkit-rank")))
         ctx = RunContext(
-            data_root=data_root,
+            # the run as this process runs it: its data root found, loader workers for the model's
+            # device, and only rank 0 prints progress and writes predictions
+            run.replace(data_root=data_root,
+                        num_workers=default_num_workers(encoder.device) if run.num_workers is None else run.num_workers,
+                        save_predictions=run.save_predictions and lead, progress=run.progress and lead),
             output_dir=scratch,
-            batch_size=batch_size,
-            prefetch=prefetch,
-            num_workers=default_num_workers(encoder.device) if num_workers is None else num_workers,
-            limit=limit,
-            strict=strict,
-            transform=transform,
-            frames=frames,
-            shots=sorted(set(shots)) if shots else None,
-            seeds=seeds,
-            save_predictions=save_predictions and lead,
-            progress=progress and lead,
             cache=cache,
             variant=variant,
             provenance={
@@ -347,10 +303,10 @@ def _evaluate(
             },
         )
         for spec in specs:
-            family = task_families.get(spec.family)()
+            family = families[spec.name]
             if lead:
-                _lead_task(spec, family, encoder, ctx, prepared, world, output_dir, raise_errors, fail, report,
-                           on_result)
+                _lead_task(spec, family, encoder, ctx, prepared, world, output_dir, run.raise_errors, fail, report,
+                           run.on_result)
             else:
                 _follow_task(spec, family, encoder, ctx, prepared, world)
     if world is not None:  # every rank returns rank 0's failures: the same exit status everywhere
@@ -374,7 +330,8 @@ def _lead_task(spec: TaskSpec, family: Any, encoder: Any, ctx: RunContext, prepa
     ranks that the task is over, so that their run of it stops)."""
     try:
         result = _run_family(spec, family, encoder, ctx, prepared)
-    except (ValueError, OSError, RuntimeError) as e:
+    except Exception as e:  # an EvalkitError in one line, a bug with its traceback (fail); the next task runs
+        e = as_memory_error(e)  # a batch too big for the GPU: the user's option, not a bug
         if world is not None:
             world.end_task(abort=f"{spec.name}: {one_line(e)}" if raise_errors else None)
         fail(spec.name, e)
@@ -388,7 +345,7 @@ def _lead_task(spec: TaskSpec, family: Any, encoder: Any, ctx: RunContext, prepa
     except OSError as e:
         kept = ("the features are in the cache, so a rerun scores the task without encoding it again"
                 if ctx.cache.root is not None else "rerun it (with the cache on, a rerun would not encode it again)")
-        fail(spec.name, OSError(f"cannot write {path_of(result, output_dir)}: {e.strerror or e}; {kept}"))
+        fail(spec.name, OutputError(f"cannot write {path_of(result, output_dir)}: {e.strerror or e}; {kept}"))
         return
     try:
         append_run_log(output_dir, result)  # one line per finished task: provenance and wall time
@@ -412,7 +369,7 @@ def _follow_task(spec: TaskSpec, family: Any, encoder: Any, ctx: RunContext, pre
         _run_family(spec, family, encoder, ctx, prepared)
     except distributed.HandedOff:
         pass
-    except (ValueError, OSError, RuntimeError) as e:
+    except Exception as e:  # rank 0 meets it too, and reports it; this rank only says it failed
         failed = e
         log.debug("%s failed on rank %d", spec.name, world.rank, exc_info=e)
     world.end_task(failed=failed)

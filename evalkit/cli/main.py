@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 from evalkit.cli import cache, check, data, plan
 from evalkit.cli.help import TASK_DIR_HELP, HelpFormatter
-from evalkit.errors import one_line
-from evalkit.models.precision import AUTO_PRECISION, RUN_PRECISION_CHOICES  # torch-free, for --help
+from evalkit.errors import EvalkitError, bug_line, one_line
+from evalkit.models.precision import RUN_PRECISION_CHOICES  # torch-free, for --help
+from evalkit.tasks.runspec import RunSpec  # torch-free: the run options' defaults
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -110,18 +112,18 @@ def build_parser() -> argparse.ArgumentParser:
                      "list tasks`), or ad-hoc datasets: wds:/path (clip_benchmark WebDataset folder), folder:/path "
                      "(ImageFolder; folder:/path?classnames=FILE), hf:/path (datasets.save_to_disk folder)")
     run.add_argument("--data-root", help="folder under which tasks find their datasets (default: $EVALKIT_DATA)")
-    run.add_argument("--precision", default=AUTO_PRECISION, choices=RUN_PRECISION_CHOICES,
+    run.add_argument("--precision", default=RunSpec.default("precision"), choices=RUN_PRECISION_CHOICES,
                      help="weights dtype (amp: fp32 weights under autocast; int8: LLM.int8 and int4: NF4 "
                      "block Linear layers via bitsandbytes, fp16 elsewhere, EVA-CLIP models). Default auto: the "
                      "card's release precision on a GPU (fp16 for eva-clip-18b), fp32 on the CPU (its fastest); the "
                      "result records what auto chose")
-    run.add_argument("--batch-size", type=_batch_size, default=64, metavar="N|auto",
+    run.add_argument("--batch-size", type=_batch_size, default=RunSpec.default("batch_size"), metavar="N|auto",
                      help="images per forward pass (default 64). auto: on a CUDA device the largest batch that "
                      "fits, less a 10%% margin (searched once per model, view and GPU, remembered in the cache "
                      "folder's batch_sizes.json); on the CPU 64, or 8 for a model over a billion parameters")
     run.add_argument("--prefetch", type=_positive_int, metavar="N",
                      help="batches prepared ahead of the model (default 2; with W loader workers, ceil(N/W) each)")
-    run.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N. Default auto: every visible GPU (the "
+    run.add_argument("--device", default=RunSpec.default("device"), help="auto, cpu, cuda or cuda:N. Default auto: every visible GPU (the "
                      "first when the model fits it, the model split over all of them when it does not), else the CPU; "
                      "a model that cannot fit stops before any weights are read, saying what would fit. Launched "
                      "with several processes: cuda is each process's own GPU, cuda:LOCAL_RANK")
@@ -140,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="point-cloud encoders (uni3d-b ...): the model whose text tower scores the clouds "
                      "(default: the card's teacher, e.g. eva02-clip-e-14-plus for Uni3D's released checkpoints)")
     run.add_argument("--text-weights", metavar="PATH", help="weights of --text-model (default: its card's own)")
-    run.add_argument("--output-dir", default="results", help="results go to OUTPUT_DIR/runs/<model>/<task>.json, or "
+    run.add_argument("--output-dir", default=RunSpec.default("output_dir"), help="results go to OUTPUT_DIR/runs/<model>/<task>.json, or "
                      "OUTPUT_DIR/runs/<model>/<variant>/<task>.json for another precision or other weights")
     run.add_argument("--limit", type=_positive_int, help="evaluate only the first N samples of each task")
     run.add_argument("--num-workers", type=_workers, default="auto", metavar="N|auto",
@@ -175,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     lst = sub.add_parser("list", help="list tasks (with their aliases), groups, models or task families",
                          formatter_class=HelpFormatter)
     lst.add_argument("what", choices=["tasks", "groups", "models", "families"], help="what to list")
+    lst.add_argument("--all", action="store_true",
+                     help="models: also those the paper compares whose weights were never released (claim-only)")
     lst.add_argument("--task-dir", action="append", default=None, help=TASK_DIR_HELP)
 
     rep = sub.add_parser("report", help="write claimed_vs_verified.md and a PNG chart per model",
@@ -221,7 +225,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         report = _evaluate_from_args(evaluate, args)
-    except (ValueError, OSError, RuntimeError, ImportError) as e:
+    except EvalkitError as e:  # anything else is a bug: main() prints its traceback
         rank = _launched_rank()
         if rank is None or args.verbose:
             raise
@@ -248,38 +252,11 @@ def _launched_rank() -> int | None:
 
 
 def _evaluate_from_args(evaluate: Any, args: argparse.Namespace) -> Any:
-    return evaluate(
-        args.model,
-        args.tasks,
-        weights=args.weights,
-        data_root=args.data_root,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        prefetch=args.prefetch,
-        device=args.device,
-        devices=args.devices,
-        max_memory=args.max_memory,
-        allow_missing=tuple(args.allow_missing or ()),
-        offload_dir=args.offload_dir,
-        text_model=args.text_model,
-        text_weights=args.text_weights,
-        output_dir=args.output_dir,
-        limit=args.limit,
-        num_workers=args.num_workers,
-        strict=args.strict,
-        transform=args.transform,
-        frames=args.frames,
-        shots=args.shots,
-        seeds=args.seeds,
-        save_predictions=args.save_predictions,
-        cache_dir=None if args.no_cache else (args.cache_dir or "default"),
-        progress=not args.quiet,  # bars on a terminal, a line per phase in a log (evalkit.progress)
-        task_dirs=args.task_dir,
-        skip_existing=args.skip_existing,
-        # each result and each failure printed once, when it happens (a long run hides nothing for hours)
-        on_result=_print_result,
-        on_failure=lambda name, why: print(f"evalkit: error: {name}: {why}", file=sys.stderr, flush=True),
-    )
+    """``evaluate`` with the run's options read from the flags (:meth:`RunSpec.from_args`)."""
+    # each result and each failure printed once, when it happens (a long run hides nothing for hours)
+    spec = RunSpec.from_args(args, on_result=_print_result, on_failure=lambda name, why: print(
+        f"evalkit: error: {name}: {why}", file=sys.stderr, flush=True))
+    return evaluate(args.model, args.tasks, spec=spec)
 
 
 def _print_result(result: Any, path: Path) -> None:
@@ -301,7 +278,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "models":
         from evalkit.models import list_models
 
-        for name, desc in list_models():
+        for name, desc in list_models(all=args.all):
             print(f"{name:28s} {desc}")
         return EXIT_OK
     if args.what == "families":
@@ -439,10 +416,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("evalkit: interrupted; finished tasks and feature shards are saved, rerun to resume", file=sys.stderr)
         return 130
-    except (ValueError, OSError, RuntimeError, ImportError) as e:
+    except EvalkitError as e:  # something the user can fix: one line (-v: with its traceback)
         if args.verbose:
             raise
         print(f"evalkit: error: {one_line(e)}", file=sys.stderr)
+        return EXIT_FAIL
+    except Exception as e:  # a bug in evalkit or a plugin, not in the input: its traceback, always
+        traceback.print_exc()
+        print(f"evalkit: error: {bug_line(e, 'above')}", file=sys.stderr)
         return EXIT_FAIL
 
 
