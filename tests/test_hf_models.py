@@ -168,6 +168,15 @@ def test_siglip_text_is_padded_to_its_trained_length_without_a_mask(tiny_models)
     assert not torch.allclose(enc.encode_text(enc.tokenize(PROMPTS)), with_mask, atol=1e-3)
 
 
+def test_truncated_prompts_are_counted_by_the_tokenizer(tiny_models):
+    from evalkit.features.embed import truncated_texts
+
+    enc = _load(tiny_models["siglip"])  # padded with EOS (not 0) to 64: only the tokenizer can tell
+    long = "grey square picture " * 30
+    assert enc.tokenizer.count_truncated([long]) == 1
+    assert truncated_texts(enc, [*PROMPTS, long]) == 1
+
+
 @pytest.mark.parametrize("precision", ["bf16", "amp"])
 def test_lower_precisions_stay_close(tiny_models, precision):
     ref, low = _load(tiny_models["clip"]), _load(tiny_models["clip"], precision)
