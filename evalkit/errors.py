@@ -29,12 +29,6 @@ class OutputError(EvalkitError, OSError):
     where a folder should be); the message names the path and why."""
 
 
-def is_user_error(e: BaseException) -> bool:
-    """Whether ``e`` is one the user can fix (told in one line), rather than a bug (told with its
-    traceback)."""
-    return isinstance(e, EvalkitError)
-
-
 def one_line(e: BaseException, limit: int | None = None) -> str:
     """The first line of ``e``'s message (its type name when it has none), cut to ``limit``."""
     text = str(e).strip()
@@ -42,9 +36,16 @@ def one_line(e: BaseException, limit: int | None = None) -> str:
     return line[:limit] if limit else line
 
 
-def bug_line(e: BaseException) -> str:
-    """How a failure that is not an :class:`EvalkitError` is told: its type, its message's first
-    line, and that it is a bug whose traceback is in the log."""
+def bug_line(e: BaseException, traceback_at: str = "in the log") -> str:
+    """How a failure that is not an :class:`EvalkitError` is told in one line: that it is a bug,
+    where its traceback is, its type and its message's first line."""
     text = str(e).strip()
     first = text.splitlines()[0] if text else ""
-    return f"internal error (a bug; traceback logged): {type(e).__name__}" + (f": {first}" if first else "")
+    return (f"internal error (a bug in evalkit or a plugin; its traceback is {traceback_at}): "
+            f"{type(e).__name__}" + (f": {first}" if first else ""))
+
+
+def told(e: BaseException) -> str:
+    """The one line a failure is reported in: an :class:`EvalkitError`'s first line; for anything
+    else, :func:`bug_line`."""
+    return one_line(e) if isinstance(e, EvalkitError) else bug_line(e)

@@ -45,6 +45,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from evalkit.errors import EvalkitError, OptionError
 from evalkit.features.cache import default_cache_dir
 from evalkit.models.precision import PlacementError
 from evalkit.results import atomic_write_text
@@ -63,6 +64,8 @@ __all__ = [
     "parse_batch_size",
     "cpu_default_batch",
     "is_cuda_oom",
+    "GpuMemoryError",
+    "as_memory_error",
     "largest_fitting_batch",
     "resolve_batch_size",
     "resolve_for_views",
@@ -99,7 +102,7 @@ class BatchSize(NamedTuple):
 
 def parse_batch_size(value: str | int) -> int | str:
     """``"auto"`` or a whole number >= 1 (what ``--batch-size`` takes); anything else raises
-    ValueError saying so."""
+    :class:`~evalkit.errors.OptionError` (a ValueError) saying so."""
     if isinstance(value, str) and value.strip().lower() == AUTO:
         return AUTO
     try:
@@ -107,7 +110,7 @@ def parse_batch_size(value: str | int) -> int | str:
     except (TypeError, ValueError):
         n = 0
     if n < 1 or (isinstance(value, float) and value != n):
-        raise ValueError(f"--batch-size: expected 'auto' or a whole number >= 1, got {value!r}")
+        raise OptionError(f"--batch-size: expected 'auto' or a whole number >= 1, got {value!r}")
     return n
 
 
@@ -131,6 +134,20 @@ def is_cuda_oom(error: BaseException) -> bool:
         return True
     text = str(error)
     return isinstance(error, RuntimeError) and ("out of memory" in text.lower() or "ALLOC_FAILED" in text)
+
+
+class GpuMemoryError(EvalkitError, RuntimeError):
+    """A batch that did not fit in GPU memory at the batch size the run asked for: an option to
+    change, not a bug (``--batch-size auto`` searches for the largest batch that fits)."""
+
+
+def as_memory_error(error: BaseException) -> BaseException:
+    """``error`` as a :class:`GpuMemoryError` saying what to change when it is a GPU running out of
+    memory (:func:`is_cuda_oom`); any other error as it is."""
+    if isinstance(error, EvalkitError) or not is_cuda_oom(error):
+        return error
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return GpuMemoryError(f"out of GPU memory ({first[:200]}); lower --batch-size, or use --batch-size auto")
 
 
 def _release_cuda(after_oom: bool) -> None:
@@ -300,8 +317,11 @@ def resolve_batch_size(
             "max_batch": max_batch,
             "searched_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, json.dumps(memory, indent=1, sort_keys=True) + "\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, json.dumps(memory, indent=1, sort_keys=True) + "\n")
+        except OSError as e:  # remembering saves the next run a search; this run has its batch size
+            log.warning("--batch-size auto: cannot remember the search in %s: %s", path, e.strerror or e)
     return BatchSize(batch, "searched")
 
 
@@ -357,7 +377,7 @@ def uses_pinned_memory(device: str | torch.device) -> bool:
 
 def _check_prefetch(prefetch: int | None) -> None:
     if prefetch is not None and (isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 1):
-        raise ValueError(f"--prefetch: expected a whole number >= 1 (batches prepared ahead), got {prefetch!r}")
+        raise OptionError(f"--prefetch: expected a whole number >= 1 (batches prepared ahead), got {prefetch!r}")
 
 
 def loader_kwargs(device: str | torch.device, num_workers: int, prefetch: int | None = None) -> dict[str, Any]:
@@ -367,7 +387,7 @@ def loader_kwargs(device: str | torch.device, num_workers: int, prefetch: int | 
     there is nothing for workers to persist across."""
     _check_prefetch(prefetch)
     if num_workers < 0:
-        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        raise OptionError(f"num_workers must be >= 0, got {num_workers}")
     kwargs: dict[str, Any] = {"pin_memory": uses_pinned_memory(device)}
     if num_workers > 0 and prefetch is not None:
         kwargs["prefetch_factor"] = max(1, math.ceil(prefetch / num_workers))

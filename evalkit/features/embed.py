@@ -34,6 +34,7 @@ from evalkit.features import distributed
 from evalkit.features.batching import AUTO, loader_kwargs, prefetch_depth, resolve_for_views, to_device
 from evalkit.features.cache import FeatureCache, default_cache_dir  # noqa: F401
 from evalkit.data.sources import DataError, SourceData, Unit
+from evalkit.errors import EvalkitError
 from evalkit.models.encoder import Encoder
 from evalkit.progress import NoProgress, progress_bar
 from evalkit.views.runtime import Noted, View, as_view
@@ -177,7 +178,7 @@ def _outcome(world: distributed.World, fn: Callable[[], Any]) -> tuple[str, Any]
     to rank 0, which raises it: every rank reaches the gather, whatever happened."""
     try:
         return "ok", fn()
-    except (ValueError, OSError, RuntimeError) as e:
+    except Exception as e:  # a bug too: every rank must reach the gather
         return "error", _ranked(e, world.rank)
 
 
@@ -187,8 +188,9 @@ def _ranked(e: BaseException, rank: int) -> BaseException:
         ranked = type(e)(text)
         pickle.dumps(ranked)
         return ranked
-    except Exception:  # an exception type that takes other arguments, or cannot travel
-        return RuntimeError(text)
+    except Exception:  # an exception type that takes other arguments, or cannot travel: a user's
+        # error stays one (told in one line), a bug stays a bug (told with a traceback)
+        return distributed.DistributedError(text) if isinstance(e, EvalkitError) else RuntimeError(text)
 
 
 def _results(outcomes: Sequence[tuple[str, Any] | None]) -> list[Any]:
