@@ -37,10 +37,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, OutputError
 
 SCHEMA_VERSION = 1
 DEFAULT_VARIANT = "fp32"  # the default precision (evalkit.models.DEFAULT_PRECISION) with the card's weights
+
+
+class ResultFileError(EvalkitError, ValueError):
+    """A result file that cannot be read (not JSON, or missing a key); the message names the file."""
 
 
 @dataclass
@@ -62,7 +66,7 @@ class TaskResult:
     def from_dict(cls, d: dict[str, Any], source: str = "<result>") -> TaskResult:
         missing = [k for k in ("dataset", "model", "task", "metrics") if k not in d]
         if missing:
-            raise ValueError(f"{source}: result is missing key(s) {missing}")
+            raise ResultFileError(f"{source}: result is missing key(s) {missing}")
         return cls(
             dataset=d["dataset"],
             model=d["model"],
@@ -200,30 +204,30 @@ MIN_FREE_BYTES = 1 << 20
 def check_output_dir(output_dir: str | Path) -> Path:
     """Make sure ``output_dir`` exists (or can be created), can be written to and has room, before
     any weights are read: a run's results must not be lost to a typo or a full disk at its end.
-    Raises :class:`OSError` naming the folder."""
+    Raises :class:`~evalkit.errors.OutputError` (an OSError) naming the folder."""
     folder = Path(output_dir)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise OSError(f"results folder {folder}: exists and is not a folder (--output-dir)") from None
+        raise OutputError(f"results folder {folder}: exists and is not a folder (--output-dir)") from None
     except OSError as e:
-        raise OSError(f"results folder {folder}: cannot create it: {e.strerror or e} (--output-dir)") from None
+        raise OutputError(f"results folder {folder}: cannot create it: {e.strerror or e} (--output-dir)") from None
     try:
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".evalkit-write-check.", suffix=".tmp")
     except OSError as e:
-        raise OSError(f"results folder {folder}: cannot write to it: {e.strerror or e} (--output-dir)") from None
+        raise OutputError(f"results folder {folder}: cannot write to it: {e.strerror or e} (--output-dir)") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(b"\0" * 4096)
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        raise OSError(f"results folder {folder}: cannot write to it: {e.strerror or e} (--output-dir)") from None
+        raise OutputError(f"results folder {folder}: cannot write to it: {e.strerror or e} (--output-dir)") from None
     finally:
         Path(probe).unlink(missing_ok=True)
     free = shutil.disk_usage(folder).free
     if free < MIN_FREE_BYTES:
-        raise OSError(f"results folder {folder}: its disk is full ({free} bytes free) (--output-dir)")
+        raise OutputError(f"results folder {folder}: its disk is full ({free} bytes free) (--output-dir)")
     return folder
 
 
@@ -248,7 +252,7 @@ def read_result(path: str | Path) -> TaskResult:
     try:
         d = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: cannot read result: {e}") from e
+        raise ResultFileError(f"{path}: cannot read result: {e}") from e
     return TaskResult.from_dict(d, source=str(path))
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from PIL import Image
 
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, one_line
 from evalkit.registry import Registry
 
 IMAGE_EXTS = ("webp", "png", "jpg", "jpeg")
@@ -759,9 +759,15 @@ def load_source(source: dict[str, Any], data_root: str | Path | None, task: str,
         source.setdefault("_classnames", list(classnames))
     kind = source.get("type")
     loader = sources.get(str(kind))
-    data = loader(source, data_root, task)
-    if source.get("holdout") is not None:
-        data = holdout_part(data, source["holdout"], task)
-    if data.size == 0:
+    try:
+        data = loader(source, data_root, task)
+        if source.get("holdout") is not None:
+            data = holdout_part(data, source["holdout"], task)
+        size = data.size
+    except EvalkitError:
+        raise
+    except (OSError, ValueError) as e:  # a file of the data the OS will not give, or one that does not parse
+        raise DataError(f"task {task!r}: cannot read its data ({kind}): {one_line(e)}") from e
+    if size == 0:
         raise DataError(f"task {task!r}: dataset is empty ({data.info.get('path', kind)})")
     return data

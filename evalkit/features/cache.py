@@ -48,7 +48,7 @@ from evalkit.errors import EvalkitError
 from evalkit.results import atomic_write_bytes
 
 __all__ = [
-    "FORMAT", "CacheEntryError", "EntryInfo", "FeatureCache", "default_cache_dir",
+    "FORMAT", "CacheEntryError", "CacheFolderError", "EntryInfo", "FeatureCache", "default_cache_dir",
     "cache_dir_in_use", "run_cache_dir",
     "encode_entry", "decode_entry", "read_header", "check_entry", "scan", "temp_files", "parse_duration",
     "dataset_of", "entry_paths", "require_root",
@@ -338,13 +338,17 @@ class EntryInfo:
         return "-"
 
 
+class CacheFolderError(EvalkitError, FileNotFoundError):
+    """The cache folder a command reads (``evalkit cache ...``) is missing or is not a folder."""
+
+
 def require_root(root: str | Path) -> Path:
     root = Path(root)
     if not root.exists():
-        raise FileNotFoundError(f"feature cache folder {root} does not exist (nothing cached yet; "
-                                f"--cache-dir or $EVALKIT_CACHE name another)")
+        raise CacheFolderError(f"feature cache folder {root} does not exist (nothing cached yet; "
+                               f"--cache-dir or $EVALKIT_CACHE name another)")
     if not root.is_dir():
-        raise NotADirectoryError(f"feature cache folder {root} is not a folder")
+        raise CacheFolderError(f"feature cache folder {root} is not a folder")
     return root
 
 

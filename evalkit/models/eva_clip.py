@@ -22,7 +22,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["EvaVisionConfig", "EvaTextConfig", "EvaClipConfig", "EvaClip", "count_parameters"]
+from evalkit.errors import EvalkitError
+
+__all__ = ["EvaVisionConfig", "EvaTextConfig", "EvaClipConfig", "EvaClip", "ModelConfigError", "count_parameters"]
+
+
+class ModelConfigError(EvalkitError, ValueError):
+    """An EVA-CLIP architecture config (a config JSON, or a card's) that cannot be read or has a key
+    it should not, or lacks one; the message names the config and the key."""
 
 
 @dataclass(frozen=True)
@@ -80,11 +87,11 @@ class EvaClipConfig:
             names = {f.name for f in fields(klass)}
             unknown = set(raw) - names - ignored
             if unknown:
-                raise ValueError(f"{source}: unknown key(s) in {section}: {sorted(unknown)}")
+                raise ModelConfigError(f"{source}: unknown key(s) in {section}: {sorted(unknown)}")
             return klass(**{k: v for k, v in raw.items() if k in names})
 
         if "embed_dim" not in d:
-            raise ValueError(f"{source}: missing key 'embed_dim'")
+            raise ModelConfigError(f"{source}: missing key 'embed_dim'")
         return cls(
             embed_dim=int(d["embed_dim"]),
             vision=pick("vision_cfg", EvaVisionConfig, d.get("vision_cfg", {})),
@@ -97,7 +104,7 @@ class EvaClipConfig:
         try:
             raw = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"{path}: cannot read model config: {e}") from e
+            raise ModelConfigError(f"{path}: cannot read model config: {e}") from e
         return cls.from_dict(raw, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from evalkit.errors import OptionError
 from evalkit.models.checkpoint import (
     CheckpointError,
     check_fits,
@@ -209,8 +210,9 @@ class Uni3DPointEncoder(nn.Module):
         n = points.shape[1]
         need = max(cfg.num_group, cfg.group_size)
         if n < need:
-            raise ValueError(f"{cfg.label}: a cloud of {n} points is too small: {cfg.num_group} patch "
-                             f"centres of {cfg.group_size} points need at least {need} (resample it first)")
+            raise OptionError(f"{cfg.label}: a cloud of {n} points is too small: {cfg.num_group} patch "
+                              f"centres of {cfg.group_size} points need at least {need} (resample it first: "
+                              f"view.npoints)")
         xyz = points[..., :3]
         rgb = points[..., 3:] if points.shape[-1] == 6 else torch.full_like(xyz, NO_COLOUR)
         # Neighbour search in reduced precision would pick other patches: no autocast here.

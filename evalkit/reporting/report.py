@@ -45,7 +45,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, OptionError
 from evalkit.metric_table import is_derived, long_name, members, metric_value, reduce, short_name, sort_key
 from evalkit.reporting.catalog import Aggregate, Catalog, load_catalog
 from evalkit.reporting.charts import (
@@ -519,7 +519,7 @@ def export(output_dir: str | Path, fmt: str = "csv") -> str:
     """The leaderboard as CSV (numbers to 2 decimals, blank when absent) or a markdown table.
     A folder with no results is an error (:class:`ResultsFolderError`), not an empty table."""
     if fmt not in ("csv", "md"):
-        raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'md'")
+        raise OptionError(f"unknown export format {fmt!r}; use 'csv' or 'md'")
     df = leaderboard(output_dir)
     if df.empty:
         raise ResultsFolderError(f"results folder {output_dir}: no results under {Path(output_dir) / 'runs'} "
@@ -528,7 +528,7 @@ def export(output_dir: str | Path, fmt: str = "csv") -> str:
         return df.to_csv(index=False, float_format="%.2f", lineterminator="\n")
     if fmt == "md":
         return _markdown(df, floatfmt=".2f") + "\n"
-    raise ValueError(f"unknown export format {fmt!r}; use 'csv' or 'md'")
+    raise OptionError(f"unknown export format {fmt!r}; use 'csv' or 'md'")
 
 
 # ----------------------------------------------------------------------------- report files
@@ -698,7 +698,7 @@ def write_report(output_dir: str | Path, claims: pd.DataFrame | str | Path | Ite
             known = sorted(set(claims["model"]) | set(_base_models(_load_results(output_dir, None, catalog)).values()))
             close = difflib.get_close_matches(model, known, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
-            raise ValueError(f"no claims and no results for model {model!r}{hint}")
+            raise OptionError(f"no claims and no results for model {model!r}{hint}")
         models = _runs_of(runs, model) or [model]
     else:
         models = [m for m in _model_order(claims, runs) if m in with_results]

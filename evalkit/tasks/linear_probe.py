@@ -61,6 +61,7 @@ from typing import Any
 import torch
 
 from evalkit.data.sources import DataError, SourceData, load_source
+from evalkit.errors import OptionError
 from evalkit.features.embed import Embeddings
 from evalkit.models.encoder import Encoder
 from evalkit.progress import progress_bar
@@ -146,11 +147,11 @@ class FewShotConfig:
         """The run options ``shots`` / ``seeds`` in place of the task's (None: the task's own)."""
         if shots is not None:
             if not shots or not all(isinstance(k, int) and k >= 1 for k in shots):
-                raise ValueError(f"shots must be whole numbers ≥ 1, got {shots!r}")
+                raise OptionError(f"shots must be whole numbers ≥ 1, got {shots!r}")
             self = dataclasses.replace(self, shots=tuple(sorted(set(shots))))
         if seeds is not None:
             if not isinstance(seeds, int) or seeds < 1:
-                raise ValueError(f"seeds must be a whole number ≥ 1, got {seeds!r}")
+                raise OptionError(f"seeds must be a whole number ≥ 1, got {seeds!r}")
             self = dataclasses.replace(self, seeds=tuple(range(seeds)))
         return self
 
