@@ -11,9 +11,11 @@ import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from evalkit.data.sources import DataError, SourceData
+from evalkit.errors import OutputError
 from evalkit.features.embed import Embeddings, embed
 from evalkit.models.encoder import Encoder
 from evalkit.results import TaskResult, atomic_write_text, result_name, result_path
@@ -143,7 +145,7 @@ def write_skipped_log(spec: TaskSpec, encoder: Encoder, ctx: RunContext, skipped
     suffix = f".{part}.skipped.log" if part else ".skipped.log"
     path = result_path(ctx.output_dir, encoder.name, _name(spec, ctx), suffix, ctx.variant)
     if skipped:
-        atomic_write_text(path, "".join(f"{k}\t{why}\n" for k, why in skipped))
+        _write_output(path, "".join(f"{k}\t{why}\n" for k, why in skipped))
     else:
         path.unlink(missing_ok=True)  # an earlier run's log must not stand beside this result
 
@@ -153,8 +155,16 @@ def write_predictions(spec: TaskSpec, encoder: Encoder, ctx: RunContext, records
     """``<task>.predictions[.<tag>].jsonl`` beside the result, one JSON record a line."""
     suffix = f".predictions.{tag}.jsonl" if tag else ".predictions.jsonl"
     lines = [json.dumps(r) for r in records]
-    atomic_write_text(result_path(ctx.output_dir, encoder.name, _name(spec, ctx), suffix, ctx.variant),
-                      "\n".join(lines) + "\n")
+    _write_output(result_path(ctx.output_dir, encoder.name, _name(spec, ctx), suffix, ctx.variant),
+                  "\n".join(lines) + "\n")
+
+
+def _write_output(path: Path, text: str) -> None:
+    """A file beside a result; the OS's refusal (no permission, a full disk) is the user's to fix."""
+    try:
+        atomic_write_text(path, text)
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, data: SourceData, mode: str,
