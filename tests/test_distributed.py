@@ -419,8 +419,10 @@ def test_an_error_on_a_rank_reaches_rank_0_naming_that_rank():
 def test_the_command_line_names_the_rank_of_an_error(monkeypatch, capsys):
     from evalkit import api
     from evalkit.cli import main as cli
-    def fails(*args, **kwargs):
-        raise ValueError("tasks.yaml: no such task")
+    from evalkit.tasks.spec import TaskSpecError
+
+    def fails(*args, **kwargs):  # a user's error (an EvalkitError): one line, naming the rank
+        raise TaskSpecError("tasks.yaml: no such task")
 
     monkeypatch.setattr(api, "evaluate", fails)
     for name, value in {"RANK": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "localhost", "MASTER_PORT": "1"}.items():

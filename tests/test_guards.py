@@ -419,11 +419,13 @@ def test_saved_prediction_scores_are_100_times_cosine(demo, tmp_path):
 # ------------------------------------------------------------------ unknown names: the hint must work
 
 
-@pytest.mark.parametrize("family,source_type", [("classificaton", "wds"), ("classification", "wdss")],
+@pytest.mark.parametrize("family,source_type,code", [("classificaton", "wds", 2), ("classification", "wdss", 1)],
                          ids=["unknown-family", "unknown-source"])
-def test_unknown_name_hint_is_a_working_list_command(tmp_path, capsys, family, source_type):
+def test_unknown_name_hint_is_a_working_list_command(tmp_path, capsys, family, source_type, code):
     """A typo in a task file's family or source type: the error suggests the close match and, when
-    it points to `evalkit list ...`, that command must exist."""
+    it points to `evalkit list ...`, that command must exist. The family is known when the task is
+    resolved (a usage error, exit 2, nothing run); the source type when the task's data is read,
+    which fails that task alone, in one line (exit 1)."""
     import re
 
     from evalkit.cli.main import main
@@ -436,7 +438,7 @@ def test_unknown_name_hint_is_a_working_list_command(tmp_path, capsys, family, s
     rc = main(["run", "--model", "eva-clip-demo", "--tasks", "typo-task", "--task-dir", str(tasks),
                "--output-dir", str(tmp_path / "out"), "--no-cache", "--quiet"])
     err = capsys.readouterr().err
-    assert rc == 2, err
+    assert rc == code, err
     typo = family if family != "classification" else source_type
     assert "unknown" in err and repr(typo) in err and "did you mean" in err, err
     for command in re.findall(r"see `evalkit list ([^`]*)`", err):
