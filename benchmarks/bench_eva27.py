@@ -87,11 +87,12 @@ def compose(encoder, mode: str):
     from torchvision import transforms as T
 
     interp = T.InterpolationMode.BICUBIC
-    size = encoder.image_size
+    image = encoder.tower("image").input
+    size = image.size
     geometry = [T.Resize(size, interpolation=interp), T.CenterCrop(size)] if mode == "crop" else \
         [T.Resize((size, size), interpolation=interp)]
     return T.Compose([*geometry, lambda im: im.convert("RGB") if im.mode != "RGB" else im, T.ToTensor(),
-                      T.Normalize(encoder.mean, encoder.std)])
+                      T.Normalize(image.mean, image.std)])
 
 
 def naive_features(encoder, data, transform, batch_size: int) -> tuple[torch.Tensor, list]:

@@ -59,6 +59,7 @@ import torch
 
 from evalkit.features.batching import is_cuda_oom
 from evalkit.models.eva_clip import EvaClipConfig, EvaVisionConfig, EvaVisionTransformer
+from evalkit.models.families import eva_config
 from evalkit.models.zoo import CARDS
 from evalkit.results import atomic_write_text
 from clocks import conditions, conditions_line
@@ -76,7 +77,7 @@ MEMORY_FRACTION = 0.85  # of a GPU's free memory given to weights + the largest 
 
 def config_18b() -> EvaClipConfig:
     """The ``eva-clip-18b`` card's architecture (BAAI's EVA-CLIP-18B.json)."""
-    return EvaClipConfig.from_dict(CARDS[CARD].config, source=f"card {CARD}")
+    return eva_config(CARDS[CARD])
 
 
 def vision_flops(v: EvaVisionConfig, embed_dim: int, layers: int | None = None) -> dict[str, int]:

@@ -16,7 +16,7 @@ from evalkit import api
 
 from evalkit.cli import main as cli
 from evalkit.features.embed import SampleDecodeError, zero_shot_classifier
-from evalkit.models import load
+from evalkit.models import LoadOptions, load
 from evalkit.models.uni3d import Uni3DPointEncoder, load_uni3d_checkpoint, prepare_points, uni3d_config
 from evalkit.resources import builtin_tasks_dir
 from evalkit.tasks.spec import TaskSpecError, adhoc_name
@@ -119,7 +119,7 @@ def test_uni3d_points_view_equals_the_encoder_by_hand(tmp_path, uni3d_ckpt):
     truth = {k: 0 if k.startswith("cube") else 1 for k in preds}
     assert r.metrics["acc1"] == pytest.approx(sum(preds[k] == truth[k] for k in preds) / 6)
 
-    paired = load("uni3d-ti", weights=str(uni3d_ckpt), text_model="eva-clip-demo")
+    paired = load("uni3d-ti", weights=str(uni3d_ckpt), options=LoadOptions(text_model="eva-clip-demo"))
     assert sum(p.numel() for p in paired.model.visual.parameters()) == 0  # the teacher's image tower is freed
     assert paired.fingerprint == ev["fingerprint"]
 

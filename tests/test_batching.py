@@ -59,7 +59,7 @@ bench = _bench()
 def fake_encoder(device: str = "cuda:0", fingerprint: str = "model-a", model: nn.Module | None = None,
                  device_map: dict | None = None) -> SimpleNamespace:
     return SimpleNamespace(name="fake", fingerprint=fingerprint, device=device, device_map=device_map,
-                           model=model if model is not None else nn.Linear(4, 4), points_model=None)
+                           model=model if model is not None else nn.Linear(4, 4), towers={})
 
 
 class FakeView:

@@ -74,13 +74,13 @@ def test_box_command_on_a_cpu_box_reads_no_weights(monkeypatch, tmp_path, capsys
     """`evalkit run --model eva-clip-18b --tasks ...` as typed, on this machine, with its data there
     (the demo's generated task stands in for ImageNet): one line, exit 1, and no checkpoint is
     looked for (no download of 36.7 GB). Without the data, the data is what it reports first."""
-    import evalkit.models as models
     import evalkit.models.auto as auto
+    import evalkit.models.families as families
 
     def located(*a, **k):
         raise AssertionError("the checkpoint was looked for")
 
-    monkeypatch.setattr(models, "locate", located)
+    monkeypatch.setattr(families, "locate", located)
     monkeypatch.setattr(auto, "visible_gpus", lambda: 0)
     monkeypatch.setattr("evalkit.models.devices.host_memory_available", lambda: 24 * GiB)
     rc = cli.main(["run", "--model", "eva-clip-18b", "--tasks", "shapeworld-shape", "--output-dir",

@@ -24,7 +24,7 @@ from torchvision import transforms as T
 from evalkit import models
 from evalkit.data.sources import SourceData, Unit, load_source
 from evalkit.features.embed import FeatureCache, encode_texts, image_features, zero_shot_classifier
-from evalkit.models.encoder import Encoder
+from evalkit.models.encoder import Encoder, ImageInput, Tower
 from evalkit.models.prefix import SharedPrefixText
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.classification import ClassificationFamily
@@ -110,10 +110,10 @@ def _colour_encoder() -> Encoder:
         return torch.stack([torch.tensor([1.0, 0.0, 0.0]) if int(t[0]) == 1 else torch.tensor([0.0, 0.0, 1.0])
                             for t in tokens])
 
-    return Encoder(name="stub-colour", model=torch.nn.Identity(), tokenizer=tokenize, image_size=8,
-                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), embed_dim=3, causal_text=False,
-                   weights="stub", arch={"family": "stub-colour"}, weights_digest="stub",
-                   _image_fn=lambda x: x.mean(dim=(2, 3)), _text_fn=text_fn)
+    image = Tower(lambda x: x.mean(dim=(2, 3)), ImageInput(8, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)))
+    return Encoder(name="stub-colour", model=torch.nn.Identity(), tokenizer=tokenize, embed_dim=3, causal_text=False,
+                   towers={"image": image}, weights="stub", arch={"family": "stub-colour"}, weights_digest="stub",
+                   _text_fn=text_fn)
 
 
 @pytest.mark.parametrize("n_centre,n_sides", [(3, 1), (1, 3)], ids=["crop-better", "squash-better"])
@@ -384,8 +384,9 @@ def test_saved_prediction_scores_are_100_times_cosine(demo, tmp_path):
     rows = [json.loads(line) for line in path.read_text().splitlines()]
 
     # independently: the images from the tars, torchvision's transforms, the model's own forward
-    pre = T.Compose([T.Resize(demo.image_size, interpolation=T.InterpolationMode.BICUBIC),
-                     T.CenterCrop(demo.image_size), T.ToTensor(), T.Normalize(demo.mean, demo.std)])
+    image = demo.tower("image").input
+    pre = T.Compose([T.Resize(image.size, interpolation=T.InterpolationMode.BICUBIC),
+                     T.CenterCrop(image.size), T.ToTensor(), T.Normalize(image.mean, image.std)])
     images, labels = {}, {}
     for tar_path in sorted((root / "test").glob("*.tar")):
         with tarfile.open(tar_path) as tar:

@@ -83,7 +83,7 @@ def test_find_cached_follows_refs_main_to_the_snapshot(hf_cache):
 
 def tiny_eva_card() -> ModelCard:
     demo = CARDS["eva-clip-demo"]
-    return ModelCard("tiny-eva-hub", "eva_clip", "test card", config_file=demo.config_file,
+    return ModelCard("tiny-eva-hub", "eva_clip", "test card", arch=demo.arch,
                      hub=HubFile("test-org/tiny-eva-clip", "tiny_eva_clip.pt", size=123))
 
 
@@ -140,7 +140,7 @@ def test_open_clip_tags_map_to_the_files_open_clip_would_fetch(monkeypatch):
     ]
     for card in CARDS.values():
         if card.family == "open_clip":
-            assert open_clip_hub_files(card.open_clip_arch, card.default_weights), card.name
+            assert open_clip_hub_files(card.arch["arch"], card.default_weights), card.name
     monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "ViT-B-32", {"x": {"hf_hub": "org/repo/model.pth"}})
     assert [f.filename for f in open_clip_hub_files("ViT-B-32", "x")] == ["model.safetensors", "model.pth"]
 
@@ -175,7 +175,8 @@ def test_open_clip_tag_in_the_hf_cache_loads_with_no_network(hf_cache, tiny_tag)
     assert enc.pretrained == TAG  # what clip_benchmark users look for: the tag, not the cache path
     assert torch.equal(enc.model.state_dict()["visual.conv1.weight"], sd["visual.conv1.weight"])
     # the tag's preprocessing, which open_clip applies for a tag but not for a file
-    assert enc.mean == (0.5, 0.5, 0.5) and enc.std == (0.25, 0.25, 0.25) and enc.interpolation == "bilinear"
+    image = enc.tower("image").input
+    assert image.mean == (0.5, 0.5, 0.5) and image.std == (0.25, 0.25, 0.25) and image.interpolation == "bilinear"
     assert enc.model.visual.preprocess_cfg["resize_mode"] == "squash"
     by_file = load_open_clip(tiny_tag, str(snap))
     assert by_file.weights == str(snap.resolve()) and by_file.pretrained == snap.name

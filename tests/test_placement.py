@@ -354,7 +354,7 @@ CLI_TEXT = {"vocab_size": 49408}  # the CLI tokenises with the real CLIP BPE
 def tiny_card(monkeypatch):
     config = json.loads(json.dumps(TINY))
     config["text_cfg"].update(CLI_TEXT)
-    monkeypatch.setitem(CARDS, "tiny-eva", ModelCard("tiny-eva", "eva_clip", "test card", config=config))
+    monkeypatch.setitem(CARDS, "tiny-eva", ModelCard("tiny-eva", "eva_clip", "test card", arch={"config": config}))
     return "tiny-eva"
 
 

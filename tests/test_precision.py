@@ -83,7 +83,7 @@ def test_every_precision_maps_to_its_dtypes():
 def test_the_encoder_runs_at_its_precision():
     for name, (dtype, *_rest, cpu_autocast) in EXPECTED.items():
         enc = Encoder(name="stub", model=torch.nn.Identity(), tokenizer=lambda texts: torch.zeros(len(texts), 4),
-                      image_size=8, mean=(0, 0, 0), std=(1, 1, 1), embed_dim=3, causal_text=True,
+                      embed_dim=3, causal_text=True,
                       precision=parse_precision(name))
         assert enc.precision == name and isinstance(enc.precision, str)  # what results record: the name
         assert enc.precision_spec is parse_precision(name) and enc.input_dtype == dtype
@@ -109,7 +109,7 @@ def test_a_bad_precision_names_the_choices_wherever_it_enters(demo_cfg, capsys):
         plan_memory(demo_cfg, "2x1GiB", "fp8")
     with pytest.raises(PlacementError, match=CHOICES):
         Encoder(name="stub", model=torch.nn.Identity(), tokenizer=lambda texts: torch.zeros(len(texts), 4),
-                image_size=8, mean=(0, 0, 0), std=(1, 1, 1), embed_dim=3, causal_text=True, precision="half")
+                embed_dim=3, causal_text=True, precision="half")
     for command in (["run", "--model", "m", "--tasks", "t"], ["plan", "--model", "m"]):
         with pytest.raises(SystemExit):
             cli.build_parser().parse_args([*command, "--precision", "fp8"])

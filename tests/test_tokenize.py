@@ -91,8 +91,8 @@ def test_encoders_get_the_cached_tokenizer_and_the_same_classifier() -> None:
     from evalkit import models
     enc = models.load("eva-clip-demo")
     assert isinstance(enc.tokenizer, CachedClipTokenizer)
-    plain = Encoder(**{**{f: getattr(enc, f) for f in ("name", "model", "image_size", "mean", "std", "embed_dim",
-                                                        "causal_text", "arch")}, "tokenizer": REFERENCE})
+    plain = Encoder(**{**{f: getattr(enc, f) for f in ("name", "model", "embed_dim", "causal_text", "towers",
+                                                        "arch")}, "tokenizer": REFERENCE})
     plain.tokenizer = REFERENCE  # bypass the wrapping, as before it existed
     names, templates = ["circle", "square", "large red triangle"], ["a {c}.", "a photo of a {c}, drawn."]
     torch.testing.assert_close(zero_shot_classifier(enc, names, templates),

@@ -31,7 +31,8 @@ def _counting(encoder):
         seen["images"] += images.shape[0]
         return encoder.model.encode_image(images)
 
-    return dataclasses.replace(encoder, _image_fn=forward), seen
+    towers = {**encoder.towers, "image": dataclasses.replace(encoder.tower("image"), encode=forward)}
+    return dataclasses.replace(encoder, towers=towers), seen
 
 
 def _source(sizes: list[tuple[int, int]], name: str = "u") -> SourceData:
@@ -61,7 +62,8 @@ def test_views_meet_the_contract(demo):
     assert crop.sample(img).shape == (3, 32, 32) and crop.sample(img).dtype == torch.uint8
     assert pooled.sample(img).shape == (4, 3, 32, 32)
     # the same transform with other parameters is another view (another cache entry)
-    other = ImageView(build_transform("crop", 32, demo.mean, demo.std, "bilinear"), "crop")
+    image = demo.tower("image").input
+    other = ImageView(build_transform("crop", 32, image.mean, image.std, "bilinear"), "crop")
     assert other.identity != crop.identity and other.batch_key == crop.batch_key
 
 
@@ -111,7 +113,7 @@ def test_identical_pixels_are_encoded_once(demo):
 
 def test_views_with_another_batch_step_are_not_shared(demo):
     counted, seen = _counting(demo)
-    other_norm = build_transform("squash", demo.image_size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    other_norm = build_transform("squash", demo.tower("image").input.size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     out = embed(counted, _source([(40, 40), (48, 48)]), {"crop": demo.preprocess("crop"), "squash": other_norm},
                 progress=False)
     assert seen["images"] == 4 and out["squash"].reused == 0

@@ -116,9 +116,9 @@ def parse_batch_size(value: str | int) -> int | str:
 
 def _parameters(encoder: Any) -> int:
     total = 0
-    for module in (getattr(encoder, "model", None), getattr(encoder, "points_model", None)):
-        if module is not None:
-            total += sum(p.numel() for p in module.parameters())
+    modules = [getattr(encoder, "model", None), *(t.module for t in getattr(encoder, "towers", {}).values())]
+    for module in {id(m): m for m in modules if m is not None}.values():
+        total += sum(p.numel() for p in module.parameters())
     return total
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import os
@@ -58,22 +59,31 @@ class PointsInput:
     npoints: int = 10000
 
 
-@dataclass
+@dataclass(frozen=True)
 class Tower:
-    """One modality's encoder: ``encode`` (a batch of prepared inputs -> (B, D) features), the
-    ``input`` it takes as data (:class:`ImageInput`, :class:`PointsInput`, ...), the module behind
-    it (placement, provenance) and the dtype its inputs are cast to (None: the encoder's
-    precision; point coordinates stay float32)."""
+    """One modality's encoder: ``encode`` (the name of a method of the module it runs on, e.g.
+    ``"encode_image"``, or a function: a batch of prepared inputs -> (B, D) features), the
+    ``input`` it takes as data (:class:`ImageInput`, :class:`PointsInput`, ...), its own ``module``
+    (None: the encoder's ``model``) and the dtype its inputs are cast to (None: the encoder's
+    precision; point coordinates stay float32).
 
-    encode: Callable[[torch.Tensor], torch.Tensor]
+    A tower named by method follows its encoder's model: ``dataclasses.replace(encoder,
+    model=other)`` runs ``other``. A function cannot be re-pointed, so a copy with another model
+    whose towers are functions of the old one is refused (:class:`Encoder` checks ``owner``, the
+    model such a tower was built for; set by the encoder, not by loaders)."""
+
+    encode: str | Callable[[torch.Tensor], torch.Tensor]
     input: Any
     module: nn.Module | None = None
     input_dtype: torch.dtype | None = None
+    owner: nn.Module | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
 class Encoder:
-    """A CLIP-style model behind a uniform API.
+    """A CLIP-style model behind a uniform API: a text tower (``tokenizer`` and ``model``'s
+    ``encode_text``, or ``_text_fn``) and a set of modality towers (``towers``: ``image``,
+    ``points``, ...), each carrying its input configuration as data.
 
     ``causal_text`` decides how text is batched: a causal tower with EOT pooling (CLIP, EVA-CLIP)
     cannot see padding after EOT, so prompts are length-sorted and each batch is cut to its
@@ -83,11 +93,10 @@ class Encoder:
     name: str
     model: nn.Module
     tokenizer: Callable[[Sequence[str]], torch.Tensor]
-    image_size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
     embed_dim: int
     causal_text: bool
+    #: the modality towers beside the text tower, by modality (``image``, ``points``, ...)
+    towers: dict[str, Tower] = field(default_factory=dict)
     weights: str = ""
     #: how the loader that knows names these weights portably (an open_clip tag, each part of a
     #: paired model); "" when :func:`weights_label` of ``weights`` says it (see :attr:`pretrained`)
@@ -98,38 +107,36 @@ class Encoder:
     device: str = "cpu"
     arch: dict[str, Any] = field(default_factory=dict)
     weights_digest: str = ""
-    interpolation: str = "bicubic"
     #: module -> device of a model placed over several devices (accelerate's device map), else None
     device_map: dict[str, str] | None = None
-    _image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    #: the text tower's forward (tokens -> features) when it is not ``model.encode_text``
     _text_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
-    #: a point-cloud tower ((B, N, 6) xyz + rgb -> (B, D)): a Uni3D encoder paired with a CLIP text
-    #: tower (evalkit.models.uni3d); None for image-text models
-    _points_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
-    #: False for a model with no image tower (a point encoder paired with a text tower)
-    has_images: bool = True
-    #: the point tower's module, when there is one (kept for provenance and placement)
-    points_model: nn.Module | None = None
     #: share prompt prefixes where the text tower allows it (see evalkit.models.prefix); False: never
     share_text_prefix: bool = True
-    #: the modality towers beside the text tower, by modality (``image``, ``points``, ...): each
-    #: one's encode function and its input configuration as data. Built from the image fields
-    #: above (and ``_points_fn``) when not given.
-    towers: dict[str, Tower] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from evalkit.models.tokenize import cached_tokenizer
 
         self.precision = parse_precision(self.precision).name
         self.tokenizer = cached_tokenizer(self.tokenizer)
-        if not self.towers:
-            if self.has_images:
-                self.towers["image"] = Tower(self._image_fn or self.model.encode_image,
-                                             ImageInput(int(self.image_size), tuple(self.mean), tuple(self.std),
-                                                        self.interpolation), self.model)
-            if self._points_fn is not None:
-                self.towers["points"] = Tower(self._points_fn, PointsInput(), self.points_model, torch.float32)
-        self.has_images = "image" in self.towers
+        towers = {}
+        for modality, tower in self.towers.items():
+            if not isinstance(tower, Tower):
+                raise TypeError(f"{self.name}: towers[{modality!r}] must be a Tower, not {type(tower).__name__}")
+            if isinstance(tower.encode, str):
+                if not callable(getattr(tower.module if tower.module is not None else self.model, tower.encode, None)):
+                    raise TypeError(f"{self.name}: towers[{modality!r}] runs {tower.encode}(), which its module has not")
+            elif not callable(tower.encode):
+                raise TypeError(f"{self.name}: towers[{modality!r}].encode must be a method name or a function")
+            elif tower.owner is not None and tower.owner is not self.model:
+                raise ValueError(
+                    f"{self.name}: towers[{modality!r}] runs a function of another model than this encoder's (a copy "
+                    f"made with model=...?); give the copy its own towers, or name the tower's method "
+                    f"(Tower('encode_image', ...)) so that it follows the model")
+            elif tower.owner is None and (tower.module is None or tower.module is self.model):
+                tower = dataclasses.replace(tower, owner=self.model)
+            towers[modality] = tower
+        self.towers = towers  # the copy's own (dataclasses.replace hands over the same dict)
 
     def tower(self, modality: str) -> Tower:
         """The tower that encodes ``modality``; a model without one is a ``TypeError`` naming both."""
@@ -137,6 +144,28 @@ class Encoder:
             have = ", ".join(["text", *self.towers])
             raise TypeError(f"{self.name} has no {modality} tower (it has: {have})")
         return self.towers[modality]
+
+    def tower_module(self, modality: str) -> nn.Module:
+        """The module ``modality``'s tower runs on: its own, or the encoder's ``model``."""
+        tower = self.tower(modality)
+        return tower.module if tower.module is not None else self.model
+
+    def modules(self) -> list[nn.Module]:
+        """Every module behind this encoder, once each: ``model`` and the towers' own (placement,
+        parameter counts)."""
+        found: dict[int, nn.Module] = {id(self.model): self.model}
+        for tower in self.towers.values():
+            if tower.module is not None:
+                found.setdefault(id(tower.module), tower.module)
+        return list(found.values())
+
+    @property
+    def has_images(self) -> bool:
+        return "image" in self.towers
+
+    @property
+    def has_points(self) -> bool:
+        return "points" in self.towers
 
     @property
     def pretrained(self) -> str:
@@ -151,7 +180,8 @@ class Encoder:
 
         if mode not in TRANSFORMS:
             raise ValueError(f"unknown transform {mode!r}; choose from {', '.join(TRANSFORMS)}")
-        return build_transform(mode, self.image_size, self.mean, self.std, self.interpolation)
+        image = self.tower("image").input
+        return build_transform(mode, image.size, image.mean, image.std, image.interpolation)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self.tokenizer(list(texts))
@@ -177,18 +207,16 @@ class Encoder:
     def encode(self, modality: str, batch: torch.Tensor) -> torch.Tensor:
         """A batch of one modality's prepared inputs -> (B, D) float32 features on the main device."""
         tower = self.tower(modality)
+        module = tower.module if tower.module is not None else self.model
         with self._autocast():
             # .to(device): a model split over devices returns from wherever its last layer runs.
             non_blocking = batch.device.type == "cpu" and batch.is_pinned()  # pinned: an asynchronous copy
             dtype = tower.input_dtype or self.input_dtype
-            return tower.encode(batch.to(self.device, dtype, non_blocking=non_blocking)).float().to(self.device)
+            fn = getattr(module, tower.encode) if isinstance(tower.encode, str) else tower.encode
+            return fn(batch.to(self.device, dtype, non_blocking=non_blocking)).float().to(self.device)
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         return self.encode("image", images)
-
-    @property
-    def has_points(self) -> bool:
-        return "points" in self.towers
 
     def encode_points(self, points: torch.Tensor) -> torch.Tensor:
         """(B, N, 6) clouds (xyz + rgb, prepared as the point tower expects) -> (B, D) features;
@@ -256,4 +284,4 @@ def state_dict_digest(model: nn.Module, max_bytes_per_tensor: int = 4096) -> str
     return h.hexdigest()[:16]
 
 
-__all__ = ["Encoder", "state_dict_digest"]  # TRANSFORMS: lazily, see __getattr__
+__all__ = ["Encoder", "ImageInput", "PointsInput", "Tower", "state_dict_digest", "weights_label"]

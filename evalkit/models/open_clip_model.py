@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from evalkit.errors import one_line
-from evalkit.models.encoder import Encoder, state_dict_digest
+from evalkit.models.encoder import Encoder, ImageInput, Tower, state_dict_digest
 from evalkit.models.hub import HubFile, ModelLoadError, locate
 from evalkit.models.precision import DEFAULT_PRECISION, Precision, parse_precision
 
@@ -149,16 +149,20 @@ def load_open_clip(
     visual = model.visual
     size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
     pp = getattr(visual, "preprocess_cfg", {}) or {}
+    image = ImageInput(
+        int(size),
+        tuple(pp.get("mean", getattr(visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073))),
+        tuple(pp.get("std", getattr(visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711))),
+        pp.get("interpolation", "bicubic") if pp.get("interpolation") in ("bicubic", "bilinear") else "bicubic",
+    )
     causal = text_is_causal(model)
     return Encoder(
         name=name or f"open_clip:{arch}",
         model=model,
         tokenizer=tokenizer,
-        image_size=int(size),
-        mean=tuple(pp.get("mean", getattr(visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073))),
-        std=tuple(pp.get("std", getattr(visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711))),
         embed_dim=int(getattr(visual, "output_dim", 0) or model.encode_text(tokenizer(["a"]).to(device)).shape[-1]),
         causal_text=causal,
+        towers={"image": Tower("encode_image", image)},
         weights=provenance,
         # a tag as the tag, a file by the name it was given (a hub snapshot's link, not its blob)
         pretrained_label=(Path(weights).name if _is_path(weights) else weights) if weights else "",
@@ -166,7 +170,6 @@ def load_open_clip(
         device=device,
         arch={"family": "open_clip", "arch": arch},
         weights_digest=state_dict_digest(model),
-        interpolation=pp.get("interpolation", "bicubic") if pp.get("interpolation") in ("bicubic", "bilinear") else "bicubic",
         _text_fn=prefix_text_forward(model) if causal else None,
     )
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from evalkit.models.encoder import Encoder, state_dict_digest, weights_label
+from evalkit.models.encoder import Encoder, PointsInput, Tower, state_dict_digest, weights_label
 from evalkit.models.hub import ModelLoadError, locate
 from evalkit.models.precision import Precision
 from evalkit.models.zoo import ModelCard
@@ -33,11 +31,8 @@ def load_point_text_pair(card: ModelCard, weights: str | None, precision: Precis
     from evalkit.models.checkpoint import CheckpointError
     from evalkit.models.uni3d import Uni3DPointEncoder, load_uni3d_checkpoint, uni3d_config
 
-    if precision.quantized:
-        raise ModelLoadError(f"{card.name}: --precision {precision.name} is for EVA-CLIP models; "
-                             f"a Uni3D point encoder runs at fp32, bf16, fp16 or amp")
-    assert card.uni3d_size is not None
-    cfg = uni3d_config(card.uni3d_size, embed_dim=text_encoder.embed_dim)
+    # the uni3d family has checked the card's arch and refused a quantised precision
+    cfg = uni3d_config(card.arch["size"], embed_dim=text_encoder.embed_dim)
     provenance = weights
     if weights is None and card.hub is not None:
         found = locate([card.hub], name=card.name)
@@ -72,15 +67,6 @@ def load_point_text_pair(card: ModelCard, weights: str | None, precision: Precis
         arch={"family": "uni3d", "uni3d": repr(dataclasses.asdict(cfg)), "text_model": text_encoder.name,
               "text_fingerprint": text_fp},
         weights_digest=hashlib.sha256(f"{points_digest}:{text_fp}".encode()).hexdigest()[:16],
-        _image_fn=_no_images(card.name),
-        _points_fn=model.encode_points,
-        has_images=False,
-        points_model=model,
+        # the point tower only: the text encoder's image tower is not this model's
+        towers={"points": Tower("encode_points", PointsInput(cfg.npoints), module=model, input_dtype=torch.float32)},
     )
-
-
-def _no_images(name: str) -> Callable[[torch.Tensor], Any]:
-    def fail(images: torch.Tensor) -> Any:
-        raise TypeError(f"{name} is a point-cloud encoder with a text tower: it has no image tower")
-
-    return fail
