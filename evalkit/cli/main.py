@@ -179,8 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("what", choices=["tasks", "groups", "models", "families"], help="what to list")
     lst.add_argument("--all", action="store_true",
                      help="models: also those the paper compares whose weights were never released (claim-only)")
-    lst.add_argument("--all", action="store_true",
-                     help="models: also those the paper compares whose weights were never released (claim-only)")
     lst.add_argument("--task-dir", action="append", default=None, help=TASK_DIR_HELP)
 
     rep = sub.add_parser("report", help="write claimed_vs_verified.md and a PNG chart per model",
