@@ -122,6 +122,10 @@ for _k in (1, 5, 10):
     METRICS[f"i2t_R@{_k}"] = (f"text_retrieval_recall@{_k}", ())
     METRICS[f"t2i_R@{_k}"] = (f"image_retrieval_recall@{_k}", ())
 
+# Table 7's dataset -> the linear-probe task that reproduces it (tasks/linear_probe/: clip_benchmark's
+# linear-probe protocol, since the paper gives none)
+LINEAR_PROBE_TASKS = {"imagenet1k": "imagenet1k-linear-probe"}
+
 # Table 1 / Table 9 / README "SUMMARY" rows -> (aggregate task, protocol tags)
 SUMMARY = {
     "img_cls_avg27": ("AVG27", ()),
@@ -225,6 +229,11 @@ def map_row(row: dict[str, str]) -> dict[str, str]:
         task = TASKS[dataset]
         our_metric, extra = METRICS[metric]
         protocol.update(extra)
+
+    if "linear-probe" in protocol:  # Table 7: its own task (a probe trained on the train split), not zero-shot
+        if task not in LINEAR_PROBE_TASKS:
+            raise Unmapped(f"no linear-probe task for {task!r}")
+        task = LINEAR_PROBE_TASKS[task]
 
     source = row["source"]
     note = []
