@@ -90,6 +90,7 @@ def main() -> int:
     from evalkit.tasks.base import RunContext
     from evalkit.tasks.classification import ClassificationFamily
     from evalkit.tasks.spec import adhoc_spec
+    from evalkit.views.image import image_transform
 
     pkg = Path(clip_benchmark.__file__).parent / "datasets"
     classnames = json.loads((pkg / "en_classnames.json").read_text())["imagenet1k"][: args.classes]
@@ -129,7 +130,7 @@ def main() -> int:
             """clip_benchmark's evaluate, step by step as its body runs them (zero_shot_classifier,
             run_classification, then its single-label metrics), so the classifier's share is timed
             without touching clip_benchmark's module."""
-            ds = build_dataset("wds/bench", root=str(r), transform=enc.preprocess("crop"), split="test")
+            ds = build_dataset("wds/bench", root=str(r), transform=image_transform(enc, "crop"), split="test")
             loader = torch.utils.data.DataLoader(ds.batched(args.batch_size), batch_size=None, num_workers=0)
             classifier, clf_s = timed(lambda: cb.zero_shot_classifier(
                 model, open_clip_tokenizer(enc.tokenizer), ds.classes, ds.templates, "cpu", amp=False))
@@ -175,7 +176,7 @@ def main() -> int:
         t0 = time.perf_counter()
         cb_clf_total = 6 * t_cb
         for r in roots:
-            ds = build_dataset("wds/bench", root=str(r), transform=enc.preprocess("crop"), split="test")
+            ds = build_dataset("wds/bench", root=str(r), transform=image_transform(enc, "crop"), split="test")
             loader = torch.utils.data.DataLoader(ds.batched(args.batch_size), batch_size=None, num_workers=0)
             cb.run_classification(model, theirs_clf, loader, "cpu", amp=False)
         t_cb_c = time.perf_counter() - t0 + cb_clf_total

@@ -3,7 +3,7 @@ in a fresh process with no cache (imports, shard loading, generation, encoding, 
 
 Baseline measured in the same run: a data-only pass over the same tasks, in this process, through
 the same public path the run takes (each task's ``prepare``, its views: image transforms, video
-frames, depth views of point clouds; :func:`evalkit.tasks.common.embed_images`: decoding,
+frames, depth views of point clouds; :func:`evalkit.tasks.common.embed_view`: decoding,
 per-sample steps, collate, normalise), with the encoder's image forward replaced by zeros, so
 the figure also says how much of the run is the model (and the imports, and the text side).
 Target: the whole command under 180 s on a 2-core CPU.
@@ -49,7 +49,7 @@ def data_only_pass(tasks: str, limit: int | None) -> tuple[float, int]:
     from evalkit.features.embed import FeatureCache
     from evalkit.registry import task_families
     from evalkit.tasks.base import RunContext
-    from evalkit.tasks.common import embed_images, view_modes
+    from evalkit.tasks.common import embed_view, run_view
 
     encoder = NoForward(models.load("eva-clip-demo"))
     ctx = RunContext(limit=limit, progress=False, cache=FeatureCache(None))
@@ -58,10 +58,10 @@ def data_only_pass(tasks: str, limit: int | None) -> tuple[float, int]:
     for spec in resolve_tasks(tasks):
         family = task_families.get(spec.family)()
         prepared = family.prepare(spec, None)
-        _mode, modes = view_modes(spec, encoder, ctx, family.default_transform)
+        view = run_view(spec, family, encoder, ctx)
         for data in (getattr(prepared, "train", None), prepared.data):
             if data is not None:
-                n += embed_images(spec, encoder, ctx, data, modes)[modes[0]].computed
+                n += embed_view(spec, encoder, ctx, data, view)[view.modes[0]].computed
     return time.perf_counter() - t0, n
 
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import torch
 
 from evalkit.results import atomic_write_text
-from evalkit.tasks.common import check_transform, combine_transforms, image_modes
+from evalkit.tasks.common import combine_transforms
 from clocks import Clock, TimedEncoder, conditions, conditions_line
 
 #: --smoke: small tasks of four different layouts (CIFAR, PCam, Rendered SST2, VOC 2007)
@@ -145,7 +145,7 @@ def run_baseline(specs, encoder, data_root, batch_size: int):
         family = task_families.get(spec.family)()
         prepared = family.prepare(spec, data_root)
         classifier = zero_shot_classifier(timed, prepared.classnames, prepared.templates)
-        modes = image_modes(check_transform(spec, family.default_transform))  # the task's view.transform
+        modes = spec.view_spec.modes  # the task's view.transform (best-of-both: crop, squash)
         per_mode = {}
         for m in modes:
             with pipeline.measure():

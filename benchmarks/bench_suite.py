@@ -115,6 +115,7 @@ def run_clip_benchmark(encoder, roots: list[Path], classnames: list[str], templa
     from sklearn.metrics import balanced_accuracy_score
 
     from evalkit.models.tokenize import open_clip_tokenizer
+    from evalkit.views.image import image_transform
 
     tokenizer = open_clip_tokenizer(encoder.tokenizer)
     metrics: dict[tuple[str, str], dict[str, float]] = {}
@@ -122,7 +123,7 @@ def run_clip_benchmark(encoder, roots: list[Path], classnames: list[str], templa
     t0 = time.perf_counter()
     for root in roots:
         for mode in TRANSFORMS:
-            ds = build_dataset("wds/bench", root=str(root), transform=encoder.preprocess(mode), split="test")
+            ds = build_dataset("wds/bench", root=str(root), transform=image_transform(encoder, mode), split="test")
             loader = torch.utils.data.DataLoader(ds.batched(batch_size), batch_size=None, num_workers=0)
             t = time.perf_counter()
             classifier = cb.zero_shot_classifier(encoder.model, tokenizer, ds.classes, ds.templates, "cpu", amp=False)

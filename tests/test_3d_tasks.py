@@ -19,7 +19,8 @@ from evalkit.features.embed import SampleDecodeError, zero_shot_classifier
 from evalkit.models import LoadOptions, load
 from evalkit.models.uni3d import Uni3DPointEncoder, load_uni3d_checkpoint, prepare_points, uni3d_config
 from evalkit.resources import builtin_tasks_dir
-from evalkit.tasks.spec import TaskSpecError, adhoc_name
+from evalkit.tasks.spec import adhoc_name
+from evalkit.views.image import image_transform
 
 
 def _clouds(root, n_points=(10000, 10000, 700), classes=("sphere", "cube")):
@@ -66,7 +67,7 @@ def test_depth_views_with_a_2d_model_and_a_bad_cloud(tmp_path):
     from evalkit.views.render import depth_view_images
 
     enc = load("eva-clip-demo")
-    classifier, pre = zero_shot_classifier(enc, ["cube", "sphere"], depth_prompts), enc.preprocess("crop")
+    classifier, pre = zero_shot_classifier(enc, ["cube", "sphere"], depth_prompts), image_transform(enc, "crop")
     lines = (tmp_path / "out" / "runs" / "eva-clip-demo" / f"{adhoc_name(f'pointfolder:{root}')}.predictions.jsonl").read_text()
     for p in map(json.loads, lines.splitlines()):
         images = depth_view_images(np.load(root / p["key"]), n_views=10, resolution=224)
@@ -151,16 +152,13 @@ def test_another_width_and_wrong_pairings_fail_clearly(tmp_path, uni3d_ckpt, cap
 
 
 def test_cloud_view_points_needs_a_point_encoder(tmp_path):
-    from evalkit.tasks.common import cloud_view_of
-    from evalkit.tasks.spec import TaskSpec
+    from evalkit.views import ViewSpecError, parse_view
 
     enc = load("eva-clip-demo")
-    spec = TaskSpec(name="t", family="classification", source={"type": "pointfolder"}, view={"cloud": "points"})
-    with pytest.raises(TaskSpecError, match="needs a point-cloud encoder"):
-        cloud_view_of(spec, enc)
-    assert cloud_view_of(TaskSpec(name="t", family="classification", source={}, view={"cloud": "auto"}), enc) \
-        == "depth-views"
-    assert cloud_view_of(TaskSpec(name="t", family="classification", source={}, view={}), enc) is None
+    with pytest.raises(ViewSpecError, match=r"t\.yaml: view\.cloud points needs a point-cloud encoder"):
+        parse_view({"cloud": "points"}, "t.yaml").resolve(enc)
+    assert parse_view({"cloud": "auto"}, "t.yaml").resolve(enc).provenance("t")["cloud_view"] == "depth-views"
+    assert "cloud_view" not in parse_view({}, "t.yaml").resolve(enc).provenance("t")
 
 
 def test_3d_group_and_task_files():
@@ -174,9 +172,10 @@ def test_3d_group_and_task_files():
 
 
 def test_depth_render_settings_are_part_of_the_view_and_checked():
-    from evalkit.views.runtime import ImageView, depth_view
+    from evalkit.views.depth import depth_view
+    from evalkit.views.image import image_view
 
-    base = ImageView(load("eva-clip-demo").preprocess("crop"), "crop")
+    base = image_view(load("eva-clip-demo"), "crop")
     plain, small = depth_view(base, 2, 32), depth_view(base, 2, 32, obj_ratio=0.45, pool_size=3)
     assert plain.identity != small.identity and "obj_ratio=0.45" in small.identity
     cloud = np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32)

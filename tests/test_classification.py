@@ -17,6 +17,7 @@ from evalkit.models.tokenize import open_clip_tokenizer
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.classification import ClassificationFamily
 from evalkit.tasks.spec import adhoc_spec
+from evalkit.views.image import image_transform
 
 TEMPLATES = ["a photo of a {c}.", "a blurry photo of the {c}, seen from far away.", "{c}"]
 
@@ -74,7 +75,7 @@ def test_end_to_end_equals_clip_benchmark_evaluate(tiny_arch, tmp_path):
     ctx = RunContext(output_dir=tmp_path / "out", batch_size=7, progress=False)
     ours = ClassificationFamily().run(spec, enc, ctx)
 
-    loader, ds = _cb_loader(root, enc.preprocess("crop"))
+    loader, ds = _cb_loader(root, image_transform(enc, "crop"))
     theirs = cb.evaluate(enc.model, loader, _open_clip_tokenizer(enc), ds.classes, ds.templates, "cpu", amp=False)
     assert set(ours.metrics) == {"acc1", "acc5", "mean_per_class_recall"}
     for k in ours.metrics:

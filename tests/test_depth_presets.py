@@ -38,7 +38,8 @@ from evalkit.views.render import (
     resolve_preset,
 )
 from evalkit.tasks.spec import TaskSpecError
-from evalkit.views.runtime import ImageView, depth_view
+from evalkit.views.depth import depth_view
+from evalkit.views.image import ImageView, image_view
 
 # -- the reference -------------------------------------------------------------------------------
 
@@ -191,7 +192,7 @@ def test_only_the_first_max_points_are_drawn():
 
 def test_the_default_depth_view_feeds_unnormalised_images_and_keys_its_preset():
     enc = load("eva-clip-demo")
-    base = ImageView(enc.preprocess("crop"), "crop")
+    base = image_view(enc, "crop")
     v2, ev = depth_view(base, 2, 64), depth_view(base, 2, 64, preset="evalkit")
     assert "preset=pointclip-v2" in v2.identity and "preset=evalkit" in ev.identity
     assert v2.identity != ev.identity and v2.batch_key != ev.batch_key

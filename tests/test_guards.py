@@ -29,6 +29,7 @@ from evalkit.models.prefix import SharedPrefixText
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.classification import ClassificationFamily
 from evalkit.tasks.spec import adhoc_spec
+from evalkit.views.image import image_transform
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = [
@@ -59,17 +60,17 @@ def test_two_models_sharing_a_cache_dir_get_their_own_image_features(demo, demo_
     data = load_source({"type": "wds", "path": str(make_wds(tmp_path / "wds", n_per_class=2))}, None, "t")
     shared = tmp_path / "one-cache-dir"
     # a run of each model, as two processes would do (a fresh FeatureCache over the same folder)
-    first = image_features(demo, data, {"crop": demo.preprocess("crop")}, cache=FeatureCache(shared), progress=False)
-    second = image_features(demo_random, data, {"crop": demo_random.preprocess("crop")}, cache=FeatureCache(shared),
+    first = image_features(demo, data, {"crop": image_transform(demo, "crop")}, cache=FeatureCache(shared), progress=False)
+    second = image_features(demo_random, data, {"crop": image_transform(demo_random, "crop")}, cache=FeatureCache(shared),
                             progress=False)
-    own = image_features(demo_random, data, {"crop": demo_random.preprocess("crop")}, cache=None, progress=False)
+    own = image_features(demo_random, data, {"crop": image_transform(demo_random, "crop")}, cache=None, progress=False)
     assert not torch.allclose(first["crop"].features, own["crop"].features, atol=1e-3), "the models must differ"
     torch.testing.assert_close(second["crop"].features, own["crop"].features, rtol=0, atol=1e-6)
     assert second["crop"].computed == len(own["crop"].keys), "the second model must compute its own features"
     # and in one process, one cache object: the in-memory layer must keep them apart too
     cache = FeatureCache(None)
-    image_features(demo, data, {"crop": demo.preprocess("crop")}, cache=cache, progress=False)
-    again = image_features(demo_random, data, {"crop": demo_random.preprocess("crop")}, cache=cache, progress=False)
+    image_features(demo, data, {"crop": image_transform(demo, "crop")}, cache=cache, progress=False)
+    again = image_features(demo_random, data, {"crop": image_transform(demo_random, "crop")}, cache=cache, progress=False)
     torch.testing.assert_close(again["crop"].features, own["crop"].features, rtol=0, atol=1e-6)
 
 
@@ -276,7 +277,7 @@ def test_limit_counts_skipped_samples_across_shards(demo, tmp_path, limit):
         assert ev["samples"] == len(first), attempt
         assert ev["skipped_keys"] == want_skipped, attempt
     feats = image_features(demo, load_source({"type": "wds", "path": str(tmp_path / "wds")}, None, "t"),
-                           {"crop": demo.preprocess("crop")}, cache=cache, limit=limit, progress=False)["crop"]
+                           {"crop": image_transform(demo, "crop")}, cache=cache, limit=limit, progress=False)["crop"]
     assert feats.keys == want_evaluated
     assert [k for k, _ in feats.skipped] == want_skipped
 
@@ -310,7 +311,7 @@ def test_limit_counts_skipped_samples_across_sized_units(demo, limit):
     first = keys[:limit]
     cache = FeatureCache(None)
     for attempt in ("computed", "cached"):
-        feats = image_features(demo, data, {"crop": demo.preprocess("crop")}, cache=cache, limit=limit,
+        feats = image_features(demo, data, {"crop": image_transform(demo, "crop")}, cache=cache, limit=limit,
                                progress=False)["crop"]
         assert feats.keys == [k for i, k in enumerate(first) if i not in CORRUPT], attempt
         assert [k for k, _ in feats.skipped] == [k for i, k in enumerate(first) if i in CORRUPT], attempt

@@ -20,6 +20,7 @@ from evalkit import models
 from evalkit.cli import main as cli
 from evalkit.data.sources import SourceData, Unit
 from evalkit.features.embed import FeatureCache, SampleDecodeError, background, default_num_workers, image_features
+from evalkit.views.image import image_transform
 from evalkit.views.transforms import Preprocess, build_transform
 
 MEAN, STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
@@ -96,17 +97,17 @@ def demo():
 
 def test_best_of_both_decodes_each_image_once_and_equals_separate_passes(demo) -> None:
     src = _CountingSource()
-    both = image_features(demo, src.data(), {m: demo.preprocess(m) for m in ("crop", "squash")},
+    both = image_features(demo, src.data(), {m: image_transform(demo, m) for m in ("crop", "squash")},
                           batch_size=4, progress=False)
     assert set(both) == {"crop", "squash"}
     assert src.decodes == {key: 1 for key, _, _ in src.items}  # once, for both transforms
     # where crop and squash give the same pixels (square images: i % 7 == 0 here), encoded once
-    crop_px, squash_px = demo.preprocess("crop").geometry, demo.preprocess("squash").geometry
+    crop_px, squash_px = image_transform(demo, "crop").geometry, image_transform(demo, "squash").geometry
     square = [k for k, data, _ in src.items
               if torch.equal(crop_px(Image.open(io.BytesIO(data))), squash_px(Image.open(io.BytesIO(data))))]
     assert {"k000", "k007"} <= set(square) and both["squash"].reused == len(square)
     for mode in ("crop", "squash"):
-        alone = image_features(demo, _CountingSource().data(), {mode: demo.preprocess(mode)}, batch_size=4,
+        alone = image_features(demo, _CountingSource().data(), {mode: image_transform(demo, mode)}, batch_size=4,
                                progress=False)[mode]
         if mode == "crop":
             assert torch.equal(both[mode].features, alone.features)
@@ -117,7 +118,7 @@ def test_best_of_both_decodes_each_image_once_and_equals_separate_passes(demo) -
             assert torch.equal(both[mode].features[rows], both["crop"].features[rows])
         assert both[mode].keys == alone.keys and both[mode].labels == alone.labels
         # a transform that is not two-stage (any PIL -> tensor callable) gives the same features
-        whole = image_features(demo, _CountingSource().data(), {mode: lambda im, p=demo.preprocess(mode): p(im)},
+        whole = image_features(demo, _CountingSource().data(), {mode: lambda im, p=image_transform(demo, mode): p(im)},
                                batch_size=4, progress=False)[mode]
         torch.testing.assert_close(whole.features, alone.features, rtol=0, atol=1e-6)
     assert not torch.equal(both["crop"].features, both["squash"].features)
@@ -125,7 +126,7 @@ def test_best_of_both_decodes_each_image_once_and_equals_separate_passes(demo) -
 
 def test_a_sample_that_fails_is_skipped_for_every_transform(demo) -> None:
     src = _CountingSource(broken=(3, 9))
-    out = image_features(demo, src.data(), {m: demo.preprocess(m) for m in ("crop", "squash")}, batch_size=4,
+    out = image_features(demo, src.data(), {m: image_transform(demo, m) for m in ("crop", "squash")}, batch_size=4,
                          progress=False)
     for feats in out.values():
         assert [k for k, _ in feats.skipped] == ["k003", "k009"]
@@ -133,21 +134,21 @@ def test_a_sample_that_fails_is_skipped_for_every_transform(demo) -> None:
         assert feats.features.shape[0] == len(feats.keys) == 12
     assert out["crop"].keys == out["squash"].keys
     with pytest.raises(SampleDecodeError, match="sample k003: cannot decode"):
-        image_features(demo, src.data(), {"crop": demo.preprocess("crop")}, strict=True, progress=False)
+        image_features(demo, src.data(), {"crop": image_transform(demo, "crop")}, strict=True, progress=False)
 
 
 def test_cache_is_per_transform_and_only_missing_transforms_decode(demo, tmp_path) -> None:
     cache = FeatureCache(tmp_path / "cache")
     src = _CountingSource()
-    crop = image_features(demo, src.data(), {"crop": demo.preprocess("crop")}, cache=cache, progress=False)["crop"]
+    crop = image_features(demo, src.data(), {"crop": image_transform(demo, "crop")}, cache=cache, progress=False)["crop"]
     assert crop.computed == 14 and crop.cached_units == 0
     src.decodes.clear()
-    both = image_features(demo, src.data(), {m: demo.preprocess(m) for m in ("crop", "squash")},
+    both = image_features(demo, src.data(), {m: image_transform(demo, m) for m in ("crop", "squash")},
                           cache=FeatureCache(tmp_path / "cache"), progress=False)
     assert src.decodes == {key: 1 for key, _, _ in src.items}  # decoded for squash only
     assert torch.equal(both["crop"].features, crop.features)
     src.decodes.clear()
-    again = image_features(demo, src.data(), {m: demo.preprocess(m) for m in ("squash", "crop")},
+    again = image_features(demo, src.data(), {m: image_transform(demo, m) for m in ("squash", "crop")},
                            cache=FeatureCache(tmp_path / "cache"), progress=False)
     assert src.decodes == {} and again["squash"].cached_units == 2 and again["squash"].computed == 0
     assert torch.equal(again["squash"].features, both["squash"].features)
@@ -155,7 +156,7 @@ def test_cache_is_per_transform_and_only_missing_transforms_decode(demo, tmp_pat
 
 def test_limit_counts_samples_not_passes(demo) -> None:
     src = _CountingSource()
-    out = image_features(demo, src.data(), {m: demo.preprocess(m) for m in ("crop", "squash")}, limit=9,
+    out = image_features(demo, src.data(), {m: image_transform(demo, m) for m in ("crop", "squash")}, limit=9,
                          batch_size=4, progress=False)
     assert [len(f.keys) for f in out.values()] == [9, 9] and sum(src.decodes.values()) == 9
     with pytest.raises(ValueError, match="at least one view"):
@@ -240,7 +241,7 @@ def test_background_loader_stops_when_the_consumer_stops() -> None:
 def test_strict_error_mid_unit_leaves_no_loader_thread(demo) -> None:
     src = _CountingSource(n=40, broken=(5,))
     with pytest.raises(SampleDecodeError):
-        image_features(demo, src.data(), {"crop": demo.preprocess("crop")}, strict=True, batch_size=2,
+        image_features(demo, src.data(), {"crop": image_transform(demo, "crop")}, strict=True, batch_size=2,
                        progress=False)
     time.sleep(0.2)
     assert not any(t.name == "evalkit-loader" for t in threading.enumerate())
@@ -262,16 +263,16 @@ def test_shared_image_features_whose_samples_are_gone_are_named(demo) -> None:
         return SourceData(units=[Unit(id=uid, samples=samples, size=len(items), content_id="same-images")])
 
     cache = FeatureCache(None)
-    image_features(demo, unit("a", src.items), {"crop": demo.preprocess("crop")}, cache=cache, progress=False)
+    image_features(demo, unit("a", src.items), {"crop": image_transform(demo, "crop")}, cache=cache, progress=False)
     renamed = [(f"other{k}", d, y) for k, d, y in src.items]
     with pytest.raises(DataError, match="unit b: cached features list sample k000.*--no-cache"):
-        image_features(demo, unit("b", renamed), {"crop": demo.preprocess("crop")}, cache=cache, progress=False)
+        image_features(demo, unit("b", renamed), {"crop": image_transform(demo, "crop")}, cache=cache, progress=False)
 
 
 def test_cached_transforms_that_skipped_other_samples_are_recomputed_together(demo) -> None:
     """A file that failed to read in an earlier run (and reads now), or the other way round: the
     transforms of one run must still score the same samples with their own labels."""
-    both = {m: demo.preprocess(m) for m in ("crop", "squash")}
+    both = {m: image_transform(demo, m) for m in ("crop", "squash")}
     src = _CountingSource(n=8, broken=(2,))
     cache = FeatureCache(None)
     image_features(demo, src.data(), {"crop": both["crop"]}, cache=cache, progress=False)  # k002 unreadable
@@ -289,7 +290,7 @@ def test_cached_transforms_that_skipped_other_samples_are_recomputed_together(de
 
 def test_mixed_cache_records_are_recomputed(demo) -> None:
     """Both transforms cached, by two runs that skipped different samples."""
-    both = {m: demo.preprocess(m) for m in ("crop", "squash")}
+    both = {m: image_transform(demo, m) for m in ("crop", "squash")}
     cache = FeatureCache(None)
     image_features(demo, _CountingSource(n=8, broken=(2,)).data(), {"crop": both["crop"]}, cache=cache,
                    progress=False)

@@ -15,7 +15,7 @@ import torch
 from evalkit.data import pointclouds  # noqa: F401  (registers the point-cloud source types)
 from evalkit.data.sources import load_source
 from evalkit.features.embed import embed
-from evalkit.views.runtime import point_view
+from evalkit.views.points import point_view
 
 
 class _Encoder:

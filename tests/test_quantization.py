@@ -28,6 +28,7 @@ from evalkit.models.memory_plan import empty_model, weight_bytes
 from evalkit.models.precision import PlacementError
 from evalkit.models.quantize import INT8_THRESHOLD
 from evalkit.tasks.spec import TaskIndex
+from evalkit.views.image import image_transform
 
 TOP1_IMAGES = 200  # int8 runs through bitsandbytes' reference CPU kernels: ~8 s per 64 images here
 COSINE_IMAGES = 64
@@ -54,7 +55,7 @@ def measured(encoders):
         for name, spec in specs.items()
     }
     first = views[DEMO_TASKS[0]]
-    transform = encoders["fp32"].preprocess(specs[DEMO_TASKS[0]].view.get("transform", "crop"))
+    transform = image_transform(encoders["fp32"], specs[DEMO_TASKS[0]].view.get("transform", "crop"))
     images = torch.stack([transform(first[i][0]) for i in range(len(first))])
     prompts = [t.format(c=c) for name in DEMO_TASKS for c in views[name].classnames for t in specs[name].templates]
     tokens = encoders["fp32"].tokenize(prompts)

@@ -18,6 +18,7 @@ from evalkit.cli import main as cli
 from evalkit.data.captions import captions_source
 from evalkit.data.sources import DataError
 from evalkit.tasks.spec import TaskIndex, adhoc_name
+from evalkit.views.image import image_transform
 
 WORDS = "a red square on the left of blue circle near small green triangle under big grey shape".split()
 
@@ -211,7 +212,7 @@ def _cb_evaluate(encoder, items, batch_size=4):
     from clip_benchmark.metrics.zeroshot_retrieval import evaluate
     from PIL import Image
 
-    preprocess = encoder.preprocess("crop")  # bit-for-bit torchvision's Compose (test_image_pipeline)
+    preprocess = image_transform(encoder, "crop")  # bit-for-bit torchvision's Compose (test_image_pipeline)
     ds = [(preprocess(Image.open(io.BytesIO(data))), caps) for _, data, caps in items]
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, collate_fn=image_captions_collate_fn)
     tokenizer = encoder.tokenizer  # open_clip's ids exactly (test_tokenize)

@@ -186,9 +186,10 @@ def test_shape_and_colour_tasks_share_image_features_but_not_labels():
     from evalkit import models
     from evalkit.data.sources import load_source
     from evalkit.features.embed import FeatureCache, image_features
+    from evalkit.views.image import image_transform
 
     enc = models.load("eva-clip-demo")
-    transforms = {"crop": enc.preprocess("crop")}
+    transforms = {"crop": image_transform(enc, "crop")}
     source = {"type": "shapeworld", "split": "test", "n": 600, "seed": 3}  # two units of 512 + 88
     cache = FeatureCache(None)
     shape = image_features(enc, load_source({**source, "task": "shape"}, None, "s"), transforms, cache=cache,

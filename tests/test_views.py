@@ -14,8 +14,9 @@ from fixtures import make_image
 from evalkit import models
 from evalkit.data.sources import SourceData, Unit
 from evalkit.features.embed import FeatureCache, embed
+from evalkit.views.base import View
+from evalkit.views.image import ImageView, PooledView, as_view, image_transform, image_view
 from evalkit.views.transforms import build_transform
-from evalkit.views.runtime import ImageView, PooledView, View, as_view
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,9 @@ def _tiles(img):
 
 
 def test_views_meet_the_contract(demo):
-    crop = ImageView(demo.preprocess("crop"), "crop")
+    crop = image_view(demo, "crop")
     pooled = PooledView(crop, _tiles, "tiles4")
-    for view in (crop, pooled, as_view(demo.preprocess("squash"))):
+    for view in (crop, pooled, as_view(image_transform(demo, "squash"))):
         assert isinstance(view, View)
     assert "mode='crop'" in crop.identity and "size=32" in crop.identity
     assert pooled.identity.startswith("pooled[tiles4]:") and crop.identity in pooled.identity
@@ -68,7 +69,7 @@ def test_views_meet_the_contract(demo):
 
 
 def test_pooled_view_averages_normalised_image_features(demo):
-    crop = ImageView(demo.preprocess("crop"), "crop")
+    crop = image_view(demo, "crop")
     pooled = PooledView(crop, _tiles, "tiles4")
     imgs = [make_image(i, i, size=48) for i in range(3)]
     batch = torch.stack([pooled.sample(img) for img in imgs])
@@ -84,7 +85,7 @@ def test_pooled_view_averages_normalised_image_features(demo):
 
 def test_the_loop_runs_a_multi_image_view_and_caches_it_by_identity(demo, tmp_path):
     counted, seen = _counting(demo)
-    crop = ImageView(demo.preprocess("crop"), "crop")
+    crop = image_view(demo, "crop")
     views = {"tiles": PooledView(crop, _tiles, "tiles4"), "crop": crop}
     cache = FeatureCache(tmp_path)
     out = embed(counted, _source([(40, 40), (50, 40), (40, 60)]), views, cache=cache, batch_size=2, progress=False)
@@ -100,21 +101,21 @@ def test_the_loop_runs_a_multi_image_view_and_caches_it_by_identity(demo, tmp_pa
 
 def test_identical_pixels_are_encoded_once(demo):
     counted, seen = _counting(demo)
-    views = {"crop": demo.preprocess("crop"), "squash": demo.preprocess("squash")}
+    views = {"crop": image_transform(demo, "crop"), "squash": image_transform(demo, "squash")}
     sizes = [(40, 40), (48, 48), (40, 64), (64, 40), (33, 33)]  # 3 square, 2 not
     out = embed(counted, _source(sizes), views, batch_size=4, progress=False)
     assert seen["images"] == 5 + 2  # squash ran only the two non-square images
     assert out["squash"].reused == 3 and out["crop"].reused == 0  # counted once, on the view that copied
     square = [0, 1, 4]
     assert torch.equal(out["squash"].features[square], out["crop"].features[square])
-    alone = embed(demo, _source(sizes), {"squash": demo.preprocess("squash")}, batch_size=4, progress=False)["squash"]
+    alone = embed(demo, _source(sizes), {"squash": image_transform(demo, "squash")}, batch_size=4, progress=False)["squash"]
     torch.testing.assert_close(out["squash"].features, alone.features, rtol=0, atol=1e-6)
 
 
 def test_views_with_another_batch_step_are_not_shared(demo):
     counted, seen = _counting(demo)
     other_norm = build_transform("squash", demo.tower("image").input.size, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
-    out = embed(counted, _source([(40, 40), (48, 48)]), {"crop": demo.preprocess("crop"), "squash": other_norm},
+    out = embed(counted, _source([(40, 40), (48, 48)]), {"crop": image_transform(demo, "crop"), "squash": other_norm},
                 progress=False)
     assert seen["images"] == 4 and out["squash"].reused == 0
     assert not torch.equal(out["squash"].features, out["crop"].features)
@@ -149,7 +150,7 @@ def test_result_records_the_passes_saved_once(demo, tmp_path):
 
     from evalkit import api
     root = make_folder(tmp_path / "imgs", n_per_class=7)  # sizes 40 x (40 + i % 7): one square a class
-    crop, squash = demo.preprocess("crop").geometry, demo.preprocess("squash").geometry
+    crop, squash = image_transform(demo, "crop").geometry, image_transform(demo, "squash").geometry
     from PIL import Image
 
     same = sum(torch.equal(crop(Image.open(p)), squash(Image.open(p))) for p in sorted(root.rglob("*.jpg")))
@@ -166,7 +167,7 @@ def test_frames_view_pools_the_sampled_frames_of_a_clip(demo, tmp_path, sampler,
 
     from evalkit.data.sources import load_source
     from evalkit.data.video import sample_frames
-    from evalkit.views.runtime import frames_view
+    from evalkit.views.frames import frames_view
 
     for c in range(2):
         (tmp_path / "clips" / f"class_{c}").mkdir(parents=True)
@@ -174,7 +175,7 @@ def test_frames_view_pools_the_sampled_frames_of_a_clip(demo, tmp_path, sampler,
             make_clip(tmp_path / "clips" / f"class_{c}" / f"{k}.mp4", "mpeg4", n=20 + 5 * k)
     data = load_source({"type": "videofolder", "path": str(tmp_path / "clips")}, None, "v")
     counted, seen = _counting(demo)
-    view = frames_view(ImageView(demo.preprocess("crop"), "crop"), sampler)
+    view = frames_view(image_view(demo, "crop"), sampler)
     out = embed(counted, data, {"frames": view}, progress=False)["frames"]
     assert out.features.shape == (4, demo.embed_dim) and out.labels == [0, 0, 1, 1]
     assert seen["images"] == 4 * n_frames and view.identity.startswith(f"pooled[frames:{sampler}]:")

@@ -29,15 +29,26 @@ from typing import Any
 from evalkit.cli.help import TASK_DIR_HELP, HelpFormatter
 from evalkit.data.check import TaskCheck, check_source
 from evalkit.data.root import default_data_root
+from evalkit.errors import EvalkitError, one_line
 
 __all__ = ["register_cli", "cmd_check", "check_task", "check_tasks", "format_table"]
+
+
+def samples_noun(spec: Any) -> str:
+    """What a task's samples are (images, clips, clouds), as the kind of its view says."""
+    from evalkit.views import view_kind  # not at the top: every command imports this module
+
+    return view_kind(spec.view, spec.path or spec.name).noun
 
 
 def check_task(spec: Any, data_root: str | Path | None) -> TaskCheck:
     """The data check of one resolved task (:class:`evalkit.tasks.spec.TaskSpec`). A task over
     several splits (``protocol.splits``) checks every split: the first that is not found or
     fails is the row; else the counts are summed and the row names each split's."""
-    noun = "clips" if "frames" in spec.view else "clouds" if "cloud" in spec.view else "images"
+    try:
+        noun = samples_noun(spec)
+    except EvalkitError as e:  # a view of no known kind
+        return TaskCheck(spec.name, "error", message=one_line(e))
 
     def one(s: Any) -> TaskCheck:
         return check_source(spec.name, s.source, data_root, protocol=spec.protocol, classnames=spec.classnames,
@@ -74,7 +85,10 @@ def check_tasks(tasks: str, data_root: str | Path | None, task_dirs: list[str] |
         rows.append(check_task(spec, root))
         train = spec.options.get("train_source")
         if isinstance(train, dict):  # a few-shot task's train split: a row of its own
-            noun = "clouds" if "cloud" in spec.view else "images"
+            try:
+                noun = samples_noun(spec)
+            except EvalkitError:
+                continue  # the task's own row says why
             rows.append(check_source(f"{spec.name} (train)", train, root, classnames=spec.classnames,
                                      base_dir=spec.base_dir, where=f"{spec.path or spec.name} (train_source)",
                                      noun=noun))

@@ -66,15 +66,15 @@ def _as_int(value: Any) -> int | None:
 
 def check_source(name: str, source: dict[str, Any], data_root: str | Path | None, *,
                  protocol: dict[str, Any] | None = None, classnames: list[str] | None = None,
-                 base_dir: str | Path | None = None, where: str | None = None,
-                 noun: str = "images") -> TaskCheck:
+                 base_dir: str | Path | None = None, where: str | None = None, noun: str) -> TaskCheck:
     """Check the source spec ``source`` of the dataset called ``name`` under ``data_root``.
 
     ``protocol``: its ``expected_size``, ``table11_test_size`` and ``table11_classes`` are reported
     next to the counts, and ``class_subset`` (label groups) sets the class count; ``classnames``:
     the names the data's own list must agree with; ``base_dir``: where relative file names in
     ``source`` resolve (the task file's folder); ``where``: what error messages name (default
-    ``name``); ``noun``: what the samples are, in the message on listed samples not on disk."""
+    ``name``); ``noun``: what the samples are (images, clips, clouds: the kind of the task's view
+    says it; this module knows sources, not views), in the message on listed samples not on disk."""
     proto = protocol or {}
     where = where or name
     row = TaskCheck(name, "found", expected=_as_int(proto.get("expected_size")),

@@ -49,7 +49,7 @@ from evalkit.errors import EvalkitError, OptionError
 from evalkit.features.cache import default_cache_dir
 from evalkit.models.precision import PlacementError
 from evalkit.results import atomic_write_text
-from evalkit.views.runtime import Noted, View
+from evalkit.views.base import Noted, View
 
 __all__ = [
     "AUTO",

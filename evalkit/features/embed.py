@@ -1,5 +1,5 @@
 """The only loop that runs the model over data: :func:`embed` for samples (through views, see
-``evalkit.views.runtime``), :func:`encode_texts` / :func:`zero_shot_classifier` for text.
+``evalkit.views``), :func:`encode_texts` / :func:`zero_shot_classifier` for text.
 
 Samples are embedded unit by unit (a tar shard or an index range, see ``evalkit.data``) and each
 finished unit is stored in a content-addressed cache keyed by (model fingerprint, view identity,
@@ -37,7 +37,8 @@ from evalkit.data.sources import DataError, SourceData, Unit
 from evalkit.errors import EvalkitError
 from evalkit.models.encoder import Encoder
 from evalkit.progress import NoProgress, progress_bar
-from evalkit.views.runtime import Noted, View, as_view
+from evalkit.views.base import Noted, View
+from evalkit.views.image import as_view
 
 
 def default_num_workers(device: str) -> int:
@@ -341,7 +342,7 @@ class _UnitDataset(IterableDataset):
     """One unit's samples, decoded once and put through every view's per-sample step in the
     workers (sample i goes to worker i % W). A sample that fails to decode, or fails any of the
     views, is skipped for all of them: every view scores the same samples. A view's step may return
-    :class:`~evalkit.views.runtime.Noted` (a tensor it had to make by a documented fallback, with why):
+    :class:`~evalkit.views.base.Noted` (a tensor it had to make by a documented fallback, with why):
     the sample is scored, and its note counted and reported."""
 
     def __init__(self, unit: Unit, stages: Sequence[Callable], limit: int | None) -> None:
@@ -405,7 +406,7 @@ class Embeddings:
 
 def image_features(encoder: Encoder, data: SourceData, transforms: Mapping[str, Callable], **kwargs: Any
                    ) -> dict[str, Embeddings]:
-    """:func:`embed` with image transforms (each one an :class:`evalkit.views.runtime.ImageView`)."""
+    """:func:`embed` with image transforms (each one an :class:`evalkit.views.image.ImageView`)."""
     return embed(encoder, data, {name: as_view(t, name) for name, t in transforms.items()}, **kwargs)
 
 

@@ -17,15 +17,6 @@ from torch import nn
 from evalkit.models.precision import DEFAULT_PRECISION, Precision, parse_precision
 
 
-def __getattr__(name: str) -> Any:
-    # torchvision (behind evalkit.views.transforms) costs seconds to import; only preprocessing needs it.
-    if name == "TRANSFORMS":
-        from evalkit.views.transforms import TRANSFORMS
-
-        return TRANSFORMS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 def weights_label(weights: str) -> str:
     """Weights as a result names them portably: a local file or folder by its name (never its
     absolute path), anything else (a hub URI, a tag, ``random``, a plugin's label) as it is."""
@@ -173,15 +164,6 @@ class Encoder:
         (``weights`` keeps the whole path): derived, so an encoder copied with other weights
         (``dataclasses.replace``, as a plugin may) is never named by the old ones."""
         return self.pretrained_label or weights_label(self.weights)
-
-    # -- preprocessing -------------------------------------------------------------------------
-    def preprocess(self, mode: str = "crop") -> Callable:
-        from evalkit.views.transforms import TRANSFORMS, build_transform
-
-        if mode not in TRANSFORMS:
-            raise ValueError(f"unknown transform {mode!r}; choose from {', '.join(TRANSFORMS)}")
-        image = self.tower("image").input
-        return build_transform(mode, image.size, image.mean, image.std, image.interpolation)
 
     def tokenize(self, texts: Sequence[str]) -> torch.Tensor:
         return self.tokenizer(list(texts))

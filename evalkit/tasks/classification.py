@@ -15,7 +15,6 @@ from evalkit.data.sources import (
     check_task_classnames,
     class_subset_groups,
     load_source,
-    read_list_file,
 )
 from evalkit.features.embed import Embeddings, zero_shot_classifier
 from evalkit.metrics import classification_logits, derive, zero_shot_classification_metrics
@@ -23,7 +22,7 @@ from evalkit.models.encoder import Encoder
 from evalkit.registry import task_families
 from evalkit.results import TaskResult
 from evalkit.tasks.base import RunContext
-from evalkit.tasks.common import Scored, check_transform, cloud_view_of, run_task
+from evalkit.tasks.common import Scored, run_task
 from evalkit.tasks.spec import TaskSpec
 
 
@@ -37,8 +36,6 @@ class PreparedTask:
     n_labels: int
     names_note: str
     where: str
-    #: the prompts for clouds scored through depth views (``view.depth_templates_file``), if any
-    depth_templates: list[str] | None = None
 
 
 @task_families.register("classification")
@@ -51,7 +48,6 @@ class ClassificationFamily:
 
     def validate(self, spec: TaskSpec) -> None:
         spec.check_options(self.yaml_keys)
-        check_transform(spec, "crop")
 
     def prepare(self, spec: TaskSpec, data_root: str | Path | None) -> PreparedTask:
         """Find and check the task's data, class names and templates: no model needed, so a
@@ -80,10 +76,7 @@ class ClassificationFamily:
             if out_of_range:
                 raise DataError(f"{where}: the data maps labels to class {out_of_range[0]}, but the task has "
                                 f"{len(classnames)} class names")
-        depth_templates = read_list_file({"_base_dir": spec.base_dir, **spec.view}, "depth_templates_file")
-        if depth_templates is not None and not all("{c}" in t for t in depth_templates):
-            raise DataError(f"{where}: view.depth_templates_file has a template without '{{c}}'")
-        return PreparedTask(data, list(classnames), list(templates), n_labels, names_note, where, depth_templates)
+        return PreparedTask(data, list(classnames), list(templates), n_labels, names_note, where)
 
     def run(self, spec: TaskSpec, encoder: Encoder, ctx: RunContext,
             prepared: PreparedTask | None = None) -> TaskResult:
@@ -95,9 +88,9 @@ class ClassificationFamily:
         groups where the data has them, and clip_benchmark's metrics."""
         t0 = time.perf_counter()
         hits_before = ctx.cache.hits
-        templates = prepared.templates
-        if prepared.depth_templates and cloud_view_of(spec, encoder) == "depth-views":
-            templates = prepared.depth_templates  # Uni3D's point-cloud prompts are for its point tower
+        # a view with prompts of its own replaces the task's (a rendered map is not what they describe)
+        view_prompts = spec.view_spec.prompts if spec.view_spec is not None else None
+        templates = list(view_prompts) if view_prompts else prepared.templates
         classifier = zero_shot_classifier(encoder, prepared.classnames, templates, ctx.cache, progress=ctx.progress,
                                           desc=f"{spec.name}: classifier")
         classifier_s = time.perf_counter() - t0

@@ -1,8 +1,9 @@
-"""The steps every family shares, in one place (:func:`run_task`): which image views a task runs,
-the one pass that embeds its samples, the skipped-sample log, the predictions files, the
-provenance every result carries, best-of-both's combination of per-transform metrics, and the
-result. A family keeps only what is its own: its YAML keys, finding its data (``prepare``), and
-``score`` — its text side (classifier, captions) and its metrics."""
+"""The steps every family shares, in one place (:func:`run_task`): the task's view (parsed when the
+task is resolved, :func:`with_view`; resolved against the encoder, :func:`run_view`), the one
+pass that embeds its samples, the skipped-sample log, the predictions files, the provenance every
+result carries, best-of-both's combination of per-transform metrics, and the result. A family
+keeps only what is its own: its YAML keys, finding its data (``prepare``), and ``score`` — its
+text side (classifier, captions) and its metrics."""
 
 from __future__ import annotations
 
@@ -18,121 +19,56 @@ from evalkit.data.sources import DataError, SourceData
 from evalkit.errors import OutputError
 from evalkit.features.embed import Embeddings, embed
 from evalkit.models.encoder import Encoder
-from evalkit.results import TaskResult, atomic_write_text, result_name, result_path
-from evalkit.tasks.base import RunContext
+from evalkit.results import TaskResult, atomic_write_text, result_path
+from evalkit.tasks.base import TEST_SPLIT, RunContext, declared_splits, split_data
 from evalkit.tasks.spec import TaskSpec, TaskSpecError
-from evalkit.views.runtime import ImageView, depth_view, frames_view, point_view
-
-TRANSFORM_CHOICES = ("crop", "squash", "best-of-both")
-#: how a point cloud is embedded (``view.cloud``): by the model's point tower, or as rendered depth
-#: images through its image tower; ``auto``: the point tower when the model has one
-CLOUD_VIEWS = ("auto", "depth-views", "points")
-#: the keys of a task's ``view`` block
-VIEW_KEYS = ("transform", "frames", "cloud", "depth_views", "depth_resolution", "depth_preset", "depth_render",
-             "depth_templates_file", "npoints")
+from evalkit.views import ViewSpec, ViewSpecError, parse_view
 
 
-def check_transform(spec: TaskSpec, default: str) -> str:
-    """The task's ``view`` block checked (its keys, ``cloud``), and its ``view.transform`` (else
-    the family's default)."""
-    unknown = sorted(set(spec.view) - set(VIEW_KEYS))
-    if unknown:
-        raise TaskSpecError(f"{spec.path or spec.name}: unknown view option(s) {unknown} (known: {', '.join(VIEW_KEYS)})")
-    if spec.view.get("cloud", "auto") not in CLOUD_VIEWS:
-        raise TaskSpecError(f"{spec.path or spec.name}: view.cloud {spec.view['cloud']!r} not in {CLOUD_VIEWS}")
-    mode = spec.view.get("transform", default)
-    if mode not in TRANSFORM_CHOICES:
-        raise TaskSpecError(f"{spec.path or spec.name}: view.transform {mode!r} not in {TRANSFORM_CHOICES}")
-    if "depth_preset" in spec.view:
-        from evalkit.views.render import RENDER_PRESETS
-
-        if not isinstance(spec.view["depth_preset"], str) or spec.view["depth_preset"] not in RENDER_PRESETS:
-            raise TaskSpecError(f"{spec.path or spec.name}: view.depth_preset {spec.view['depth_preset']!r} is not a "
-                                f"render preset; choose from {', '.join(RENDER_PRESETS)}")
-    return mode
-
-
-def transform_of(spec: TaskSpec, ctx: RunContext, default: str) -> str:
-    """``--transform``, else the task's ``view.transform``, else the family's default."""
-    return ctx.transform or check_transform(spec, default)
-
-
-def image_modes(mode: str) -> list[str]:
-    """The transforms a mode runs: best-of-both runs crop and squash."""
-    return ["crop", "squash"] if mode == "best-of-both" else [mode]
-
-
-def frames_of(spec: TaskSpec, ctx: RunContext) -> str | None:
-    """A video task's frame sampler: ``--frames``, else the task's ``view.frames``; None for images."""
-    if ctx.frames is not None and "frames" not in spec.view:
-        raise TaskSpecError(f"{spec.path or spec.name}: --frames is for video tasks (their view has 'frames')")
-    return ctx.frames or spec.view.get("frames")
-
-
-def cloud_view_of(spec: TaskSpec, encoder: Encoder) -> str | None:
-    """A 3D task's view (``view.cloud``): ``points`` (the model's point tower) or ``depth-views``
-    (rendered depth images through its image tower); ``auto`` picks the point tower when the model
-    has one. None for a task that is not over point clouds."""
-    choice = spec.view.get("cloud")
-    if choice is None:
-        return None
-    where = spec.path or spec.name
-    if choice not in CLOUD_VIEWS:
-        raise TaskSpecError(f"{where}: view.cloud {choice!r} not in {CLOUD_VIEWS}")
-    if choice == "auto":
-        choice = "points" if encoder.has_points else "depth-views"
-    if choice == "points" and not encoder.has_points:
-        raise TaskSpecError(f"{where}: view.cloud points needs a point-cloud encoder (e.g. --model uni3d-b); "
-                            f"{encoder.name} has none (view.cloud depth-views or auto scores clouds through its images)")
-    if choice == "depth-views" and not encoder.has_images:
-        raise TaskSpecError(f"{where}: view.cloud depth-views needs an image tower, which {encoder.name} has not")
-    return choice
-
-
-def view_modes(spec: TaskSpec, encoder: Encoder, ctx: RunContext, default: str) -> tuple[str, list[str]]:
-    """(the mode a result records, the views a task runs): its transforms (best-of-both: crop and
-    squash), or ``points`` for clouds through a point tower. A model with no image tower (a point
-    encoder) scores nothing else."""
-    if cloud_view_of(spec, encoder) == "points":
-        return "points", ["points"]
-    if not encoder.has_images:
-        raise TaskSpecError(f"{spec.path or spec.name}: {encoder.name} encodes point clouds only, and this task "
-                            f"is not over point clouds")
-    mode = transform_of(spec, ctx, default)
-    return mode, image_modes(mode)
-
-
-def embed_images(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: SourceData,
-                 modes: list[str]) -> dict[str, Embeddings]:
-    """The task's samples through one view per transform, in one pass: an
-    :class:`~evalkit.views.runtime.ImageView`; for a video task (``view.frames``) the sampled frames of
-    each clip through it, pooled (:func:`~evalkit.views.runtime.frames_view`); for a 3D task its depth
-    views through it, pooled (:func:`~evalkit.views.runtime.depth_view`), or the cloud through the model's
-    point tower (:func:`~evalkit.views.runtime.point_view`). No sample at all decoded is an error naming
-    the task."""
-    sampler = frames_of(spec, ctx)
-    cloud = cloud_view_of(spec, encoder)
-    views: dict[str, Any]
+def task_view(spec: TaskSpec, family: Any, *, transform: str | None = None, frames: str | None = None) -> ViewSpec:
+    """The task's ``view:`` block parsed once (:func:`evalkit.views.parse_view`), with the run's
+    ``--transform`` / ``--frames`` applied; ``family`` gives the transform when the block names
+    none. A bad key, value or override is a :class:`TaskSpecError` naming the task file and key."""
     try:
-        if cloud == "points":
-            views = {"points": point_view(int(spec.view.get("npoints", 10000)))}
-        else:
-            views = {m: ImageView(encoder.preprocess(m), m) for m in modes}
-        if sampler is not None:
-            views = {m: frames_view(v, sampler) for m, v in views.items()}
-        elif cloud == "depth-views":
-            render = spec.view.get("depth_render") or {}
-            if not isinstance(render, dict):
-                raise TaskSpecError(f"{spec.path or spec.name}: view.depth_render must be a mapping of render settings")
-            preset = _depth_preset(spec)
-            views = {m: depth_view(v, int(spec.view.get("depth_views", 10)), int(spec.view.get("depth_resolution", 224)),
-                                   preset=preset, **render) for m, v in views.items()}
-    except ValueError as e:
+        return parse_view(spec.view, spec.path or spec.name, transform=transform, frames=frames,
+                          default_transform=getattr(family, "default_transform", None), base_dir=spec.base_dir)
+    except ViewSpecError as e:
+        raise TaskSpecError(str(e)) from e
+
+
+def with_view(spec: TaskSpec, family: Any, *, transform: str | None = None, frames: str | None = None) -> TaskSpec:
+    """The task with its view parsed (``spec.view_spec``, :func:`task_view`): part of resolving a
+    task, before any data or weights are read."""
+    return dataclasses.replace(spec, view_spec=task_view(spec, family, transform=transform, frames=frames))
+
+
+def run_view(spec: TaskSpec, family: Any, encoder: Encoder, ctx: RunContext) -> ViewSpec:
+    """The task's view as it runs on ``encoder``: the one parsed when the task was resolved (a task
+    made by hand: parsed now, with the context's ``transform`` / ``frames``), resolved against the
+    encoder's towers (``cloud: auto`` picks the point tower or depth views)."""
+    view = spec.view_spec
+    if view is None:
+        view = task_view(spec, family, transform=ctx.transform, frames=ctx.frames)
+    try:
+        return view.resolve(encoder)
+    except ViewSpecError as e:
+        raise TaskSpecError(str(e)) from e
+
+
+def embed_view(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: SourceData,
+               view: ViewSpec) -> dict[str, Embeddings]:
+    """The task's samples through the runtime views ``view`` builds for ``encoder`` (one per
+    transform it runs), in one pass. No sample at all decoded is an error naming the task."""
+    try:
+        views = view.build(encoder)
+    except ViewSpecError as e:
+        raise TaskSpecError(str(e)) from e
+    except ValueError as e:  # a setting this encoder's tower cannot take
         raise TaskSpecError(f"{spec.path or spec.name}: {e}") from e
     out = embed(encoder, data, views, cache=ctx.cache,
                 batch_size=ctx.batch_size, num_workers=ctx.num_workers, prefetch=ctx.prefetch, limit=ctx.limit, strict=ctx.strict,
-                desc=f"{spec.name} [{'+'.join(modes)}]", progress=ctx.progress)
-    first = out[modes[0]]
+                desc=f"{spec.name} [{'+'.join(view.modes)}]", progress=ctx.progress)
+    first = out[view.modes[0]]
     if first.features.shape[0] == 0:
         raise DataError(f"{spec.path or spec.name}: no sample could be decoded ({len(first.skipped)} skipped)")
     return out
@@ -143,7 +79,7 @@ def write_skipped_log(spec: TaskSpec, encoder: Encoder, ctx: RunContext, skipped
     """``<task>[.<part>].skipped.log`` beside the result: one ``key<TAB>reason`` line per skipped
     sample (``part``: one split of a several-split task, ``split2``)."""
     suffix = f".{part}.skipped.log" if part else ".skipped.log"
-    path = result_path(ctx.output_dir, encoder.name, _name(spec, ctx), suffix, ctx.variant)
+    path = result_path(ctx.output_dir, encoder.name, _name(spec), suffix, ctx.variant)
     if skipped:
         _write_output(path, "".join(f"{k}\t{why}\n" for k, why in skipped))
     else:
@@ -155,8 +91,7 @@ def write_predictions(spec: TaskSpec, encoder: Encoder, ctx: RunContext, records
     """``<task>.predictions[.<tag>].jsonl`` beside the result, one JSON record a line."""
     suffix = f".predictions.{tag}.jsonl" if tag else ".predictions.jsonl"
     lines = [json.dumps(r) for r in records]
-    _write_output(result_path(ctx.output_dir, encoder.name, _name(spec, ctx), suffix, ctx.variant),
-                  "\n".join(lines) + "\n")
+    _write_output(result_path(ctx.output_dir, encoder.name, _name(spec), suffix, ctx.variant), "\n".join(lines) + "\n")
 
 
 def _write_output(path: Path, text: str) -> None:
@@ -167,9 +102,10 @@ def _write_output(path: Path, text: str) -> None:
         raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
 
 
-def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, data: SourceData, mode: str,
+def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, data: SourceData, view: ViewSpec,
                by_mode: dict[str, Embeddings], started: float) -> dict[str, Any]:
-    """What every result records besides its family's own keys."""
+    """What every result records besides its family's own keys (``view``: the task's view as it
+    ran, which names its own keys: transform, frames, cloud view ...)."""
     modes = list(by_mode)
     feats = by_mode[modes[0]]
     skipped_keys = [k for k, _ in feats.skipped]
@@ -189,10 +125,7 @@ def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, d
         "device": encoder.device,
         # module -> device ("cuda:0", "cpu", "disk") of a model placed over several devices
         "device_map": encoder.device_map,
-        "transform": mode,
-        "transforms_run": modes,
-        **_frames_provenance(spec, ctx),
-        **_cloud_provenance(spec, encoder),
+        **view.provenance(spec.name),
         "samples": len(feats.keys) + len(feats.skipped),
         "evaluated": len(feats.keys),
         "skipped": len(skipped_keys),
@@ -200,10 +133,10 @@ def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, d
         # scored, but made by a documented fallback (a cloud resampled to enough points): key, why
         "noted": len(feats.noted),
         "noted_samples": [list(n) for n in feats.noted[:100]],
-        "limit": ctx.limit,
-        "batch_size": ctx.batch_size,
+        "limit": ctx.run.limit,
+        "batch_size": ctx.run.batch_size,
         **({"batch_size_used": feats.batch_size} if feats.batch_size is not None else {}),  # what auto chose
-        "num_workers": ctx.num_workers,
+        "num_workers": ctx.run.num_workers,
         "image_seconds": round(seconds, 4),
         # best-of-both: images whose crop and squash pixels are identical, encoded once
         "views_reused": sum(e.reused for e in by_mode.values()),
@@ -255,6 +188,9 @@ class Scored:
     metrics: dict[str, dict[str, float]]
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     evalkit: dict[str, Any] = field(default_factory=dict)
+    #: under best-of-both, the metric whose best transform gives every number, when the family's
+    #: ``combine`` depends on the run (the linear probe: its primary metric at the K values run)
+    combine_by: str | None = None
 
 
 def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prepared: Any) -> TaskResult:
@@ -312,28 +248,37 @@ def _same_source(spec: TaskSpec, settings: dict[str, Any]) -> bool:
 def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prepared: Any,
             part: str | None = None) -> TaskResult:
     """One task, the shared way: the family's ``prepare`` (unless done before the model was
-    loaded), the image pass through the task's views, the family's ``score``, then predictions,
-    the skipped log and the result. Best-of-both reports each metric's maximum
-    (``family.combine = None``, Table 2's rule), or one transform's metrics all together, the one
-    best by ``family.combine`` (retrieval: mean recall). ``part``: which split of a several-split
-    task this is (its predictions and skipped log get their own files, ``.split2``)."""
+    loaded), one pass per split the family declares (:func:`evalkit.tasks.base.declared_splits`:
+    the linear probe's ``train``, then every family's ``test``) through the task's views, the
+    family's ``score``, then predictions, each split's skipped log and the result. Best-of-both
+    reports each metric's maximum (``family.combine = None``, Table 2's rule), or one transform's
+    metrics all together, the one best by ``family.combine`` (retrieval: mean recall; a family
+    whose choice depends on the run says it in ``Scored.combine_by``). ``part``: which split of a
+    several-split task this is (its predictions and skipped logs get their own files, ``.split2``)."""
     started = time.perf_counter()
     if prepared is None:
-        prepared = family.prepare(spec, ctx.data_root)
-    mode, modes = view_modes(spec, encoder, ctx, family.default_transform)
-    by_mode = embed_images(spec, encoder, ctx, prepared.data, modes)
-    scored = family.score(spec, encoder, ctx, prepared, by_mode)
+        prepared = family.prepare(spec, ctx.run.data_root)
+    view = run_view(spec, family, encoder, ctx)
+    spec = dataclasses.replace(spec, view_spec=view)  # as it runs here: its prompts, its result's name
+    modes = view.modes
+    embedded = {split: embed_view(split_spec(spec, split), encoder, ctx, split_data(prepared, split), view)
+                for split in declared_splits(family)}
+    by_mode = embedded.pop(TEST_SPLIT)
+    scored = family.score(spec, encoder, ctx, prepared, by_mode, **embedded)
     for m, records in scored.predictions.items():
         tag = ".".join(t for t in (part, m if len(modes) > 1 else None) if t)
         write_predictions(spec, encoder, ctx, records, tag or None)
     write_skipped_log(spec, encoder, ctx, by_mode[modes[0]].skipped, part)
-    if family.combine is None:
+    for split, other in embedded.items():
+        write_skipped_log(spec, encoder, ctx, other[modes[0]].skipped, ".".join(t for t in (part, split) if t))
+    combine = scored.combine_by or family.combine
+    if combine is None:
         metrics = combine_transforms(scored.metrics)
         first = next(iter(scored.metrics.values()))
         best = {"best_transform": max(scored.metrics, key=lambda m: scored.metrics[m][next(iter(first))]),
                 "best_transform_by_metric": best_transform_by_metric(scored.metrics)}
     else:
-        metrics, chosen = combine_by(scored.metrics, family.combine)
+        metrics, chosen = combine_by(scored.metrics, combine)
         best = {"best_transform": chosen}
     return TaskResult(
         dataset=spec.name,
@@ -341,42 +286,50 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
         pretrained=encoder.pretrained,
         task=family.result_task,
         metrics=metrics,
-        evalkit={**provenance(spec, encoder, ctx, family.name, prepared.data, mode, by_mode, started), **best,
-                 **scored.evalkit},
+        evalkit={**provenance(spec, encoder, ctx, family.name, prepared.data, view, by_mode, started), **best,
+                 **_splits_provenance(spec, prepared, by_mode, embedded, modes[0]), **scored.evalkit},
     )
 
 
-def _frames_provenance(spec: TaskSpec, ctx: RunContext) -> dict[str, Any]:
-    """A video result's sampler and frame count (the report's ``1frame`` / ``8frames`` tags)."""
-    sampler = frames_of(spec, ctx)
-    if sampler is None:
+def split_spec(spec: TaskSpec, split: str) -> TaskSpec:
+    """The task as one of its declared splits is embedded: the test split is the task itself;
+    another is named after it (``imagenet1k-linear-probe (train)``, in progress lines and errors,
+    ``<task file> (train_source)``)."""
+    if split == TEST_SPLIT:
+        return spec
+    return dataclasses.replace(spec, name=f"{spec.name} ({split})", path=f"{spec.path or spec.name} ({split}_source)")
+
+
+def _splits_provenance(spec: TaskSpec, prepared: Any, by_mode: dict[str, Embeddings],
+                       others: dict[str, dict[str, Embeddings]], first: str) -> dict[str, Any]:
+    """What a result records of each declared split besides the test split (``train_...``: its
+    source, data, counts, skipped keys, encoding time, per-rank samples); ``images_per_s`` and
+    ``samples_per_rank`` then count every split's encoding (a computed train split is not
+    "cached"). Nothing for a family of one split."""
+    if not others:
         return {}
-    name = _name(spec, ctx)
-    from evalkit.data.video import parse_sampler
-
-    parsed = parse_sampler(sampler)
-    return {"frame_sampler": parsed.name, "frames": parsed.n, **({"result_name": name} if name != spec.name else {})}
-
-
-def _cloud_provenance(spec: TaskSpec, encoder: Encoder) -> dict[str, Any]:
-    """A 3D result's view: which one, and its settings."""
-    cloud = cloud_view_of(spec, encoder)
-    if cloud is None:
-        return {}
-    if cloud == "points":
-        return {"cloud_view": cloud, "npoints": int(spec.view.get("npoints", 10000))}
-    return {"cloud_view": cloud, "depth_views": int(spec.view.get("depth_views", 10)),
-            "depth_resolution": int(spec.view.get("depth_resolution", 224)), "depth_preset": _depth_preset(spec),
-            **({"depth_render": dict(spec.view["depth_render"])} if spec.view.get("depth_render") else {})}
-
-
-def _depth_preset(spec: TaskSpec) -> str:
-    """A depth-view task's render preset: ``view.depth_preset`` (checked with the view block,
-    :func:`check_transform`), else evalkit.views.render's default."""
-    from evalkit.views.render import DEFAULT_PRESET
-
-    return spec.view.get("depth_preset", DEFAULT_PRESET)
+    out: dict[str, Any] = {}
+    for split, emb_by_mode in others.items():
+        emb = emb_by_mode[first]
+        if f"{split}_source" in spec.options:
+            out[f"{split}_source"] = dict(spec.options[f"{split}_source"])
+        out.update({
+            f"{split}_data": split_data(prepared, split).info,
+            f"{split}_samples": len(emb.keys) + len(emb.skipped),
+            f"{split}_evaluated": len(emb.keys),
+            f"{split}_skipped": len(emb.skipped),
+            f"{split}_skipped_keys": [k for k, _ in emb.skipped][:100],
+            f"{split}_image_seconds": round(emb.seconds, 4),
+        })
+    every = [by_mode[first], *(e[first] for e in others.values())]
+    computed, seconds = sum(e.computed for e in every), sum(e.seconds for e in every)
+    out["images_per_s"] = round(computed / seconds, 2) if computed and seconds > 0 else None
+    out["samples_per_rank"] = sum_per_rank(*(e.samples_per_rank for e in every))
+    out.update({f"{split}_samples_per_rank": list(e[first].samples_per_rank) for split, e in others.items()})
+    return out
 
 
-def _name(spec: TaskSpec, ctx: RunContext) -> str:
-    return result_name(spec.name, frames_of(spec, ctx), spec.view.get("frames"))
+def _name(spec: TaskSpec) -> str:
+    """The name the task's result and the files beside it are written under, as its view says (a
+    video task under another ``--frames`` than its own: ``kinetics400@uniform-8``)."""
+    return spec.view_spec.result_name(spec.name) if spec.view_spec is not None else spec.name

@@ -26,7 +26,7 @@ from evalkit.models.encoder import Encoder
 from evalkit.registry import task_families
 from evalkit.results import TaskResult
 from evalkit.tasks.base import RunContext
-from evalkit.tasks.common import Scored, check_transform, run_task
+from evalkit.tasks.common import Scored, run_task
 from evalkit.tasks.spec import TaskSpec, TaskSpecError
 
 PREDICTION_TOP_K = 10
@@ -69,7 +69,6 @@ class RetrievalFamily:
 
     def validate(self, spec: TaskSpec) -> RetrievalConfig:
         spec.check_options(self.yaml_keys)
-        check_transform(spec, "squash")
         return RetrievalConfig.from_spec(spec)
 
     def prepare(self, spec: TaskSpec, data_root: str | Path | None) -> PreparedRetrieval:

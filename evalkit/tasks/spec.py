@@ -216,6 +216,10 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
         if not isinstance(data.get(fld, {}), dict):
             raise TaskSpecError(f"{path}: field '{fld}' must be a mapping")
     aliases = _str_list(data.get("aliases", []), "aliases", path)
+    metric = parse(str(data.get("metric", "acc1")))
+    if metric is None or metric.suffix or metric.metric.aggregate:
+        raise TaskSpecError(f"{path}: field 'metric': {data.get('metric')!r} is not a metric of a task (the metric "
+                            f"table, evalkit.metric_table.METRICS: acc1, mean_acc1_acc5, mean_recall, acc1@16shot ...)")
     return TaskSpec(
         name=str(data["task"]),
         family=str(data["family"]),

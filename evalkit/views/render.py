@@ -33,7 +33,7 @@ overridden by keyword):
   tilted towards the back and turned 180° (:data:`POINTCLIP_V2_VIEWPOINTS`); 110 → 224 by bilinear
   interpolation with ``align_corners=True``; and its images reach the image tower as [0, 1] values,
   without the model's mean/std (``normalize`` False: the view's business, see
-  :func:`evalkit.views.runtime.depth_view`).
+  :func:`evalkit.views.depth.depth_view`).
 * ``evalkit``: evalkit's earlier rendering: every point, a centred pool on the full 112 grid,
   ``floor`` cells over the whole grid, all 8 slices, both poles tilted towards the front
   (:data:`VIEWPOINTS`), ``align_corners=False``, normalised as the model's photos.
@@ -213,7 +213,7 @@ class RenderPreset:
     pick from; ``max_points``: only the first this many points of each cloud are drawn (None:
     all); ``align_corners``: of the bilinear resize to the output resolution; ``normalize``:
     whether the images go through the model's mean/std (False: [0, 1] values reach the image
-    tower); read by :func:`evalkit.views.runtime.depth_view`, not by the renderer.
+    tower); read by :func:`evalkit.views.depth.depth_view`, not by the renderer.
     """
 
     name: str

@@ -18,7 +18,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-TRANSFORMS = ("crop", "squash")
+from evalkit.views.base import TRANSFORMS
 
 _INTERP = {
     "bicubic": InterpolationMode.BICUBIC,
