@@ -297,7 +297,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             print(f"{name:28s} {spec.family:16s} {spec.describe()}{also}")
     else:
         for name, g in sorted(index.groups.items()):
-            print(f"{name:28s} {len(g.tasks):3d} entries: {', '.join(g.tasks)}")
+            report_only = "" if g.run else "  (report only: run: false)"
+            print(f"{name:28s} {len(g.tasks):3d} entries: {', '.join(g.tasks)}{report_only}")
     return EXIT_OK
 
 

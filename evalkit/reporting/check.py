@@ -395,7 +395,7 @@ def _task_filter(tasks: str | Iterable[str] | None) -> tuple[set[str], dict[str,
     by_arg: dict[str, set[str]] = {}
     for name in names:
         try:
-            by_arg[name] = {s.name for s in index.resolve([name])} | {name}
+            by_arg[name] = {s.name for s in index.resolve([name], run=False)} | {name}  # report-only groups too
         except UnknownNameError:
             by_arg[name] = {name}
     return set().union(*by_arg.values()), by_arg
