@@ -168,12 +168,12 @@ def test_the_import_collector_sees_every_form(tmp_path):
         "import numpy\n"
     )
     found = {m for m, _ in evalkit_imports(source, "evalkit.data.check", False, tmp_path)}
-    assert found == {"evalkit.registry", "evalkit.data.sources", "evalkit.tasks.spec", "evalkit.cli.main", "evalkit",
+    assert found == {"evalkit.registry", "evalkit.data.sources", "evalkit.tasks.spec", "evalkit.cli", "evalkit",
                      "evalkit.demo"}
     (pkg / "data" / "check.py").write_text(source)
     problems = "\n".join(violations(tmp_path))
     assert "evalkit.data.check (data) imports evalkit.tasks.spec, which is above it (tasks)" in problems
-    assert "imports evalkit.cli.main, which is above it (cli)" in problems
+    assert "imports evalkit.cli, which is above it (cli)" in problems
     assert "imports the demo plugin evalkit.demo" in problems
     assert "sources" not in problems and "registry" not in problems
 

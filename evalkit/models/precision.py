@@ -76,6 +76,8 @@ _ALL = (
     Precision("int4", _FP16, 2, quantized="int4", quantized_bytes_per_element=0.5),
 )
 _BY_NAME = {p.name: p for p in _ALL}
+#: bfloat16 by name, for what cites it (a card's release precision)
+BF16: str = _ALL[1].name
 
 #: Every precision, in the order the CLI lists them: the ``choices=`` of ``evalkit run`` and
 #: ``evalkit plan`` and what the loaders accept.

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from evalkit.models.hub import HubFile
+from evalkit.models.precision import BF16
 
 DEMO_WEIGHTS = Path(__file__).resolve().parents[1] / "demo" / "weights"
 
@@ -196,7 +197,7 @@ CARDS: dict[str, ModelCard] = {
             "internvl-c", "hf", "InternVL-C (InternVL-14B-224px's contrastive head; runs its repository's code)",
             arch={"repo": "OpenGVLab/InternVL-14B-224px", "remote_code": True}, paper_name="InternVL-C",
             # its model card loads it in bfloat16
-            release_precision="bf16",
+            release_precision=BF16,
             note="the repository's own modelling code runs (trust_remote_code), taken only from the local Hugging "
                  "Face cache: fetch the repository there first (hf download OpenGVLab/InternVL-14B-224px)",
         ),
