@@ -15,7 +15,8 @@ import pytest
 
 from evalkit import results as results_mod
 from evalkit.cli.main import main
-from evalkit.reporting.check import DEFAULT_TOLERANCE, BaselineError, NothingToCompare, check, detect_baseline
+from evalkit.reporting.check import BaselineError, NothingToCompare, check, detect_baseline
+from evalkit.reporting.verdicts import DEFAULT_TOLERANCE
 from evalkit.results import (
     RunLogError,
     TaskResult,

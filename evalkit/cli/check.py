@@ -9,7 +9,8 @@ from typing import Any
 
 from evalkit.cli.help import HelpFormatter
 from evalkit.reporting import check as check_mod
-from evalkit.reporting.check import DEFAULT_TOLERANCE, EXIT_USAGE, BaselineError, check
+from evalkit.reporting.check import EXIT_USAGE, BaselineError, check
+from evalkit.reporting.verdicts import DEFAULT_TOLERANCE
 
 
 def cmd_check(args: argparse.Namespace) -> int:

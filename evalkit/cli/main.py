@@ -187,7 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--output-dir", default="results", help="the folder `evalkit run` wrote to")
     rep.add_argument("--claims", action="append", default=None,
                      help="claims CSV (repeatable; default: the claims evalkit ships, the papers' and the demo's)")
-    from evalkit.reporting.check import DEFAULT_TOLERANCE  # pandas-free: one tolerance for report and check
+    from evalkit.reporting.verdicts import (
+        DEFAULT_TOLERANCE,  # pandas-free: one tolerance for report and check
+    )
 
     rep.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                      help=f"|verified - claimed| in points counted as verified (default {DEFAULT_TOLERANCE:g}, "

@@ -60,16 +60,12 @@ from typing import Any
 
 from evalkit.errors import EvalkitError
 from evalkit.metric_table import direction, metric_value
+from evalkit.reporting.verdicts import DEFAULT_TOLERANCE
 from evalkit.results import DEFAULT_VARIANT, TaskResult, iter_results, safe_name
 
 __all__ = ["DEFAULT_TOLERANCE", "SHIPPED_CLAIMS", "BaselineError", "NothingToCompare", "CheckReport", "Row",
            "Listed", "check", "detect_baseline", "resolve_baseline"]
 
-# Percentage points a number may differ and still agree: `evalkit check`'s default and `evalkit
-# report`'s (which imports it), so "verified" in the report and "ok" in the check mean the same.
-# The papers print one decimal (±0.05 of rounding), and a run on other hardware or at another
-# precision moves a top-1 by a few tenths; a CI job against its own baseline may ask for less.
-DEFAULT_TOLERANCE = 0.5
 # --against NAME: the claims evalkit ships (evalkit.resources.claims_dir())
 SHIPPED_CLAIMS = {"demo": "claims_demo.csv", "paper": "claims.csv"}
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2

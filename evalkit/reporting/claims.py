@@ -39,6 +39,7 @@ PROVENANCE_TAGS = frozenset({"reported", "readme", "eva-clip-paper"})
 TRANSFORM_RANK = {"best-of-both": 0, "": 1, "squash": 2, "crop": 3}
 
 
+
 class ClaimsError(EvalkitError, ValueError):
     """A claims file that cannot be used; the message names the file and line."""
 

@@ -55,8 +55,8 @@ from evalkit.reporting.charts import (
     fewshot_section,
     figure_png,
 )
-from evalkit.reporting.check import DEFAULT_TOLERANCE  # one tolerance for the report and `evalkit check`
 from evalkit.reporting.claims import canonical_tag, claim_rank, load_claims, split_protocol
+from evalkit.reporting.verdicts import DEFAULT_TOLERANCE
 from evalkit.results import (
     DEFAULT_VARIANT,
     TaskResult,
