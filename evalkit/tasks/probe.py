@@ -40,7 +40,7 @@ Differences from clip_benchmark, by choice:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -237,24 +237,37 @@ def train_linear_probe(features: torch.Tensor, labels: torch.Tensor, n_classes: 
 
 
 @torch.no_grad()
-def probe_logits(layer: torch.nn.Linear, features: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
-    """``layer``'s logits, on the CPU, for ``features`` (or those of its ``rows``), computed
+def _logit_chunks(layer: torch.nn.Linear, features: torch.Tensor,
+                  rows: torch.Tensor | None = None) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, ``layer``'s logits on the CPU) for ``features`` (or those of its ``rows``),
     ``SCORE_CHUNK`` rows at a time."""
     device = layer.weight.device
     n = features.shape[0] if rows is None else rows.shape[0]
-
-    def chunk(lo: int) -> torch.Tensor:
+    for lo in range(0, n, SCORE_CHUNK):
         x = features[lo:lo + SCORE_CHUNK] if rows is None else features[rows[lo:lo + SCORE_CHUNK]]
-        return layer(x.to(device, torch.float32)).cpu()
+        yield lo, layer(x.to(device, torch.float32)).cpu()
 
-    return torch.cat([chunk(lo) for lo in range(0, n, SCORE_CHUNK)])
+
+def probe_logits(layer: torch.nn.Linear, features: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``layer``'s logits, on the CPU, for ``features`` (or those of its ``rows``), computed a chunk
+    of rows at a time into one tensor (rows × classes: the only copy)."""
+    out = torch.empty(features.shape[0] if rows is None else rows.shape[0], layer.out_features)
+    for lo, chunk in _logit_chunks(layer, features, rows):
+        out[lo:lo + chunk.shape[0]] = chunk
+    return out
 
 
 def evaluate_probe(layer: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor,
                    rows: torch.Tensor | None = None) -> float:
-    """Top-1 accuracy (a fraction) of ``layer`` on ``features`` (or those of its ``rows``)."""
-    target = labels if rows is None else labels[rows]
-    return topk_accuracy(probe_logits(layer, features, rows).float(), target.cpu(), (1,))[0]
+    """Top-1 accuracy (a fraction) of ``layer`` on ``features`` (or those of its ``rows``): the hits
+    :func:`evalkit.metrics.topk_accuracy` counts, chunk by chunk, over the samples. The logits of a
+    large validation part are never all held at once; the count is a whole number either way, so
+    the fraction is the one topk_accuracy gives on all the logits."""
+    target = (labels if rows is None else labels[rows]).cpu()
+    hits = 0
+    for lo, chunk in _logit_chunks(layer, features, rows):
+        hits += round(topk_accuracy(chunk.float(), target[lo:lo + chunk.shape[0]], (1,))[0] * chunk.shape[0])
+    return hits / target.shape[0]
 
 
 def sweep_weight_decay(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
