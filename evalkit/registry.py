@@ -55,11 +55,15 @@ class UnknownNameError(EvalkitError, KeyError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, entry_point_group: str | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None,
+                 builtins: Callable[[], None] | None = None) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._items: dict[str, T] = {}
         self._entry_points_loaded = False
+        #: imports the modules whose decorators register evalkit's own items, once, on the first
+        #: lookup (so importing one module of a package does not import all of them)
+        self._builtins = builtins
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -73,7 +77,13 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._items[name] = obj
 
+    def _load_builtins(self) -> None:
+        if self._builtins is not None:
+            load, self._builtins = self._builtins, None
+            load()
+
     def _load_entry_points(self) -> None:
+        self._load_builtins()
         if self._entry_points_loaded or not self.entry_point_group:
             return
         self._entry_points_loaded = True
@@ -88,6 +98,7 @@ class Registry(Generic[T]):
                 warnings.warn(f"{self.kind} plugin {ep.name!r} ({ep.value}) failed to load: {e}", stacklevel=2)
 
     def get(self, name: str) -> T:
+        self._load_builtins()
         if name not in self._items:
             self._load_entry_points()
         if name not in self._items:
@@ -95,6 +106,7 @@ class Registry(Generic[T]):
         return self._items[name]
 
     def __contains__(self, name: str) -> bool:
+        self._load_builtins()
         if name not in self._items:
             self._load_entry_points()
         return name in self._items

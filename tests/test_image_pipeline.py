@@ -191,6 +191,8 @@ def test_cache_key_includes_the_transform_parameters(demo) -> None:
 
 
 def test_num_workers_flag() -> None:
+    from evalkit.cli import run as run_cli
+
     parser = cli.build_parser()
     base = ["run", "--model", "m", "--tasks", "t"]
     assert parser.parse_args(base).num_workers is None  # auto
@@ -199,7 +201,7 @@ def test_num_workers_flag() -> None:
     assert parser.parse_args([*base, "--num-workers", "0"]).num_workers == 0
     for bad in ("-1", "two"):
         with pytest.raises(argparse.ArgumentTypeError, match="'auto' or a whole number"):
-            cli._workers(bad)
+            run_cli._workers(bad)
 
 
 def test_background_loader_keeps_order_and_raises_the_producers_error() -> None:

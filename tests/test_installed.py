@@ -310,6 +310,23 @@ def test_an_unknown_top_level_key_is_a_named_error(tmp_path):
     assert TaskIndex.load([d]).tasks["x"].view == {"transform": "squash"}
 
 
+def test_listing_tasks_loads_no_data_source_until_one_is_looked_up(tmp_path):
+    """`evalkit list tasks` imports no dataset layout (video decoding, numpy, torchvision roots):
+    they register on the source registry's first lookup."""
+    import subprocess
+    import sys
+
+    code = ("import sys, io, contextlib; from evalkit.cli.main import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()): assert main(['list', 'tasks']) == 0\n"
+            "loaded = sorted(m for m in sys.modules if m.startswith('evalkit.data.') and m not in "
+            "('evalkit.data.root',))\n"
+            "assert not loaded and 'torch' not in sys.modules, loaded\n"
+            "from evalkit.data.sources import sources\n"
+            "assert 'birdsnap' in sources and 'evalkit.data.birdsnap' in sys.modules\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-800:]
+
+
 def test_reading_task_files_imports_no_torch(tmp_path):
     """`evalkit list tasks` stays fast: task files are read without importing a family."""
     import subprocess

@@ -24,12 +24,14 @@ import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evalkit.cli.help import TASK_DIR_HELP, HelpFormatter
-from evalkit.data.check import TaskCheck, check_source
 from evalkit.data.root import default_data_root
 from evalkit.errors import EvalkitError, one_line
+
+if TYPE_CHECKING:  # every command imports this module: the data sources load only for a data check
+    from evalkit.data.check import TaskCheck
 
 __all__ = ["register_cli", "cmd_check", "check_task", "check_tasks", "format_table"]
 
@@ -45,6 +47,8 @@ def check_task(spec: Any, data_root: str | Path | None) -> TaskCheck:
     """The data check of one resolved task (:class:`evalkit.tasks.spec.TaskSpec`). A task over
     several splits (``protocol.splits``) checks every split: the first that is not found or
     fails is the row; else the counts are summed and the row names each split's."""
+    from evalkit.data.check import TaskCheck, check_source
+
     try:
         noun = samples_noun(spec)
     except EvalkitError as e:  # a view of no known kind
@@ -79,6 +83,8 @@ def check_tasks(tasks: str, data_root: str | Path | None, task_dirs: list[str] |
 
     names = [t for t in tasks.split(",") if t.strip()]
     index = TaskIndex.load(extra=[Path(d) for d in task_dirs or ()])
+    from evalkit.data.check import check_source
+
     root = default_data_root(data_root)
     rows = []
     for spec in index.resolve(names):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+#: what every command returns: done, failed (a task, a check), a usage error
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
 TASK_DIR_HELP = ("extra folder of task YAML files, added to the built-in tasks (repeatable); a task there "
                  "replaces a built-in task of the same name")
 
