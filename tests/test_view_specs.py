@@ -224,3 +224,15 @@ def test_the_data_check_asks_the_view_for_its_noun(tmp_path):
                                        "templates: ['a {c}.']\nview: {kind: audio}\n")
     (row,) = check_tasks("odd", tmp_path, [str(tmp_path)])
     assert row.status == "error" and re.search(r"odd\.yaml: view\.kind 'audio' is not a view kind", row.message)
+
+
+def test_depth_views_over_a_transform_without_mean_and_std_is_a_users_error():
+    """A preset that turns normalisation off needs a transform with mean/std (a model's own image
+    processor has none to turn off): an EvalkitError naming the preset, told in one line, not a bug."""
+    from evalkit.errors import EvalkitError
+    from evalkit.views.depth import depth_view
+    from evalkit.views.image import ImageView
+
+    opaque = ImageView(lambda image: image, "processor")
+    with pytest.raises(EvalkitError, match="preset 'pointclip-v2' feeds the image tower unnormalised"):
+        depth_view(opaque, 2, 32, preset="pointclip-v2")

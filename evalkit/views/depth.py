@@ -32,11 +32,11 @@ def depth_view(base: ImageView, n_views: int = 10, resolution: int = 224, *, pre
     ``obj_ratio``, ``pool_size``). A preset whose ``normalize`` is false feeds the image tower the
     views' [0, 1] values: ``base``'s transform with mean 0 and std 1 (so its own identity says
     so). The preset's name and the overrides are part of the view's identity (its cache key).
-    An unknown preset or setting is a ``ValueError`` naming the choices."""
+    An unknown preset or setting is a :class:`ViewSpecError` naming the choices."""
     try:
         name, chosen = _checked_preset(n_views, resolution, preset, render)
     except _BadSetting as e:
-        raise ValueError(f"depth views: {e}") from None
+        raise ViewSpecError(f"depth views: {e}") from None
     if not chosen.normalize:
         base = ImageView(_unnormalised(base.transform, name), base.name)
     pick = functools.partial(_cloud_depth_images, n_views=n_views, resolution=resolution, preset=chosen)
@@ -75,9 +75,9 @@ def _unnormalised(transform: Any, preset: str) -> Any:
     """``transform`` with mean 0 and std 1: its per-batch step then only scales uint8 to [0, 1]."""
     if dataclasses.is_dataclass(transform) and hasattr(transform, "mean") and hasattr(transform, "std"):
         return dataclasses.replace(transform, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
-    raise ValueError(f"depth views: preset {preset!r} feeds the image tower unnormalised [0, 1] images, but "
-                     f"this image transform ({type(transform).__name__}) has no mean/std to turn off; "
-                     f"use preset 'evalkit' or set normalize: true")
+    raise ViewSpecError(f"depth views: preset {preset!r} feeds the image tower unnormalised [0, 1] images, but "
+                        f"this image transform ({type(transform).__name__}) has no mean/std to turn off; "
+                        f"use preset 'evalkit' or set normalize: true")
 
 
 def _cloud_depth_images(cloud: Any, n_views: int, resolution: int, preset: Any) -> list[Any]:

@@ -17,7 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalkit.views.base import BEST_OF_BOTH, TRANSFORM_CHOICES, TRANSFORMS, View, ViewSpec, view_kinds
+from evalkit.views.base import (
+    BEST_OF_BOTH,
+    TRANSFORM_CHOICES,
+    TRANSFORMS,
+    View,
+    ViewSpec,
+    ViewSpecError,
+    view_kinds,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -127,7 +135,7 @@ def image_transform(image: Any, mode: str = "crop") -> Callable[[Any], torch.Ten
     if hasattr(image, "tower"):
         image = image.tower("image").input
     if mode not in TRANSFORMS:
-        raise ValueError(f"unknown transform {mode!r}; choose from {', '.join(TRANSFORMS)}")
+        raise ViewSpecError(f"unknown transform {mode!r}; choose from {', '.join(TRANSFORMS)}")
     if getattr(image, "processor", None) is not None:
         return AuthorsProcessor(image.processor)
     from evalkit.views.transforms import build_transform

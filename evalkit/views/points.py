@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evalkit.views.base import Noted, View, ViewSpec, view_kinds, whole_number
+from evalkit.views.base import Noted, View, ViewSpec, ViewSpecError, view_kinds, whole_number
 
 if TYPE_CHECKING:
     import torch
@@ -54,7 +54,7 @@ class PointView:
 def point_view(npoints: int = 10000) -> PointView:
     """The view of a cloud through a point tower (see :class:`PointView`)."""
     if npoints < 1:
-        raise ValueError(f"view.npoints must be >= 1, got {npoints}")
+        raise ViewSpecError(f"view.npoints must be >= 1, got {npoints}")
     return PointView(npoints)
 
 
