@@ -86,3 +86,11 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def image_features(encoder, data, transforms, **kwargs):
+    """evalkit.features.embed.embed with image transforms (each one an ImageView named by its key)."""
+    from evalkit.features.embed import embed
+    from evalkit.views.image import as_view
+
+    return embed(encoder, data, {name: as_view(t, name) for name, t in transforms.items()}, **kwargs)

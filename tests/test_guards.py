@@ -17,13 +17,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from fixtures import CLASSNAMES, image_bytes, make_image, make_wds
+from fixtures import CLASSNAMES, image_bytes, image_features, make_image, make_wds
 from PIL import Image
 from torchvision import transforms as T
 
 from evalkit import models
 from evalkit.data.sources import SourceData, Unit, load_source
-from evalkit.features.embed import FeatureCache, encode_texts, image_features, zero_shot_classifier
+from evalkit.features.embed import FeatureCache, encode_texts, zero_shot_classifier
 from evalkit.models.encoder import Encoder, ImageInput, Tower
 from evalkit.models.prefix import SharedPrefixText
 from evalkit.tasks.base import RunContext
@@ -332,9 +332,9 @@ def test_limit_counts_skipped_samples_across_sized_units(demo, limit):
 ])
 def test_report_tolerance_boundary(tmp_path, claimed, tolerance, status):
     """Defect: `<` instead of `<=` in report._status (or a slack that swallows a real difference)."""
+    from evalkit.cli.main import main
     from evalkit.reporting import report
     from evalkit.reporting.claims import load_claims
-    from evalkit.cli.main import main
     from evalkit.results import TaskResult, write_result
 
     out = tmp_path / "out"

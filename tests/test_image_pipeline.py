@@ -11,15 +11,14 @@ import time
 import numpy as np
 import pytest
 import torch
-from fixtures import CLASSNAMES, image_bytes, make_image
+from fixtures import CLASSNAMES, image_bytes, image_features, make_image
 from PIL import Image
 from torchvision import transforms as T
 
 from evalkit import models
-
 from evalkit.cli import main as cli
 from evalkit.data.sources import SourceData, Unit
-from evalkit.features.embed import FeatureCache, SampleDecodeError, background, default_num_workers, image_features
+from evalkit.features.embed import FeatureCache, SampleDecodeError, background, default_num_workers
 from evalkit.views.image import image_transform
 from evalkit.views.transforms import Preprocess, build_transform
 

@@ -182,10 +182,11 @@ def test_shape_and_colour_tasks_share_image_features_but_not_labels():
     """The two demo tasks view the same images: the second one reads the first one's image features
     from the cache (no image rendered or encoded) and still scores against its own labels."""
     import torch
+    from fixtures import image_features
 
     from evalkit import models
     from evalkit.data.sources import load_source
-    from evalkit.features.embed import FeatureCache, image_features
+    from evalkit.features.embed import FeatureCache
     from evalkit.views.image import image_transform
 
     enc = models.load("eva-clip-demo")

@@ -30,11 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from evalkit.data.sources import DataError, SourceData, Unit
+from evalkit.errors import EvalkitError
 from evalkit.features import distributed
 from evalkit.features.batching import AUTO, loader_kwargs, prefetch_depth, resolve_for_views, to_device
 from evalkit.features.cache import FeatureCache, default_cache_dir  # noqa: F401
-from evalkit.data.sources import DataError, SourceData, Unit
-from evalkit.errors import EvalkitError
 from evalkit.models.encoder import Encoder
 from evalkit.progress import NoProgress, progress_bar
 from evalkit.views.base import Noted, View
@@ -402,12 +402,6 @@ class Embeddings:
     world_size: int = 1  # processes that shared the call (evalkit.features.distributed)
     samples_per_rank: list[int] = field(default_factory=list)  # samples each rank encoded in it (computed, split)
     batch_size: int | None = None  # the batch size --batch-size auto chose (None: the one given)
-
-
-def image_features(encoder: Encoder, data: SourceData, transforms: Mapping[str, Callable], **kwargs: Any
-                   ) -> dict[str, Embeddings]:
-    """:func:`embed` with image transforms (each one an :class:`evalkit.views.image.ImageView`)."""
-    return embed(encoder, data, {name: as_view(t, name) for name, t in transforms.items()}, **kwargs)
 
 
 def embed(
