@@ -6,13 +6,16 @@ counted, its skipped samples logged); Table 7's claims find its results."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from unittest import mock
 
 import pytest
+import test_distributed
 import torch
 from clip_benchmark.metrics import linear_probe as cb
+from test_distributed import _ok, _passes, _run
 
 from evalkit import api
 from evalkit.demo import miniatures
@@ -30,6 +33,7 @@ pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:clip_benchm
 
 TASK = "imagenet1k-linear-probe"
 WNIDS = miniatures.names("classnames", "imagenet1k_wnids")
+world_dir = test_distributed.world_dir  # the launched processes' hooks (a module fixture there)
 # a few ImageNet classes, the last one among them: clip_benchmark sizes its probe by the largest
 # train label + 1 and evalkit by the task's 1000 classes, so both probes have 1000 outputs
 CLASSES = (0, 1, 2, 999)
@@ -238,6 +242,29 @@ def test_a_skipped_train_image_is_counted_and_logged_beside_the_result(tmp_path)
     log = out / "runs" / "eva-clip-demo" / f"{TASK}.train.skipped.log"
     assert log.read_text().startswith(f"{WNIDS[1]}/0003.JPEG\t")
     assert not (out / "runs" / "eva-clip-demo" / f"{TASK}.skipped.log").exists()
+
+
+def test_two_processes_split_both_splits_and_give_one_process_numbers(world_dir, tmp_path):
+    """``torchrun --nproc-per-node 2``: the ranks share the train and the val split's images (each
+    encoded once, by one rank; the WebDataset layout: a cache unit per shard, three a split),
+    rank 0 trains the probe: the numbers of one process."""
+    n_train, n_val = _imagenet_root(tmp_path / "data", "wds", train_per_class=12, val_per_class=3)
+    args = ["--model", "eva-clip-demo", "--tasks", TASK, "--data-root", str(tmp_path / "data")]
+    results = {}
+    for nproc in (1, 2):
+        work = tmp_path / f"nproc{nproc}"  # a cache of its own: the two processes encode everything
+        work.mkdir()
+        proc, out, counts = _run(world_dir, work, "run", [*args, "--cache-dir", str(work / "cache")], nproc=nproc)
+        _ok(proc)
+        results[nproc] = json.loads((out / "runs" / "eva-clip-demo" / f"{TASK}.json").read_text())
+    one, two = results[1], results[2]
+    assert two["metrics"] == one["metrics"] and two["evalkit"]["runs"] == one["evalkit"]["runs"]
+    ev = two["evalkit"]
+    assert ev["world_size"] == 2 and one["evalkit"]["samples_per_rank"] == [n_train + n_val]
+    assert sum(ev["samples_per_rank"]) == n_train + n_val and min(ev["samples_per_rank"]) > 0
+    assert sum(ev["train_samples_per_rank"]) == n_train and min(ev["train_samples_per_rank"]) > 0
+    # each rank encoded what it reports, so every image once
+    assert [_passes(counts)[r]["image"] for r in (0, 1)] == ev["samples_per_rank"]
 
 
 # ----------------------------------------------------------------------------- task files, claims
