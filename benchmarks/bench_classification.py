@@ -30,10 +30,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from clocks import conditions, conditions_line
 from PIL import Image
 
 from evalkit.results import atomic_write_text
-from clocks import conditions, conditions_line
 
 SMOKE = {"classes": 2, "templates": 2, "images": 8, "suite_images": 2, "arch": "ViT-S-32", "threads": 1}
 

@@ -1,7 +1,8 @@
-"""The views core against the core before it, in one run: `evalkit run --model eva-clip-demo
---tasks eva27` (best-of-both, no cache) over the eva27 miniatures (evalkit.demo.miniatures:
-square and non-square images), once with this checkout and once with the tree of an earlier
-commit (``--before``, default: the last commit before the views core), each in a fresh process,
+"""This checkout against an earlier one, in one run: `evalkit run --model eva-clip-demo
+--tasks eva27,demo` (best-of-both, no cache) over the eva27 miniatures (evalkit.demo.miniatures:
+square and non-square images) and the demo (image, retrieval, video, 3D and few-shot tasks), once
+with this checkout and once with the tree of an earlier commit (``--before``, default: the last
+commit before the typed seams of issue 17: views, model towers, one run spec), each in a fresh process,
 interleaved, ``--repeats`` times each. Target: the new core no slower (wall ratio ≤ 1.0), and the
 same metrics. Also reported: the image passes best-of-both makes, and how many of them the new
 core saved by encoding a sample's identical crop and squash pixels once (``views_reused``).
@@ -30,12 +31,13 @@ import time
 from io import BytesIO
 from pathlib import Path
 
-from evalkit.demo.miniatures import build_data_root
-from evalkit.results import atomic_write_text
 from clocks import conditions, conditions_line
 
+from evalkit.demo.miniatures import build_data_root
+from evalkit.results import atomic_write_text
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_BEFORE = "0731259^"  # the commit before "views embed" landed
+DEFAULT_BEFORE = "5bd19ea"  # the last commit before the typed seams (views, towers, RunSpec) landed
 SMOKE_TASKS = "cifar10,pcam"  # --smoke: two small tasks, one of them square (CIFAR)
 
 
@@ -48,7 +50,7 @@ def extract(rev: str, into: Path) -> Path:
 
 
 def run(tree: Path, data: Path, out: Path, env: dict[str, str], tasks: str) -> tuple[float, dict[str, dict]]:
-    cmd = [sys.executable, "-m", "evalkit", "run", "--model", "eva-clip-demo", "--tasks", tasks, "--data-root",
+    cmd = [sys.executable, "-m", "evalkit", "run", "--model", "eva-clip-demo", "--tasks", *tasks.split(), "--data-root",
            str(data), "--output-dir", str(out), "--no-cache", "--quiet"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=out.parent, env={**env, "PYTHONPATH": str(tree)}, capture_output=True, text=True)
@@ -63,7 +65,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", default=DEFAULT_BEFORE, help="the git revision to compare against")
     ap.add_argument("--repeats", type=int, default=2, help="runs of each side, interleaved; medians reported")
-    ap.add_argument("--tasks", default="eva27", help="tasks or groups (both trees must know them)")
+    ap.add_argument("--tasks", default="eva27,demo", help="tasks or groups (both trees must know them)")
     ap.add_argument("--smoke", action="store_true",
                     help=f"only {SMOKE_TASKS}, one run a side: checks that the benchmark runs; its figures mean nothing")
     ap.add_argument("--json", help="write the figures here as JSON")
@@ -77,6 +79,10 @@ def main() -> int:
         before = extract(args.before, tmp / "before")
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env.update(HF_HUB_OFFLINE="1", EVALKIT_CACHE=str(tmp / "cache"))
+        # the demo's generated clips, made once before any timed run (both trees make the same ones)
+        warm = tmp / "warm" / "out"
+        warm.mkdir(parents=True)
+        run(REPO, tmp / "data", warm, env, "shapeworld-video --limit 1")
         walls: dict[str, list[float]] = {"before": [], "after": []}
         results: dict[str, dict[str, dict]] = {}
         for i in range(args.repeats):
@@ -109,7 +115,7 @@ def main() -> int:
         "of_which_within_half_a_point": close,
         "conditions": conditions(start),
     }
-    print(f"eva27 miniatures, {len(after)} tasks, {samples} images, best-of-both: {passes} image passes")
+    print(f"{args.tasks}: {len(after)} tasks, {samples} samples, best-of-both: {passes} passes")
     print(f"before ({args.before}): {', '.join(f'{w:.1f}' for w in walls['before'])} s; "
           f"after: {', '.join(f'{w:.1f}' for w in walls['after'])} s; after/before {fig['ratio_after_before']:.2f}")
     print(f"identical crop/squash pixels encoded once: {reused} of {passes} image passes saved "

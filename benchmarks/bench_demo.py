@@ -25,8 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from evalkit.results import atomic_write_text
 from clocks import TimedEncoder, conditions, conditions_line
+
+from evalkit.results import atomic_write_text
 
 SMOKE_LIMIT = 16
 

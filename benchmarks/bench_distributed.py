@@ -32,8 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from evalkit.results import atomic_write_text
 from clocks import conditions, conditions_line
+
+from evalkit.results import atomic_write_text
 
 THREADS = {"1 process": 2, "2 processes": 1}  # torch threads a process: 2 in all, either way
 

@@ -40,10 +40,10 @@ import time
 from pathlib import Path
 
 import torch
+from clocks import Clock, TimedEncoder, conditions, conditions_line
 
 from evalkit.results import atomic_write_text
 from evalkit.tasks.common import combine_transforms
-from clocks import Clock, TimedEncoder, conditions, conditions_line
 
 #: --smoke: small tasks of four different layouts (CIFAR, PCam, Rendered SST2, VOC 2007)
 SMOKE_TASKS = "cifar10,pcam,renderedsst2,voc2007"

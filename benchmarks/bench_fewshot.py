@@ -50,6 +50,8 @@ def main() -> int:
         args.limit, args.shots, args.seeds = 48, "1", 1
     torch.set_num_threads(args.threads)
 
+    from clocks import TimedEncoder, conditions, conditions_line
+
     from evalkit import models
     from evalkit.features.embed import FeatureCache
     from evalkit.registry import task_families
@@ -57,7 +59,6 @@ def main() -> int:
     from evalkit.tasks import load_builtin_families
     from evalkit.tasks.base import RunContext
     from evalkit.tasks.spec import TaskIndex
-    from clocks import TimedEncoder, conditions, conditions_line
 
     start = conditions()
 

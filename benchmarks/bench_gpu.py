@@ -56,13 +56,13 @@ from dataclasses import replace
 from typing import Any
 
 import torch
+from clocks import conditions, conditions_line
 
 from evalkit.features.batching import is_cuda_oom
 from evalkit.models.eva_clip import EvaClipConfig, EvaVisionConfig, EvaVisionTransformer
 from evalkit.models.families import eva_config
 from evalkit.models.zoo import CARDS
 from evalkit.results import atomic_write_text
-from clocks import conditions, conditions_line
 
 CARD = "eva-clip-18b"
 BATCHES = (8, 16, 32, 64, 128, 256)

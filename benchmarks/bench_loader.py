@@ -40,8 +40,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from evalkit.results import atomic_write_text
 from clocks import conditions, conditions_line, proc_status_kib, reset_peak_rss
+
+from evalkit.results import atomic_write_text
 
 CONFIG = {
     "embed_dim": 1024,

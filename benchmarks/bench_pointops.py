@@ -33,10 +33,10 @@ import json
 
 import numpy as np
 import torch
+from clocks import best_of, conditions, conditions_line
 
 from evalkit.models.pointops import FPS_SKIP_NORM_SQ, farthest_point_sample, gather_points, knn_group
 from evalkit.results import atomic_write_text
-from clocks import best_of, conditions, conditions_line
 
 SMOKE = {"batch": 2, "points": 2000, "centres": 32, "k": 8, "repeat": 1}
 

@@ -28,13 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 
+import clocks as timing
 import numpy as np
 import torch
-
-import clocks as timing
-from evalkit.views.render import depth_view_images, render_depth_views, resolve_preset
-from evalkit.results import atomic_write_text
 from clocks import conditions, conditions_line
+
+from evalkit.results import atomic_write_text
+from evalkit.views.render import depth_view_images, render_depth_views, resolve_preset
 
 VIEWS, SIZE = 10, 224
 # open_clip's ViT-B-32 preprocessing constants (OpenAI's mean and std)

@@ -35,7 +35,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from clocks import conditions, conditions_line, proc_status_kib, reset_peak_rss
 
 KS = (1, 5, 10)

@@ -48,10 +48,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from clocks import conditions, conditions_line
 from PIL import Image
 
 from evalkit.results import atomic_write_text
-from clocks import conditions, conditions_line
 
 SMALL_ARCH = {
     "embed_dim": 256,

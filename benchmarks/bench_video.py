@@ -50,10 +50,10 @@ from pathlib import Path
 
 import av
 import numpy as np
+from clocks import best_of, conditions, conditions_line
 
 from evalkit.data import video
 from evalkit.results import atomic_write_text
-from clocks import best_of, conditions, conditions_line
 
 SECONDS, FPS, SIZE = 10, 25, 224
 TASK_FRAME = (320, 240)  # the task figure's clips: UCF-101's frame size (not square: crop and squash differ)
@@ -96,11 +96,12 @@ def full_decode(path: Path, keep: frozenset[int] = frozenset()) -> int:
 
 def run_task(folder: Path, out: Path, encoder, sampler: str, transform: str) -> dict:
     """One ``videofolder:`` task run as ``evalkit run`` runs it, its forwards clocked."""
+    from clocks import TimedEncoder
+
     from evalkit.api import resolve_tasks
     from evalkit.features.embed import FeatureCache, default_num_workers
     from evalkit.registry import task_families
     from evalkit.tasks.base import RunContext
-    from clocks import TimedEncoder
 
     [spec] = resolve_tasks(f"videofolder:{folder}")
     ctx = RunContext(output_dir=out, num_workers=default_num_workers(encoder.device), progress=False,

@@ -33,8 +33,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from evalkit.results import atomic_write_text
 from clocks import conditions, conditions_line
+
+from evalkit.results import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 
