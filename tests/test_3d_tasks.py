@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from test_uni3d import uni3d_checkpoint
 
 from evalkit import api
-
 from evalkit.cli import main as cli
 from evalkit.features.embed import SampleDecodeError, zero_shot_classifier
 from evalkit.models import LoadOptions, load

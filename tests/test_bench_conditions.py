@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 
+import clocks as timing
 import torch
 
-import clocks as timing
+
 def test_conditions_record_threads_and_load_at_the_start_and_the_end():
     threads = torch.get_num_threads()
     try:

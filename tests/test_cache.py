@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from clocks import TimedEncoder
 
 import evalkit
 import evalkit.models
-from evalkit.features.cache import MAGIC, FeatureCache, check_entry, parse_duration, read_header, temp_files
 from evalkit.cli.main import main
-from clocks import TimedEncoder
+from evalkit.features.cache import MAGIC, FeatureCache, check_entry, parse_duration, read_header, temp_files
 
 DEMO_LIMIT = 520  # ShapeWorld units hold 512 images: a run over 520 fills two units, of 512 and 8
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.cli import main as cli
+
 TOLERANCE = 0.5  # points of top-1; the run is deterministic, this only absorbs BLAS differences
 CLAIMS = Path(__file__).resolve().parents[1] / "results" / "claims_demo.csv"
 

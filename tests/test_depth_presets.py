@@ -29,6 +29,9 @@ import torch.nn.functional as F
 from evalkit import api
 from evalkit.demo import solids
 from evalkit.models import load
+from evalkit.tasks.spec import TaskSpecError
+from evalkit.views.depth import depth_view
+from evalkit.views.image import ImageView, image_view
 from evalkit.views.render import (
     DEFAULT_PRESET,
     RENDER_PRESETS,
@@ -37,9 +40,6 @@ from evalkit.views.render import (
     render_depth_views,
     resolve_preset,
 )
-from evalkit.tasks.spec import TaskSpecError
-from evalkit.views.depth import depth_view
-from evalkit.views.image import ImageView, image_view
 
 # -- the reference -------------------------------------------------------------------------------
 

@@ -16,7 +16,6 @@ import pytest
 from fixtures import make_wds
 
 from evalkit import resources
-
 from evalkit.cli import main as cli
 from evalkit.tasks import spec as spec_module
 from evalkit.tasks.spec import TaskIndex, TaskSpecError

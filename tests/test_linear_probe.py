@@ -15,11 +15,15 @@ from unittest import mock
 import pytest
 import torch
 from clip_benchmark.metrics import linear_probe as cb
+from clocks import TimedEncoder
 
 from evalkit import api, models
 from evalkit.data.sources import DataError
 from evalkit.features.embed import FeatureCache
 from evalkit.models.zoo import DEMO_WEIGHTS
+from evalkit.results import read_result
+from evalkit.tasks.base import RunContext
+from evalkit.tasks.linear_probe import LinearProbeFamily
 from evalkit.tasks.probe import (
     ProbeOptions,
     fewshot_metrics,
@@ -29,11 +33,7 @@ from evalkit.tasks.probe import (
     split_train_val,
     train_linear_probe,
 )
-from evalkit.results import read_result
-from evalkit.tasks.base import RunContext
-from evalkit.tasks.linear_probe import LinearProbeFamily
 from evalkit.tasks.spec import TaskIndex, TaskSpecError
-from clocks import TimedEncoder
 
 pytestmark = [pytest.mark.filterwarnings("ignore::DeprecationWarning:clip_benchmark"),
               pytest.mark.filterwarnings("ignore:'pin_memory' argument is set as true:UserWarning")]

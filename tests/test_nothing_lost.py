@@ -13,9 +13,7 @@ import torch
 from fixtures import make_wds
 
 from evalkit import api
-
 from evalkit.cli import main as cli
-
 from evalkit.reporting import report
 from evalkit.results import DEFAULT_VARIANT, TaskResult, result_path, run_variant, write_result
 from evalkit.tasks.spec import adhoc_name

@@ -13,6 +13,7 @@ import time
 import pytest
 
 from evalkit.cli import main as cli
+from evalkit.cli.plan import make_plan, render_plan
 from evalkit.models import CARDS, eva_config
 from evalkit.models.memory_plan import (
     GPU_RUNTIME_RESERVE,
@@ -22,7 +23,6 @@ from evalkit.models.memory_plan import (
     weight_bytes,
 )
 from evalkit.models.quantize import NO_SPLIT_MODULES
-from evalkit.cli.plan import make_plan, render_plan
 
 GiB = 2**30
 

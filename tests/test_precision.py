@@ -18,7 +18,6 @@ import pytest
 import torch
 
 from evalkit import models
-
 from evalkit.cli import main as cli
 from evalkit.cli import plan as plan_cli
 from evalkit.models import CARDS, ModelLoadError, eva_config

@@ -13,7 +13,6 @@ import torch
 from fixtures import image_bytes, make_image
 
 from evalkit import api
-
 from evalkit.cli import main as cli
 from evalkit.data.captions import captions_source
 from evalkit.data.sources import DataError

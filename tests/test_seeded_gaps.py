@@ -25,9 +25,9 @@ from test_retrieval import _items, make_captions_dir
 from test_uni3d import uni3d_checkpoint
 
 from evalkit import api
-from evalkit.features.cache import FeatureCache
 from evalkit.cli.main import main
 from evalkit.data.sources import DataError
+from evalkit.features.cache import FeatureCache
 from evalkit.models.uni3d import uni3d_config
 from evalkit.tasks.probe import ProbeOptions, fewshot_probe, sample_shots
 

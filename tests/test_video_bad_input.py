@@ -26,7 +26,6 @@ from test_video_frames import SIZE, make_clip, pattern
 from test_video_tasks import K400, _videofolder
 
 from evalkit import api
-
 from evalkit.cli import main as cli
 from evalkit.data import video
 from evalkit.features.embed import SampleDecodeError
