@@ -267,6 +267,17 @@ def test_two_processes_split_both_splits_and_give_one_process_numbers(world_dir,
     assert [_passes(counts)[r]["image"] for r in (0, 1)] == ev["samples_per_rank"]
 
 
+def test_the_data_check_counts_both_splits_against_imagenets_sizes(tmp_path, capsys):
+    from evalkit.cli.main import main
+
+    n_train, n_val = _imagenet_root(tmp_path / "data", "folder", train_per_class=3, val_per_class=1)
+    assert main(["data", "check", "--tasks", TASK, "--data-root", str(tmp_path / "data"), "--json"]) == 0
+    rows = {r["task"]: r for r in json.loads(capsys.readouterr().out)}
+    assert (rows[TASK]["samples"], rows[TASK]["expected"]) == (n_val, 50000)
+    assert (rows[f"{TASK} (train)"]["samples"], rows[f"{TASK} (train)"]["expected"]) == (n_train, 1281167)
+    assert rows[f"{TASK} (train)"]["count"] == "differs" and rows[f"{TASK} (train)"]["layout"] == "folder"
+
+
 # ----------------------------------------------------------------------------- task files, claims
 
 

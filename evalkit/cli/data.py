@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -97,7 +96,7 @@ def check_tasks(tasks: str, data_root: str | Path | None, task_dirs: list[str] |
                 continue  # the task's own row says why
             rows.append(check_source(f"{spec.name} (train)", train, root, classnames=spec.classnames,
                                      base_dir=spec.base_dir, where=f"{spec.path or spec.name} (train_source)",
-                                     noun=noun))
+                                     noun=noun, protocol={"expected_size": spec.protocol.get("train_expected_size")}))
     return rows
 
 
@@ -152,9 +151,3 @@ def register_cli(subparsers: Any) -> None:
     check.add_argument("--json", action="store_true", help="one JSON record per task instead of the table")
     check.add_argument("--strict", action="store_true", help="also exit 1 when a sample count differs from the expected size")
     check.set_defaults(func=cmd_check)
-
-
-if __name__ == "__main__":  # pragma: no cover  (python -m evalkit.cli.data ARGS = evalkit data check ARGS)
-    from evalkit.cli.main import main
-
-    sys.exit(main(["data", "check", *sys.argv[1:]]))
