@@ -18,7 +18,6 @@ from typing import Any
 
 import torch
 
-import evalkit
 from evalkit import models
 from evalkit.data.root import default_data_root
 from evalkit.errors import EvalkitError, OptionError, OutputError, one_line, told
@@ -27,6 +26,7 @@ from evalkit.features.batching import as_memory_error
 from evalkit.features.cache import run_cache_dir
 from evalkit.features.embed import FeatureCache, default_cache_dir, default_num_workers
 from evalkit.models.auto import Placement, choose_placement, gpu_total, visible_gpus, wants_cuda
+from evalkit.models.family import card_default_weights
 from evalkit.registry import task_families
 from evalkit.results import (
     TaskResult,
@@ -45,6 +45,7 @@ from evalkit.tasks.base import RunContext
 from evalkit.tasks.common import with_view
 from evalkit.tasks.runspec import DEFAULT_CACHE, RunSpec
 from evalkit.tasks.spec import TaskIndex, TaskSpec
+from evalkit.version import __version__
 
 log = logging.getLogger("evalkit")
 
@@ -178,7 +179,7 @@ def _evaluate(model: str, tasks: list[tuple[TaskSpec, Any]], run: RunSpec, *, pl
     data_root = default_data_root(run.data_root)
     card = models.CARDS.get(model)
     # what produced a result besides the model name; the card's own weights need no label
-    variant = run_variant(run.precision, None if card is not None and run.weights == card.default_weights
+    variant = run_variant(run.precision, None if card is not None and run.weights == card_default_weights(card)
                           else run.weights)
     if ((run.text_model is not None and (card is None or run.text_model != card.text_model))
             or run.text_weights is not None):
@@ -286,7 +287,7 @@ def _evaluate(model: str, tasks: list[tuple[TaskSpec, Any]], run: RunSpec, *, pl
             cache=cache,
             variant=variant,
             provenance={
-                "evalkit_version": evalkit.__version__,
+                "evalkit_version": __version__,
                 "git_commit": git_commit(),
                 "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "python-api",
                 "python": platform.python_version(),

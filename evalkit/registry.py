@@ -8,6 +8,7 @@ groups, loaded lazily the first time a registry is asked for a name it does not 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 from typing import Any, Generic, TypeVar
@@ -55,15 +56,15 @@ class UnknownNameError(EvalkitError, KeyError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, entry_point_group: str | None = None,
-                 builtins: Callable[[], None] | None = None) -> None:
+    def __init__(self, kind: str, entry_point_group: str | None = None, builtins: Sequence[str] = ()) -> None:
         self.kind = kind
         self.entry_point_group = entry_point_group
         self._items: dict[str, T] = {}
         self._entry_points_loaded = False
-        #: imports the modules whose decorators register evalkit's own items, once, on the first
-        #: lookup (so importing one module of a package does not import all of them)
-        self._builtins = builtins
+        #: the modules whose decorators register evalkit's own items, imported (by name: they import
+        #: the module that holds this registry) on the first lookup, so importing one module of a
+        #: package does not import all of them
+        self._builtins = tuple(builtins)
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -78,9 +79,10 @@ class Registry(Generic[T]):
         self._items[name] = obj
 
     def _load_builtins(self) -> None:
-        if self._builtins is not None:
-            load, self._builtins = self._builtins, None
-            load()
+        if self._builtins:
+            modules, self._builtins = self._builtins, ()
+            for module in modules:
+                importlib.import_module(module)
 
     def _load_entry_points(self) -> None:
         self._load_builtins()

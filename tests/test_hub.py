@@ -21,6 +21,7 @@ import torch
 from fixtures import TINY_OPEN_CLIP
 
 from evalkit.models import ModelLoadError, build_eva_clip, hub
+from evalkit.models.family import card_default_weights
 from evalkit.models.hub import HubFile, Located, find_cached, hub_cache_dir, locate
 from evalkit.models.open_clip_model import describe_mismatch, load_open_clip, open_clip_hub_files
 from evalkit.models.zoo import CARDS, DEMO_WEIGHTS, ModelCard
@@ -140,7 +141,7 @@ def test_open_clip_tags_map_to_the_files_open_clip_would_fetch(monkeypatch):
     ]
     for card in CARDS.values():
         if card.family == "open_clip":
-            assert open_clip_hub_files(card.arch["arch"], card.default_weights), card.name
+            assert open_clip_hub_files(card.arch["arch"], card_default_weights(card)), card.name
     monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "ViT-B-32", {"x": {"hf_hub": "org/repo/model.pth"}})
     assert [f.filename for f in open_clip_hub_files("ViT-B-32", "x")] == ["model.safetensors", "model.pth"]
 

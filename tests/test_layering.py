@@ -16,7 +16,7 @@ The table, top to bottom. A module may import modules of its own layer or of any
                  the depth renderer
   6   data       ``evalkit.data``: sources and layouts, the data-level check of one source spec
   7   models     ``evalkit.models``
-  8   bottom     the small pure modules of no layer: ``metrics``, ``metric_table``, ``results``,
+  8   bottom     the small pure modules of no layer: ``metrics``, ``metric_table``, ``results``, ``version``,
                  ``registry``, ``resources``, ``errors``, ``progress``
 ====  =========  ==============================================================================
 
@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("evalkit.data",)),
     ("models", ("evalkit.models",)),
     ("bottom", ("evalkit.metrics", "evalkit.metric_table", "evalkit.results", "evalkit.registry",
-                "evalkit.resources", "evalkit.errors", "evalkit.progress")),
+                "evalkit.resources", "evalkit.errors", "evalkit.progress", "evalkit.version")),
 ]
 PLUGINS = ("evalkit.demo",)
 
@@ -195,3 +195,70 @@ def test_the_demo_source_comes_through_its_entry_point():
     assert sources.entry_point_group == "evalkit.sources"
     fn = sources.get("shapeworld")
     assert (fn.__module__, fn.__name__) == ("evalkit.demo.sources", "shapeworld_source")
+
+
+def import_cycles(root: Path = REPO) -> list[list[str]]:
+    """Every set of modules under evalkit/ that import one another round in a circle (strongly
+    connected components of the import graph with more than one module, or a module importing
+    itself), each sorted; every import statement counts, at module level or inside a function."""
+    modules = all_modules(root)
+    graph = {m: sorted({i for i, _ in evalkit_imports(p.read_text(), m, p.name == "__init__.py", root)
+                        if i in modules}) for m, p in modules.items()}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1 or v in graph[v]:
+                cycles.append(sorted(part))
+
+    for m in graph:
+        if m not in index:
+            visit(m)
+    return sorted(cycles)
+
+
+def test_no_import_cycle():
+    cycles = import_cycles()
+    assert not cycles, "modules that import one another in a circle:\n" + "\n".join(" <-> ".join(c) for c in cycles)
+
+
+def test_the_cycle_finder_sees_a_circle_through_a_function_level_import(tmp_path):
+    pkg = tmp_path / "evalkit"
+    (pkg / "data").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "__init__.py").write_text("")
+    (pkg / "data" / "a.py").write_text("from evalkit.data import b\n")
+    (pkg / "data" / "b.py").write_text("def f():\n    from evalkit.data.c import x\n")
+    (pkg / "data" / "c.py").write_text("import evalkit.data.a\nx = 1\n")
+    (pkg / "data" / "d.py").write_text("import evalkit.data.a\n")
+    assert import_cycles(tmp_path) == [["evalkit.data.a", "evalkit.data.b", "evalkit.data.c"]]
+
+
+def test_the_version_is_pyprojects():
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+    from evalkit import __version__
+
+    assert __version__ == tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]

@@ -21,7 +21,15 @@ from evalkit.cli import main as cli
 from evalkit.models import CARDS, CLAIM_ONLY, LoadOptions, ModelCard, ModelLoadError, eva_config
 from evalkit.models.encoder import Encoder, ImageInput, Tower
 from evalkit.models.families import CONFIG_DIR, EvaClipFamily, OpenClipFamily, Uni3DFamily
-from evalkit.models.family import CardError, ModelFamily, PluginLoader, family_names, find_loader, get_family
+from evalkit.models.family import (
+    CardError,
+    ModelFamily,
+    PluginLoader,
+    card_default_weights,
+    family_names,
+    find_loader,
+    get_family,
+)
 from evalkit.models.precision import parse_precision
 from evalkit.registry import model_loaders
 
@@ -221,8 +229,8 @@ def test_open_clip_cards_route_arch_and_tag(monkeypatch):
     assert seen == [("EVA02-L-14-336", "merged2b_s6b_b61k", "eva02-clip-l-14-336"),
                     ("EVA02-E-14", "/elsewhere/e14.pt", "eva02-clip-e-14"),
                     ("EVA02-B-16", "merged2b_s8b_b131k", None)]
-    assert CARDS["eva02-clip-b-16"].default_weights == "merged2b_s8b_b131k"
-    assert CARDS["eva-clip-demo"].default_weights == CARDS["eva-clip-demo"].weights
+    assert card_default_weights(CARDS["eva02-clip-b-16"]) == "merged2b_s8b_b131k"
+    assert card_default_weights(CARDS["eva-clip-demo"]) == CARDS["eva-clip-demo"].weights
     assert CARDS["uni3d-b"].text_model == "eva02-clip-e-14-plus" and CARDS["eva-clip-18b"].text_model is None
 
 

@@ -298,9 +298,3 @@ def register_cli(subparsers: Any) -> None:
     verify = action("verify", "read every entry and check its checksum; exit 1 when any is bad", cmd_verify)
     verify.add_argument("--delete", action="store_true", help="remove the bad entries")
     verify.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-if __name__ == "__main__":  # pragma: no cover  (python -m evalkit.cli.cache ARGS = evalkit cache ARGS)
-    from evalkit.cli.main import main
-
-    sys.exit(main(["cache", *sys.argv[1:]]))

@@ -32,7 +32,7 @@ EPILOG = """examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from evalkit import __version__
+    from evalkit.version import __version__
     p = argparse.ArgumentParser(
         prog="evalkit",
         description="Zero-shot evaluation of CLIP-style image-text models: every claimed number next to a verified one.",

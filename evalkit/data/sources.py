@@ -29,20 +29,10 @@ FOLDER_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"
 # Source types by name. evalkit registers its own below and in the layout modules; a separate
 # package adds more through the ``evalkit.sources`` entry-point group (the demo's ``shapeworld``
 # plugs in so: pyproject.toml), loaded the first time a name is not known here.
-def _builtin_sources() -> None:
-    """evalkit's own source types register themselves when their modules are imported."""
-    from evalkit.data import (  # noqa: F401
-        birdsnap,
-        captions,
-        imagenet_variants,
-        pointclouds,
-        torchvision_roots,
-        video_datasets,
-        voc2007,
-    )
-
-
-sources: Registry[Any] = Registry("source", "evalkit.sources", builtins=_builtin_sources)
+#: evalkit's own dataset layouts, each registering its source types when imported
+BUILTIN_SOURCE_MODULES = tuple(f"evalkit.data.{m}" for m in (
+    "birdsnap", "captions", "imagenet_variants", "pointclouds", "torchvision_roots", "video_datasets", "voc2007"))
+sources: Registry[Any] = Registry("source", "evalkit.sources", builtins=BUILTIN_SOURCE_MODULES)
 
 
 class DataError(EvalkitError, ValueError):

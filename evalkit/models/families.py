@@ -214,7 +214,7 @@ class Uni3DFamily(ModelFamily):
                   options: LoadOptions) -> Encoder:
         import dataclasses
 
-        from evalkit.models import load
+        from evalkit.models.loading import load
         from evalkit.models.paired import load_point_text_pair
 
         text_options = dataclasses.replace(options, text_model=None, text_weights=None)

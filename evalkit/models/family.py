@@ -202,6 +202,12 @@ def find_loader(name: str) -> ModelFamily | None:
     return obj if isinstance(obj, ModelFamily) else PluginLoader(name, obj)
 
 
+def card_default_weights(card: ModelCard) -> str | None:
+    """The weights ``card`` loads when none are given (its family says: a shipped path, an
+    open_clip tag); None: its released file on the Hub, or --weights needed."""
+    return get_family(card.family).default_weights(card)
+
+
 def get_family(name: str) -> ModelFamily:
     """The registered model family ``name`` (evalkit's own imported on first use); an
     :class:`~evalkit.registry.UnknownNameError` when there is none."""

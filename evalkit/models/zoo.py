@@ -54,14 +54,6 @@ class ModelCard:
             raise ValueError(f"model card {self.name!r}: arch must be a mapping, not {type(self.arch).__name__}")
 
     @property
-    def default_weights(self) -> str | None:
-        """The weights this card loads when none are given (its family says: a shipped path, an
-        open_clip tag); None: its released file on the Hub, or --weights needed."""
-        from evalkit.models.family import get_family
-
-        return get_family(self.family).default_weights(self)
-
-    @property
     def text_model(self) -> str | None:
         """For a point encoder scored with another model's text tower (``uni3d``): that card."""
         value = self.arch.get("text_model")
