@@ -61,6 +61,19 @@ def test_evaluate_takes_every_option_as_a_keyword_and_no_other():
         RunContext(batchsize=3)
 
 
+@pytest.mark.parametrize("options, message", [
+    ({"shots": [0, 2]}, r"shots must be whole numbers ≥ 1 \(samples per class\), got \[0, 2\]"),
+    ({"shots": ["4"]}, r"shots must be whole numbers"),
+    ({"seeds": 0}, r"seeds must be a whole number ≥ 1"),
+    ({"seeds": True}, r"seeds must be a whole number ≥ 1"),
+])
+def test_bad_few_shot_options_fail_before_anything_runs(options, message):
+    from evalkit.errors import OptionError
+
+    with pytest.raises(OptionError, match=message):
+        api.evaluate("eva-clip-demo", "no-such-task", **options)  # said before the tasks are looked up
+
+
 def test_keywords_and_a_spec_make_the_same_run(monkeypatch):
     seen = []
 

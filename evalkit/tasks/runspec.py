@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evalkit.errors import OptionError
 from evalkit.models.auto import AUTO
 from evalkit.models.precision import AUTO_PRECISION
 
@@ -90,6 +91,11 @@ class RunSpec:
     on_result: Callable[..., None] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        # the few-shot options are checked here, when the run is described, not when its task runs
+        if self.shots is not None and not all(_whole(k) and k >= 1 for k in self.shots):
+            raise OptionError(f"shots must be whole numbers ≥ 1 (samples per class), got {self.shots!r}")
+        if self.seeds is not None and not (_whole(self.seeds) and self.seeds >= 1):
+            raise OptionError(f"seeds must be a whole number ≥ 1 (seeds 0 … N-1), got {self.seeds!r}")
         # one form for each sequence, whatever the caller passed (a list, a tuple, None)
         set_ = object.__setattr__
         set_(self, "allow_missing", _as_tuple(self.allow_missing))
@@ -149,6 +155,10 @@ class RunSpec:
             raise TypeError(f"unknown run option(s) {unknown}; the options are RunSpec's fields: "
                             f"{', '.join(self.option_names())}")
         return dataclasses.replace(self, **changes)
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _as_tuple(value: Sequence[Any] | str | Path | None) -> tuple[Any, ...]:
