@@ -11,6 +11,7 @@ from evalkit.cli.help import EXIT_FAIL, EXIT_OK, TASK_DIR_HELP, HelpFormatter
 from evalkit.errors import EvalkitError, one_line
 from evalkit.models.precision import RUN_PRECISION_CHOICES  # torch-free, for --help
 from evalkit.tasks.runspec import RunSpec  # torch-free: the run options' defaults
+from evalkit.views.base import TRANSFORM_CHOICES  # torch-free
 
 RUN_DESCRIPTION = """Evaluate a model on tasks and write one JSON result per task.
 
@@ -167,7 +168,7 @@ def register_cli(sub: Any) -> None:
                      "one per core, at most 8, keeping one core free, when it runs on a GPU)")
     run.add_argument("--strict", action="store_true", help="fail on the first sample that does not decode "
                      "(default: skip it, count it in the result and list it in <task>.skipped.log)")
-    run.add_argument("--transform", choices=["crop", "squash", "best-of-both"],
+    run.add_argument("--transform", choices=TRANSFORM_CHOICES,
                      help="image transform (default: the task's own, usually crop); best-of-both runs "
                      "both and reports each plus the per-metric maximum, as Table 2 of arXiv 2402.04252")
     run.add_argument("--frames", metavar="SAMPLER",

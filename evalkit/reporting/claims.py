@@ -28,11 +28,11 @@ from evalkit.errors import EvalkitError
 from evalkit.metric_table import parse
 from evalkit.reporting.catalog import Catalog, load_catalog
 from evalkit.resources import claims_dir
+from evalkit.views.base import TRANSFORM_CHOICES
 
 CLAIM_COLUMNS = ["model", "task", "metric", "claimed", "transform", "protocol", "source", "paper_model",
                  "paper_dataset", "note"]
 REQUIRED_COLUMNS = ["model", "task", "metric", "claimed"]
-TRANSFORMS = ("best-of-both", "crop", "squash")
 PROVENANCE_TAGS = frozenset({"reported", "readme", "eva-clip-paper"})
 # which of several claims of one (model, task, metric) a reader compares first: best-of-both, then
 # a claim that names no transform, then one transform
@@ -149,8 +149,8 @@ def _validate(rec: dict[str, object], path: Path, line: int, catalog: Catalog) -
     if not math.isfinite(value):
         raise ClaimsError(f"{where}: claimed value {rec['claimed']!r} is not finite")
     rec["claimed"] = value
-    if rec["transform"] and rec["transform"] not in TRANSFORMS:
-        raise ClaimsError(f"{where}: unknown transform {rec['transform']!r}; use one of {TRANSFORMS} or blank")
+    if rec["transform"] and rec["transform"] not in TRANSFORM_CHOICES:
+        raise ClaimsError(f"{where}: unknown transform {rec['transform']!r}; use one of {TRANSFORM_CHOICES} or blank")
     metric = str(rec["metric"])
     parsed = parse(metric)
     if parsed is None or parsed.suffix:

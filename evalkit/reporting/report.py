@@ -67,6 +67,7 @@ from evalkit.results import (
     result_variant,
     safe_name,
 )
+from evalkit.views.base import BEST_OF_BOTH, TRANSFORMS
 
 REPORT_NAME = "claimed_vs_verified.md"
 STATUSES = ("verified", "differs", "partial", "not run", "no claim")
@@ -158,7 +159,7 @@ def _select(result: TaskResult, metric: str, transform: str) -> tuple[float | No
     """(value as a fraction or None, note) for one metric under one claimed transform."""
     metrics = result.metrics
     ran = str(result.evalkit.get("transform") or "")
-    if transform in ("crop", "squash"):
+    if transform in TRANSFORMS:
         value = metric_value(metrics, metric, "@" + transform)
         if value is not None:
             return value, ""
@@ -168,14 +169,14 @@ def _select(result: TaskResult, metric: str, transform: str) -> tuple[float | No
                 return None, f"result has no {metric}"
             return value, "" if ran else "result does not record its transform"
         return None, f"result ran {ran}, not {transform}"
-    if transform == "best-of-both":
-        both = [metric_value(metrics, metric, f"@{t}") for t in ("crop", "squash")]
+    if transform == BEST_OF_BOTH:
+        both = [metric_value(metrics, metric, f"@{t}") for t in TRANSFORMS]
         if None not in both:
             return max(both), ""  # type: ignore[type-var]
         value = metric_value(metrics, metric)
         if value is None:
             return None, f"result has no {metric}"
-        if ran == "best-of-both":
+        if ran == BEST_OF_BOTH:
             return value, ""
         return value, f"result ran {ran or 'one transform (unrecorded)'} only, not best-of-both"
     value = metric_value(metrics, metric)
@@ -205,7 +206,7 @@ def _match(results: list[TaskResult], metric: str, transform: str, protocol: str
 def _headline(results: list[TaskResult], metric: str) -> tuple[float | None, TaskResult | None]:
     """A task's own number (percent): the default-protocol result, best-of-both when it ran both."""
     for r in results:
-        transform = "best-of-both" if r.evalkit.get("transform") == "best-of-both" else ""
+        transform = BEST_OF_BOTH if r.evalkit.get("transform") == BEST_OF_BOTH else ""
         value, _ = _select(r, metric, transform)
         if value is not None:
             return value * 100, r

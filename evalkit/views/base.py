@@ -141,7 +141,9 @@ class ViewSpec:
         return ViewSpecError(f"{self.where}: {message}" if self.where else message)
 
 
-view_kinds: Registry[type[ViewSpec]] = Registry("view kind", "evalkit.view_kinds")
+#: evalkit's own view kinds register when their modules are imported (on the first lookup)
+BUILTIN_VIEW_MODULES = tuple(f"evalkit.views.{m}" for m in ("image", "frames", "depth", "points", "cloud"))
+view_kinds: Registry[type[ViewSpec]] = Registry("view kind", "evalkit.view_kinds", builtins=BUILTIN_VIEW_MODULES)
 
 
 def view_kind(view: Mapping[str, Any], where: str = "") -> type[ViewSpec]:
