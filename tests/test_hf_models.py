@@ -279,6 +279,8 @@ def test_run_records_text_handling(tiny_models, tmp_path, capsys):
                         "attention_mask": False,
                         "canonicalize": "big_vision canonicalize_text: lower-case, punctuation removed, "
                                         "whitespace collapsed", "prefix": "", "after_eos": "pad token"}, result
+    # the model's own image processor ran in place of the transform's geometry, and says so
+    assert _find(result, "image_processor").startswith("SiglipImageProcessor"), result
 
 
 def _find(obj, key):

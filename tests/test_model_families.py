@@ -386,3 +386,25 @@ def test_a_point_encoder_has_a_point_tower_and_no_image_tower(tmp_path):
     with pytest.raises(TypeError, match="uni3d-ti has no image tower"):
         enc.encode_image(torch.zeros(1, 3, 32, 32))
     assert enc.encode_points(torch.rand(2, 600, 6)).shape == (2, 64)
+
+
+def test_a_card_a_plugin_adds_on_import_is_found_by_name(monkeypatch):
+    """A plugin's module may add cards when it is imported: a name not among evalkit's cards loads
+    the plugins (entry points) before it is called unknown, so `--model <its card>` works."""
+    from evalkit import registry
+    from evalkit.models.auto import choose_placement
+
+    class EntryPoint:  # what importlib.metadata hands over for an installed plugin
+        name, value = "tinyplug", "tinyplug:load_model"
+
+        def load(self):
+            monkeypatch.setitem(CARDS, "tiny-plugin-card", dataclasses.replace(CARDS["eva-clip-demo"],
+                                                                               name="tiny-plugin-card"))
+            return lambda **kwargs: None
+
+    monkeypatch.setattr(registry.metadata, "entry_points",
+                        lambda group: [EntryPoint()] if group == "evalkit.models" else [])
+    monkeypatch.setattr(registry.model_loaders, "_entry_points_loaded", False)
+    monkeypatch.setattr(registry.model_loaders, "_items", dict(registry.model_loaders._items))
+    assert choose_placement("tiny-plugin-card", device="cpu", precision="fp32").device == "cpu"
+    assert "tiny-plugin-card" in CARDS and CARDS["tiny-plugin-card"].name == "tiny-plugin-card"

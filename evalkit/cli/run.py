@@ -120,7 +120,8 @@ def _print_result(result: Any, path: Path) -> None:
 def register_cli(sub: Any) -> None:
     run = sub.add_parser("run", help="evaluate a model on tasks and write one JSON result per task",
                          formatter_class=HelpFormatter, description=RUN_DESCRIPTION)
-    run.add_argument("--model", required=True, help="model card name (see `evalkit list models`) or open_clip:ARCH")
+    run.add_argument("--model", required=True, help="model card name (see `evalkit list models`), open_clip:ARCH, hf:ORG/NAME (a Hugging Face "
+                     "CLIP or SigLIP model, or hf:/folder saved with save_pretrained) or a plugin's model")
     run.add_argument("--weights", help="checkpoint file or folder, or an open_clip pretrained tag; "
                      "'random' builds an untrained model (smoke tests). Default: the card's released weights, "
                      "from the Hugging Face cache or downloaded")

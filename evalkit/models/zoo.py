@@ -89,7 +89,47 @@ def _uni3d(name: str, size: str, teacher: str, paper_teacher: str, data: str, hu
     )
 
 
-CARDS: dict[str, ModelCard] = {
+class CardTable(dict):
+    """The model cards by name. A model plugin's module may add cards of its own when it is
+    imported, so a name not here (and any listing) first loads the plugins (the ``evalkit.models``
+    entry points): ``--model`` may name a plugin's card as it names evalkit's."""
+
+    def _plugins(self) -> None:
+        from evalkit.registry import model_loaders
+
+        model_loaders.names()  # loads the entry points once
+
+    def __contains__(self, name: object) -> bool:
+        if not dict.__contains__(self, name):
+            self._plugins()
+        return dict.__contains__(self, name)
+
+    def __getitem__(self, name: str) -> ModelCard:
+        if not dict.__contains__(self, name):
+            self._plugins()
+        return dict.__getitem__(self, name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self[name] if name in self else default
+
+    def __iter__(self):
+        self._plugins()
+        return dict.__iter__(self)
+
+    def keys(self):
+        self._plugins()
+        return dict.keys(self)
+
+    def values(self):
+        self._plugins()
+        return dict.values(self)
+
+    def items(self):
+        self._plugins()
+        return dict.items(self)
+
+
+CARDS: CardTable = CardTable({
     c.name: c
     for c in [
         ModelCard(
@@ -207,7 +247,7 @@ CARDS: dict[str, ModelCard] = {
         _uni3d("uni3d-b-eva-clip-8b-no-lvis", "base", "eva-clip-8b", "EVA-CLIP-8B", "Ensembled-w/o-LVIS", None),
         _uni3d("uni3d-b-openclip-g-no-lvis", "base", "openclip-bigg-14", "OpenCLIP-G/14", "Ensembled-w/o-LVIS", None),
     ]
-}
+})
 
 
 CLAIM_ONLY: dict[str, ClaimOnlyModel] = {

@@ -126,6 +126,7 @@ def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, d
         # module -> device ("cuda:0", "cpu", "disk") of a model placed over several devices
         "device_map": encoder.device_map,
         **view.provenance(spec.name),
+        **_image_processor(encoder, view),
         "samples": len(feats.keys) + len(feats.skipped),
         "evaluated": len(feats.keys),
         "skipped": len(skipped_keys),
@@ -333,3 +334,14 @@ def _name(spec: TaskSpec) -> str:
     """The name the task's result and the files beside it are written under, as its view says (a
     video task under another ``--frames`` than its own: ``kinetics400@uniform-8``)."""
     return spec.view_spec.result_name(spec.name) if spec.view_spec is not None else spec.name
+
+
+def _image_processor(encoder: Encoder, view: ViewSpec) -> dict[str, Any]:
+    """``image_processor``: the model's own image preprocessing (a Hugging Face processor), which
+    the image views run unchanged in place of ``transform``'s geometry, when the task's view went
+    through the image tower; nothing for other models."""
+    tower = encoder.towers.get("image")
+    processor_id = getattr(tower.input, "processor_id", "") if tower is not None and tower.input.processor else ""
+    if not processor_id or view.provenance("").get("cloud_view") == "points":
+        return {}
+    return {"image_processor": processor_id}
