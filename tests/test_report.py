@@ -515,3 +515,17 @@ def test_export_and_report_on_a_missing_folder_exit_1(tmp_path, capsys):
     assert not (empty / "claimed_vs_verified.md").exists()
     with pytest.raises(report.ResultsFolderError, match="no such folder"):
         report.leaderboard(missing)
+
+
+def test_a_claim_only_models_claims_say_why_they_are_never_verified(tmp_path):
+    claims = load_claims(_claims(tmp_path, (
+        "basic-l,imagenet1k,acc1,85.7,,reported,paper,,,\n"
+        "m,imagenet1k,acc1,80.0,,,paper,,,\n"
+        "m,cifar10,acc1,95.0,,,paper,,,\n"
+    )))
+    out = tmp_path / "out"
+    _result(out, "m", "imagenet1k", {"acc1": 0.80})
+    t = report.verified_table(out, claims)
+    row = _row(t, model="basic-l", task="imagenet1k")
+    assert row["status"] == "not run" and row["note"].startswith("never verified: claim-only (") and "released" in row["note"]
+    assert "claim-only" not in _row(t, model="m", task="cifar10")["note"]  # a released model's missing run is just not run

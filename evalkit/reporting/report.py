@@ -47,6 +47,7 @@ from tabulate import tabulate
 
 from evalkit.errors import EvalkitError, OptionError
 from evalkit.metric_table import is_derived, long_name, members, metric_value, reduce, short_name, sort_key
+from evalkit.models.zoo import claim_only
 from evalkit.reporting.catalog import Aggregate, Catalog, load_catalog
 from evalkit.reporting.charts import (
     fewshot_chart,
@@ -338,6 +339,8 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
             limit = result_limit(result) if result is not None and value is not None else None
             if limit is not None:  # a --limit run's number: shown, never compared as if complete
                 status, note = "partial", "; ".join(n for n in (_limit_note([limit]), note) if n)
+            if status == "not run" and (never := claim_only(c.model, c.protocol)) is not None:
+                note = f"never verified: claim-only ({never.why})"  # `evalkit list models --all`
             rows.append({
                 "model": label, "task": c.task, "metric": c.metric, "transform": c.transform,
                 "protocol": c.protocol, "claimed": float(c.claimed), "verified": value,
