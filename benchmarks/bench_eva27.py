@@ -201,7 +201,7 @@ def main() -> int:
         per_task, wall, cpu, (image, text, pipeline) = run_suite(specs, encoder, ctx)
         baseline = None
         if args.baseline:
-            b_tasks, b_wall, b_cpu, (b_image, b_text, b_pipe) = run_baseline(specs, encoder, ctx.data_root,
+            b_tasks, b_wall, b_cpu, (b_image, b_text, b_pipe) = run_baseline(specs, encoder, ctx.run.data_root,
                                                                               args.batch_size)
             same = all(a["metrics"] == b["metrics"] for a, b in zip(per_task, b_tasks, strict=True))
             baseline = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,8 +24,8 @@ class RunContext:
     the run-time state: the feature cache, the folder results go to, the run's variant and the
     provenance every result records.
 
-    An option is read as ``ctx.run.<name>``; ``ctx.<name>`` reads the same (the options are not
-    listed here again). ``RunContext(run, output_dir=..., batch_size=8)``: option keywords replace
+    An option is read as ``ctx.run.<name>`` (the options are not listed here again).
+    ``RunContext(run, output_dir=..., batch_size=8)``: option keywords replace
     those of ``run`` (a default :class:`RunSpec` when None), so ``dataclasses.replace(ctx,
     shots=[2, 4])`` is the same context with other K values. A context made by hand has no
     model's device to choose loader workers for: ``num_workers`` None there means 0."""
@@ -49,14 +48,7 @@ class RunContext:
         self.variant = variant
         self.provenance = dict(provenance or {})
 
-    def __getattr__(self, name: str) -> Any:
-        # only for names that are not the context's own: a run option, read from the RunSpec
-        if name.startswith("__") or name == "run" or name not in _OPTIONS:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        return getattr(self.run, name)
 
-
-_OPTIONS = frozenset(f.name for f in dataclasses.fields(RunSpec))
 
 
 class TaskFamily(Protocol):

@@ -91,7 +91,7 @@ class ClassificationFamily:
         # a view with prompts of its own replaces the task's (a rendered map is not what they describe)
         view_prompts = spec.view_spec.prompts if spec.view_spec is not None else None
         templates = list(view_prompts) if view_prompts else prepared.templates
-        classifier = zero_shot_classifier(encoder, prepared.classnames, templates, ctx.cache, progress=ctx.progress,
+        classifier = zero_shot_classifier(encoder, prepared.classnames, templates, ctx.cache, progress=ctx.run.progress,
                                           desc=f"{spec.name}: classifier")
         classifier_s = time.perf_counter() - t0
         feats = next(iter(by_mode.values()))
@@ -117,7 +117,7 @@ class ClassificationFamily:
             scored.metrics[m] = zero_shot_classification_metrics(logits, target, prepared.n_labels)
             if spec.metric == "mean_acc1_acc5" and "acc5" in scored.metrics[m]:  # the paper's Kinetics metric
                 scored.metrics[m]["mean_acc1_acc5"] = derive("mean_acc1_acc5", scored.metrics[m])
-            if ctx.save_predictions:
+            if ctx.run.save_predictions:
                 scored.predictions[m] = _top5(feats.keys, target, logits)
         return scored
 

@@ -48,7 +48,7 @@ def run_view(spec: TaskSpec, family: Any, encoder: Encoder, ctx: RunContext) -> 
     encoder's towers (``cloud: auto`` picks the point tower or depth views)."""
     view = spec.view_spec
     if view is None:
-        view = task_view(spec, family, transform=ctx.transform, frames=ctx.frames)
+        view = task_view(spec, family, transform=ctx.run.transform, frames=ctx.run.frames)
     try:
         return view.resolve(encoder)
     except ViewSpecError as e:
@@ -66,8 +66,8 @@ def embed_view(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: SourceDa
     except ValueError as e:  # a setting this encoder's tower cannot take
         raise TaskSpecError(f"{spec.path or spec.name}: {e}") from e
     out = embed(encoder, data, views, cache=ctx.cache,
-                batch_size=ctx.batch_size, num_workers=ctx.num_workers, prefetch=ctx.prefetch, limit=ctx.limit, strict=ctx.strict,
-                desc=f"{spec.name} [{'+'.join(view.modes)}]", progress=ctx.progress)
+                batch_size=ctx.run.batch_size, num_workers=ctx.run.num_workers, prefetch=ctx.run.prefetch, limit=ctx.run.limit, strict=ctx.run.strict,
+                desc=f"{spec.name} [{'+'.join(view.modes)}]", progress=ctx.run.progress)
     first = out[view.modes[0]]
     if first.features.shape[0] == 0:
         raise DataError(f"{spec.path or spec.name}: no sample could be decoded ({len(first.skipped)} skipped)")

@@ -94,7 +94,7 @@ class RetrievalFamily:
         images = next(iter(by_mode.values()))
         captions, text_to_image = _queries(images.labels, images.keys, prepared.where)
         t0 = time.perf_counter()
-        texts = caption_features(encoder, captions, ctx.cache, progress=ctx.progress, desc=f"{spec.name}: captions")
+        texts = caption_features(encoder, captions, ctx.cache, progress=ctx.run.progress, desc=f"{spec.name}: captions")
         scored = Scored(metrics={}, evalkit={
             "recall_k": list(config.recall_k),
             "images": len(images.keys),
@@ -105,7 +105,7 @@ class RetrievalFamily:
         })
         for m, emb in by_mode.items():
             scored.metrics[m] = retrieval_metrics(emb.features, texts, text_to_image, config.recall_k, config.chunk_size)
-            if ctx.save_predictions:
+            if ctx.run.save_predictions:
                 scored.predictions[m] = _top(emb.features, texts, images.keys, text_to_image, config.chunk_size)
         return scored
 
