@@ -123,10 +123,6 @@ def parse(name: str) -> MetricName | None:
     return MetricName(found.metric, found.k, suffix)
 
 
-def is_known(name: str) -> bool:
-    return parse(name) is not None
-
-
 def short_name(name: str) -> str:
     """``"top-1"`` for ``acc1``; the name itself for one the table does not know."""
     parsed = parse(name)

@@ -160,3 +160,13 @@ def test_a_context_made_by_hand_takes_options_as_keywords(tmp_path):
     assert again.run == ctx.run.replace(seeds=3) and again.output_dir == Path(tmp_path)
     with pytest.raises(TypeError, match="no_such_option"):
         RunContext(no_such_option=1)
+
+
+def test_the_packages_evaluate_is_the_api_one_with_every_option():
+    import inspect
+
+    import evalkit
+
+    params = inspect.signature(evalkit.evaluate).parameters
+    assert evalkit.evaluate is api.evaluate
+    assert {f.name for f in dataclasses.fields(RunSpec)} <= set(params), sorted(params)

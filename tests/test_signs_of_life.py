@@ -100,7 +100,9 @@ def test_verbose_after_the_subcommand_is_accepted(monkeypatch):
         seen["verbose"] = args.verbose
         return 0
 
-    monkeypatch.setattr(cli, "cmd_run", fake_run)
+    from evalkit.cli import run as run_cli
+
+    monkeypatch.setattr(run_cli, "cmd_run", fake_run)
     assert cli.main(["run", "-v", "--model", "eva-clip-demo", "--tasks", "demo"]) == 0
     assert seen["verbose"] is True
     assert cli.main(["run", "--model", "eva-clip-demo", "--tasks", "demo"]) == 0

@@ -136,7 +136,7 @@ def register_cli(sub: Any) -> None:
                      "card's release precision on a GPU (fp16 for eva-clip-18b), fp32 on the CPU (its fastest); the "
                      "result records what auto chose")
     run.add_argument("--batch-size", type=_batch_size, default=RunSpec.default("batch_size"), metavar="N|auto",
-                     help="images per forward pass (default 64). auto: on a CUDA device the largest batch that "
+                     help="images per forward pass (default %(default)s). auto: on a CUDA device the largest batch that "
                      "fits, less a 10%% margin (searched once per model, view and GPU, remembered in the cache "
                      "folder's batch_sizes.json); on the CPU 64, or 8 for a model over a billion parameters")
     run.add_argument("--prefetch", type=_positive_int, metavar="N",

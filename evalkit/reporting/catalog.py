@@ -18,7 +18,9 @@ import functools
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from evalkit.errors import EvalkitError
 from evalkit.tasks.spec import AggregateSpec, GroupSpec, TaskIndex, TaskSpecError, default_task_dirs
 
 REPORT_ORDER_GROUP = "report-order"
@@ -132,9 +134,18 @@ def build_catalog(index: TaskIndex) -> Catalog:
     primary = {name: spec.metric for name, spec in index.tasks.items()}
     primary.update({alias: index.tasks[task].metric for alias, task in index.aliases.items()
                     if alias not in primary})
-    video = frozenset(name for name, spec in index.tasks.items()
-                      if isinstance(spec.view, Mapping) and spec.view.get("frames") is not None)
+    video = frozenset(name for name, spec in index.tasks.items() if _is_video(spec.view))
     return Catalog(tuple(order), primary, video, tuple(aggregates))
+
+
+def _is_video(view: Any) -> bool:
+    """Whether a task's view block is of the frames kind (a block of no known kind is not)."""
+    from evalkit.views.base import view_kind
+
+    try:
+        return view_kind(view).kind == "frames"
+    except EvalkitError:
+        return False
 
 
 def _signature(dirs: Sequence[Path]) -> tuple[tuple[str, int, int], ...]:

@@ -61,9 +61,7 @@ def embed_view(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: SourceDa
     transform it runs), in one pass. No sample at all decoded is an error naming the task."""
     try:
         views = view.build(encoder)
-    except ViewSpecError as e:
-        raise TaskSpecError(str(e)) from e
-    except ValueError as e:  # a setting this encoder's tower cannot take
+    except ViewSpecError as e:  # a setting this encoder's tower cannot take
         raise TaskSpecError(f"{spec.path or spec.name}: {e}") from e
     out = embed(encoder, data, views, cache=ctx.cache,
                 batch_size=ctx.run.batch_size, num_workers=ctx.run.num_workers, prefetch=ctx.run.prefetch, limit=ctx.run.limit, strict=ctx.run.strict,
@@ -342,6 +340,6 @@ def _image_processor(encoder: Encoder, view: ViewSpec) -> dict[str, Any]:
     through the image tower; nothing for other models."""
     tower = encoder.towers.get("image")
     processor_id = getattr(tower.input, "processor_id", "") if tower is not None and tower.input.processor else ""
-    if not processor_id or view.provenance("").get("cloud_view") == "points":
+    if not processor_id or view.tower != "image":
         return {}
     return {"image_processor": processor_id}

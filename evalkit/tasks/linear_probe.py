@@ -52,7 +52,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import numbers
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +62,7 @@ import torch
 from evalkit.data.sources import DataError, SourceData, load_source
 from evalkit.errors import OptionError
 from evalkit.features.embed import Embeddings
+from evalkit.metric_table import parse as parse_metric
 from evalkit.models.encoder import Encoder
 from evalkit.progress import progress_bar
 from evalkit.registry import task_families
@@ -83,7 +83,6 @@ log = logging.getLogger("evalkit")
 
 DEFAULT_SHOTS = (1, 2, 4, 8, 16)
 DEFAULT_SEEDS = 3
-_METRIC = re.compile(r"acc1@(\d+)shot")
 _PROBE_KEYS = tuple(f.name for f in dataclasses.fields(ProbeOptions))
 #: what a full probe reports (clip_benchmark's lp_acc1, lp_acc5, lp_mean_per_class_recall)
 FULL_METRICS = ("acc1", "acc5", "mean_per_class_recall")
@@ -203,10 +202,18 @@ class PreparedProbe:
     where: str
 
 
+def _shots_of(metric: str) -> int | None:
+    """K of a few-shot top-1 (``acc1@16shot`` -> 16), from the metric table; None for any other."""
+    parsed = parse_metric(metric)
+    if parsed is None or parsed.suffix or parsed.metric.name != "acc1@{k}shot":
+        return None
+    return parsed.k
+
+
 def primary_metric(spec: TaskSpec, shots: tuple[int, ...]) -> str:
     """The task's ``metric`` when its K is run, else acc1 at the largest K (also the default)."""
-    m = _METRIC.fullmatch(spec.metric)
-    if m is not None and int(m.group(1)) in shots:
+    k = _shots_of(spec.metric)
+    if k is not None and k in shots:
         return spec.metric
     return f"acc1@{max(shots)}shot"
 
@@ -238,8 +245,8 @@ class LinearProbeFamily:
                                     f"on the whole train split, got {spec.metric!r}")
             return FullProbeConfig.from_spec(spec)
         config = FewShotConfig.from_spec(spec)
-        m = _METRIC.fullmatch(spec.metric)
-        if spec.metric != "acc1" and (m is None or int(m.group(1)) not in config.shots):
+        k = _shots_of(spec.metric)
+        if spec.metric != "acc1" and (k is None or k not in config.shots):
             raise TaskSpecError(f"{where}: field 'metric' must be acc1@Kshot for a K in fewshot.shots "
                                 f"{list(config.shots)}, got {spec.metric!r}")
         return config

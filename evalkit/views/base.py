@@ -93,6 +93,8 @@ class ViewSpec:
     marker: ClassVar[str | None] = None
     #: what the samples are, as ``evalkit data check`` says it ("12 listed clips not on disk")
     noun: ClassVar[str] = "samples"
+    #: the encoder tower the kind's runtime views feed (a resolved kind names one)
+    tower: ClassVar[str] = "image"
 
     #: the task file (or ad-hoc name) the view came from: what every error names
     where: str = field(default="", compare=False, repr=False, kw_only=True)

@@ -67,6 +67,7 @@ class PointsViewSpec(ViewSpec):
     kind = "points"
     keys = ("npoints",)
     noun = "clouds"
+    tower = "points"
 
     npoints: int | None = None
 
