@@ -521,13 +521,12 @@ def adhoc_spec(name: str) -> TaskSpec:
     retrieval = kind == "captions" or (kind == "wds" and _wds_dataset_type(Path(path)) == "retrieval")
     view: dict[str, Any] = {}
     if kind == "videofolder":
-        view = {"transform": "crop", "frames": "middle"}
+        view = {"kind": "frames"}  # its defaults: one middle frame, the family's transform
         if not (Path(path) / "templates.txt").is_file():
             templates = list(VIDEO_TEMPLATES)
     if kind == "pointfolder":  # clouds: the model's point tower, else depth views
         prompts = builtin_tasks_dir() / "templates"
-        view = {"transform": "crop", "cloud": "auto", "depth_views": 10,
-                "depth_templates_file": str(prompts / "depth_maps.txt")}
+        view = {"kind": "cloud", "depth_templates_file": str(prompts / "depth_maps.txt")}  # else its defaults
         if not (Path(path) / "templates.txt").is_file():
             templates = _read_list_file(prompts / "modelnet40_64.txt", "templates", Path(name))
     return TaskSpec(

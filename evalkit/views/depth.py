@@ -20,7 +20,7 @@ from evalkit.views.base import View, ViewSpecError, view_kinds, whole_number
 from evalkit.views.image import ImageView, ImageViewSpec, PooledView
 
 
-def depth_view(base: ImageView, n_views: int = 10, resolution: int = 224, *, preset: str | None = None,
+def depth_view(base: ImageView, n_views: int, resolution: int, *, preset: str | None = None,
                **render: Any) -> PooledView:
     """A point cloud (an object with ``xyz``, or an (N, 3) array) as the pooled image features of
     ``n_views`` rendered depth images (:func:`evalkit.views.render.render_depth_views`), each through

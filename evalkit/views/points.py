@@ -22,7 +22,7 @@ class PointView:
     than ``npoints`` points is resampled with replacement, and noted (:class:`Noted`): counted in
     the result, an error under ``--strict``. One with more is subsampled (seeded, reproducible)."""
 
-    npoints: int = 10000
+    npoints: int  # the point tower's own count (PointsInput.npoints) unless the task sets one
 
     @property
     def identity(self) -> str:
@@ -51,7 +51,7 @@ class PointView:
         return F.normalize(encoder.encode_points(batch), dim=-1)
 
 
-def point_view(npoints: int = 10000) -> PointView:
+def point_view(npoints: int) -> PointView:
     """The view of a cloud through a point tower (see :class:`PointView`)."""
     if npoints < 1:
         raise ViewSpecError(f"view.npoints must be >= 1, got {npoints}")
