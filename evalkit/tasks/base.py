@@ -62,10 +62,13 @@ class TaskFamily(Protocol):
     prepared object's attribute of its name (``prepared.train``; ``prepared.data`` for ``test``:
     :func:`split_data`), found from the task's ``<split>_source`` key (``train_source``).
 
-    Optionally also ``prepare(spec, data_root) -> prepared``, which finds and checks the task's
-    data without a model; a family that has it is called before the model is loaded, and its
-    ``run`` then gets ``prepared=`` (a keyword argument it must accept; evalkit.api.prepares_data).
-    Without it, ``run`` finds its own data."""
+    A family on the shared runner (evalkit's own) is config, prepare and score: ``validate``
+    (its YAML keys), ``prepare(spec, data_root) -> prepared`` (finds and checks the data without a
+    model; called before the model is loaded), ``score(spec, encoder, ctx, prepared, by_mode,
+    **splits) -> Scored``, and the class attributes ``splits``, ``default_transform``,
+    ``combine`` and ``result_task``; its ``run`` is ``run_task(self, spec, encoder, ctx,
+    prepared)``. A plugin may instead implement ``run`` whole (``prepared=`` is passed when it
+    has ``prepare``: evalkit.api.prepares_data)."""
 
     name: str
 
