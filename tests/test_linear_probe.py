@@ -80,7 +80,7 @@ def _clip_benchmark(features, k: int, seed: int, val_fraction: float, options: P
     ``random_split`` of the train set (--val_proportion), the split's features saved where
     ``evaluate`` looks for its cache, then ``evaluate`` itself."""
     train_x, train_y, test_x, test_y = features
-    model_id = f"m-{k}-{seed}-{val_fraction}"
+    model_id = f"m-{k}-{seed}-{val_fraction}-{len(train_y)}"
     folder = root / model_id
     folder.mkdir(parents=True)
     with torch.random.fork_rng(devices=[]):

@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import test_distributed
 import torch
-from clip_benchmark.metrics import linear_probe as cb
 from test_distributed import _ok, _passes, _run
+from test_linear_probe import _clip_benchmark
 
 from evalkit import api
 from evalkit.demo import miniatures
@@ -42,53 +41,12 @@ CLASSES = (0, 1, 2, 999)
 # ----------------------------------------------------------------------------- clip_benchmark
 
 
-def _cpu_only() -> list:
-    """clip_benchmark's linear probe asserts device == 'cuda' and moves its model there; run its
-    code on the CPU: .cuda() is a no-op, DataParallel sees no GPU, train/infer get device 'cpu'."""
-    train, infer = cb.train, cb.infer
-    return [
-        mock.patch.object(torch.nn.Module, "cuda", lambda self, *a, **k: self),
-        mock.patch.object(torch.Tensor, "cuda", lambda self, *a, **k: self),
-        mock.patch.object(torch.cuda, "is_available", lambda: False),
-        mock.patch.object(torch.cuda, "device_count", lambda: 0),
-        mock.patch.object(cb, "train", lambda *a: train(*a[:7], "cpu", a[8])),
-        mock.patch.object(cb, "infer", lambda model, loader, amp, device: infer(model, loader, amp, "cpu")),
-    ]
-
-
 def clip_benchmark_full_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor,
                               test_y: torch.Tensor, options: ProbeOptions, seed: int, root: Path) -> dict:
-    """clip_benchmark's run on these features with ``--fewshot_k -1``: its CLI's
-    ``torch.manual_seed(seed)`` and ``random_split`` of the train set (``--val_proportion``), the
-    parts saved where ``evaluate`` looks for its feature cache, then ``evaluate`` itself (which
-    permutes the train part, sweeps the weight decay on the validation part and trains the final
-    probe on both)."""
-    folder = root / f"cb-{seed}-{options.val_fraction}-{len(train_y)}"
-    folder.mkdir(parents=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        if options.val_fraction:
-            part, val = torch.utils.data.random_split(range(len(train_y)),
-                                                      [1 - options.val_fraction, options.val_fraction])
-            torch.save(train_x[val.indices], folder / "features_val.pt")
-            torch.save(train_y[val.indices], folder / "targets_val.pt")
-            part = part.indices
-        else:
-            part = list(range(len(train_y)))
-        torch.save(train_x[part], folder / "features_train.pt")
-        torch.save(train_y[part], folder / "targets_train.pt")
-        torch.save(test_x, folder / "features_test.pt")
-        torch.save(test_y, folder / "targets_test.pt")
-        patches = _cpu_only()
-        for p in patches:
-            p.start()
-        try:
-            return cb.evaluate(torch.nn.Identity(), None, None, -1, options.batch_size, 0, options.lr, options.epochs,
-                               folder.name, seed, str(root), "cuda",
-                               val_dataloader=object() if options.val_fraction else None, amp=False)
-        finally:
-            for p in reversed(patches):
-                p.stop()
+    """clip_benchmark's run on these features with ``--fewshot_k -1`` (test_linear_probe's
+    harness: its CLI's seed and validation split, then ``evaluate`` itself, which permutes the
+    train part, sweeps the weight decay on the validation part and trains the final probe on both)."""
+    return _clip_benchmark((train_x, train_y, test_x, test_y), -1, seed, options.val_fraction, options, root)
 
 
 def _assert_equal_to_clip_benchmark(mine, theirs: dict) -> None:
