@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 # The metric table (names, short names, direction, derivation) is data in a torch-free module at
@@ -38,9 +39,11 @@ def mean_per_class_recall(pred: torch.Tensor, target: torch.Tensor) -> float:
     """Balanced accuracy: mean recall over the classes that occur in ``target`` (sklearn's
     ``balanced_accuracy_score``, which clip_benchmark uses)."""
     classes = torch.unique(target)
-    # float64 like sklearn, so the value is bit-identical, not just close.
-    recalls = [(pred[target == c] == c).double().mean() for c in classes]
-    return float(torch.stack(recalls).mean())
+    # Each class's recall in float64 (hits / count, correctly rounded, as sklearn's diag / row sum),
+    # then numpy's mean of them: numpy sums pairwise, torch in another order, and only the same
+    # order gives sklearn's value to the last bit.
+    recalls = [int((pred[target == c] == c).sum()) / int((target == c).sum()) for c in classes]
+    return float(np.mean(np.asarray(recalls, dtype=np.float64)))
 
 
 def zero_shot_classification_metrics(logits: torch.Tensor, target: torch.Tensor, n_classes: int) -> dict[str, float]:

@@ -120,3 +120,21 @@ def test_classifier_cache_shared_across_tasks(tiny_arch, tmp_path):
     # different templates are a different classifier
     d = zero_shot_classifier(enc, CLASSNAMES, TEMPLATES[:1], cache)
     assert not torch.allclose(a, d)
+
+
+def test_mean_per_class_recall_is_sklearns_to_the_last_bit():
+    """clip_benchmark's mean_per_class_recall is sklearn's balanced_accuracy_score: equal bit for
+    bit on random predictions (classes missing from the predictions or only predicted included),
+    not merely close: the mean of the per-class recalls must be summed in numpy's order."""
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(400):
+        n, c = int(torch.randint(5, 400, (1,), generator=g)), int(torch.randint(2, 60, (1,), generator=g))
+        target = torch.randint(0, c, (n,), generator=g)
+        pred = torch.where(torch.rand(n, generator=g) < 0.6, target, torch.randint(0, c + 3, (n,), generator=g))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # sklearn warns about classes that are only predicted
+            assert mean_per_class_recall(pred, target) == balanced_accuracy_score(target.numpy(), pred.numpy())
