@@ -307,6 +307,23 @@ def sweep_weight_decay(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torc
     return grid[peak], {grid[i]: acc for i, acc in sorted(scores.items())}
 
 
+def _checked(fn: str, train_features: torch.Tensor, train_labels: Any, test_features: torch.Tensor,
+             test_labels: Any, n_classes: int | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """A probe's inputs checked (lengths, samples, labels in range): the labels as int64 tensors
+    and the probe's outputs (by default, as clip_benchmark, the largest train label + 1)."""
+    train_labels = torch.as_tensor(train_labels, dtype=torch.long)
+    test_labels = torch.as_tensor(test_labels, dtype=torch.long)
+    if train_features.shape[0] != train_labels.shape[0] or test_features.shape[0] != test_labels.shape[0]:
+        raise ValueError(f"{fn}: features and labels differ in length")
+    if train_labels.numel() == 0 or test_labels.numel() == 0:
+        raise ValueError(f"{fn}: no train or no test samples")
+    n_classes = int(train_labels.max()) + 1 if n_classes is None else n_classes
+    for name, labels in (("train", train_labels), ("test", test_labels)):
+        if int(labels.min()) < 0 or int(labels.max()) >= n_classes:
+            raise ValueError(f"{fn}: {name} labels outside [0, {n_classes})")
+    return train_labels, test_labels, n_classes
+
+
 def fewshot_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_features: torch.Tensor,
                   test_labels: torch.Tensor, *, shots: Sequence[int], seeds: Sequence[int],
                   options: ProbeOptions | None = None, n_classes: int | None = None,
@@ -317,18 +334,10 @@ def fewshot_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test
     (clip_benchmark's run draws them the same way whatever K is). ``n_classes``: the probe's
     outputs, by default (as clip_benchmark) the largest train label + 1."""
     options = options or ProbeOptions()
-    train_labels = torch.as_tensor(train_labels, dtype=torch.long)
-    test_labels = torch.as_tensor(test_labels, dtype=torch.long)
-    if train_features.shape[0] != train_labels.shape[0] or test_features.shape[0] != test_labels.shape[0]:
-        raise ValueError("fewshot_probe: features and labels differ in length")
-    if train_labels.numel() == 0 or test_labels.numel() == 0:
-        raise ValueError("fewshot_probe: no train or no test samples")
+    train_labels, test_labels, n_classes = _checked("fewshot_probe", train_features, train_labels, test_features, test_labels,
+                                                   n_classes)
     if any(not isinstance(k, int) or k < 1 for k in shots):
         raise ValueError(f"fewshot_probe: shots must be whole numbers ≥ 1, got {list(shots)}")
-    n_classes = int(train_labels.max()) + 1 if n_classes is None else n_classes
-    for name, labels in (("train", train_labels), ("test", test_labels)):
-        if int(labels.min()) < 0 or int(labels.max()) >= n_classes:
-            raise ValueError(f"fewshot_probe: {name} labels outside [0, {n_classes})")
     runs: list[ProbeRun] = []
     for seed in seeds:
         generator = torch.Generator().manual_seed(seed)
@@ -386,16 +395,8 @@ def full_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_fe
     Memory: the train features are read in place (each probe gathers one mini-batch at a time);
     besides them, a row index of N int64 and the test logits (test samples × classes)."""
     options = options or ProbeOptions()
-    train_labels = torch.as_tensor(train_labels, dtype=torch.long)
-    test_labels = torch.as_tensor(test_labels, dtype=torch.long)
-    if train_features.shape[0] != train_labels.shape[0] or test_features.shape[0] != test_labels.shape[0]:
-        raise ValueError("full_probe: features and labels differ in length")
-    if train_labels.numel() == 0 or test_labels.numel() == 0:
-        raise ValueError("full_probe: no train or no test samples")
-    n_classes = int(train_labels.max()) + 1 if n_classes is None else n_classes
-    for name, labels in (("train", train_labels), ("test", test_labels)):
-        if int(labels.min()) < 0 or int(labels.max()) >= n_classes:
-            raise ValueError(f"full_probe: {name} labels outside [0, {n_classes})")
+    train_labels, test_labels, n_classes = _checked("full_probe", train_features, train_labels, test_features, test_labels,
+                                                   n_classes)
     generator = torch.Generator().manual_seed(seed)
     pool, val = split_train_val(train_labels.shape[0], options.val_fraction, generator)
     rows = pool[torch.randperm(len(pool), generator=generator)]
