@@ -17,7 +17,8 @@ The table, top to bottom. A module may import modules of its own layer or of any
   6   data       ``evalkit.data``: sources and layouts, the data-level check of one source spec
   7   models     ``evalkit.models``
   8   bottom     the small pure modules of no layer: ``metrics``, ``metric_table``, ``results``, ``version``,
-                 ``registry``, ``resources``, ``errors``, ``progress``
+                 ``registry``, ``resources``, ``errors``, ``progress``,
+                 ``stats``, ``records``
 ====  =========  ==============================================================================
 
 ``evalkit.demo`` is in no layer: it is a plugin. It may import anything of evalkit, as a separate
@@ -47,7 +48,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("evalkit.data",)),
     ("models", ("evalkit.models",)),
     ("bottom", ("evalkit.metrics", "evalkit.metric_table", "evalkit.results", "evalkit.registry",
-                "evalkit.resources", "evalkit.errors", "evalkit.progress", "evalkit.version")),
+                "evalkit.resources", "evalkit.errors", "evalkit.progress", "evalkit.version", "evalkit.stats",
+                "evalkit.records")),
 ]
 PLUGINS = ("evalkit.demo",)
 
