@@ -16,8 +16,8 @@ import torch
 from evalkit.metric_table import METRICS, derive
 
 __all__ = ["METRICS", "derive", "classification_logits", "topk_accuracy", "mean_per_class_recall",
-           "zero_shot_classification_metrics", "RetrievalTopK", "retrieval_metrics", "retrieval_topk",
-           "DEFAULT_RETRIEVAL_CHUNK"]
+           "zero_shot_classification_metrics", "ranked_classes", "RetrievalTopK", "retrieval_metrics",
+           "retrieval_topk", "RetrievalRanks", "retrieval_ranks", "DEFAULT_RETRIEVAL_CHUNK"]
 
 
 def classification_logits(image_features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
@@ -56,6 +56,35 @@ def zero_shot_classification_metrics(logits: torch.Tensor, target: torch.Tensor,
         metrics = {"acc1": acc1}
     metrics["mean_per_class_recall"] = mean_per_class_recall(logits.argmax(dim=1), target)
     return metrics
+
+
+def ranked_classes(logits: torch.Tensor, k: int, counted: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's ``min(k, classes)`` best classes and their logits, best first, for the
+    per-sample records: the first ``counted`` (1, or all of them) are exactly the indices
+    :func:`topk_accuracy` counts when ``max(ks) == counted``.
+
+    ``torch.topk``'s choice among tied logits depends on how many it is asked for (see the note on
+    ties below), so with ``counted`` 1 and more columns kept the first column is set to
+    ``topk(1)``'s pick where the two calls chose different classes among tied best logits (the
+    values stay: every one of them is the row's maximum)."""
+    k = min(k, logits.shape[1])
+    top = logits.topk(k, dim=1, largest=True, sorted=True)
+    if counted == k:
+        return top.indices, top.values
+    if counted != 1:
+        raise ValueError(f"ranked_classes: counted must be 1 or k ({k}), got {counted}")
+    first = logits.topk(1, dim=1, largest=True, sorted=True).indices[:, 0]
+    indices = top.indices
+    differs = (indices[:, 0] != first).nonzero()[:, 0].tolist()
+    if differs:
+        indices = indices.clone()
+        for r in differs:  # only where the best logits tie
+            row = indices[r]
+            at = (row == first[r]).nonzero()
+            if len(at):
+                row[int(at[0, 0])] = row[0]
+            row[0] = first[r]
+    return indices, top.values
 
 
 # --- zero-shot image–text retrieval ---------------------------------------------------------------
@@ -275,3 +304,89 @@ def retrieval_topk(image_features: torch.Tensor, text_features: torch.Tensor, k:
             values[start:end], indices[start:end] = v, i
         out += [indices, values]
     return RetrievalTopK(out[0], out[1], out[2], out[3])
+
+
+class RetrievalRanks(NamedTuple):
+    """Each query's rank of its best correct candidate, for the per-sample records.
+
+    ``i2t_rank`` (N images): 0-based rank, among all captions, of the image's best-ranked own
+    caption (-1: an image without captions); ``t2i_rank`` (M captions): the rank of the caption's
+    own image among all images. ``*_hit`` (queries × len(ks)): whether the query hit at each K,
+    exactly as :func:`retrieval_metrics` counts it; ``*_margin``: the best correct score minus the
+    best wrong one (+inf with no wrong candidate, NaN for an image without captions).
+    ``inexact``: queries whose rank cannot say every hit (see :func:`retrieval_ranks`)."""
+
+    i2t_rank: torch.Tensor
+    i2t_hit: torch.Tensor
+    i2t_margin: torch.Tensor
+    t2i_rank: torch.Tensor
+    t2i_hit: torch.Tensor
+    t2i_margin: torch.Tensor
+    inexact: int
+
+
+def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: torch.Tensor,
+                    ks: Sequence[int] = (1, 5, 10),
+                    chunk_size: int | None = DEFAULT_RETRIEVAL_CHUNK) -> RetrievalRanks:
+    """Every query's rank of its first correct match, from the same score blocks as
+    :func:`retrieval_metrics` (same inputs, same memory bound), such that for every K in ``ks``
+    the float32 mean of ``0 <= rank < K`` is that function's recall@K, to the bit.
+
+    A rank is the number of candidates scoring strictly higher than the query's best correct one
+    (a NaN score counts as higher: ``torch.topk`` ranks it first). Where that number and the hits
+    disagree, the hit was decided by ``torch.topk(K)``'s choice among scores exactly equal to the
+    best correct one: the rank is then moved within the tie, to the largest K missed. If the
+    choice is not nested over K (a hit at one K, a miss at a larger one, possible only among
+    several equal scores), no single rank says it: the rank stays and the query is counted in
+    ``inexact``; ``*_hit`` hold the exact hits always."""
+    _check_retrieval_inputs(image_features, text_features, text_to_image)
+    ks = list(dict.fromkeys(int(k) for k in ks))
+    if not ks or min(ks) < 1:
+        raise ValueError(f"retrieval_ranks: ks must be positive, got {ks}")
+    image_features, text_features = _common_dtype(image_features, text_features)
+    n_images, n_texts = image_features.shape[0], text_features.shape[0]
+    device = text_features.device
+    text_to_image = text_to_image.to(device=device, dtype=torch.long)
+    k_row = torch.tensor(ks, device=device)
+
+    def t2i_block(scores: torch.Tensor, own: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        positive = scores.gather(1, own[:, None])
+        above = ((scores > positive) | scores.isnan()).sum(dim=1)
+        negative = scores.scatter(1, own[:, None], float("-inf")).max(dim=1).values
+        top = _topk_sets(scores, ks)
+        hit = torch.stack([(top[k] == own[:, None]).any(dim=1) for k in ks], dim=1)
+        return above, hit, positive[:, 0] - negative
+
+    def i2t_block(scores: torch.Tensor, own: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        mask = text_to_image[None, :] == own[:, None]
+        has = mask.any(dim=1)
+        positive = scores.masked_fill(~mask, float("-inf")).max(dim=1).values
+        negative = scores.masked_fill(mask, float("-inf")).max(dim=1).values
+        above = ((scores > positive[:, None]) | scores.isnan()).sum(dim=1)
+        top = _topk_sets(scores, ks)
+        hit = torch.stack([(text_to_image[top[k]] == own[:, None]).any(dim=1) for k in ks], dim=1)
+        margin = torch.where(has, positive - negative, torch.full_like(positive, float("nan")))
+        return torch.where(has, above, torch.full_like(above, -1)), hit, margin
+
+    out = []
+    inexact = 0
+    for queries, candidates, are_texts, n, block in ((image_features, text_features, False, n_images, i2t_block),
+                                                     (text_features, image_features, True, n_texts, t2i_block)):
+        rank = torch.empty(n, dtype=torch.long, device=device)
+        hit = torch.empty(n, len(ks), dtype=torch.bool, device=device)
+        margin = torch.empty(n, dtype=queries.dtype, device=device)
+        for start, end, scores in _map_blocks(queries, candidates, are_texts, chunk_size, lambda s: s):
+            own = text_to_image[start:end] if are_texts else torch.arange(start, end, device=device)
+            rank[start:end], hit[start:end], margin[start:end] = block(scores, own)
+            del scores  # the block goes before the next one is multiplied
+        said = (rank[:, None] >= 0) & (rank[:, None] < k_row[None, :])
+        wrong = (said != hit).any(dim=1)
+        if wrong.any():
+            missed = torch.where(hit, torch.full_like(k_row, -1)[None, :], k_row[None, :]).max(dim=1).values
+            first_hit = torch.where(hit, k_row[None, :], torch.full_like(k_row, torch.iinfo(torch.long).max)[None, :])
+            moved = torch.maximum(rank, missed)
+            fits = moved < first_hit.min(dim=1).values
+            rank = torch.where(wrong & fits, moved, rank)
+            inexact += int((wrong & ~fits).sum())
+        out += [rank, hit, margin]
+    return RetrievalRanks(out[0], out[1], out[2], out[3], out[4], out[5], inexact)
