@@ -46,6 +46,7 @@ This module is at the bottom of the layers: numpy, :mod:`evalkit.results` and
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -66,8 +67,8 @@ from evalkit.results import (
     result_path,
 )
 
-__all__ = ["FIELDS", "KINDS", "META_KEY", "SCHEMA", "SUFFIX", "Records", "RecordsError", "read_records",
-           "recall_at", "records_for", "records_path", "result_entry", "write_records"]
+__all__ = ["FIELDS", "KINDS", "META_KEY", "SCHEMA", "SUFFIX", "Records", "RecordsError", "Written", "read_records",
+           "recall_at", "records_for", "records_path", "result_entry", "result_records", "write_records"]
 
 SCHEMA = 1
 SUFFIX = ".records.npz"
@@ -107,12 +108,22 @@ def records_path(output_dir: str | Path, model: str, task_name: str, variant: st
     return result_path(output_dir, model, task_name, suffix, variant)
 
 
+@dataclass(frozen=True)
+class Written:
+    """A records file as written: where, its size and its content's SHA-256 (which the result
+    keeps, so a records file is known to be the one its result was scored with)."""
+
+    path: Path
+    bytes: int
+    sha256: str
+
+
 def write_records(path: str | Path, kind: str, arrays: Mapping[str, Mapping[str, np.ndarray]],
-                  meta: Mapping[str, Any] | None = None) -> int:
+                  meta: Mapping[str, Any] | None = None) -> Written:
     """Write one records file: ``arrays`` per mode (``{"crop": {"key": ..., "target": ...}}``),
     each stored as ``"<mode>/<field>"``, and ``meta`` (JSON-able) with ``schema``, ``kind`` and
     ``modes`` set here. Compressed in memory, then written as a result is (a temporary file,
-    fsynced and renamed). Returns the file's size in bytes. A kind or a mode that lacks a field
+    fsynced and renamed). Returns its size and digest (:class:`Written`). A kind or a mode that lacks a field
     is a ValueError (a bug of the family that made them); the OS's refusal to write is an
     :class:`~evalkit.errors.OutputError` naming the path."""
     path = Path(path)
@@ -142,7 +153,7 @@ def write_records(path: str | Path, kind: str, arrays: Mapping[str, Mapping[str,
         atomic_write_bytes(path, data)
     except OSError as e:
         raise OutputError(f"cannot write per-sample records {path}: {e.strerror or e}") from e
-    return len(data)
+    return Written(path, len(data), hashlib.sha256(data).hexdigest())
 
 
 @dataclass(frozen=True)
@@ -223,10 +234,11 @@ def _length(array: np.ndarray) -> int | None:
     return array.shape[0] if array.ndim else None
 
 
-def result_entry(files: list[Path], sizes: list[int], kind: str) -> dict[str, Any]:
-    """What a result records of its records files (``evalkit.records``): their names (relative
-    to the result's folder: they sit beside it), total size and kind."""
-    return {"kind": kind, "files": [Path(f).name for f in files], "bytes": int(sum(sizes))}
+def result_entry(written: list[Written], kind: str) -> dict[str, Any]:
+    """What a result records of its records files (``evalkit.records``): their kind, names
+    (relative to the result's folder: they sit beside it), total size and each one's SHA-256."""
+    return {"kind": kind, "files": [w.path.name for w in written], "bytes": int(sum(w.bytes for w in written)),
+            "sha256": [w.sha256 for w in written]}
 
 
 def records_for(result: TaskResult | str | Path, output_dir: str | Path | None = None) -> list[Path]:
@@ -256,3 +268,24 @@ def recall_at(rank: np.ndarray, k: int) -> float:
     ``0 <= rank < k`` (a rank -1, an image without captions, is a miss), as the metric takes it."""
     rank = np.asarray(rank)
     return float(np.mean(((rank >= 0) & (rank < k)).astype(np.float32)))
+
+
+def result_records(result: TaskResult | str | Path, output_dir: str | Path | None = None) -> list[Records]:
+    """The records of a result (:func:`records_for`: a result file's path, or a result and the
+    ``output_dir`` it was written under), read and checked, in order. Each file must be the one
+    the result was written with (the SHA-256 the result keeps), else a :class:`RecordsError` says
+    that it belongs to another run."""
+    paths = records_for(result, output_dir)
+    if not isinstance(result, TaskResult):
+        result = read_result(result)
+    digests = (result.evalkit.get("records") or {}).get("sha256")
+    out = []
+    for i, path in enumerate(paths):
+        records = read_records(path)
+        if isinstance(digests, list) and i < len(digests):
+            actual = hashlib.sha256(path.read_bytes()).hexdigest()
+            if actual != digests[i]:
+                raise RecordsError(f"{path}: not the records file its result was written with (SHA-256 "
+                                   f"{actual[:12]}…, the result names {str(digests[i])[:12]}…): another run wrote it")
+        out.append(records)
+    return out

@@ -184,6 +184,9 @@ def register_cli(sub: Any) -> None:
                      "(default: the task's own, usually 3)")
     run.add_argument("--save-predictions", action="store_true",
                      help="also write per-sample top-5 predictions as <task>.predictions.jsonl")
+    run.add_argument("--no-records", action="store_true",
+                     help="write no per-sample records (<task>.records.npz, which the statistics read) beside "
+                     "each result, and remove an earlier run's")
     run.add_argument("--cache-dir", help="feature/classifier cache folder, also holding generated data such as the "
                      "demo's video clips (default: $EVALKIT_CACHE, else ~/.cache/evalkit)")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk cache")

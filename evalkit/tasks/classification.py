@@ -22,7 +22,7 @@ from evalkit.models.encoder import Encoder
 from evalkit.registry import task_families
 from evalkit.results import TaskResult
 from evalkit.tasks.base import RunContext
-from evalkit.tasks.common import Scored, run_task
+from evalkit.tasks.common import Scored, class_records, run_task
 from evalkit.tasks.spec import TaskSpec
 
 
@@ -110,6 +110,11 @@ class ClassificationFamily:
             "classifier_seconds": round(classifier_s, 4),
             "classifier_cached": ctx.cache.hits > hits_before,
         })
+        if ctx.run.records:
+            scored.records_kind = "classification"
+            scored.records_meta = {"n_classes": prepared.n_labels, "logit_scale": 100.0,
+                                   "classnames": prepared.classnames,
+                                   "label_groups": prepared.data.label_groups}
         for m, emb in by_mode.items():
             logits = classification_logits(emb.features, classifier)
             if prepared.data.label_groups is not None:
@@ -119,6 +124,8 @@ class ClassificationFamily:
                 scored.metrics[m]["mean_acc1_acc5"] = derive("mean_acc1_acc5", scored.metrics[m])
             if ctx.run.save_predictions:
                 scored.predictions[m] = _top5(feats.keys, target, logits)
+            if ctx.run.records:  # top-k as acc1 / acc5 counted them: topk(5), or topk(1) under 5 classes
+                scored.records[m] = class_records(feats.keys, target, logits, 5 if prepared.n_labels >= 5 else 1)
         return scored
 
 

@@ -15,10 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
+
 from evalkit.data.sources import DataError, SourceData
 from evalkit.errors import OutputError
 from evalkit.features.embed import Embeddings, embed
+from evalkit.metrics import ranked_classes
 from evalkit.models.encoder import Encoder
+from evalkit.records import records_path, result_entry, write_records
 from evalkit.results import TaskResult, atomic_write_text, result_path
 from evalkit.tasks.base import TEST_SPLIT, RunContext, declared_splits, split_data
 from evalkit.tasks.spec import TaskSpec, TaskSpecError
@@ -182,11 +187,19 @@ def best_transform_by_metric(per_mode: dict[str, dict[str, float]]) -> dict[str,
 @dataclass
 class Scored:
     """What a family's ``score`` returns: per transform its metrics (and, with
-    ``--save-predictions``, its prediction records), plus the family's own provenance."""
+    ``--save-predictions``, its prediction records), plus the family's own provenance.
+
+    ``records``: per transform, the per-sample arrays of kind ``records_kind``
+    (:mod:`evalkit.records`: ``classification``, ``retrieval``, ``fewshot``, ``probe``) with
+    ``records_meta``, which the runner writes beside the result unless the run says
+    ``records=False``; a family makes none then (``ctx.run.records``)."""
 
     metrics: dict[str, dict[str, float]]
     predictions: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     evalkit: dict[str, Any] = field(default_factory=dict)
+    records: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    records_kind: str | None = None
+    records_meta: dict[str, Any] = field(default_factory=dict)
     #: under best-of-both, the metric whose best transform gives every number, when the family's
     #: ``combine`` depends on the run (the linear probe: its primary metric at the K values run)
     combine_by: str | None = None
@@ -209,6 +222,10 @@ def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, pre
     first = results[0]
     metrics = combine_splits([r.metrics for r in results])
     ev = dict(first.evalkit)
+    if "records" in ev:  # one records file per split, in order
+        parts = [r.evalkit["records"] for r in results]
+        ev["records"] = {**parts[0], "files": [f for p in parts for f in p["files"]],
+                         "bytes": sum(p["bytes"] for p in parts), "sha256": [d for p in parts for d in p["sha256"]]}
     ev.update(splits=splits, samples=sum(r.evalkit["samples"] for r in results),
               evaluated=sum(r.evalkit["evaluated"] for r in results), skipped=sum(r.evalkit["skipped"] for r in results),
               skipped_keys=[k for r in results for k in r.evalkit.get("skipped_keys", [])][:100],
@@ -267,6 +284,7 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
     for m, records in scored.predictions.items():
         tag = ".".join(t for t in (part, m if len(modes) > 1 else None) if t)
         write_predictions(spec, encoder, ctx, records, tag or None)
+    records = write_task_records(spec, encoder, ctx, scored, part)
     write_skipped_log(spec, encoder, ctx, by_mode[modes[0]].skipped, part)
     for split, other in embedded.items():
         write_skipped_log(spec, encoder, ctx, other[modes[0]].skipped, ".".join(t for t in (part, split) if t))
@@ -286,8 +304,51 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
         task=family.result_task,
         metrics=metrics,
         evalkit={**provenance(spec, encoder, ctx, family.name, prepared.data, view, by_mode, started), **best,
-                 **_splits_provenance(spec, prepared, by_mode, embedded, modes[0]), **scored.evalkit},
+                 **_splits_provenance(spec, prepared, by_mode, embedded, modes[0]), **scored.evalkit,
+                 **({"records": records} if records else {})},
     )
+
+
+def write_task_records(spec: TaskSpec, encoder: Encoder, ctx: RunContext, scored: Scored,
+                       part: str | None = None) -> dict[str, Any] | None:
+    """``<task>[.<part>].records.npz`` beside the result (:mod:`evalkit.records`), from what the
+    family scored; returns what the result records of it (``evalkit.records``). With
+    ``records=False`` (``--no-records``), or a family that makes none, nothing is written and an
+    earlier run's file is removed: it must not stand beside this result."""
+    path = records_path(ctx.output_dir, encoder.name, _name(spec), ctx.variant, part)
+    if not ctx.run.records or not scored.records or scored.records_kind is None:
+        path.unlink(missing_ok=True)
+        return None
+    meta = {"task": spec.name, "model": encoder.name, "variant": ctx.variant, "part": part,
+            "precision": encoder.precision, "fingerprint": encoder.fingerprint, **scored.records_meta}
+    written = write_records(path, scored.records_kind, scored.records, meta)
+    return result_entry([written], scored.records_kind)
+
+
+def class_records(keys: list[str], target: torch.Tensor, logits: torch.Tensor, counted: int) -> dict[str, np.ndarray]:
+    """A ``classification`` / ``probe`` record of each sample (:mod:`evalkit.records`) from its
+    logits: the top min(5, C) classes and logits, the first ``counted`` exactly those acc1 / acc5
+    counted (:func:`evalkit.metrics.ranked_classes`), and the argmax (the top-1
+    mean_per_class_recall counts); see :func:`ranked_records`."""
+    indices, values = ranked_classes(logits, 5, counted)
+    return ranked_records(keys, target, indices, values, logits.argmax(dim=1))
+
+
+def ranked_records(keys: list[str], target: torch.Tensor, top_classes: torch.Tensor, top_scores: torch.Tensor,
+                   pred: torch.Tensor) -> dict[str, np.ndarray]:
+    """The arrays of a ``classification`` / ``probe`` record: key, target, top classes and
+    scores (float32, as scored), the top-1/top-2 margin (+inf with one class) and ``pred``."""
+    scores = top_scores.float().cpu().numpy()
+    margin = (scores[:, 0] - scores[:, 1] if scores.shape[1] > 1
+              else np.full(scores.shape[0], np.inf, dtype=np.float32))
+    return {
+        "key": np.asarray([str(k) for k in keys], dtype=str),
+        "target": target.cpu().numpy().astype(np.int32),
+        "top_classes": top_classes.cpu().numpy().astype(np.int32),
+        "top_scores": scores,
+        "margin": margin,
+        "pred": pred.cpu().numpy().astype(np.int32),
+    }
 
 
 def split_spec(spec: TaskSpec, split: str) -> TaskSpec:

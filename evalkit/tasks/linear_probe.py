@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from evalkit.data.sources import DataError, SourceData, load_source
@@ -68,7 +69,7 @@ from evalkit.progress import progress_bar
 from evalkit.registry import task_families
 from evalkit.results import TaskResult
 from evalkit.tasks.base import RunContext
-from evalkit.tasks.common import Scored, run_task
+from evalkit.tasks.common import Scored, ranked_records, run_task
 from evalkit.tasks.probe import (
     FullProbeRun,
     ProbeOptions,
@@ -326,7 +327,19 @@ def _score_fewshot(spec: TaskSpec, ctx: RunContext, task_config: FewShotConfig, 
     }
     if metric != task_metric:  # --shots left out the K of the task's own primary metric
         evalkit["metric_of_task"] = task_metric
-    return Scored(metrics={m: fewshot_metrics(r) for m, r in runs.items()}, evalkit=evalkit, combine_by=metric)
+    scored = Scored(metrics={m: fewshot_metrics(r) for m, r in runs.items()}, evalkit=evalkit, combine_by=metric)
+    if ctx.run.records:  # per (K, seed) run, the probe's top-1 on each test sample
+        scored.records_kind = "fewshot"
+        scored.records_meta = {"n_classes": n_classes, "shots": list(config.shots), "seeds": list(config.seeds)}
+        for m, rs in runs.items():
+            scored.records[m] = {
+                "key": np.asarray([str(k) for k in by_mode[m].keys], dtype=str),
+                "target": test_y.numpy().astype(np.int32),
+                "shots": np.asarray([r.shots for r in rs], dtype=np.int32),
+                "seed": np.asarray([r.seed for r in rs], dtype=np.int32),
+                "pred": torch.stack([r.predictions for r in rs]).numpy().astype(np.int32, copy=False),
+            }
+    return scored
 
 
 def _score_full(spec: TaskSpec, ctx: RunContext, config: FullProbeConfig, by_mode: dict[str, Embeddings],
@@ -338,13 +351,19 @@ def _score_full(spec: TaskSpec, ctx: RunContext, config: FullProbeConfig, by_mod
             m: full_probe(train[m].features, train_y, emb.features, test_y, seed=config.seed, options=config.probe,
                           n_classes=n_classes, device=device, bar=bar)
             for m, emb in by_mode.items()}
-    return Scored(metrics={m: r.metrics for m, r in runs.items()}, combine_by=spec.metric, evalkit={
+    scored = Scored(metrics={m: r.metrics for m, r in runs.items()}, combine_by=spec.metric, evalkit={
         "n_classes": n_classes,
         "probe": {**config.record(), "probe_device": device},
         "probe_seconds": round(time.perf_counter() - t0, 4),
         # per transform: test metrics, chosen weight decay, samples, the sweep's points
         "runs": {m: r.summary() for m, r in runs.items()},
     })
+    if ctx.run.records:  # the probe's logits on each test sample, as the classification records keep them
+        scored.records_kind = "probe"
+        scored.records_meta = {"n_classes": n_classes, "seed": config.seed}
+        for m, r in runs.items():
+            scored.records[m] = ranked_records(by_mode[m].keys, test_y, r.top_classes, r.top_scores, r.predictions)
+    return scored
 
 
 def probe_device(encoder: Encoder) -> str:

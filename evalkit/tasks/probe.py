@@ -48,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evalkit.metrics import mean_per_class_recall, topk_accuracy
+from evalkit.metrics import mean_per_class_recall, ranked_classes, topk_accuracy
 
 __all__ = [
     "FullProbeRun",
@@ -131,6 +131,8 @@ class ProbeRun:
     val_indices: list[int]
     short_classes: list[int] = field(default_factory=list)  # classes with fewer than K train samples
     val_acc1: dict[float, float] = field(default_factory=dict)  # weight decay -> validation top-1 (the sweep)
+    #: the probe's top-1 class of each test sample (int32), the one ``acc1`` counts
+    predictions: torch.Tensor | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """What a result records per run (no sample lists)."""
@@ -258,16 +260,23 @@ def probe_logits(layer: torch.nn.Linear, features: torch.Tensor, rows: torch.Ten
 
 
 def evaluate_probe(layer: torch.nn.Linear, features: torch.Tensor, labels: torch.Tensor,
-                   rows: torch.Tensor | None = None) -> float:
+                   rows: torch.Tensor | None = None, *,
+                   predictions: bool = False) -> float | tuple[float, torch.Tensor]:
     """Top-1 accuracy (a fraction) of ``layer`` on ``features`` (or those of its ``rows``): the hits
     :func:`evalkit.metrics.topk_accuracy` counts, chunk by chunk, over the samples. The logits of a
     large validation part are never all held at once; the count is a whole number either way, so
-    the fraction is the one topk_accuracy gives on all the logits."""
+    the fraction is the one topk_accuracy gives on all the logits. ``predictions``: also return
+    each sample's top-1 class (int32), the ``torch.topk(logits, 1)`` pick that was counted."""
     target = (labels if rows is None else labels[rows]).cpu()
     hits = 0
+    preds = torch.empty(target.shape[0], dtype=torch.int32) if predictions else None
     for lo, chunk in _logit_chunks(layer, features, rows):
-        hits += round(topk_accuracy(chunk.float(), target[lo:lo + chunk.shape[0]], (1,))[0] * chunk.shape[0])
-    return hits / target.shape[0]
+        logits = chunk.float()
+        hits += round(topk_accuracy(logits, target[lo:lo + chunk.shape[0]], (1,))[0] * chunk.shape[0])
+        if preds is not None:  # topk_accuracy's own call, so the same pick among tied logits
+            preds[lo:lo + chunk.shape[0]] = logits.topk(1, dim=1, largest=True, sorted=True).indices[:, 0]
+    acc = hits / target.shape[0]
+    return (acc, preds) if preds is not None else acc
 
 
 def sweep_weight_decay(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
@@ -354,8 +363,8 @@ def fewshot_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test
             else:
                 wd, sweep = 0.0, {}
             layer = train_linear_probe(x, y, n_classes, wd, options, seed, device)
-            runs.append(ProbeRun(k, seed, evaluate_probe(layer, test_features, test_labels), wd,
-                                 idx.tolist(), val.tolist(), short, sweep))
+            acc, preds = evaluate_probe(layer, test_features, test_labels, predictions=True)
+            runs.append(ProbeRun(k, seed, acc, wd, idx.tolist(), val.tolist(), short, sweep, preds))
             if bar is not None:
                 bar.update(1)
     return runs
@@ -372,6 +381,11 @@ class FullProbeRun:
     train_samples: int  # the final probe's: the train part and the validation part together
     val_samples: int
     val_acc1: dict[float, float] = field(default_factory=dict)  # weight decay -> validation top-1 (the sweep)
+    #: per test sample, for the records: the top min(5, C) classes and logits (the first ones those
+    #: acc1 / acc5 counted) and the argmax (mean_per_class_recall's top-1)
+    top_classes: torch.Tensor | None = field(default=None, repr=False)
+    top_scores: torch.Tensor | None = field(default=None, repr=False)
+    predictions: torch.Tensor | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         """What a result records of the run."""
@@ -412,8 +426,10 @@ def full_probe(train_features: torch.Tensor, train_labels: torch.Tensor, test_fe
     logits = probe_logits(layer, test_features).float()
     ks = (1, 5) if int(test_labels.max()) >= 5 else (1,)  # clip_benchmark: acc5 when a test label is 5 or more
     metrics = {f"acc{k}": acc for k, acc in zip(ks, topk_accuracy(logits, test_labels, ks), strict=True)}
-    metrics["mean_per_class_recall"] = mean_per_class_recall(logits.argmax(dim=1), test_labels)
-    return FullProbeRun(seed, metrics, wd, len(rows), len(val), sweep)
+    pred = logits.argmax(dim=1)
+    metrics["mean_per_class_recall"] = mean_per_class_recall(pred, test_labels)
+    top_classes, top_scores = ranked_classes(logits, 5, max(ks))
+    return FullProbeRun(seed, metrics, wd, len(rows), len(val), sweep, top_classes, top_scores, pred.to(torch.int32))
 
 
 def mean_and_std(values: Sequence[float]) -> tuple[float, float]:

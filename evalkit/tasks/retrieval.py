@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from evalkit.data.sources import DataError, SourceData, load_source
 from evalkit.features.embed import Embeddings, caption_features, truncated_texts
-from evalkit.metrics import DEFAULT_RETRIEVAL_CHUNK, retrieval_metrics, retrieval_topk
+from evalkit.metrics import DEFAULT_RETRIEVAL_CHUNK, retrieval_metrics, retrieval_ranks, retrieval_topk
 from evalkit.models.encoder import Encoder
 from evalkit.registry import task_families
 from evalkit.results import TaskResult
@@ -103,11 +104,37 @@ class RetrievalFamily:
             "captions_truncated": truncated_texts(encoder, captions),
             "text_seconds": round(time.perf_counter() - t0, 4),
         })
+        inexact: dict[str, int] = {}
         for m, emb in by_mode.items():
             scored.metrics[m] = retrieval_metrics(emb.features, texts, text_to_image, config.recall_k, config.chunk_size)
             if ctx.run.save_predictions:
                 scored.predictions[m] = _top(emb.features, texts, images.keys, text_to_image, config.chunk_size)
+            if ctx.run.records:
+                scored.records[m], inexact[m] = _ranks(emb.features, texts, images.keys, text_to_image, config)
+        if ctx.run.records:
+            scored.records_kind = "retrieval"
+            scored.records_meta = {"recall_k": list(dict.fromkeys(config.recall_k)), "n_images": len(images.keys),
+                                   "n_captions": len(captions), "ranks_inexact": inexact}
         return scored
+
+
+def _ranks(images: torch.Tensor, texts: torch.Tensor, keys: list[str], text_to_image: torch.Tensor,
+           config: RetrievalConfig) -> tuple[dict[str, np.ndarray], int]:
+    """A ``retrieval`` record of each query (:mod:`evalkit.records`): each image's and caption's
+    rank of its first correct match (:func:`evalkit.metrics.retrieval_ranks`), its hits at each
+    K, its margin; and the queries whose rank cannot say every hit (ties; 0 but for heavy ties)."""
+    ranks = retrieval_ranks(images, texts, text_to_image, config.recall_k, config.chunk_size)
+    arrays = {
+        "image_key": np.asarray([str(k) for k in keys], dtype=str),
+        "i2t_rank": ranks.i2t_rank.cpu().numpy().astype(np.int32),
+        "i2t_hit": ranks.i2t_hit.cpu().numpy(),
+        "i2t_margin": ranks.i2t_margin.float().cpu().numpy(),
+        "t2i_image": text_to_image.cpu().numpy().astype(np.int32),
+        "t2i_rank": ranks.t2i_rank.cpu().numpy().astype(np.int32),
+        "t2i_hit": ranks.t2i_hit.cpu().numpy(),
+        "t2i_margin": ranks.t2i_margin.float().cpu().numpy(),
+    }
+    return arrays, ranks.inexact
 
 
 def _queries(labels: list[Any], keys: list[str], where: str) -> tuple[list[str], torch.Tensor]:

@@ -54,8 +54,9 @@ class RunSpec:
     (a video task's frame sampler; None: the task's own), ``shots`` and ``seeds`` (few-shot
     linear-probe tasks: K samples per class, seeds 0 … N-1; None: the task's own).
 
-    What a run does around its tasks: ``save_predictions`` (per-sample records beside each result),
-    ``progress`` (bars on a terminal, a line per phase in a log), ``skip_existing`` (skip a task that
+    What a run does around its tasks: ``records`` (per-sample records, ``<task>.records.npz``,
+    beside each result: :mod:`evalkit.records`; False: none, and an earlier run's removed),
+    ``save_predictions`` (each sample's top predictions as JSON lines beside each result), ``progress`` (bars on a terminal, a line per phase in a log), ``skip_existing`` (skip a task that
     has a result), ``raise_errors`` (re-raise a task's failure instead of reporting it and going
     on), ``on_failure(task, reason)`` called the moment a task fails (None: logged) and
     ``on_result(result, path)`` called as each result is written.
@@ -82,6 +83,7 @@ class RunSpec:
     shots: tuple[int, ...] | None = None
     seeds: int | None = None
     save_predictions: bool = False
+    records: bool = True
     cache_dir: str | Path | None = DEFAULT_CACHE
     progress: bool = True
     task_dirs: tuple[str | Path, ...] = ()
@@ -141,6 +143,7 @@ class RunSpec:
             shots=args.shots,
             seeds=args.seeds,
             save_predictions=args.save_predictions,
+            records=not args.no_records,
             cache_dir=None if args.no_cache else (args.cache_dir or DEFAULT_CACHE),
             progress=not args.quiet,  # bars on a terminal, a line per phase in a log (evalkit.progress)
             task_dirs=tuple(args.task_dir or ()),
