@@ -1,0 +1,190 @@
+"""The interval of every metric of a result: from its per-sample records (:mod:`evalkit.records`)
+when it has them, from its sample count alone where a metric allows (a proportion), else a note.
+
+Which method each metric gets (names from :mod:`evalkit.stats`):
+
+* ``acc1``, ``acc5`` (and any ``acc{k}``): proportions of N, Wilson's interval (Clopper–Pearson
+  with ``proportion="clopper-pearson"``);
+* ``mean_per_class_recall``: bootstrap over samples, stratified by class;
+* ``mean_acc1_acc5``: bootstrap over samples of ``(hit@1 + hit@5) / 2``;
+* retrieval recalls and ``mean_recall``: bootstrap over images, each image carrying its own
+  image→text query and its captions' text→image queries (so the text→image recall is a ratio
+  of sums, and the six recalls share their resamples);
+* ``acc1@{K}shot``: bootstrap over test samples of the mean over seeds of a sample's hits (the
+  spread over seeds stays ``acc1@{K}shot_std``);
+* a metric of several transforms (best-of-both) takes the interval of the transform that gave
+  it; a task of several splits combines its splits' intervals (``normal-combined``).
+
+All values are fractions, as the metrics are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from evalkit.metric_table import SUFFIX_RE
+from evalkit.stats import (
+    DEFAULT_LEVEL,
+    DEFAULT_RESAMPLES,
+    DEFAULT_SEED,
+    Interval,
+    bootstrap,
+    bootstrap_class_mean,
+    bootstrap_mean,
+    combined_interval,
+    proportion_interval,
+)
+
+__all__ = ["IntervalOptions", "record_intervals", "count_intervals", "NEEDS_RECORDS"]
+
+NEEDS_RECORDS = "needs per-sample records (this result was written without them)"
+_ACC = re.compile(r"^acc([1-9]\d*)$")
+_RECALL = re.compile(r"^(text_retrieval_recall|image_retrieval_recall|i2t_R|t2i_R)@([1-9]\d*)$")
+_SHOT = re.compile(r"^acc1@([1-9]\d*)shot$")
+
+
+@dataclass(frozen=True)
+class IntervalOptions:
+    """How intervals are made: recorded beside them in every result (``evalkit.ci_options``)."""
+
+    level: float = DEFAULT_LEVEL
+    proportion: str = "wilson"
+    resamples: int = DEFAULT_RESAMPLES
+    seed: int = DEFAULT_SEED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"level": self.level, "proportion": self.proportion, "resamples": self.resamples, "seed": self.seed}
+
+
+def _hits(arrays: Mapping[str, np.ndarray], k: int) -> np.ndarray:
+    top = np.asarray(arrays["top_classes"])
+    target = np.asarray(arrays["target"])
+    return (top[:, :k] == target[:, None]).any(axis=1)
+
+
+def classification_intervals(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float],
+                             options: IntervalOptions = IntervalOptions()) -> dict[str, Interval]:
+    """Intervals of a classification (or full linear probe) record's metrics."""
+    out: dict[str, Interval] = {}
+    target = np.asarray(arrays["target"])
+    n = int(target.shape[0])
+    for name in metrics:
+        m = _ACC.match(name)
+        if m and int(m.group(1)) <= np.asarray(arrays["top_classes"]).shape[1]:
+            k = int(np.count_nonzero(_hits(arrays, int(m.group(1)))))
+            out[name] = proportion_interval(k, n, level=options.level, method=options.proportion)
+    if "mean_per_class_recall" in metrics:
+        hit1 = _hits(arrays, 1).astype(np.float64)
+        out["mean_per_class_recall"] = bootstrap_class_mean(hit1, target, resamples=options.resamples,
+                                                            seed=options.seed).interval(options.level)
+    if "mean_acc1_acc5" in metrics and np.asarray(arrays["top_classes"]).shape[1] >= 5:
+        both = (_hits(arrays, 1).astype(np.float64) + _hits(arrays, 5)) / 2
+        out["mean_acc1_acc5"] = bootstrap_mean(both, resamples=options.resamples,
+                                               seed=options.seed).interval(options.level)
+    return out
+
+
+def retrieval_intervals(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float],
+                        options: IntervalOptions = IntervalOptions()) -> dict[str, Interval]:
+    """Intervals of the recalls (both ways, every K the metrics name) and their mean, bootstrapped
+    over images with their captions."""
+    i2t = np.asarray(arrays["i2t_rank"])
+    t2i = np.asarray(arrays["t2i_rank"])
+    owner = np.asarray(arrays["t2i_image"])
+    n_images = i2t.shape[0]
+    ks = sorted({int(m.group(2)) for name in metrics if (m := _RECALL.match(name))})
+    if not ks:
+        return {}
+    captions = np.bincount(owner, minlength=n_images).astype(np.float64)
+    columns = [captions]
+    for k in ks:
+        columns.append(((i2t >= 0) & (i2t < k)).astype(np.float64))
+        columns.append(np.bincount(owner, weights=(t2i < k).astype(np.float64), minlength=n_images))
+    data = np.stack(columns, axis=1)
+
+    def statistic(s: np.ndarray) -> np.ndarray:
+        s = s[..., 0, :]  # one stratum
+        images = n_images  # every resample has as many images as the data
+        recalls = []
+        for j in range(len(ks)):
+            recalls.append(s[..., 1 + 2 * j] / images)  # image→text
+            recalls.append(s[..., 2 + 2 * j] / s[..., 0])  # text→image: hits over captions
+        stacked = np.stack(recalls, axis=-1)
+        return np.concatenate([stacked, stacked.mean(axis=-1, keepdims=True)], axis=-1)
+
+    boot = bootstrap(data, statistic, resamples=options.resamples, seed=options.seed)
+    ivs = boot.interval(options.level)
+    out: dict[str, Interval] = {}
+    for j, k in enumerate(ks):
+        for prefix, alias, col in (("text_retrieval_recall", "i2t_R", 2 * j), ("image_retrieval_recall", "t2i_R", 2 * j + 1)):
+            for name in (f"{prefix}@{k}", f"{alias}@{k}"):
+                if name in metrics:
+                    out[name] = ivs[col]
+    if "mean_recall" in metrics:
+        out["mean_recall"] = ivs[-1]
+    return out
+
+
+def fewshot_intervals(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float],
+                      options: IntervalOptions = IntervalOptions()) -> dict[str, Interval]:
+    """Per K, the interval of the seed-mean top-1, bootstrapped over test samples."""
+    target = np.asarray(arrays["target"])
+    pred = np.asarray(arrays["pred"])
+    shots = np.asarray(arrays["shots"])
+    out: dict[str, Interval] = {}
+    for name in metrics:
+        m = _SHOT.match(name)
+        if not m:
+            continue
+        rows = shots == int(m.group(1))
+        if not rows.any():
+            continue
+        per_sample = (pred[rows] == target[None, :]).mean(axis=0)
+        out[name] = bootstrap_mean(per_sample, resamples=options.resamples, seed=options.seed).interval(options.level)
+    return out
+
+
+_BY_KIND = {"classification": classification_intervals, "probe": classification_intervals,
+            "retrieval": retrieval_intervals, "fewshot": fewshot_intervals}
+
+
+def record_intervals(kind: str, arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float],
+                     options: IntervalOptions = IntervalOptions()) -> dict[str, Interval]:
+    """The intervals of ``metrics`` (one transform's) from that transform's record ``arrays``."""
+    if kind not in _BY_KIND:
+        raise ValueError(f"no intervals for records of kind {kind!r} (known: {sorted(_BY_KIND)})")
+    return _BY_KIND[kind](arrays, metrics, options)
+
+
+def count_intervals(metrics: Mapping[str, float], n: int,
+                    options: IntervalOptions = IntervalOptions()) -> tuple[dict[str, Interval], dict[str, str]]:
+    """For a result without records: the proportions' intervals from ``n`` alone (``k`` =
+    value × n, rounded), and a note for every other metric."""
+    out: dict[str, Interval] = {}
+    notes: dict[str, str] = {}
+    for name, value in metrics.items():
+        if name.endswith("_std"):
+            continue  # a spread, not an estimate
+        if _ACC.match(SUFFIX_RE.sub("", name)) and "@split" not in name and n > 0 and isinstance(value, int | float):
+            k = int(round(float(value) * n))
+            if 0 <= k <= n:
+                out[name] = proportion_interval(k, n, level=options.level, method=options.proportion)
+                continue
+        notes[name] = NEEDS_RECORDS
+    return out, notes
+
+
+def combined_splits(per_split: list[Mapping[str, Interval]], values: list[Mapping[str, float]],
+                    level: float = DEFAULT_LEVEL) -> dict[str, Interval]:
+    """A several-split task's intervals: each metric's splits combined as independent parts of
+    their mean (``normal-combined``)."""
+    out: dict[str, Interval] = {}
+    for name in per_split[0]:
+        if all(name in ivs for ivs in per_split) and all(name in v for v in values):
+            out[name] = combined_interval([v[name] for v in values], [ivs[name] for ivs in per_split], level=level)
+    return out
