@@ -32,17 +32,58 @@ from evalkit.stats import (
     DEFAULT_LEVEL,
     DEFAULT_RESAMPLES,
     DEFAULT_SEED,
+    Bootstrap,
     Interval,
+    binomial_pvalue,
     bootstrap,
     bootstrap_class_mean,
     bootstrap_mean,
     combined_interval,
     proportion_interval,
+    z_value,
 )
 
-__all__ = ["IntervalOptions", "record_intervals", "count_intervals", "NEEDS_RECORDS"]
+__all__ = ["IntervalOptions", "Evidence", "record_intervals", "count_intervals", "combined_splits", "NEEDS_RECORDS"]
 
 NEEDS_RECORDS = "needs per-sample records (this result was written without them)"
+@dataclass(frozen=True)
+class Evidence:
+    """A metric's interval and how to test a value against it: ``binomial-exact`` (a proportion:
+    ``k`` of ``n``), ``bootstrap`` (the bootstrap distribution behind the interval, column
+    ``column`` of a vector statistic) or ``normal`` (a combination of independent parts: the
+    normal distribution the interval was made from)."""
+
+    interval: Interval
+    test: str
+    k: int = 0
+    n: int = 0
+    boot: Bootstrap | None = None
+    column: int | None = None
+
+    def pvalue(self, value: float) -> float:
+        """Two-sided p-value of the hypothesis that the metric's true value is ``value`` (a fraction)."""
+        if self.test == "binomial-exact":
+            return binomial_pvalue(self.k, self.n, value)
+        if self.test == "bootstrap" and self.boot is not None:
+            return self.boot.pvalue(value, self.column)
+        se = self.interval.half_width / z_value(self.interval.level)
+        center = (self.interval.low + self.interval.high) / 2
+        if se <= 0:
+            return 1.0 if value == center else 0.0
+        from scipy.stats import norm
+
+        return float(min(1.0, 2 * norm.sf(abs(value - center) / se)))
+
+
+def _proportion(k: int, n: int, options: IntervalOptions) -> Evidence:
+    return Evidence(proportion_interval(k, n, level=options.level, method=options.proportion), "binomial-exact", k, n)
+
+
+def _boot(boot: Bootstrap, options: IntervalOptions, column: int | None = None) -> Evidence:
+    ivs = boot.interval(options.level)
+    return Evidence(ivs if column is None else ivs[column], "bootstrap", boot=boot, column=column)
+
+
 _ACC = re.compile(r"^acc([1-9]\d*)$")
 _RECALL = re.compile(r"^(text_retrieval_recall|image_retrieval_recall|i2t_R|t2i_R)@([1-9]\d*)$")
 _SHOT = re.compile(r"^acc1@([1-9]\d*)shot$")
@@ -68,29 +109,28 @@ def _hits(arrays: Mapping[str, np.ndarray], k: int) -> np.ndarray:
 
 
 def classification_intervals(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float],
-                             options: IntervalOptions = IntervalOptions()) -> dict[str, Interval]:
+                             options: IntervalOptions = IntervalOptions()) -> dict[str, Evidence]:
     """Intervals of a classification (or full linear probe) record's metrics."""
-    out: dict[str, Interval] = {}
+    out: dict[str, Evidence] = {}
     target = np.asarray(arrays["target"])
     n = int(target.shape[0])
     for name in metrics:
         m = _ACC.match(name)
         if m and int(m.group(1)) <= np.asarray(arrays["top_classes"]).shape[1]:
             k = int(np.count_nonzero(_hits(arrays, int(m.group(1)))))
-            out[name] = proportion_interval(k, n, level=options.level, method=options.proportion)
+            out[name] = _proportion(k, n, options)
     if "mean_per_class_recall" in metrics:
         hit1 = _hits(arrays, 1).astype(np.float64)
-        out["mean_per_class_recall"] = bootstrap_class_mean(hit1, target, resamples=options.resamples,
-                                                            seed=options.seed).interval(options.level)
+        out["mean_per_class_recall"] = _boot(bootstrap_class_mean(hit1, target, resamples=options.resamples,
+                                                                  seed=options.seed), options)
     if "mean_acc1_acc5" in metrics and np.asarray(arrays["top_classes"]).shape[1] >= 5:
         both = (_hits(arrays, 1).astype(np.float64) + _hits(arrays, 5)) / 2
-        out["mean_acc1_acc5"] = bootstrap_mean(both, resamples=options.resamples,
-                                               seed=options.seed).interval(options.level)
+        out["mean_acc1_acc5"] = _boot(bootstrap_mean(both, resamples=options.resamples, seed=options.seed), options)
     return out
 
 
 def retrieval_intervals(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float],
-                        options: IntervalOptions = IntervalOptions()) -> dict[str, Interval]:
+                        options: IntervalOptions = IntervalOptions()) -> dict[str, Evidence]:
     """Intervals of the recalls (both ways, every K the metrics name) and their mean, bootstrapped
     over images with their captions."""
     i2t = np.asarray(arrays["i2t_rank"])
@@ -118,25 +158,24 @@ def retrieval_intervals(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, 
         return np.concatenate([stacked, stacked.mean(axis=-1, keepdims=True)], axis=-1)
 
     boot = bootstrap(data, statistic, resamples=options.resamples, seed=options.seed)
-    ivs = boot.interval(options.level)
-    out: dict[str, Interval] = {}
+    out: dict[str, Evidence] = {}
     for j, k in enumerate(ks):
         for prefix, alias, col in (("text_retrieval_recall", "i2t_R", 2 * j), ("image_retrieval_recall", "t2i_R", 2 * j + 1)):
             for name in (f"{prefix}@{k}", f"{alias}@{k}"):
                 if name in metrics:
-                    out[name] = ivs[col]
+                    out[name] = _boot(boot, options, col)
     if "mean_recall" in metrics:
-        out["mean_recall"] = ivs[-1]
+        out["mean_recall"] = _boot(boot, options, 2 * len(ks))
     return out
 
 
 def fewshot_intervals(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float],
-                      options: IntervalOptions = IntervalOptions()) -> dict[str, Interval]:
+                      options: IntervalOptions = IntervalOptions()) -> dict[str, Evidence]:
     """Per K, the interval of the seed-mean top-1, bootstrapped over test samples."""
     target = np.asarray(arrays["target"])
     pred = np.asarray(arrays["pred"])
     shots = np.asarray(arrays["shots"])
-    out: dict[str, Interval] = {}
+    out: dict[str, Evidence] = {}
     for name in metrics:
         m = _SHOT.match(name)
         if not m:
@@ -145,7 +184,7 @@ def fewshot_intervals(arrays: Mapping[str, np.ndarray], metrics: Mapping[str, fl
         if not rows.any():
             continue
         per_sample = (pred[rows] == target[None, :]).mean(axis=0)
-        out[name] = bootstrap_mean(per_sample, resamples=options.resamples, seed=options.seed).interval(options.level)
+        out[name] = _boot(bootstrap_mean(per_sample, resamples=options.resamples, seed=options.seed), options)
     return out
 
 
@@ -154,7 +193,7 @@ _BY_KIND = {"classification": classification_intervals, "probe": classification_
 
 
 def record_intervals(kind: str, arrays: Mapping[str, np.ndarray], metrics: Mapping[str, float],
-                     options: IntervalOptions = IntervalOptions()) -> dict[str, Interval]:
+                     options: IntervalOptions = IntervalOptions()) -> dict[str, Evidence]:
     """The intervals of ``metrics`` (one transform's) from that transform's record ``arrays``."""
     if kind not in _BY_KIND:
         raise ValueError(f"no intervals for records of kind {kind!r} (known: {sorted(_BY_KIND)})")
@@ -162,10 +201,10 @@ def record_intervals(kind: str, arrays: Mapping[str, np.ndarray], metrics: Mappi
 
 
 def count_intervals(metrics: Mapping[str, float], n: int,
-                    options: IntervalOptions = IntervalOptions()) -> tuple[dict[str, Interval], dict[str, str]]:
+                    options: IntervalOptions = IntervalOptions()) -> tuple[dict[str, Evidence], dict[str, str]]:
     """For a result without records: the proportions' intervals from ``n`` alone (``k`` =
     value × n, rounded), and a note for every other metric."""
-    out: dict[str, Interval] = {}
+    out: dict[str, Evidence] = {}
     notes: dict[str, str] = {}
     for name, value in metrics.items():
         if name.endswith("_std"):
@@ -173,18 +212,19 @@ def count_intervals(metrics: Mapping[str, float], n: int,
         if _ACC.match(SUFFIX_RE.sub("", name)) and "@split" not in name and n > 0 and isinstance(value, int | float):
             k = int(round(float(value) * n))
             if 0 <= k <= n:
-                out[name] = proportion_interval(k, n, level=options.level, method=options.proportion)
+                out[name] = _proportion(k, n, options)
                 continue
         notes[name] = NEEDS_RECORDS
     return out, notes
 
 
 def combined_splits(per_split: list[Mapping[str, Interval]], values: list[Mapping[str, float]],
-                    level: float = DEFAULT_LEVEL) -> dict[str, Interval]:
+                    level: float = DEFAULT_LEVEL) -> dict[str, Evidence]:
     """A several-split task's intervals: each metric's splits combined as independent parts of
-    their mean (``normal-combined``)."""
-    out: dict[str, Interval] = {}
+    their mean (``normal-combined``, tested against the normal it was made from)."""
+    out: dict[str, Evidence] = {}
     for name in per_split[0]:
         if all(name in ivs for ivs in per_split) and all(name in v for v in values):
-            out[name] = combined_interval([v[name] for v in values], [ivs[name] for ivs in per_split], level=level)
+            iv = combined_interval([v[name] for v in values], [ivs[name] for ivs in per_split], level=level)
+            out[name] = Evidence(iv, "normal")
     return out
