@@ -120,7 +120,9 @@ def classification_intervals(arrays: Mapping[str, np.ndarray], metrics: Mapping[
             k = int(np.count_nonzero(_hits(arrays, int(m.group(1)))))
             out[name] = _proportion(k, n, options)
     if "mean_per_class_recall" in metrics:
-        hit1 = _hits(arrays, 1).astype(np.float64)
+        # the argmax the metric counts (``pred``), which may order ties otherwise than top-k
+        pred = np.asarray(arrays["pred"]) if "pred" in arrays else np.asarray(arrays["top_classes"])[:, 0]
+        hit1 = (pred == target).astype(np.float64)
         out["mean_per_class_recall"] = _boot(bootstrap_class_mean(hit1, target, resamples=options.resamples,
                                                                   seed=options.seed), options)
     if "mean_acc1_acc5" in metrics and np.asarray(arrays["top_classes"]).shape[1] >= 5:

@@ -10,6 +10,7 @@ from typing import Any
 from evalkit.cli.help import EXIT_FAIL, EXIT_OK, TASK_DIR_HELP, HelpFormatter
 from evalkit.errors import EvalkitError, one_line
 from evalkit.models.precision import RUN_PRECISION_CHOICES  # torch-free, for --help
+from evalkit.stats import PROPORTION_METHODS  # torch-free
 from evalkit.tasks.runspec import RunSpec  # torch-free: the run options' defaults
 from evalkit.views.base import TRANSFORM_CHOICES  # torch-free
 
@@ -187,6 +188,14 @@ def register_cli(sub: Any) -> None:
     run.add_argument("--no-records", action="store_true",
                      help="write no per-sample records (<task>.records.npz, which the statistics read) beside "
                      "each result, and remove an earlier run's")
+    run.add_argument("--ci-level", type=float, default=RunSpec.default("ci_level"), metavar="LEVEL",
+                     help="the level of the interval every metric carries (default: %(default)s)")
+    run.add_argument("--proportion-interval", choices=list(PROPORTION_METHODS),
+                     default=RunSpec.default("proportion_interval"),
+                     help="the interval of a proportion (top-1, top-5): Wilson's score interval or the exact "
+                     "Clopper-Pearson one (default: %(default)s)")
+    run.add_argument("--resamples", type=_positive_int, default=RunSpec.default("resamples"), metavar="B",
+                     help="bootstrap resamples behind the other metrics' intervals (default: %(default)s)")
     run.add_argument("--cache-dir", help="feature/classifier cache folder, also holding generated data such as the "
                      "demo's video clips (default: $EVALKIT_CACHE, else ~/.cache/evalkit)")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk cache")

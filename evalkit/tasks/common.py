@@ -27,6 +27,7 @@ from evalkit.records import records_path, result_entry, write_records
 from evalkit.results import TaskResult, atomic_write_text, result_path
 from evalkit.tasks.base import TEST_SPLIT, RunContext, declared_splits, split_data
 from evalkit.tasks.spec import TaskSpec, TaskSpecError
+from evalkit.tasks.statistics import result_statistics, split_statistics
 from evalkit.views import ViewSpec, ViewSpecError, parse_view
 
 
@@ -222,6 +223,9 @@ def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, pre
     first = results[0]
     metrics = combine_splits([r.metrics for r in results])
     ev = dict(first.evalkit)
+    for key in ("ci", "ci_notes", "flip_budget", "detectable"):
+        ev.pop(key, None)  # split 1's: the task's come from every split's
+    ev.update(split_statistics(metrics, [r.evalkit for r in results], [r.metrics for r in results]))
     if "records" in ev:  # one records file per split, in order
         parts = [r.evalkit["records"] for r in results]
         ev["records"] = {**parts[0], "files": [f for p in parts for f in p["files"]],
@@ -297,6 +301,9 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
     else:
         metrics, chosen = combine_by(scored.metrics, combine)
         best = {"best_transform": chosen}
+    statistics = result_statistics(metrics, scored.metrics, scored.records, scored.records_kind, best, run=ctx.run,
+                                   precision=str(encoder.precision), evaluated=len(by_mode[modes[0]].keys),
+                                   primary=scored.evalkit.get("metric", spec.metric))
     return TaskResult(
         dataset=spec.name,
         model=encoder.name,
@@ -305,7 +312,7 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
         metrics=metrics,
         evalkit={**provenance(spec, encoder, ctx, family.name, prepared.data, view, by_mode, started), **best,
                  **_splits_provenance(spec, prepared, by_mode, embedded, modes[0]), **scored.evalkit,
-                 **({"records": records} if records else {})},
+                 **({"records": records} if records else {}), **statistics},
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any
 from evalkit.errors import OptionError
 from evalkit.models.auto import AUTO
 from evalkit.models.precision import AUTO_PRECISION
+from evalkit.stats import PROPORTION_METHODS
 
 __all__ = ["DEFAULT_CACHE", "RunSpec"]
 
@@ -55,7 +56,9 @@ class RunSpec:
     linear-probe tasks: K samples per class, seeds 0 … N-1; None: the task's own).
 
     What a run does around its tasks: ``records`` (per-sample records, ``<task>.records.npz``,
-    beside each result: :mod:`evalkit.records`; False: none, and an earlier run's removed),
+    beside each result: :mod:`evalkit.records`; False: none, and an earlier run's removed), the
+    intervals every result carries (:mod:`evalkit.intervals`): ``ci_level`` (0.95),
+    ``proportion_interval`` (``wilson`` or ``clopper-pearson``) and ``resamples`` (the bootstrap's),
     ``save_predictions`` (each sample's top predictions as JSON lines beside each result), ``progress`` (bars on a terminal, a line per phase in a log), ``skip_existing`` (skip a task that
     has a result), ``raise_errors`` (re-raise a task's failure instead of reporting it and going
     on), ``on_failure(task, reason)`` called the moment a task fails (None: logged) and
@@ -84,6 +87,9 @@ class RunSpec:
     seeds: int | None = None
     save_predictions: bool = False
     records: bool = True
+    ci_level: float = 0.95
+    proportion_interval: str = "wilson"
+    resamples: int = 2000
     cache_dir: str | Path | None = DEFAULT_CACHE
     progress: bool = True
     task_dirs: tuple[str | Path, ...] = ()
@@ -98,6 +104,13 @@ class RunSpec:
             raise OptionError(f"shots must be whole numbers ≥ 1 (samples per class), got {self.shots!r}")
         if self.seeds is not None and not (_whole(self.seeds) and self.seeds >= 1):
             raise OptionError(f"seeds must be a whole number ≥ 1 (seeds 0 … N-1), got {self.seeds!r}")
+        if not (isinstance(self.ci_level, float | int) and 0 < self.ci_level < 1):
+            raise OptionError(f"ci_level must lie strictly between 0 and 1 (e.g. 0.95), got {self.ci_level!r}")
+        if self.proportion_interval not in PROPORTION_METHODS:
+            raise OptionError(f"proportion_interval must be one of {', '.join(PROPORTION_METHODS)}, "
+                              f"got {self.proportion_interval!r}")
+        if not (_whole(self.resamples) and self.resamples >= 100):
+            raise OptionError(f"resamples must be a whole number ≥ 100 (bootstrap resamples), got {self.resamples!r}")
         # one form for each sequence, whatever the caller passed (a list, a tuple, None)
         set_ = object.__setattr__
         set_(self, "allow_missing", _as_tuple(self.allow_missing))
@@ -144,6 +157,9 @@ class RunSpec:
             seeds=args.seeds,
             save_predictions=args.save_predictions,
             records=not args.no_records,
+            ci_level=args.ci_level,
+            proportion_interval=args.proportion_interval,
+            resamples=args.resamples,
             cache_dir=None if args.no_cache else (args.cache_dir or DEFAULT_CACHE),
             progress=not args.quiet,  # bars on a terminal, a line per phase in a log (evalkit.progress)
             task_dirs=tuple(args.task_dir or ()),
