@@ -266,6 +266,11 @@ def test_the_command_exits_0_clean_1_on_a_finding_2_on_a_bad_file(toy, capsys):
     assert f"{broken}:3" in err and "not a number" in err
     assert cli.main(["claims", "audit", "--claims", str(broken.parent / "absent.csv")]) == 2
     assert "absent.csv" in capsys.readouterr().err
+    binary = broken.parent / "latin1.csv"
+    binary.write_bytes((HEADER + row("m", "toy-c", "acc1", "12.5", note="Tabl\xe9 2") + "\n").encode("latin-1"))
+    assert cli.main(["claims", "audit", "--claims", str(binary)]) == 2
+    err = capsys.readouterr().err
+    assert f"{binary}:2: not UTF-8" in err and "internal error" not in err
 
 
 # --- the shipped claims --------------------------------------------------------------------------

@@ -189,7 +189,12 @@ def read_claims(paths: str | Path | Iterable[str | Path] | None = None, *,
         paths = [paths]
     frames = []
     for path in map(Path, paths):
-        frame = load_claims([path], catalog=catalog)
+        try:
+            frame = load_claims([path], catalog=catalog)
+        except UnicodeDecodeError as e:
+            line = path.read_bytes()[: e.start].count(b"\n") + 1
+            raise ClaimsError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); "
+                              f"a claims file is a UTF-8 CSV") from None
         texts = _claimed_texts(path)
         frame["claimed_text"] = [texts[int(o.rsplit(":", 1)[1])] for o in frame["origin"]]
         frames.append(frame)
