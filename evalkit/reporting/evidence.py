@@ -81,9 +81,10 @@ def _from_records(result: TaskResult, key: str, output_dir: str | Path | None,
         mode = rec.modes[0] if len(rec.modes) == 1 else None
     if mode is None:
         return None
-    value = result.metrics.get(key)
-    found = record_intervals(rec.kind, rec.arrays(mode), {base: value if value is not None else 0.0}, options)
-    return found.get(base)
+    # every metric of the result by its plain name (a mean recall is the mean of the recalls named)
+    names = {k: v for k, v in result.metrics.items() if not SUFFIX_RE.search(k)}
+    names.setdefault(base, result.metrics.get(key, 0.0))
+    return record_intervals(rec.kind, rec.arrays(mode), names, options).get(base)
 
 
 def support(result: TaskResult, key: str, output_dir: str | Path | None = None) -> Support | None:
