@@ -256,15 +256,21 @@ def read_result(path: str | Path) -> TaskResult:
     return TaskResult.from_dict(d, source=str(path))
 
 
+#: JSON files written beside a result that are not results (``<task>.envelope.json``: evalkit envelope)
+SIDECAR_JSON_SUFFIXES = (".envelope.json",)
+
+
 def iter_results(output_dir: str | Path, model: str | None = None) -> Iterator[TaskResult]:
-    """Every result under ``<output_dir>/runs`` (optionally one model's), in a stable order."""
+    """Every result under ``<output_dir>/runs`` (optionally one model's), in a stable order; the
+    JSON files beside them that are not results (:data:`SIDECAR_JSON_SUFFIXES`) are passed over."""
     root = Path(output_dir) / "runs"
     if model is not None:
         root = root / safe_name(model)
     if not root.exists():
         return
     for path in sorted(root.rglob("*.json")):
-        yield read_result(path)
+        if not path.name.endswith(SIDECAR_JSON_SUFFIXES):
+            yield read_result(path)
 
 
 # ----------------------------------------------------------------------------- run log

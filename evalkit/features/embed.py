@@ -563,6 +563,30 @@ def _count(record: dict[str, Any]) -> int:
     return len(record["keys"]) + len(record["skipped"])
 
 
+def cached_embeddings(encoder: Encoder, data: SourceData, view: View, cache: FeatureCache, *,
+                      limit: int | None = None) -> Embeddings | None:
+    """``data``'s embeddings under ``view`` read from ``cache`` alone: what :func:`embed` returns
+    for a run whose every unit is cached (the same units, limits, cache keys and labels), or None
+    when any unit is not in the cache. Nothing is decoded and nothing runs through the model: a
+    finished run is re-scored this way (the protocol envelope, evalkit.reporting.envelope)."""
+    views = {"view": as_view(view, "view")}
+    remaining = limit
+    parts: list[dict[str, Any]] = []
+    for unit in data.units:
+        if remaining is not None and remaining <= 0:
+            break
+        unit_limit = _unit_limit(unit, remaining)
+        _, hits, missing = _look_up(encoder, views, cache, unit, unit_limit)
+        if missing:
+            return None
+        record = hits["view"]
+        labels = _cached_labels(unit, unit_limit, record)
+        parts.append({**record, "labels": labels})
+        if remaining is not None:
+            remaining -= len(labels) + len(record["skipped"])
+    return _join(parts, encoder.embed_dim, 0.0, 0, len(parts), 0, 1, [0])
+
+
 # -- the same, shared by the ranks of a job ----------------------------------------------------
 
 

@@ -35,7 +35,7 @@ log = logging.getLogger("evalkit")
 
 TASK_KEYS = {
     "task", "family", "description", "source", "classnames", "classnames_file", "templates",
-    "templates_file", "metric", "view", "include", "protocol", "tags", "aliases", "version",
+    "templates_file", "metric", "view", "include", "protocol", "tags", "aliases", "version", "envelope",
 }
 WDS_PREFIX = "wds/"  # clip_benchmark's name for a dataset read from its WebDataset mirror
 GROUP_KEYS = {"group", "tasks", "description", "include", "aggregate", "run"}
@@ -68,6 +68,9 @@ class TaskSpec:
     # ``view`` parsed (an evalkit.views.ViewSpec) when the task is resolved, with the run's --transform
     # and --frames (evalkit.tasks.common.with_view); None until then
     view_spec: Any = None
+    # the protocol variants `evalkit envelope` scores besides the task's own (the task file's
+    # ``envelope:`` block as written: other templates_files / classnames_files evalkit ships for it)
+    envelope: dict[str, Any] = field(default_factory=dict)
 
     @property
     def base_dir(self) -> Path | None:
@@ -212,7 +215,7 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
     for t in templates or []:
         if "{c}" not in t:
             raise TaskSpecError(f"{path}: template {t!r} has no '{{c}}' placeholder")
-    for fld in ("view", "protocol"):
+    for fld in ("view", "protocol", "envelope"):
         if not isinstance(data.get(fld, {}), dict):
             raise TaskSpecError(f"{path}: field '{fld}' must be a mapping")
     aliases = _str_list(data.get("aliases", []), "aliases", path)
@@ -235,6 +238,7 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
         aliases=aliases,
         options={k: v for k, v in data.items() if k not in TASK_KEYS},
         version=None if data.get("version") is None else str(data["version"]),
+        envelope=dict(data.get("envelope", {})),
     )
 
 
