@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from evalkit import models
+from evalkit import models, stats
 from evalkit.data.root import default_data_root
 from evalkit.errors import EvalkitError, OptionError, OutputError, one_line, told
 from evalkit.features import distributed
@@ -271,6 +271,7 @@ def _evaluate(model: str, tasks: list[tuple[TaskSpec, Any]], run: RunSpec, *, pl
         )
         return models.load(model, weights=run.weights, precision=run.precision, device=rank_device, options=options)
 
+    stats.prewarm()  # the intervals' libraries import while the model loads
     encoder = load() if world is None else world.all_or_none("loading the model", load)
     cache = FeatureCache(run.cache_dir)
     with contextlib.ExitStack() as stack:

@@ -36,7 +36,9 @@ data.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -45,7 +47,7 @@ import numpy as np
 __all__ = ["DEFAULT_LEVEL", "DEFAULT_RESAMPLES", "DEFAULT_SEED", "PROPORTION_METHODS", "Interval", "Bootstrap",
            "proportion_interval", "binomial_pvalue", "bootstrap", "bootstrap_mean", "bootstrap_class_mean",
            "combined_interval", "holm", "mcnemar_pvalue", "detectable_difference", "rank_intervals",
-           "tie_groups", "z_value"]
+           "tie_groups", "z_value", "prewarm"]
 
 DEFAULT_LEVEL = 0.95
 DEFAULT_RESAMPLES = 2000
@@ -82,10 +84,37 @@ class Interval:
     @classmethod
     def from_dict(cls, d: dict, where: str = "interval") -> Interval:
         """An interval as :meth:`to_dict` wrote it; a missing or non-numeric key is a ValueError naming it."""
-        try:
-            return cls(float(d["low"]), float(d["high"]), float(d.get("level", DEFAULT_LEVEL)), str(d.get("method", "")))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ValueError(f"{where}: not an interval ({e})") from e
+        if not isinstance(d, dict):
+            raise ValueError(f"{where}: not an interval (a {type(d).__name__}, not a mapping)")
+        values = {}
+        for key in ("low", "high", "level"):
+            try:
+                values[key] = float(d[key] if key != "level" else d.get(key, DEFAULT_LEVEL))
+            except KeyError as e:
+                raise ValueError(f"{where}: not an interval (no {key!r})") from e
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"{where}: not an interval ({key!r} is not a number: {d[key]!r})") from e
+        return cls(values["low"], values["high"], values["level"], str(d.get("method", "")))
+
+
+_PREWARMED: list[threading.Thread] = []
+
+
+def prewarm() -> None:
+    """Import what the intervals of a result need (SciPy's stats, statsmodels' proportions: about
+    2 s together) in a background thread, once per process: a run calls this as it starts, so the
+    import overlaps loading the model instead of adding to the first task's time."""
+    if _PREWARMED:
+        return
+
+    def load() -> None:
+        with contextlib.suppress(ImportError):
+            import scipy.stats  # noqa: F401
+            import statsmodels.stats.proportion  # noqa: F401
+
+    thread = threading.Thread(target=load, name="evalkit-stats-prewarm", daemon=True)
+    _PREWARMED.append(thread)
+    thread.start()
 
 
 def _check_level(level: float) -> None:
@@ -112,7 +141,10 @@ def proportion_interval(k: int, n: int, *, level: float = DEFAULT_LEVEL, method:
     if n <= 0 or not 0 <= k <= n:
         raise ValueError(f"a proportion needs 0 ≤ k ≤ n and n ≥ 1, got k={k}, n={n}")
     low, high = proportion_confint(int(k), int(n), alpha=1 - level, method=PROPORTION_METHODS[method])
-    return Interval(float(max(0.0, low)), float(min(1.0, high)), level, method)
+    # both methods reach 0 at k = 0 and 1 at k = n exactly; statsmodels' Wilson misses by rounding (5.6e-17),
+    # which would leave the estimate itself outside its interval
+    low, high = (0.0 if k == 0 else max(0.0, low)), (1.0 if k == n else min(1.0, high))
+    return Interval(float(low), float(high), level, method)
 
 
 def binomial_pvalue(k: int, n: int, p: float) -> float:
@@ -120,6 +152,8 @@ def binomial_pvalue(k: int, n: int, p: float) -> float:
     proportion ``p`` (a claimed accuracy as a fraction; clipped into [0, 1])."""
     from scipy.stats import binomtest
 
+    if not math.isfinite(float(p)):
+        raise ValueError(f"binomial test: the tested proportion must be a number, got {p}")
     return float(binomtest(int(k), int(n), min(1.0, max(0.0, float(p)))).pvalue)
 
 
@@ -148,14 +182,14 @@ class Bootstrap:
         b = dist.shape[0]
         below = (np.count_nonzero(dist <= value) + 1) / (b + 1)
         above = (np.count_nonzero(dist >= value) + 1) / (b + 1)
-        return float(min(1.0, 2 * min(below, above)))
+        return float(min(1.0, min(below, above)))
 
 
 def _strata_index(n: int, strata: np.ndarray | None) -> tuple[np.ndarray, int]:
     if strata is None:
         return np.zeros(n, dtype=np.int64), 1
     strata = np.asarray(strata)
-    if strata.shape != (n,):
+    if strata.ndim != 1:
         raise ValueError(f"bootstrap: strata must have one entry per sample ({n}), got shape {strata.shape}")
     _, index = np.unique(strata, return_inverse=True)
     return index.astype(np.int64), int(index.max()) + 1 if n else 0
@@ -236,11 +270,11 @@ def combined_interval(estimates: Sequence[float], intervals: Sequence[Interval],
     """The interval of ``Σ wᵢ·xᵢ`` (default: the mean) of independent estimates, each with its own
     interval: each part's standard error is its interval's width over 2·z at that interval's level,
     the combination's is ``sqrt(Σ wᵢ² seᵢ²)``, and the interval is normal around the combination."""
-    if not estimates or len(estimates) != len(intervals):
+    if len(estimates) == 0 or len(estimates) != len(intervals):
         raise ValueError(f"combined_interval: {len(estimates)} estimates and {len(intervals)} intervals")
     w = np.full(len(estimates), 1 / len(estimates)) if weights is None else np.asarray(weights, dtype=np.float64)
     if w.shape != (len(estimates),):
-        raise ValueError(f"combined_interval: {len(w)} weights for {len(estimates)} estimates")
+        raise ValueError(f"combined_interval: {w.size} weights for {len(estimates)} estimates")
     se = np.array([(iv.high - iv.low) / (2 * z_value(iv.level)) for iv in intervals])
     center = float(np.dot(w, np.asarray(estimates, dtype=np.float64)))
     half = z_value(level) * float(math.sqrt(np.sum(w ** 2 * se ** 2)))
@@ -277,8 +311,9 @@ def detectable_difference(n: int, p: float, *, level: float = DEFAULT_LEVEL, pow
     from statsmodels.stats.power import NormalIndPower
 
     _check_level(level)
-    if n < 1 or not 0 <= p <= 1:
-        raise ValueError(f"detectable_difference: needs n ≥ 1 and 0 ≤ p ≤ 1, got n={n}, p={p}")
+    if n < 1 or not 0 <= p <= 1 or not 0 < power < 1:
+        raise ValueError(f"detectable_difference: needs n ≥ 1, 0 ≤ p ≤ 1 and 0 < power < 1, got n={n}, p={p}, "
+                         f"power={power}")
     h = float(NormalIndPower().solve_power(effect_size=None, nobs1=n, alpha=1 - level, power=power, ratio=0))
     phi = 2 * math.asin(math.sqrt(p))
     out = []
