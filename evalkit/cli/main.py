@@ -8,7 +8,7 @@ import logging
 import sys
 import traceback
 
-from evalkit.cli import cache, check, claims, data, envelope, export, listing, plan, report, run
+from evalkit.cli import cache, check, claims, compare, data, envelope, export, listing, plan, report, run
 from evalkit.cli.help import EXIT_FAIL, EXIT_OK, EXIT_USAGE, HelpFormatter
 from evalkit.errors import EvalkitError, bug_line, one_line
 
@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     # one module per command: each adds its parser and sets `func` (args -> exit code)
-    for command in (run, listing, report, export, plan, data, check, claims, cache, envelope):
+    for command in (run, listing, report, export, compare, plan, data, check, claims, cache, envelope):
         command.register_cli(sub)
     _verbose_everywhere(p)  # `evalkit run -v ...`, `evalkit data check -v ...` as well as `evalkit -v run ...`
     return p
