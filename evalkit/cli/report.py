@@ -13,6 +13,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from evalkit.reporting.claims import load_claims
     from evalkit.reporting.report import verified_table, write_report
 
+    if args.task:  # the per-class analysis of one task's runs (evalkit.reporting.perclass), instead of the report
+        from evalkit.reporting.perclass import perclass_report
+
+        print(perclass_report(args.output_dir, args.task, args.model, classes=args.classes), end="")
+        return EXIT_OK
     claims = load_claims(args.claims)  # None: the claims evalkit ships
     # a missing --output-dir is an error (ResultsFolderError, exit 1), never created empty
     for path in write_report(args.output_dir, claims, model=args.model, tolerance=args.tolerance):
@@ -49,4 +54,9 @@ def register_cli(sub: Any) -> None:
                      f"the same as `evalkit check`)")
     rep.add_argument("--fail-on-differ", action="store_true",
                      help="exit 1 when any verified number differs from its claim beyond the tolerance (CI regression jobs)")
+    rep.add_argument("--task", help="print the per-class analysis of this task's runs instead: per-class accuracy with "
+                     "its interval (worst first), the most-confused pairs, classes without a test sample and duplicate "
+                     "class names")
+    rep.add_argument("--classes", type=int, default=20, metavar="N",
+                     help="with --task: the N worst classes per analysis (default 20; 0: all)")
     rep.set_defaults(func=cmd_report)

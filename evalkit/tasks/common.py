@@ -26,6 +26,7 @@ from evalkit.models.encoder import Encoder
 from evalkit.records import records_path, result_entry, write_records
 from evalkit.results import TaskResult, atomic_write_text, result_path
 from evalkit.tasks.base import TEST_SPLIT, RunContext, declared_splits, split_data
+from evalkit.tasks.perclass import write_sidecar
 from evalkit.tasks.spec import TaskSpec, TaskSpecError
 from evalkit.tasks.statistics import result_statistics, split_statistics
 from evalkit.views import ViewSpec, ViewSpecError, parse_view
@@ -289,6 +290,8 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
         tag = ".".join(t for t in (part, m if len(modes) > 1 else None) if t)
         write_predictions(spec, encoder, ctx, records, tag or None)
     records = write_task_records(spec, encoder, ctx, scored, part)
+    write_sidecar(records_path(ctx.output_dir, encoder.name, _name(spec), ctx.variant, part), records, scored,
+                  spec=spec, data=prepared.data, run=ctx.run, part=part)  # <task>.perclass.json
     write_skipped_log(spec, encoder, ctx, by_mode[modes[0]].skipped, part)
     for split, other in embedded.items():
         write_skipped_log(spec, encoder, ctx, other[modes[0]].skipped, ".".join(t for t in (part, split) if t))
