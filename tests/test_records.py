@@ -21,7 +21,13 @@ from sklearn.metrics import balanced_accuracy_score
 
 from evalkit import api
 from evalkit.errors import OutputError
-from evalkit.metrics import retrieval_metrics, retrieval_ranks, zero_shot_classification_metrics
+from evalkit.metrics import (
+    mean_per_class_recall,
+    retrieval_metrics,
+    retrieval_ranks,
+    topk_accuracy,
+    zero_shot_classification_metrics,
+)
 from evalkit.records import (
     META_KEY,
     Records,
@@ -170,30 +176,35 @@ def test_a_write_killed_midway_keeps_the_earlier_records(tmp_path):
 # ----------------------------------------------------------------------------- classification
 
 
-def _recomputed(arrays: dict[str, np.ndarray], n_classes: int) -> dict[str, float]:
-    """acc1, acc5 (with ≥ 5 classes) and mean per-class recall from a record, with numpy/sklearn."""
+def _recomputed(arrays: dict[str, np.ndarray], counted: int) -> dict[str, float]:
+    """acc1, acc5 (when counted with k = 5) and mean per-class recall from a record, with numpy/sklearn."""
     target, top = arrays["target"], arrays["top_classes"]
     n = target.shape[0]
     out = {"acc1": int(np.count_nonzero(top[:, 0] == target)) / n}
-    if n_classes >= 5:
+    if counted >= 5:
         out["acc5"] = int(np.count_nonzero((top[:, :5] == target[:, None]).any(axis=1))) / n
     out["mean_per_class_recall"] = float(balanced_accuracy_score(target, arrays["pred"]))
     return out
 
 
 @pytest.mark.filterwarnings("ignore:A single label was found:UserWarning")  # sklearn, of one class
-@pytest.mark.parametrize("n_classes", [1, 3, 5, 9])
-def test_class_records_reproduce_the_metrics_with_tied_logits(n_classes):
+@pytest.mark.parametrize("n_classes, counted", [(1, 1), (3, 1), (4, 1), (5, 5), (9, 5), (9, 1), (30, 1)])
+def test_class_records_reproduce_the_metrics_with_tied_logits(n_classes, counted):
     """Logits with many exact ties (duplicate class names give identical classifier columns):
     torch.topk's pick among ties depends on k and argmax takes the first, so the record must keep
-    the top-1 each metric counted."""
+    the top-1 each metric counted. ``counted``: the k acc1/acc5 were counted with (zero-shot: 5
+    from 5 classes on; a full probe whose test labels are all below 5: 1 whatever the classes)."""
     g = torch.Generator().manual_seed(n_classes)
     logits = torch.randint(0, 3, (400, n_classes), generator=g).float() * 10.0
     target = torch.randint(0, n_classes, (400,), generator=g)
-    metrics = zero_shot_classification_metrics(logits, target, n_classes)
-    arrays = class_records([f"k{i}" for i in range(400)], target, logits, 5 if n_classes >= 5 else 1)
+    ks = (1, 5) if counted == 5 else (1,)
+    metrics = dict(zip(("acc1", "acc5"), topk_accuracy(logits, target, ks), strict=False))
+    metrics["mean_per_class_recall"] = mean_per_class_recall(logits.argmax(dim=1), target)
+    if n_classes < 5:
+        assert metrics == zero_shot_classification_metrics(logits, target, n_classes)
+    arrays = class_records([f"k{i}" for i in range(400)], target, logits, counted)
     assert arrays["top_classes"].shape == (400, min(5, n_classes)) and arrays["top_classes"].dtype == np.int32
-    assert _recomputed(arrays, n_classes) == metrics
+    assert _recomputed(arrays, counted) == metrics
     scores = arrays["top_scores"]
     assert np.array_equal(scores, np.take_along_axis(logits.numpy(), arrays["top_classes"], axis=1))
     assert (np.diff(scores, axis=1) <= 0).all()  # best first
