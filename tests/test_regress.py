@@ -67,40 +67,69 @@ def _run(tmp_path: Path, cifar_acc1: float = 0.80, mnist_acc1: float = 0.60, **m
 def test_results_baseline_unchanged_passes(tmp_path, base, capsys):
     code, out, _ = _check(capsys, "--against", str(base), "--output-dir", str(_run(tmp_path)))
     assert code == 0
-    assert "2 compared at ±0.5 points: 2 ok (2 unchanged), 0 regressed, 0 improved" in out
+    # results without records: each number against the run's own interval (a proportion's needs only N)
+    assert "2 compared (2 by the run's interval): 2 ok (2 unchanged), 0 regressed, 0 improved" in out
     assert out.rstrip().endswith("passed")
 
 
+def _wilson(k: int, n: int) -> tuple[float, float]:
+    """Percent: the 95 % Wilson interval, from statsmodels (independent of evalkit.stats)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    low, high = proportion_confint(k, n, alpha=0.05, method="wilson")
+    return 100 * low, 100 * high
+
+
 def test_regression_exits_1_naming_task_and_metric(tmp_path, base, capsys):
-    run = _run(tmp_path, cifar_acc1=0.79)  # 80.00 -> 79.00: 1 point down
+    run = _run(tmp_path, cifar_acc1=0.65)  # 80.00 -> 65.00 of 100: the baseline above the run's interval
     code, out, _ = _check(capsys, "--against", str(base), "--output-dir", str(run))
     assert code == 1
     row = next(line for line in out.splitlines() if "cifar10" in line and "|" in line)
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells == ["m", "fp32", "cifar10", "acc1", "80.00", "79.00", "-1.00", "regressed"]
-    assert "FAILED: 1 regressed (cifar10 acc1 -1.00)" in out
+    low, high = _wilson(65, 100)
+    assert high < 80
+    assert cells == ["m", "fp32", "cifar10", "acc1", "80.00", "65.00", "-15.00", "regressed", "interval",
+                     f"baseline above the run's 95% interval [{low:.2f}, {high:.2f}]"]
+    assert "FAILED: 1 regressed (cifar10 acc1 -15.00)" in out
+
+
+def test_a_drop_inside_the_runs_interval_passes(tmp_path, base, capsys):
+    """80.00 -> 79.00 on 100 samples: the old 0.5-point rule failed it; 80 lies well inside the
+    run's interval, so it is no evidence of a regression."""
+    run = _run(tmp_path, cifar_acc1=0.79)
+    code, out, _ = _check(capsys, "--against", str(base), "--output-dir", str(run))
+    low, high = _wilson(79, 100)
+    assert code == 0 and low < 80 < high
+    row = next(line for line in out.splitlines() if "cifar10" in line and "|" in line)
+    assert [c.strip() for c in row.strip("|").split("|")][-4:] == [
+        "-1.00", "ok", "interval", f"baseline inside the run's 95% interval [{low:.2f}, {high:.2f}]"]
+    # the same numbers under the plain threshold: a failure
+    code, out, _ = _check(capsys, "--against", str(base), "--output-dir", str(run), "--tolerance", "0.5")
+    assert code == 1 and "|Δ| 1.00 > the tolerance 0.5" in out
 
 
 def test_improvement_exits_0(tmp_path, base, capsys):
-    run = _run(tmp_path, mnist_acc1=0.65)
+    run = _run(tmp_path, mnist_acc1=0.75)  # 60.00 -> 75.00 of 98: below the run's interval
     code, out, _ = _check(capsys, "--against", str(base), "--output-dir", str(run))
     assert code == 0
     row = next(line for line in out.splitlines() if "mnist" in line and "|" in line)
-    assert "+5.00" in row and "improved" in row
+    assert "+15.00" in row and "improved" in row and "baseline below the run's 95% interval" in row
 
 
 @pytest.mark.parametrize("tolerance, now, code", [
-    (None, 0.7955, 0),   # -0.45 points, within the default 0.5
-    (None, 0.7945, 1),   # -0.55 points
+    ("0.5", 0.7955, 0),  # -0.45 points, within 0.5
+    ("0.5", 0.7945, 1),  # -0.55 points
     ("0.2", 0.798, 0),   # exactly the tolerance: ok
     ("0.2", 0.7975, 1),  # -0.25 beyond 0.2
     ("0.1", 0.7985, 1),  # -0.15 beyond 0.1
     ("1.0", 0.7925, 0),  # -0.75 within 1.0
 ])
 def test_tolerance_honoured(tmp_path, base, capsys, tolerance, now, code):
+    """--tolerance given: the plain threshold, whatever the intervals say."""
     run = _run(tmp_path, cifar_acc1=now)
-    args = ["--against", str(base), "--output-dir", str(run)] + (["--tolerance", tolerance] if tolerance else [])
-    assert _check(capsys, *args)[0] == code
+    assert _check(capsys, "--against", str(base), "--output-dir", str(run), "--tolerance", tolerance)[0] == code
+    report = check(run, base, tolerance=float(tolerance))
+    assert {r.test for r in report.rows} == {"tolerance"} and report.to_dict()["rule"] == "tolerance"
 
 
 def test_missing_is_a_failure_unless_allowed(tmp_path, base, capsys):
@@ -208,11 +237,14 @@ def test_leaderboard_baseline(tmp_path, base, capsys):
     assert detect_baseline(board) == "leaderboard"
     assert "eva27_mean" in board.read_text().splitlines()[0]  # aggregate columns are there, and not compared
     code, out, _ = _check(capsys, "--against", str(board), "--output-dir", str(_run(tmp_path)))
-    assert code == 0 and "2 compared at ±0.5 points: 2 ok (2 unchanged)" in out
-    run = _run(tmp_path, mnist_acc1=0.55)
+    assert code == 0 and "2 compared (2 by the run's interval): 2 ok (2 unchanged)" in out
+    run = _run(tmp_path, mnist_acc1=0.45)  # 60 -> 45 of 98: the board's 60 above the run's interval
     report = check(run, board)
-    assert [(r.task, r.metric, r.baseline, r.now, r.status) for r in report.rows if r.status != "ok"] == [
-        ("mnist", "acc1", 60.0, 55.0, "regressed")]
+    assert [(r.task, r.metric, r.baseline, r.now, r.status, r.test) for r in report.rows if r.status != "ok"] == [
+        ("mnist", "acc1", 60.0, 45.0, "regressed", "interval")]
+    low, high = _wilson(round(0.45 * 98), 98)
+    bad = next(r for r in report.rows if r.task == "mnist")
+    assert (round(bad.interval["low"], 9), round(bad.interval["high"], 9)) == (round(low, 9), round(high, 9))
     assert _check(capsys, "--against", str(board), "--output-dir", str(run))[0] == 1
     # two variants of one model: two rows, each compared with its own
     _result(base, "m", "mnist", {"acc1": 0.40}, variant="int8")
@@ -331,7 +363,7 @@ def test_check_against_demo_right_after_the_readme_demo(tmp_path, capsys, monkey
     assert code == 0, out + err
     assert out.splitlines()[0].startswith(f"evalkit check: {run} against demo (")
     assert "claims_demo.csv" in out.splitlines()[0]
-    assert "6 compared at ±0.5 points: 6 ok" in out
+    assert "6 compared (6 by the plain tolerance): 6 ok" in out  # results with neither records nor N
     assert "not run (claims with no number in the run; --require-all to fail on them): 1" in out
     assert "  - eva-clip-demo shapeworld-video acc1 (crop; 8frames): " in out
     assert "no result with protocol 8frames (have: 1frame)" in out
@@ -438,27 +470,32 @@ def test_limited_result_without_a_variant_of_its_own_is_labelled(tmp_path):
     assert [(x.variant, x.task) for x in report.partial] == [("fp32+limit100", "shapeworld-shape")]
 
 
-def test_one_tolerance_for_report_and_check(tmp_path, capsys):
-    """The same default in both, printed by both: a number 0.45 points off its claim is verified
-    by the report and ok for check; 0.55 off differs and regressed."""
-    from evalkit.reporting import report as report_mod
-    assert report_mod.DEFAULT_TOLERANCE == DEFAULT_TOLERANCE == 0.5
+def test_without_an_interval_the_plain_tolerance(tmp_path, capsys):
+    """A number with no interval (no records, no N: nothing to say how far it could move) is held
+    to the plain 0.5 points: 0.45 off its claim is ok, 0.55 off regressed; --min-delta above 0.5
+    raises that threshold."""
+    assert DEFAULT_TOLERANCE == 0.5
     claims = _claims(tmp_path, "m,cifar10,acc1,80.0,crop,,mine,,,\nm,mnist,acc1,60.0,crop,,mine,,,\n")
     run = tmp_path / "run"
     _result(run, "m", "cifar10", {"acc1": 0.7955}, transform="crop")
     _result(run, "m", "mnist", {"acc1": 0.5945}, transform="crop")
-    table = report_mod.verified_table(run, claims).set_index("task")["status"].to_dict()
-    assert table == {"cifar10": "verified", "mnist": "differs"}
-    assert {r.task: r.status for r in check(run, claims).rows} == {"cifar10": "ok", "mnist": "regressed"}
+    report = check(run, claims)
+    assert {r.task: (r.status, r.test) for r in report.rows} == {"cifar10": ("ok", "tolerance"),
+                                                                "mnist": ("regressed", "tolerance")}
+    assert {r.task: r.why for r in report.rows} == {
+        "cifar10": "no interval, so the plain tolerance: |Δ| 0.45 ≤ 0.5",
+        "mnist": "no interval, so the plain tolerance: |Δ| 0.55 > 0.5"}
+    assert all("no interval" in r.note for r in report.rows)
+    assert check(run, claims, min_delta=0.6).passed
     code, out, _ = _check(capsys, "--against", str(claims), "--output-dir", str(run))
+    assert code == 1 and "2 compared (2 by the plain tolerance)" in out
+    code, out, _ = _check(capsys, "--against", str(claims), "--output-dir", str(run), "--tolerance", "0.5")
     assert code == 1 and "tolerance ±0.5 points" in out.splitlines()[0] and "compared at ±0.5 points" in out
-    assert main(["report", "--output-dir", str(run), "--claims", str(claims)]) == 0
-    assert "|Δ| ≤ 0.5 points (tolerance ±0.5, as `evalkit check`)" in (run / "claimed_vs_verified.md").read_text()
-    capsys.readouterr()
-    for command in ("report", "check"):
-        with pytest.raises(SystemExit):
-            main([command, "--help"])
-        assert "(default 0.5," in " ".join(capsys.readouterr().out.split())
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--min-delta POINTS" in text and "--tolerance POINTS" in text and "0.5 is what a number without an " \
+        "interval is held to" in text
 
 
 # ----------------------------------------------------------------------------- bad input

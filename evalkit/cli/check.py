@@ -15,8 +15,9 @@ from evalkit.reporting.verdicts import DEFAULT_TOLERANCE
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        report = check(args.output_dir, args.against, tolerance=args.tolerance, tasks=args.tasks, model=args.model,
-                       all_metrics=args.all_metrics, allow_missing=args.allow_missing, require_all=args.require_all)
+        report = check(args.output_dir, args.against, tolerance=args.tolerance, min_delta=args.min_delta,
+                       tasks=args.tasks, model=args.model, all_metrics=args.all_metrics,
+                       allow_missing=args.allow_missing, require_all=args.require_all)
     except BaselineError as e:
         print(f"evalkit: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -34,15 +35,19 @@ def cmd_check(args: argparse.Namespace) -> int:
 def register_cli(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "check", help="regression check: a results folder against a baseline (results folder, leaderboard CSV "
-                      "or claims CSV); exit 1 on a regression", description=(check_mod.__doc__ or "").replace("``", "`"), formatter_class=HelpFormatter)
+                      "or claims CSV); exit 1 on a significant regression", description=(check_mod.__doc__ or "").replace("``", "`"), formatter_class=HelpFormatter)
     p.add_argument("--against", required=True, metavar="BASELINE",
                    help="demo or paper (the claims evalkit ships: the demo model's, the papers'), a results folder "
                    "(holding runs/), a leaderboard CSV (`evalkit export`) or a claims CSV")
     p.add_argument("--output-dir", default="results", metavar="RUN", help="the results folder to check, the folder "
                    "`evalkit run` wrote to")
-    p.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                   help=f"percentage points a number may move either way and still be ok (default "
-                   f"{DEFAULT_TOLERANCE:g}, as `evalkit report`)")
+    p.add_argument("--min-delta", type=float, default=0.0, metavar="POINTS",
+                   help="a significant change counts only when larger than this many percentage points "
+                   "(default 0: every significant change counts)")
+    p.add_argument("--tolerance", type=float, default=None, metavar="POINTS",
+                   help="a plain threshold instead of the statistics: a number may move this many percentage "
+                   "points either way and still be ok, however many samples it rests on (the rule before "
+                   f"intervals; {DEFAULT_TOLERANCE:g} is what a number without an interval is held to)")
     p.add_argument("--tasks", help="comma-separated task names, aliases or groups: check only these (both sides)")
     p.add_argument("--model", help="check only this model (both sides; with a claims CSV, also a model with no "
                    "result in the run, whose claims are then all not run)")
