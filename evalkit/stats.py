@@ -182,14 +182,14 @@ class Bootstrap:
         b = dist.shape[0]
         below = (np.count_nonzero(dist <= value) + 1) / (b + 1)
         above = (np.count_nonzero(dist >= value) + 1) / (b + 1)
-        return float(min(1.0, min(below, above)))
+        return float(min(1.0, 2 * min(below, above)))
 
 
 def _strata_index(n: int, strata: np.ndarray | None) -> tuple[np.ndarray, int]:
     if strata is None:
         return np.zeros(n, dtype=np.int64), 1
     strata = np.asarray(strata)
-    if strata.ndim != 1:
+    if strata.shape != (n,):
         raise ValueError(f"bootstrap: strata must have one entry per sample ({n}), got shape {strata.shape}")
     _, index = np.unique(strata, return_inverse=True)
     return index.astype(np.int64), int(index.max()) + 1 if n else 0
