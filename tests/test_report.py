@@ -181,32 +181,40 @@ def test_build_claims_mapping():
 
 
 def test_delta_status_and_tolerance(tmp_path):
+    """Δ and the verdicts (tests/test_verdicts.py has their rules): a value that prints as the claim
+    is reproduced, a gap inside the verified interval consistent, one outside it differs;
+    ``tolerance`` is still accepted and changes nothing."""
     claims = load_claims(_claims(tmp_path, (
         "m,imagenet1k,acc1,80.0,,,paper,,,\n"
         "m,cifar10,acc1,95.0,,,paper,,,\n"
+        "m,food101,acc1,70.0,,,paper,,,\n"
         "m,mnist,acc1,70.0,,,paper,,,\n"
     )))
     out = tmp_path / "out"
-    _result(out, "m", "imagenet1k", {"acc1": 0.804, "acc5": 0.95}, precision="fp16", samples=50000, skipped=[1, 2])
-    _result(out, "m", "cifar10", {"acc1": 0.941}, precision="fp16")
+    _result(out, "m", "imagenet1k", {"acc1": 0.8004, "acc5": 0.95}, precision="fp16", samples=50000,
+            evaluated=50000, skipped=[1, 2])
+    _result(out, "m", "cifar10", {"acc1": 0.941}, precision="fp16", evaluated=10000)
+    _result(out, "m", "food101", {"acc1": 0.696}, precision="fp16", evaluated=1000)
     _result(out, "m", "dtd", {"acc1": 0.61}, precision="fp16")
 
     t = report.verified_table(out, claims)
     assert set(t["model"]) == {"m [fp16]"}  # the run: model and variant (precision)
     r = _row(t, task="imagenet1k")
-    assert math.isclose(r["verified"], 80.4) and math.isclose(r["delta"], 0.4, abs_tol=1e-9)
-    assert r["status"] == "verified"
+    assert math.isclose(r["verified"], 80.04) and math.isclose(r["delta"], 0.04, abs_tol=1e-9)
+    assert r["status"] == "reproduced" and r["decimals"] == 1  # 80.04 prints as 80.0
     assert (r["precision"], r["samples"], r["skipped"]) == ("fp16", 50000, 2)
     r = _row(t, task="cifar10")
     assert math.isclose(r["delta"], -0.9, abs_tol=1e-9) and r["status"] == "differs"
+    assert r["ci_high"] < 95.0 and r["test"] == "binomial-exact" and r["p_holm"] < 0.05
+    r = _row(t, task="food101")  # 0.4 points off, on 1,000 images: inside the interval
+    assert r["status"] == "consistent" and r["ci_low"] < 70.0 < r["ci_high"]
     assert _row(t, task="mnist")["status"] == "not run" and math.isnan(_row(t, task="mnist")["verified"])
     r = _row(t, task="dtd")
     assert r["status"] == "no claim" and math.isclose(r["verified"], 61.0) and math.isnan(r["claimed"])
 
-    loose = report.verified_table(out, claims, tolerance=1.0)
-    assert _row(loose, task="cifar10")["status"] == "verified"
-    strict = report.verified_table(out, claims, tolerance=0.1)
-    assert _row(strict, task="imagenet1k")["status"] == "differs"
+    for tolerance in (1.0, 0.1):  # deprecated: accepted, ignored
+        same = report.verified_table(out, claims, tolerance=tolerance)
+        assert same["status"].tolist() == t["status"].tolist()
     assert len(report.verified_table(out, claims, model="other")) == 0
 
 
@@ -221,18 +229,18 @@ def test_best_of_both_picks_per_transform_values(tmp_path):
     )))
     out = tmp_path / "out"
     _result(out, "m", "objectnet", {"acc1": 0.822, "acc1@crop": 0.822, "acc1@squash": 0.762}, transform="best-of-both")
-    _result(out, "m", "voc2007", {"acc1": 0.825}, transform="crop")  # one transform only
+    _result(out, "m", "voc2007", {"acc1": 0.825}, transform="crop", evaluated=4952)  # one transform only
 
     t = report.verified_table(out, claims)
     assert math.isclose(_row(t, task="objectnet", transform="best-of-both")["verified"], 82.2)
     assert math.isclose(_row(t, task="objectnet", transform="crop")["verified"], 82.2)
     assert math.isclose(_row(t, task="objectnet", transform="squash")["verified"], 76.2)
-    assert set(t[t["task"] == "objectnet"]["status"]) == {"verified"}
+    assert set(t[t["task"] == "objectnet"]["status"]) == {"reproduced"}
     assert _row(t, task="objectnet", transform="best-of-both")["primary"]
     assert not _row(t, task="objectnet", transform="squash")["primary"]
 
     crop = _row(t, task="voc2007", transform="crop")
-    assert crop["status"] == "verified" and math.isclose(crop["verified"], 82.5)
+    assert crop["status"] == "consistent" and math.isclose(crop["verified"], 82.5)  # 0.1 off, N = 4,952
     squash = _row(t, task="voc2007", transform="squash")
     assert squash["status"] == "not run" and "result ran crop, not squash" in squash["note"]
     best = _row(t, task="voc2007", transform="best-of-both")
@@ -264,7 +272,7 @@ def test_video_metric_and_frame_protocol(tmp_path):
     _result(out, "m", "kinetics400", {"acc1": 0.70, "acc5": 0.886}, transform="best-of-both",
             protocol={"frames": 8, "tags": ["uniform"]})
     t = report.verified_table(out, claims)
-    assert _row(t, protocol="8frames")["status"] == "verified"
+    assert _row(t, protocol="8frames")["status"] == "reproduced"
     assert report.result_tags(TaskResult("kinetics400", "m", "", "", {}, evalkit={"protocol": "8frames;x"})) == {
         "8frames", "x"}
 
@@ -323,7 +331,7 @@ def test_retrieval_mean_recall(tmp_path):
     assert _row(a, group="retrieval")["display"] == "90.00 (partial: 6/12)"
     _result(out, "m", "coco", {k: 0.7 for k in RETRIEVAL_METRICS}, transform="squash")
     r = _row(report.aggregate_table(out, claims), group="retrieval")
-    assert math.isclose(r["verified"], 80.0) and r["status"] == "verified"
+    assert math.isclose(r["verified"], 80.0) and r["status"] == "reproduced"
 
 
 # ----------------------------------------------------------------------------- leaderboard, export, files
@@ -389,9 +397,13 @@ def test_write_report_files(tmp_path):
     md = md_path.read_text()
     assert "## eva-x" in md and "## open_clip:ViT-B-32" in md and "## other" not in md
     assert "Models with claims but no results: other." in md
-    assert "| Task " in md and "| Claimed " in md and "| Verified " in md and "| Δ " in md and "| Status " in md
+    assert "| Task " in md and "| Claimed " in md and "| Verified " in md and "| Δ " in md and "| Verdict " in md
+    assert "| p (Holm) " in md and "CI " in md
     assert "| Precision " in md and "bf16" in md
-    assert "+0.10" in md and "verified" in md and "not run" in md and "no claim" in md
+    assert "+0.10" in md and "differs" in md and "not run" in md and "no claim" in md
+    # the legend says what each verdict means, in these words
+    assert "the gap is smaller than what the test set can resolve, so it changes no conclusion" in md
+    assert "| Run " in md and "| reproduced " in md  # counts per verdict per run, at the top
     assert "(partial: 1/27)" in md and "### Other claims" in md
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
@@ -411,8 +423,8 @@ def test_write_report_with_repository_claims(tmp_path):
     assert "| objectnet " in md and "80.7" in md and "(partial: 1/27)" in md
     t = report.verified_table(out, load_claims(), model="eva-clip-18b")
     objectnet = t[t["task"] == "objectnet"].set_index(["transform", "protocol"])["status"]
-    assert objectnet.to_dict() == {("best-of-both", ""): "verified", ("crop", ""): "verified",
-                                   ("squash", ""): "verified", ("best-of-both", "336px"): "not run"}
+    assert objectnet.to_dict() == {("best-of-both", ""): "reproduced", ("crop", ""): "reproduced",
+                                   ("squash", ""): "reproduced", ("best-of-both", "336px"): "not run"}
 
 
 def test_3d_table_and_fewshot_curves(tmp_path):
@@ -426,7 +438,7 @@ def test_3d_table_and_fewshot_curves(tmp_path):
     paths = report.write_report(out, model="uni3d-b")
     table = report.verified_table(out, model="uni3d-b")
     mn = _row(table, task="modelnet40", metric="acc1")
-    assert (mn["claimed"], round(mn["verified"], 2), mn["status"]) == (86.3, 86.31, "verified")
+    assert (mn["claimed"], round(mn["verified"], 2), mn["status"]) == (86.3, 86.31, "reproduced")
     assert _row(table, task="scanobjectnn", metric="acc1")["status"] == "differs"  # claimed 63.8
     assert _row(table, task="objaverse-lvis", metric="acc1")["status"] == "not run"
     md = (out / "claimed_vs_verified.md").read_text()
@@ -478,7 +490,7 @@ def test_limited_result_is_partial_and_labelled(tmp_path, capsys):
     # the full run beside it is compared as usual; the limited one stays partial
     _result(out, "m", "cifar10", {"acc1": 0.8}, variant="fp32", transform="crop")
     statuses = report.verified_table(out, claims).set_index("model")["status"].to_dict()
-    assert statuses == {"m": "verified", "m [fp32+limit100]": "partial"}
+    assert statuses == {"m": "reproduced", "m [fp32+limit100]": "partial"}
     assert main(["report", "--output-dir", str(out), "--claims", str(claims_csv), "--fail-on-differ"]) == 0
 
 

@@ -11,7 +11,7 @@ from evalkit.cli.help import EXIT_FAIL, EXIT_OK, HelpFormatter
 
 def cmd_report(args: argparse.Namespace) -> int:
     from evalkit.reporting.claims import load_claims
-    from evalkit.reporting.report import verified_table, write_report
+    from evalkit.reporting.report import JUDGED, verified_table, write_report
 
     if args.task:  # the per-class analysis of one task's runs (evalkit.reporting.perclass), instead of the report
         from evalkit.reporting.perclass import perclass_report
@@ -19,18 +19,23 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(perclass_report(args.output_dir, args.task, args.model, classes=args.classes), end="")
         return EXIT_OK
     claims = load_claims(args.claims)  # None: the claims evalkit ships
+    if args.tolerance is not None:
+        print("evalkit: note: report --tolerance is deprecated and ignored: a verdict rests on the claim's rounding, "
+              "the flip budget and the verified interval (evalkit check --tolerance keeps a plain threshold)",
+              file=sys.stderr)
     # a missing --output-dir is an error (ResultsFolderError, exit 1), never created empty
-    for path in write_report(args.output_dir, claims, model=args.model, tolerance=args.tolerance):
+    for path in write_report(args.output_dir, claims, model=args.model):
         print(path)
     if args.fail_on_differ:
-        table = verified_table(args.output_dir, claims, model=args.model, tolerance=args.tolerance)
+        table = verified_table(args.output_dir, claims, model=args.model)
         bad = table[table["status"] == "differs"]
         for _, row in bad.iterrows():
-            print(f"evalkit: {row['model']} {row['task']} {row['metric']}: claimed {row['claimed']:.2f}, "
-                  f"verified {row['verified']:.2f} (beyond ±{args.tolerance:g})", file=sys.stderr)
+            print(f"evalkit: {row['model']} {row['task']} {row['metric']}: claimed {row['claimed']:g}, "
+                  f"verified {row['verified']:.2f}: differs ({row['reason']}; p Holm {row['p_holm']:.2g})",
+                  file=sys.stderr)
         if len(bad):
             return EXIT_FAIL
-        if not table["status"].isin(["verified", "differs"]).any():  # a gate that compared nothing is no pass
+        if not table["status"].isin(JUDGED).any():  # a gate that compared nothing is no pass
             partial = int((table["status"] == "partial").sum())
             print(f"evalkit: error: --fail-on-differ: no claim compared: no full result under {args.output_dir} "
                   f"matches a claim{f' ({partial} partial: --limit runs are not compared)' if partial else ''}",
@@ -45,15 +50,13 @@ def register_cli(sub: Any) -> None:
     rep.add_argument("--output-dir", default="results", help="the folder `evalkit run` wrote to")
     rep.add_argument("--claims", action="append", default=None,
                      help="claims CSV (repeatable; default: the claims evalkit ships, the papers' and the demo's)")
-    from evalkit.reporting.verdicts import (
-        DEFAULT_TOLERANCE,  # pandas-free: one tolerance for report and check
-    )
-
-    rep.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
-                     help=f"|verified - claimed| in points counted as verified (default {DEFAULT_TOLERANCE:g}, "
-                     f"the same as `evalkit check`)")
+    rep.add_argument("--tolerance", type=float, default=None,
+                     help="deprecated, ignored: verdicts (reproduced / consistent / differs) rest on the claim's "
+                     "rounding, the flip budget and the verified interval; `evalkit check --tolerance` keeps a "
+                     "plain threshold")
     rep.add_argument("--fail-on-differ", action="store_true",
-                     help="exit 1 when any verified number differs from its claim beyond the tolerance (CI regression jobs)")
+                     help="exit 1 when any claim's verdict is `differs` (it lies outside the verified interval) "
+                     "or when no claim could be compared (CI regression jobs)")
     rep.add_argument("--task", help="print the per-class analysis of this task's runs instead: per-class accuracy with "
                      "its interval (worst first), the most-confused pairs, classes without a test sample and duplicate "
                      "class names")

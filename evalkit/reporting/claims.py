@@ -27,6 +27,7 @@ import pandas as pd
 from evalkit.errors import EvalkitError
 from evalkit.metric_table import parse
 from evalkit.reporting.catalog import Catalog, load_catalog
+from evalkit.reporting.verdicts import claim_decimals
 from evalkit.resources import claims_dir
 from evalkit.views.base import TRANSFORM_CHOICES
 
@@ -80,8 +81,9 @@ def load_claims(paths: str | Path | Iterable[str | Path] | None = None, *,
     ``paths`` defaults to :func:`default_claims_path`. Every problem names its file and line:
     unknown or missing columns, an empty key field, a non-numeric ``claimed``, an unknown
     ``transform`` or ``metric``, and the same claim (model, task, metric, transform, protocol)
-    given twice. The result has :data:`CLAIM_COLUMNS` plus ``origin`` (``file:line``), with
-    ``claimed`` as float and blank optional fields as ``""``. The printed aggregates a claim may
+    given twice. The result has :data:`CLAIM_COLUMNS` plus ``decimals`` (how many decimals the
+    ``claimed`` cell was printed with, read from its text: ``91.60`` -> 2; the verdicts' rounding
+    interval) and ``origin`` (``file:line``), with ``claimed`` as float and blank optional fields as ``""``. The printed aggregates a claim may
     name are those of ``catalog`` (default: :func:`evalkit.reporting.catalog.load_catalog`).
     """
     catalog = catalog or load_catalog()
@@ -99,7 +101,8 @@ def load_claims(paths: str | Path | Iterable[str | Path] | None = None, *,
                 raise ClaimsError(f"{rec['origin']}: duplicate claim {key} (first given at {seen[key]})")
             seen[key] = str(rec["origin"])
             records.append(rec)
-    return pd.DataFrame.from_records(records, columns=CLAIM_COLUMNS + ["origin"]).astype({"claimed": float})
+    return pd.DataFrame.from_records(records, columns=CLAIM_COLUMNS + ["decimals", "origin"]).astype(
+        {"claimed": float, "decimals": int})
 
 
 def _read_claims_file(path: Path, catalog: Catalog) -> list[dict[str, object]]:
@@ -148,6 +151,7 @@ def _validate(rec: dict[str, object], path: Path, line: int, catalog: Catalog) -
         raise ClaimsError(f"{where}: claimed value {rec['claimed']!r} is not a number") from None
     if not math.isfinite(value):
         raise ClaimsError(f"{where}: claimed value {rec['claimed']!r} is not finite")
+    rec["decimals"] = claim_decimals(str(rec["claimed"]))  # from the text: "91.60" is 2 decimals, 91.6 as a float 1
     rec["claimed"] = value
     if rec["transform"] and rec["transform"] not in TRANSFORM_CHOICES:
         raise ClaimsError(f"{where}: unknown transform {rec['transform']!r}; use one of {TRANSFORM_CHOICES} or blank")
