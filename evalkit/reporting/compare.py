@@ -152,7 +152,7 @@ def load_side(spec: SideSpec, label: str = "A") -> Side:
         raise CompareError(f"{label}: no results in {path}{selection}")
     for task, found in sorted(by_task.items()):
         if len(found) > 1:
-            runs = ", ".join(f"{r.model} {result_variant(r)}" for r in found)
+            runs = ", ".join(sorted(f"{r.model} {result_variant(r)}" for r in found))
             raise CompareError(f"{label}: {path}{selection} has {len(found)} results of {task} ({runs}): name one "
                                f"with --model / --variant, or give its runs/<model>[/<variant>] folder")
     return Side(label, SideSpec(path, model, variant), root, {t: rs[0] for t, rs in by_task.items()})
