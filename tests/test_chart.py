@@ -1,4 +1,5 @@
-"""The per-model claimed-vs-verified chart (:func:`evalkit.reporting.report._chart`)."""
+"""The per-model claimed-vs-verified chart (:func:`evalkit.reporting.report._chart`): per row the
+claim's mark, the verified value on its interval bar, Δ and the verdict as a symbol and a word."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from PIL import Image
 
 from evalkit.reporting import report
 from evalkit.reporting.catalog import load_catalog
+from evalkit.reporting.verdicts import judge
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 TASK_ORDER = load_catalog().task_order
@@ -20,23 +22,35 @@ TASK_ORDER = load_catalog().task_order
 
 def _rows(n: int, metric: str | dict[str, str] = "acc1") -> pd.DataFrame:
     """``n`` claims-table rows (the columns write_report passes), with one not-run claim and one
-    result without a claim. Deltas of both signs; claimed values with one decimal as printed."""
+    result without a claim. Deltas of both signs, intervals of several widths (one row without),
+    claimed values with one decimal as printed, verdicts as the rules give them."""
     records = []
     for i, task in enumerate(TASK_ORDER[:n]):
         claimed: float | None = round(40.0 + (i * 7.3) % 55, 1)
         verified: float | None = round(claimed + (-1) ** i * (0.2 + 0.37 * (i % 4)), 4)
+        half = (0.3, 1.0, 2.5)[i % 3]
+        if i % 10 == 2:
+            verified = round(claimed + 0.03, 4)  # prints as the claim
         if n > 2 and i == 3:
             verified = None  # claimed, not run yet
         if n > 2 and i == 5:
             claimed = None  # a result no claim covers
         m = metric.get(task, "acc1") if isinstance(metric, dict) else metric
         delta = None if claimed is None or verified is None else round(verified - claimed, 6) + 0.0
+        ci = None if verified is None or i == 4 else (verified - half, verified + half)
+        if claimed is None:
+            status = "no claim"
+        elif verified is None:
+            status = "not run"
+        else:
+            status = judge(claimed, 1, verified, ci=ci, flip_points=0.05 if i % 2 else 0.0).status
         records.append({"model": "eva-x", "task": task, "metric": m, "transform": "best-of-both",
-                        "protocol": "", "claimed": claimed, "verified": verified, "delta": delta,
-                        "status": report._status(claimed, verified, report.DEFAULT_TOLERANCE),
-                        "primary": True, "note": ""})
+                        "protocol": "", "claimed": claimed, "decimals": None if claimed is None else 1,
+                        "verified": verified, "delta": delta, "status": status,
+                        "ci_low": ci[0] if ci else None, "ci_high": ci[1] if ci else None,
+                        "flip_points": 0.05 if i % 2 else 0.0, "primary": True, "note": ""})
     df = pd.DataFrame.from_records(records)
-    for c in ("claimed", "verified", "delta"):
+    for c in ("claimed", "verified", "delta", "ci_low", "ci_high", "flip_points"):
         df[c] = pd.to_numeric(df[c], errors="coerce").astype(float)
     return df
 
@@ -67,11 +81,17 @@ def test_chart_texts_name_metric_values_and_deltas(n):
         if not pd.isna(d):
             assert _signed(d) in texts  # signed, with a real minus sign
     assert any(t.startswith("−") for t in texts) and any(t.startswith("+") for t in texts)
-    assert "Δ" in texts
+    assert "Δ" in texts and "verdict" in texts
+    # every row's verdict, as a symbol and a word (readable without colour)
+    for status in rows["status"]:
+        assert report._chart_verdict(status) in texts
+    if n > 2:
+        assert {"✓ reproduced", "≈ consistent", "✗ differs"} <= set(texts)
     if n > 2:  # missing numbers are said to be missing, not drawn as zero
         assert "not run" in texts and "no claim" in texts
         assert "0.00" not in texts and "0.0" not in texts
         assert texts.count("—") == 2  # no Δ for the not-run and the unclaimed row
+        assert "– not run" in texts and "· no claim" in texts
 
 
 def test_chart_names_each_metric_when_tasks_differ():
@@ -112,19 +132,33 @@ def test_chart_png_is_deterministic():
 def _extents(fig):
     FigureCanvasAgg(fig).draw()
     renderer = fig.canvas.get_renderer()
-    ax = fig.axes[0]
-    bars = [p.get_window_extent(renderer) for p in ax.patches if isinstance(p, Rectangle) and p.get_width() > 0]
-    labels = [t for t in ax.texts if t.get_text()]
-    return renderer, ax, bars, labels
+    ax, axd = fig.axes
+    bars = [p.get_window_extent(renderer) for a in (ax, axd) for p in a.patches
+            if isinstance(p, Rectangle) and p.get_width() > 0]
+    marks = [line.get_window_extent(renderer) for a in (ax, axd) for line in a.lines if line.get_marker() != "None"]
+    labels = [t for a in (ax, axd) for t in a.texts if t.get_text()]
+    return renderer, ax, bars, marks, labels
 
 
 @pytest.mark.parametrize("n", [2, 30])
 def test_chart_is_legible(n):
-    """Readable fonts, value and Δ labels that overlap neither each other nor a bar, a legend
-    outside the bars, and everything inside the saved picture."""
-    fig = report._chart_figure("eva-x", _rows(n))
-    renderer, ax, bars, labels = _extents(fig)
-    assert len(bars) == 2 * n - (2 if n > 2 else 0)
+    """Readable fonts, value, Δ and verdict labels that overlap neither each other nor a bar or a
+    mark, an interval bar for every verified number that has one, a legend outside the panels,
+    and everything inside the saved picture."""
+    rows = _rows(n)
+    fig = report._chart_figure("eva-x", rows)
+    renderer, ax, bars, marks, labels = _extents(fig)
+    with_interval = int(rows["ci_low"].notna().sum())
+    claimed = int(rows["claimed"].notna().sum())
+    on_both = int((rows["ci_low"].notna() & rows["claimed"].notna()).sum())
+    # the value panel: one interval bar per verified interval; the Δ panel: one rounding band per
+    # claim and the interval again where there is a claim to measure it from
+    assert len(bars) == with_interval + claimed + on_both
+    # a claim's diamond in both panels, a verified dot in the value panel and, measured from a
+    # claim, in the Δ panel
+    verified = int(rows["verified"].notna().sum())
+    measured = int((rows["claimed"].notna() & rows["verified"].notna()).sum())
+    assert len(marks) == 2 * claimed + verified + measured
     for t in fig.findobj(matplotlib.text.Text):
         if t.get_visible() and t.get_text():
             assert t.get_fontsize() >= 8, t.get_text()
@@ -137,8 +171,8 @@ def test_chart_is_legible(n):
     for tick in ax.get_yticklabels():
         for bar in bars:
             assert not tick.get_window_extent(renderer).overlaps(bar), tick.get_text()
-    legend = ax.get_legend().get_window_extent(renderer)
-    for bar in bars:
+    legend = fig.legends[0].get_window_extent(renderer)
+    for bar in bars + marks:
         assert not legend.overlaps(bar)
     for _, b in boxes:
         assert not legend.overlaps(b)
