@@ -146,14 +146,26 @@ def write_records(path: str | Path, kind: str, arrays: Mapping[str, Mapping[str,
             flat[f"{mode}/{name}"] = array
     full_meta = {**dict(meta or {}), "schema": SCHEMA, "kind": kind, "modes": list(arrays)}
     flat[META_KEY] = np.array(json.dumps(full_meta, sort_keys=True, allow_nan=True))
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **flat)
-    data = buffer.getvalue()
+    data = _npz_bytes(flat)
     try:
         atomic_write_bytes(path, data)
     except OSError as e:
         raise OutputError(f"cannot write per-sample records {path}: {e.strerror or e}") from e
     return Written(path, len(data), hashlib.sha256(data).hexdigest())
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    """``arrays`` as the bytes of a compressed ``.npz`` (what ``np.savez_compressed`` writes),
+    with a fixed time stamp on every member: the same records give the same bytes, so a file's
+    SHA-256 names its content."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name, array in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with archive.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+    return buffer.getvalue()
 
 
 @dataclass(frozen=True)

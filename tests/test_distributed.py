@@ -209,12 +209,15 @@ def _passes(counts: Path) -> dict[int, dict[str, int]]:
     return out
 
 
-def _outputs(out: Path) -> dict[str, str | dict]:
-    """Every file the run wrote: results (metrics and the world's keys) and predictions (as text)."""
-    found: dict[str, str | dict] = {}
+def _outputs(out: Path) -> dict[str, str | bytes | dict]:
+    """Every file the run wrote: results (metrics and the world's keys), predictions (as text) and
+    per-sample records (as bytes)."""
+    found: dict[str, str | bytes | dict] = {}
     for p in sorted((out / "runs").rglob("*")):
         if p.suffix == ".json":
             found[p.name] = json.loads(p.read_text())
+        elif p.suffix == ".npz":
+            found[p.name] = p.read_bytes()
         elif p.is_file():
             found[p.name] = p.read_text()
     return found
@@ -223,7 +226,7 @@ def _outputs(out: Path) -> dict[str, str | dict]:
 def _same_results(a: dict, b: dict) -> None:
     assert sorted(a) == sorted(b)
     for name in a:
-        if name.endswith(".json"):
+        if name.endswith(".json") and "metrics" in a[name]:  # a result (not a sidecar beside it)
             assert a[name]["metrics"] == b[name]["metrics"], name
             assert a[name]["evalkit"]["evaluated"] == b[name]["evalkit"]["evaluated"], name
         else:

@@ -68,6 +68,10 @@ def test_round_trip(tmp_path):
     names = zipfile.ZipFile(path).namelist()
     assert f"{META_KEY}.npy" in names and "crop/top_scores.npy" in names and "squash/key.npy" in names
     assert np.load(path, allow_pickle=False)[META_KEY].shape == ()
+    # no time stamp of the writing: the same records are the same bytes (the SHA-256 names the content)
+    assert {i.date_time for i in zipfile.ZipFile(path).infolist()} == {(1980, 1, 1, 0, 0, 0)}
+    assert write_records(tmp_path / "again.npz", "classification", {"crop": crop, "squash": squash},
+                         {"x": [1, 2], "n_classes": 9}).sha256 == written.sha256
     rec = read_records(path)
     assert isinstance(rec, Records) and rec.path == path and rec.kind == "classification"
     assert rec.modes == ["crop", "squash"]
