@@ -535,7 +535,7 @@ def _paired_test(base: _Entry, now: _Entry, metric: str) -> tuple[int, int, floa
         # only the McNemar counts are read here: one bootstrap resample, not the paired interval's 2,000
         found = compare_task(now.task, *sides, resamples=1)
     except CompareError as e:
-        return f"baseline A, run B: {e}"
+        return f"{e} (A: the baseline, B: the run)"
     except (RecordsError, OSError) as e:
         raise BaselineError(f"records of {now.model} {now.variant} {now.task}: {e}") from e
     if found.metric != metric:
