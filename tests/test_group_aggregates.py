@@ -69,12 +69,18 @@ def test_a_group_files_aggregate_is_a_report_aggregate_and_a_leaderboard_column(
     assert math.isclose(row["toy_mean"], 60.0) and row["toy_mean_n"] == 3 and row["toy_mean_claimed"] == 60.0
     assert "toy-gap" not in lb.columns and "toy_gap" not in lb.columns  # no column: not on the leaderboard
     assert list(lb.columns[2:5]) == ["toy-a", "toy-b", "toy-c"]
-    assert report.export(out).splitlines()[0].split(",")[-2:] == ["toy_mean", "toy_mean_n"]
+    header = report.export(out).splitlines()[0].split(",")
+    # the numbers first, as they always were; their statistics after every number
+    assert header[:5] == ["model", "variant", "toy-a", "toy-b", "toy-c"]
+    assert header[header.index("toy_mean") + 1] == "toy_mean_n"
+    first_statistic = min(i for i, c in enumerate(header) if c.endswith(("_claimed", "_ci_low", "_verdict")))
+    assert header.index("toy_mean_n") < first_statistic and header.index("toy_mean_ci_low") > first_statistic
+    assert header[-4:] == ["rank", "rank_best", "rank_worst", "tie_group"]
 
     aggs = report.aggregate_table(out, claims).set_index("group")
-    assert aggs.loc["toy", "aggregate"] == "TOY_AVG" and aggs.loc["toy", "status"] == "verified"
+    assert aggs.loc["toy", "aggregate"] == "TOY_AVG" and aggs.loc["toy", "status"] == "reproduced"
     assert math.isclose(aggs.loc["toy-gap", "verified"], 90.0 - 75.0)  # toy-a minus mean(toy-a, toy-b)
-    assert aggs.loc["toy-gap", "total"] == 2 and aggs.loc["toy-gap", "status"] == "verified"
+    assert aggs.loc["toy-gap", "total"] == 2 and aggs.loc["toy-gap", "status"] == "reproduced"
 
     _result(out, "m", "toy-b", {"acc1": 0.3})  # one member changes: the aggregate follows
     assert math.isclose(report.leaderboard(out).iloc[0]["toy_mean"], 50.0)

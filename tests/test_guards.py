@@ -318,20 +318,21 @@ def test_limit_counts_skipped_samples_across_sized_units(demo, limit):
         assert len(feats.keys) + len(feats.skipped) == limit
 
 
-# ------------------------------------------------------------------ 6. report tolerance boundary
+# ------------------------------------------------------------------ 6. report rounding-interval boundary
 
 
-@pytest.mark.parametrize("claimed,tolerance,status", [
-    ("50.5", 0.5, "verified"),  # |50.0 - 50.5| == 0.5 exactly
-    ("49.5", 0.5, "verified"),
-    ("50.25", 0.25, "verified"),
-    ("49.75", 0.25, "verified"),
-    ("50.5009765625", 0.5, "differs"),  # 0.5 + 2**-10 (exactly representable)
-    ("49.4990234375", 0.5, "differs"),
-    ("50.2509765625", 0.25, "differs"),
+@pytest.mark.parametrize("acc1,claimed,status", [
+    (0.5078125, "50.7812", "reproduced"),  # 50.78125 (exact) is the top of [50.78115, 50.78125]
+    (0.5078125, "50.7813", "reproduced"),  # ... and the bottom of [50.78125, 50.78135]
+    (0.5078125, "50.7811", "differs"),  # 0.0001 beyond either end
+    (0.5078125, "50.7814", "differs"),
+    (0.5, "50", "reproduced"),  # no decimals: [49.5, 50.5]
+    (0.5, "49.9", "differs"),  # [49.85, 49.95]
 ])
-def test_report_tolerance_boundary(tmp_path, claimed, tolerance, status):
-    """Defect: `<` instead of `<=` in report._status (or a slack that swallows a real difference)."""
+def test_report_rounding_boundary(tmp_path, acc1, claimed, status):
+    """Defect: `<` instead of `<=` at the ends of the claim's rounding interval in verdicts.judge,
+    decimals not read from the claim's text, or a slack that swallows a real difference. The
+    result has no N, so no interval: outside the rounding interval it differs."""
     from evalkit.cli.main import main
     from evalkit.reporting import report
     from evalkit.reporting.claims import load_claims
@@ -339,17 +340,17 @@ def test_report_tolerance_boundary(tmp_path, claimed, tolerance, status):
 
     out = tmp_path / "out"
     write_result(TaskResult(dataset="cifar10", model="m", pretrained="test", task="zeroshot_classification",
-                            metrics={"acc1": 0.5}), out)  # 0.5 * 100 == 50.0 exactly
+                            metrics={"acc1": acc1}), out)  # × 100 is exact for both values
     claims_csv = tmp_path / "claims.csv"
     claims_csv.write_text("model,task,metric,claimed\n" f"m,cifar10,acc1,{claimed}\n")
-    table = report.verified_table(out, load_claims(claims_csv), tolerance=tolerance)
+    table = report.verified_table(out, load_claims(claims_csv))
     row = table[table["task"] == "cifar10"].iloc[0]
-    assert row["verified"] == 50.0 and row["claimed"] == float(claimed)
-    assert row["status"] == status, (claimed, tolerance, row["delta"])
-    # the CI gate of the README (exit 1 only beyond the tolerance)
+    assert row["verified"] == acc1 * 100 and row["claimed"] == float(claimed)
+    assert row["status"] == status, (claimed, row["delta"], row["reason"])
+    # the CI gate of the README (exit 1 on a claim that differs); --tolerance is ignored now
     rc = main(["report", "--output-dir", str(out), "--claims", str(claims_csv), "--model", "m",
-               "--tolerance", str(tolerance), "--fail-on-differ"])
-    assert rc == (0 if status == "verified" else 1)
+               "--tolerance", "5", "--fail-on-differ"])
+    assert rc == (0 if status == "reproduced" else 1)
 
 
 # ------------------------------------------------------------------ 7. int8 outlier threshold
