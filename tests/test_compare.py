@@ -372,9 +372,13 @@ def test_sides_by_folder_model_and_variant(tmp_path, capsys):
     assert code == 0 and json.loads(out)["tasks"][0]["difference"] == pytest.approx(100 * (b.mean() - a.mean()))
     by_path = compare(SideSpec(tmp_path / "R" / "runs" / MODEL, variant="fp32"), tmp_path / "R" / "runs" / MODEL / "int8")
     assert by_path.tasks[0].difference == pytest.approx(by_variant.tasks[0].difference)
-    # a model folder holding two variants of t1 is ambiguous; a folder that is no results folder is refused
-    with pytest.raises(CompareError, match=r"A: .* has 2 results of t1 \(toy fp32, toy int8\): name one"):
-        compare(tmp_path / "R" / "runs" / MODEL, tmp_path / "R" / "runs" / MODEL / "int8")
+    by_folders = compare(tmp_path / "R" / "runs" / MODEL, tmp_path / "R" / "runs" / MODEL / "int8")  # fp32: its own
+    assert by_folders.tasks[0].difference == pytest.approx(by_variant.tasks[0].difference)
+    # a results folder holding two variants of t1 is ambiguous; a folder that is no results folder is refused
+    with pytest.raises(CompareError, match=r"A: .*R has 2 results of t1 \(toy fp32, toy int8\): name one"):
+        compare(tmp_path / "R", tmp_path / "R" / "runs" / MODEL / "int8")
+    with pytest.raises(CompareError, match=r"is the folder of 'int8', but --variant says 'fp32'"):
+        compare(SideSpec(tmp_path / "R" / "runs" / MODEL / "int8", variant="fp32"), tmp_path / "R")
     code, _, err = _run(capsys, str(tmp_path), str(tmp_path / "R"))
     assert code == 2 and f"{tmp_path}: not a results folder" in err
     code, _, err = _run(capsys, str(tmp_path / "R"))

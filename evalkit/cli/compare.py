@@ -5,8 +5,8 @@
     evalkit compare results --model eva-clip-demo --variant fp32 --variant int8
     evalkit compare results --model eva-clip-demo --model my-model --tasks demo
 
-A side is a results folder (holding runs/), a model's folder in one (RUN/runs/<model>) or a
-variant's (RUN/runs/<model>/<variant>). With one folder, name two models or two variants to
+A side is a results folder (holding runs/), a model's folder in one (RUN/runs/<model>: the
+default variant's results, which it holds) or a variant's (RUN/runs/<model>/<variant>). With one folder, name two models or two variants to
 compare. --model and --variant given once apply to both sides; given twice, the first is A's and
 the second B's.
 

@@ -1,8 +1,8 @@
 """``evalkit compare``: two runs, task by task, with paired statistics from their per-sample records.
 
 A side is a results folder (the folder holding ``runs/``), a model's folder in it
-(``RUN/runs/<model>``: every variant of that model) or one variant's folder
-(``RUN/runs/<model>/<variant>``), narrowed by a model and a variant where given. Results are
+(``RUN/runs/<model>``: the results it holds, those of the default variant, fp32) or one
+variant's folder (``RUN/runs/<model>/<variant>``), narrowed by a model and a variant where given. Results are
 matched by task name (the name a result is written under); samples by their key.
 
 Per task, on its primary metric (the result's ``evalkit.metric``):
@@ -55,7 +55,7 @@ from evalkit.intervals import count_intervals
 from evalkit.metric_table import metric_value
 from evalkit.records import Records, result_records
 from evalkit.reporting.evidence import interval_options_of, support
-from evalkit.results import TaskResult, iter_results, path_of, result_variant, safe_name
+from evalkit.results import DEFAULT_VARIANT, TaskResult, iter_results, path_of, result_variant, safe_name
 from evalkit.stats import (
     DEFAULT_LEVEL,
     DEFAULT_RESAMPLES,
@@ -124,7 +124,8 @@ def _where(path: Path, model: str | None, variant: str | None) -> tuple[Path, st
         raise CompareError(f"{path}: not a results folder (no runs/ in it) nor a runs/<model>[/<variant>] folder "
                            f"of one")
     named_model = path.name if in_model else path.parent.name
-    named_variant = None if in_model else path.name
+    # a model's folder holds its default variant's results; every other variant has a folder in it
+    named_variant = (variant or DEFAULT_VARIANT) if in_model else path.name
     for what, given, named in (("--model", model, named_model), ("--variant", variant, named_variant)):
         if given is not None and named is not None and safe_name(given) != named:
             raise CompareError(f"{path} is the folder of {named!r}, but {what} says {given!r}")
