@@ -139,11 +139,12 @@ def _hand_scored(run, names: list[str], templates: list[str]) -> float:
 def test_variants_equal_scores_computed_by_hand(demo_run, no_image_forward):
     env = _envelope(demo_run, write=False).envelopes[0]
     single = _cell(env, "single prompt", "the data's own", "crop")
-    assert single.value("acc1") == _hand_scored(demo_run, SHAPES, [SINGLE_PROMPT])
+    assert SINGLE_PROMPT == "a photo of a {c}."
+    assert single.value("acc1") == _hand_scored(demo_run, SHAPES, ["a photo of a {c}."])
     # the indexed file's names, put in label order by name (column 2, order: by_name)
     indexed = _cell(env, "single prompt", "indexed_names.txt", "crop")
     in_label_order = [n.split(" ", 1)[1] for n in sorted(INDEXED, key=lambda ln: SHAPES.index(ln.split()[1].lower()))]
-    assert indexed.value("acc1") == _hand_scored(demo_run, in_label_order, [SINGLE_PROMPT])
+    assert indexed.value("acc1") == _hand_scored(demo_run, in_label_order, ["a photo of a {c}."])
     alt = _cell(env, "alt_templates.txt", "alt_names.txt", "crop")
     assert alt.value("acc1") == _hand_scored(demo_run, ALT_NAMES, ["a picture of a {c}.", "an illustration of a {c}."])
 
@@ -197,6 +198,33 @@ def test_best_of_both_once_both_transforms_are_cached(demo_run, tmp_path):
     assert len(env.variants) == 27
 
 
+def test_limit_runs_splits_and_shared_images_score_as_their_results(demo_run, tmp_path):
+    """A --limit run (its own cache keys; claims partial), a task of two splits (each metric the
+    mean over them) and a task labelling the same images otherwise (colours: the shape run's
+    features, its own labels): the own protocol equals each result exactly."""
+    tasks = demo_run["tasks"]
+    extra = _task_dir(tmp_path / "more", name="envsplits", envelope="protocol:\n  splits: [{seed: 7}, {seed: 8}]\n")
+    (extra / "envcolour.yaml").write_text(
+        f"include: {REPO / 'tasks' / 'demo' / 'shapeworld-colour.yaml'}\ntask: envcolour\nsource: {{n: 120}}\n")
+    (extra / "envsplits.yaml").write_text((extra / "envsplits.yaml").read_text().replace("n: 120", "n: 40"))
+    out = tmp_path / "out"
+    kw = dict(output_dir=out, cache_dir=demo_run["cache"], raise_errors=True, progress=False)
+    limited = api.evaluate(MODEL, "envshape", task_dirs=[tasks], limit=50, **kw).results[0]
+    others = api.evaluate(MODEL, "envcolour,envsplits", task_dirs=[extra], **kw).results
+    assert others[0].evalkit["samples_per_rank"] == [0]  # the colours: the shape run's features, none encoded
+    claims = _claims_csv(tmp_path / "claims.csv", [("50.0", "crop", "")])
+    env = envelope(MODEL, "envshape", task_dirs=[tasks], claims=[claims], output_dir=out,
+                   cache_dir=demo_run["cache"]).envelopes[0]
+    assert env.limit == 50 and env.samples == 50 and env.run == "fp32+limit50"
+    assert env.own_value == limited.metrics["acc1"]
+    assert env.claims[0].inside is None and env.claims[0].verdict.startswith("partial: a --limit 50 run")
+    for result in others:
+        got = envelope(MODEL, result.dataset, task_dirs=[extra], output_dir=out, cache_dir=demo_run["cache"],
+                       claims=[]).envelopes[0]
+        assert got.own.metrics == result.metrics and got.own_value == result.metrics["acc1"], result.dataset
+    assert "acc1@split2" in others[1].metrics and others[1].evalkit["evaluated"] == 80
+
+
 def _cli(capsys, *argv: str) -> tuple[int, str, str]:
     rc = cli.main(["envelope", "--model", MODEL, *argv])
     out, err = capsys.readouterr()
@@ -239,6 +267,19 @@ def test_no_cached_features_is_one_line_naming_the_run_command(demo_run, tmp_pat
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "envshape: no cached features of eva-clip-demo" in lines[0]
     assert f"--transform crop --output-dir {demo_run['out']} --cache-dir {empty} --task-dir" in lines[0]
+
+
+def test_a_result_of_other_weights_is_refused(demo_run, tmp_path, capsys):
+    out = tmp_path / "out"
+    path = result_path(out, MODEL, "envshape")
+    path.parent.mkdir(parents=True)
+    doc = json.loads(result_path(demo_run["out"], MODEL, "envshape").read_text())
+    doc["evalkit"]["fingerprint"] = "0123456789abcdef"  # as if other weights had produced it
+    path.write_text(json.dumps(doc))
+    rc, out_text, err = _cli(capsys, "--tasks", "envshape", "--task-dir", str(demo_run["tasks"]), "--output-dir",
+                             str(out), "--cache-dir", str(demo_run["cache"]))
+    assert rc == 2 and out_text == ""
+    assert "envshape: the model loaded" in err and "fingerprint 0123456789abcdef" in err and "--weights" in err
 
 
 def test_a_family_without_an_envelope_is_said(demo_run, capsys):
