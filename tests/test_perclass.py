@@ -39,16 +39,20 @@ ABSENT = 6  # the fixture's class without a test sample
 
 def _classification(n: int = 400, seed: int = 0) -> dict[str, np.ndarray]:
     """Records of ``n`` samples over C classes, none of class ABSENT; most right, class 2 often
-    taken for 3, the rest of the errors random (class ABSENT among the predictions)."""
+    taken for 3, the rest of the errors random (class ABSENT among the predictions); a tenth tie
+    at the top, where ``pred`` (the first of the tied maxima) is the second of ``top_classes``."""
     rng = np.random.default_rng(seed)
     target = rng.choice([c for c in range(C) if c != ABSENT], size=n)
     top1 = np.where(rng.random(n) < 0.7, target, rng.integers(0, C, n))
     top1 = np.where((target == 2) & (rng.random(n) < 0.5), 3, top1)
     rest = np.stack([(top1 + k) % C for k in range(1, 5)], axis=1)
     scores = np.sort(rng.random((n, 5)).astype(np.float32), axis=1)[:, ::-1] * 30
+    tied = rng.random(n) < 0.1
+    scores[tied, 1] = scores[tied, 0]
     return {"key": np.array([f"s{i}" for i in range(n)]), "target": target.astype(np.int32),
             "top_classes": np.concatenate([top1[:, None], rest], axis=1).astype(np.int32), "top_scores": scores,
-            "margin": (scores[:, 0] - scores[:, 1]).astype(np.float32), "pred": top1.astype(np.int32)}
+            "margin": (scores[:, 0] - scores[:, 1]).astype(np.float32),
+            "pred": np.where(tied, rest[:, 0], top1).astype(np.int32)}
 
 
 def _fewshot(n: int = 300, seeds: int = 3, seed: int = 1) -> dict[str, np.ndarray]:
