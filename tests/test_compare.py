@@ -293,26 +293,35 @@ def test_flips_within_the_bound_hold_and_one_above_it_is_a_violation(tmp_path, c
     margin_a = np.full(n, 8.0)
     margin_a[[3, 17, 40]] = [0.5, 2.0, 3.0]  # close calls
     bound = 4 * 100 * (2 ** -23) + 4 * 100 * (2 ** -7)  # margin_bound("fp32") + margin_bound("bf16"), written out
-    assert 3.0 < bound < 8.0
+    assert 3.0 < bound < 3.5
     top_b = top_a.copy()
     top_b[[3, 17]] = (target[[3, 17]] + 1) % N_CLASSES  # flips of samples A was unsure of
+    margin_b = margin_a.copy()
+    margin_b[60], margin_b[61] = 8.0 - 3.5, 8.0 + 3.0  # no flip; moved beyond the bound, and within it
     _classification(tmp_path / "A", "t1", target, top_a == target, margin=margin_a, top1=top_a)
-    _classification(tmp_path / "B", "t1", target, top_b == target, precision="bf16", margin=np.full(n, 1.0), top1=top_b)
+    _classification(tmp_path / "B", "t1", target, top_b == target, precision="bf16", margin=margin_b, top1=top_b)
     result = compare(tmp_path / "A", tmp_path / "B")
     (flips,) = result.flip_sets
     assert [f.key for f in flips.flips] == ["img/0003.png", "img/0017.png"] and flips.bound == pytest.approx(bound)
     assert not result.violations
+    # the bound's premise, on the samples that kept their top-2: one margin moved by more than the bound
+    assert flips.moved == pytest.approx(3.5) and [f.key for _, f in result.margins_over] == ["img/0060.png"]
     code, out, _ = _run(capsys, str(tmp_path / "A"), str(tmp_path / "B"))
     assert code == 0 and "flip budget held: 2 flips, all within the bound" in out
+    assert "margins moved by at least the bound in 1 sample (none flipped" in out
+    assert "t1 [crop] img/0060.png: margin_A 8 -> margin_B 4.5 (moved 3.5 ≥ 3.125" in out
 
     top_b[[5]] = (target[5] + 2) % N_CLASSES  # a flip of a sample A was sure of (margin 8 > bound)
-    _classification(tmp_path / "B", "t1", target, top_b == target, precision="bf16", margin=np.full(n, 1.0), top1=top_b)
+    margin_b[60] = 8.0
+    _classification(tmp_path / "B", "t1", target, top_b == target, precision="bf16", margin=margin_b, top1=top_b)
     result = compare(tmp_path / "A", tmp_path / "B")
     assert [(s.mode, f.key, f.margin_a) for s, f in result.violations] == [("crop", "img/0005.png", 8.0)]
+    assert not result.margins_over and result.flip_sets[0].moved == pytest.approx(3.0)
     code, out, _ = _run(capsys, str(tmp_path / "A"), str(tmp_path / "B"))
     assert code == 0 and "flip budget held" not in out
     assert "flip budget violated: 1 of 3 flips at or above the bound" in out
     assert "t1 [crop] img/0005.png: margin_A 8" in out and "class5 -> class1" in out
+    assert "margins moved by less than the bound: at most 3 against 3.125" in out
 
 
 # ----------------------------------------------------------------------------- bad input

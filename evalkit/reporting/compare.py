@@ -23,7 +23,10 @@ Per task, on its primary metric (the result's ``evalkit.metric``):
   ``margin_bound(precision)`` (:mod:`evalkit.flips`) in each run, so a flip between two runs that
   differ only in precision must have had ``margin_A < bound(precision_A) + bound(precision_B)``;
   every flip above that is listed as a violation. The flips are printed next to each side's flip
-  budget (``evalkit.flip_budget``: the samples each run could flip).
+  budget (``evalkit.flip_budget``: the samples each run could flip). The bound's premise is checked
+  too, on the samples that did not flip: where both runs have the same top-1 and top-2 classes,
+  the margin must have moved by less than the bound; the largest move is printed, and every sample
+  that moved by the bound or more is listed (it did not flip, but a closer call could have).
 
 Suite averages (all compared tasks, and each group ``--tasks`` names): the mean of the tasks'
 values on each side and the mean difference, with a paired bootstrap over *datasets* (the tasks
@@ -75,6 +78,7 @@ _RECALL = re.compile(r"^(text_retrieval_recall|image_retrieval_recall|i2t_R|t2i_
 _SHOT = re.compile(r"^acc1@([1-9]\d*)shot$")
 _I2T = ("text_retrieval_recall", "i2t_R")  # clip_benchmark's "text retrieval" is image→text
 _EXAMPLES = 3  # keys named in a mismatch message
+_LISTED = 10  # samples whose margin moved beyond the bound, listed in the text
 
 
 class CompareError(EvalkitError, ValueError):
@@ -191,6 +195,10 @@ class FlipSet:
     budget_b: dict[str, Any] | None = None
     classnames: list[str] = field(default_factory=list)
     note: str = ""
+    #: the bound's premise, checked on the samples whose top-1 and top-2 classes agree: the largest
+    #: change of their margin between the runs, and those that changed by at least the bound
+    moved: float | None = None
+    moved_over: list[Flip] = field(default_factory=list)
 
     @property
     def violations(self) -> list[Flip]:
@@ -212,6 +220,9 @@ class FlipSet:
                              "margin_a": f.margin_a, "margin_b": f.margin_b,
                              "within_bound": None if self.bound is None else f.margin_a < self.bound}
                             for f in self.flips],
+                "max_margin_change": self.moved,
+                "margin_changes_over_bound": [{"key": f.key, "class": f.class_a, "margin_a": f.margin_a,
+                                               "margin_b": f.margin_b} for f in self.moved_over],
                 "note": self.note}
 
 
@@ -308,6 +319,24 @@ class Comparison:
     def violations(self) -> list[tuple[FlipSet, Flip]]:
         return [(s, f) for s in self.flip_sets for f in s.violations]
 
+    @property
+    def margins_over(self) -> list[tuple[FlipSet, Flip]]:
+        return [(s, f) for s in self.flip_sets for f in s.moved_over]
+
+    def margin_verdict(self) -> str:
+        """The bound's premise: every margin moves by less than the bound (samples whose top-2 agree)."""
+        sets = [s for s in self.flip_sets if s.moved is not None and s.bound is not None]
+        if not sets:
+            return ""
+        largest = max(sets, key=lambda s: s.moved / s.bound)
+        if not self.margins_over:
+            return (f"margins moved by less than the bound: at most {largest.moved:.4g} against {largest.bound:.4g} "
+                    f"({largest.task} [{largest.mode}]; samples whose top-1 and top-2 classes agree)")
+        over = len(self.margins_over)
+        return (f"margins moved by at least the bound in {over} sample{'s' if over != 1 else ''} (none flipped, "
+                f"but the bound is no guarantee here): at most {largest.moved:.4g} against {largest.bound:.4g} "
+                f"({largest.task} [{largest.mode}])")
+
     def flip_verdict(self) -> str:
         sets = self.flip_sets
         if not sets:
@@ -333,7 +362,9 @@ class Comparison:
                                 "violations": len(self.violations),
                                 "held": (None if not self.flip_sets or any(s.bound is None for s in self.flip_sets)
                                          else not self.violations),
-                                "verdict": self.flip_verdict()}}
+                                "verdict": self.flip_verdict(),
+                                "margins_over_bound": len(self.margins_over),
+                                "margin_verdict": self.margin_verdict()}}
 
     def format(self) -> str:
         from tabulate import tabulate
@@ -380,6 +411,14 @@ class Comparison:
                 lines.append(f"  - {s.task} [{s.mode}] {f.key}: margin_A {f.margin_a:.4g}, margin_B {f.margin_b:.4g}"
                              f" ≥ bound {s.bound:.4g} ({s.class_name(f.class_a)} -> {s.class_name(f.class_b)}, "
                              f"target {s.class_name(f.target)})")
+            if self.margin_verdict():
+                lines.append(self.margin_verdict())
+            for s, f in self.margins_over[:_LISTED]:
+                lines.append(f"  - {s.task} [{s.mode}] {f.key}: margin_A {f.margin_a:.4g} -> margin_B {f.margin_b:.4g} "
+                             f"(moved {abs(f.margin_a - f.margin_b):.4g} ≥ {s.bound:.4g}; top-1 "
+                             f"{s.class_name(f.class_a)} on both)")
+            if len(self.margins_over) > _LISTED:
+                lines.append(f"  ... {len(self.margins_over) - _LISTED} more (--json lists them all)")
         return "\n".join(lines)
 
 
@@ -718,8 +757,16 @@ def _flips(task: str, a: tuple[TaskResult, list[Records]], b: tuple[TaskResult, 
         changed = np.flatnonzero(top_a != top_b)
         flips = [Flip(str(keys_a[ia[i]]), int(target[i]), int(top_a[i]), int(top_b[i]), float(margin_a[i]),
                       float(margin_b[i])) for i in changed]
+        second_a, second_b = cat(parts_a, "top_classes")[ia, 1:2], cat(parts_b, "top_classes")[ib, 1:2]
+        same = (top_a == top_b) & (second_a == second_b).all(axis=1) & np.isfinite(margin_a) & np.isfinite(margin_b)
+        change = np.abs(margin_a.astype(np.float64) - margin_b.astype(np.float64))
+        moved = float(change[same].max()) if same.any() else None
+        over = np.flatnonzero(same & (change >= bound)) if bound is not None else np.array([], dtype=np.int64)
+        moved_over = [Flip(str(keys_a[ia[i]]), int(target[i]), int(top_a[i]), int(top_b[i]), float(margin_a[i]),
+                           float(margin_b[i])) for i in over[np.argsort(-change[over], kind="stable")]]
         out.append(FlipSet(task, mode, len(ia), flips, prec_a, prec_b, bound, res_a.evalkit.get("flip_budget"),
-                           res_b.evalkit.get("flip_budget"), list(recs_a[0].meta.get("classnames") or []), note))
+                           res_b.evalkit.get("flip_budget"), list(recs_a[0].meta.get("classnames") or []), note,
+                           moved, moved_over))
     return out
 
 
