@@ -6,7 +6,7 @@ Values are fractions in [0, 1], as clip_benchmark writes them; reports turn them
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -183,6 +183,11 @@ def _topk_sets(scores: torch.Tensor, ks: Sequence[int]) -> dict[int, torch.Tenso
     One ``topk`` with max(ks) + 1 serves every k whose k-th and (k+1)-th largest scores differ: the
     k largest are then the only k indices topk can return. Rows with a tie there (or NaN, which
     topk ranks first) are given to ``topk(k)`` itself, whose choice among tied scores depends on k."""
+    return _topk_window(scores, ks)[0]
+
+
+def _topk_window(scores: torch.Tensor, ks: Sequence[int]) -> tuple[dict[int, torch.Tensor], Any]:
+    """:func:`_topk_sets`, and the one ``topk(max(ks) + 1)`` it was made from (values, indices)."""
     n = scores.shape[1]
     top = torch.topk(scores, min(max(ks) + 1, n), dim=1)
     out = {}
@@ -197,7 +202,7 @@ def _topk_sets(scores: torch.Tensor, ks: Sequence[int]) -> dict[int, torch.Tenso
             idx = idx.clone()
             idx[tied] = torch.topk(scores[tied], k, dim=1).indices
         out[k] = idx
-    return out
+    return out, top
 
 
 def _common_dtype(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,6 +269,11 @@ def retrieval_metrics(image_features: torch.Tensor, text_features: torch.Tensor,
         own = torch.arange(start, end, device=device)[:, None]
         for k in ks:
             i2t_hits[k][start:end] = (text_to_image[top[k]] == own).any(dim=1)
+    return _recalls(t2i_hits, i2t_hits, ks)
+
+
+def _recalls(t2i_hits: dict[int, torch.Tensor], i2t_hits: dict[int, torch.Tensor], ks: list[int]) -> dict[str, float]:
+    """The metrics of :func:`retrieval_metrics` from each query's hits at each K."""
 
     def recall(hits: torch.Tensor) -> float:
         # float32 mean over all queries, as clip_benchmark's ``(...>0).float().mean().item()``
@@ -314,7 +324,8 @@ class RetrievalRanks(NamedTuple):
     own image among all images. ``*_hit`` (queries × len(ks)): whether the query hit at each K,
     exactly as :func:`retrieval_metrics` counts it; ``*_margin``: the best correct score minus the
     best wrong one (+inf with no wrong candidate, NaN for an image without captions).
-    ``inexact``: queries whose rank cannot say every hit (see :func:`retrieval_ranks`)."""
+    ``inexact``: queries whose rank cannot say every hit (see :func:`retrieval_ranks`).
+    ``metrics``: :func:`retrieval_metrics`'s numbers, from these hits."""
 
     i2t_rank: torch.Tensor
     i2t_hit: torch.Tensor
@@ -323,14 +334,66 @@ class RetrievalRanks(NamedTuple):
     t2i_hit: torch.Tensor
     t2i_margin: torch.Tensor
     inexact: int
+    metrics: dict[str, float]
+
+
+def _positives_of_images(text_to_image: torch.Tensor, n_images: int) -> torch.Tensor:
+    """(N images, most captions of one image): each image's caption indices, -1 past its own."""
+    counts = torch.bincount(text_to_image, minlength=n_images)
+    width = max(int(counts.max()), 1) if counts.numel() else 1
+    order = torch.argsort(text_to_image, stable=True)
+    owners = text_to_image[order]
+    first = torch.cumsum(counts, 0) - counts
+    out = torch.full((n_images, width), -1, dtype=torch.long, device=text_to_image.device)
+    out[owners, torch.arange(len(order), device=order.device) - first[owners]] = order
+    return out
+
+
+def _rank_block(scores: torch.Tensor, positives: torch.Tensor, window: Any) -> tuple[torch.Tensor, ...]:
+    """Per query of a block: the candidates ranked above its best positive (-1: it has none),
+    and its best positive minus its best negative score. ``positives``: candidate indices per
+    query, -1 for none; ``window``: the block's ``topk(max K + 1)`` (values, indices).
+
+    The count is read off the window where the best positive beats the window's last value (no
+    candidate outside it can then be above); only the other queries are counted over the whole
+    row. A NaN score counts as above (``torch.topk`` ranks it first)."""
+    n = scores.shape[1]
+    valid = positives >= 0
+    has = valid.any(dim=1)
+    positive = scores.gather(1, positives.clamp(min=0)).masked_fill(~valid, float("-inf")).max(dim=1).values
+    values = window.values
+    above = (~(values <= positive[:, None])).sum(dim=1)
+    if values.shape[1] < n:
+        whole = (has & ~(positive > values[:, -1])).nonzero()[:, 0]
+        if len(whole):
+            if 2 * len(whole) > scores.shape[0]:  # most of the block: all of it, rather than a copy
+                whole, rows = torch.arange(scores.shape[0], device=scores.device), scores
+            else:
+                rows = scores[whole]
+            counted = (rows > positive[whole, None]).sum(dim=1, dtype=torch.int32).long()  # int32: twice as fast
+            with_nan = values[whole, 0].isnan()  # topk ranks NaN first: only these rows hold one
+            if with_nan.any():
+                counted[with_nan] += rows[with_nan].isnan().sum(dim=1)
+            above[whole] = counted
+            del rows
+    # the best negative: the first candidate of the top (positives + 1) that is not a positive
+    depth = min(positives.shape[1] + 1, n)
+    top = window if values.shape[1] >= depth else torch.topk(scores, depth, dim=1)
+    is_positive = (top.indices[:, :depth, None] == positives[:, None, :]).any(dim=2)
+    first_negative = (~is_positive).to(torch.uint8).argmax(dim=1)
+    negative = top.values[:, :depth].gather(1, first_negative[:, None])[:, 0]
+    negative = torch.where(is_positive.all(dim=1), torch.full_like(negative, float("-inf")), negative)
+    margin = torch.where(has, positive - negative, torch.full_like(positive, float("nan")))
+    return torch.where(has, above, torch.full_like(above, -1)), margin
 
 
 def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, text_to_image: torch.Tensor,
                     ks: Sequence[int] = (1, 5, 10),
                     chunk_size: int | None = DEFAULT_RETRIEVAL_CHUNK) -> RetrievalRanks:
-    """Every query's rank of its first correct match, from the same score blocks as
-    :func:`retrieval_metrics` (same inputs, same memory bound), such that for every K in ``ks``
-    the float32 mean of ``0 <= rank < K`` is that function's recall@K, to the bit.
+    """Every query's rank of its first correct match, and :func:`retrieval_metrics`'s numbers,
+    from one pass over the same score blocks (same inputs, same memory bound): the hits are
+    counted by the same code, so the metrics are the same to the bit, and for every K in ``ks``
+    the float32 mean of ``0 <= rank < K`` is recall@K.
 
     A rank is the number of candidates scoring strictly higher than the query's best correct one
     (a NaN score counts as higher: ``torch.topk`` ranks it first). Where that number and the hits
@@ -347,38 +410,29 @@ def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, t
     n_images, n_texts = image_features.shape[0], text_features.shape[0]
     device = text_features.device
     text_to_image = text_to_image.to(device=device, dtype=torch.long)
+    captions_of = _positives_of_images(text_to_image, n_images)
     k_row = torch.tensor(ks, device=device)
-
-    def t2i_block(scores: torch.Tensor, own: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        positive = scores.gather(1, own[:, None])
-        above = ((scores > positive) | scores.isnan()).sum(dim=1)
-        negative = scores.scatter(1, own[:, None], float("-inf")).max(dim=1).values
-        top = _topk_sets(scores, ks)
-        hit = torch.stack([(top[k] == own[:, None]).any(dim=1) for k in ks], dim=1)
-        return above, hit, positive[:, 0] - negative
-
-    def i2t_block(scores: torch.Tensor, own: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        mask = text_to_image[None, :] == own[:, None]
-        has = mask.any(dim=1)
-        positive = scores.masked_fill(~mask, float("-inf")).max(dim=1).values
-        negative = scores.masked_fill(mask, float("-inf")).max(dim=1).values
-        above = ((scores > positive[:, None]) | scores.isnan()).sum(dim=1)
-        top = _topk_sets(scores, ks)
-        hit = torch.stack([(text_to_image[top[k]] == own[:, None]).any(dim=1) for k in ks], dim=1)
-        margin = torch.where(has, positive - negative, torch.full_like(positive, float("nan")))
-        return torch.where(has, above, torch.full_like(above, -1)), hit, margin
 
     out = []
     inexact = 0
-    for queries, candidates, are_texts, n, block in ((image_features, text_features, False, n_images, i2t_block),
-                                                     (text_features, image_features, True, n_texts, t2i_block)):
+    hits: dict[str, dict[int, torch.Tensor]] = {}
+    for queries, candidates, are_texts, n in ((image_features, text_features, False, n_images),
+                                              (text_features, image_features, True, n_texts)):
         rank = torch.empty(n, dtype=torch.long, device=device)
         hit = torch.empty(n, len(ks), dtype=torch.bool, device=device)
         margin = torch.empty(n, dtype=queries.dtype, device=device)
         for start, end, scores in _map_blocks(queries, candidates, are_texts, chunk_size, lambda s: s):
-            own = text_to_image[start:end] if are_texts else torch.arange(start, end, device=device)
-            rank[start:end], hit[start:end], margin[start:end] = block(scores, own)
-            del scores  # the block goes before the next one is multiplied
+            top, window = _topk_window(scores, ks)
+            if are_texts:  # retrieval_metrics' hits, the same expressions
+                target = text_to_image[start:end, None]
+                hit[start:end] = torch.stack([(top[k] == target).any(dim=1) for k in ks], dim=1)
+                positives = target
+            else:
+                own = torch.arange(start, end, device=device)[:, None]
+                hit[start:end] = torch.stack([(text_to_image[top[k]] == own).any(dim=1) for k in ks], dim=1)
+                positives = captions_of[start:end]
+            rank[start:end], margin[start:end] = _rank_block(scores, positives, window)
+            del scores, top, window  # the block goes before the next one is multiplied
         said = (rank[:, None] >= 0) & (rank[:, None] < k_row[None, :])
         wrong = (said != hit).any(dim=1)
         if wrong.any():
@@ -388,5 +442,7 @@ def retrieval_ranks(image_features: torch.Tensor, text_features: torch.Tensor, t
             fits = moved < first_hit.min(dim=1).values
             rank = torch.where(wrong & fits, moved, rank)
             inexact += int((wrong & ~fits).sum())
+        hits["t2i" if are_texts else "i2t"] = {k: hit[:, j].contiguous() for j, k in enumerate(ks)}
         out += [rank, hit, margin]
-    return RetrievalRanks(out[0], out[1], out[2], out[3], out[4], out[5], inexact)
+    metrics = _recalls(hits["t2i"], hits["i2t"], ks)
+    return RetrievalRanks(out[0], out[1], out[2], out[3], out[4], out[5], inexact, metrics)

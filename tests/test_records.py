@@ -326,22 +326,29 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
 def _check_ranks(images, texts, owner, ks=(1, 5, 10), chunk_size=7):
     metrics = retrieval_metrics(images, texts, owner, ks, chunk_size)
     ranks = retrieval_ranks(images, texts, owner, ks, chunk_size)
+    assert ranks.metrics == metrics  # the family takes its numbers from the ranking pass when records are on
+    assert retrieval_ranks(images, texts, owner, ks, None).metrics == metrics
     for j, k in enumerate(ks):  # the hits: exact always
         assert float(ranks.i2t_hit[:, j].float().mean()) == metrics[f"text_retrieval_recall@{k}"]
         assert float(ranks.t2i_hit[:, j].float().mean()) == metrics[f"image_retrieval_recall@{k}"]
     return metrics, ranks
 
 
-def _strictly_above(images, texts, owner) -> tuple[np.ndarray, np.ndarray]:
+def _strictly_above(images, texts, owner, margins: bool = False):
     """Brute force, the whole score matrix: per image, the captions scoring strictly above its
-    best own caption (-1 without one); per caption, the images strictly above its own."""
+    best own caption (-1 without one); per caption, the images strictly above its own; with
+    ``margins``, also each query's best own score minus its best other score."""
     scores = (texts @ images.t()).numpy()  # M x N, clip_benchmark's expression
     owner = owner.numpy()
     t2i = np.array([(scores[j] > scores[j, owner[j]]).sum() for j in range(len(owner))])
-    i2t = []
+    t2i_margin = np.array([scores[j, owner[j]] - np.delete(scores[j], owner[j]).max() for j in range(len(owner))])
+    i2t, i2t_margin = [], []
     for i in range(scores.shape[1]):
         own = owner == i
         i2t.append((scores[:, i] > scores[own, i].max()).sum() if own.any() else -1)
+        i2t_margin.append(scores[own, i].max() - scores[~own, i].max() if own.any() else np.nan)
+    if margins:
+        return np.array(i2t), t2i, np.array(i2t_margin, dtype=np.float32), t2i_margin
     return np.array(i2t), t2i
 
 
@@ -350,8 +357,10 @@ def test_retrieval_ranks_without_ties_are_the_plain_ranks():
     images, texts = _unit(torch.randn(40, 16, generator=g)), _unit(torch.randn(90, 16, generator=g))
     owner = torch.randint(0, 39, (90,), generator=g)  # image 39 has no caption
     metrics, ranks = _check_ranks(images, texts, owner)
-    i2t, t2i = _strictly_above(images, texts, owner)
+    i2t, t2i, i2t_margin, t2i_margin = _strictly_above(images, texts, owner, margins=True)
     assert np.array_equal(ranks.i2t_rank.numpy(), i2t) and np.array_equal(ranks.t2i_rank.numpy(), t2i)
+    assert np.array_equal(ranks.i2t_margin.numpy(), i2t_margin, equal_nan=True)
+    assert np.array_equal(ranks.t2i_margin.numpy(), t2i_margin)
     assert ranks.i2t_rank[39] == -1 and bool(ranks.i2t_margin[39].isnan()) and ranks.inexact == 0
     for k in (1, 5, 10):
         assert recall_at(ranks.i2t_rank.numpy(), k) == metrics[f"text_retrieval_recall@{k}"]
@@ -422,6 +431,9 @@ def test_retrieval_records_reproduce_the_six_recalls(tmp_path):
     # the image of each caption, and its own image's rank: 0 exactly when it is scored best
     assert (a["t2i_image"] >= 0).all() and (a["t2i_image"] < 120).all()
     assert ((a["t2i_rank"] == 0) == (a["t2i_margin"] > 0)).all()
+    # without records the numbers come from retrieval_metrics alone: the same, to the bit
+    (plain,), _ = _run(tmp_path / "plain", "shapeworld-retrieval", limit=120, records=False)
+    assert plain.metrics == result.metrics and "records" not in plain.evalkit
 
 
 # ----------------------------------------------------------------------------- linear probes

@@ -106,11 +106,14 @@ class RetrievalFamily:
         })
         inexact: dict[str, int] = {}
         for m, emb in by_mode.items():
-            scored.metrics[m] = retrieval_metrics(emb.features, texts, text_to_image, config.recall_k, config.chunk_size)
+            if ctx.run.records:  # the same numbers as retrieval_metrics, from the pass that ranks each query
+                scored.metrics[m], scored.records[m], inexact[m] = _ranks(emb.features, texts, images.keys,
+                                                                          text_to_image, config)
+            else:
+                scored.metrics[m] = retrieval_metrics(emb.features, texts, text_to_image, config.recall_k,
+                                                      config.chunk_size)
             if ctx.run.save_predictions:
                 scored.predictions[m] = _top(emb.features, texts, images.keys, text_to_image, config.chunk_size)
-            if ctx.run.records:
-                scored.records[m], inexact[m] = _ranks(emb.features, texts, images.keys, text_to_image, config)
         if ctx.run.records:
             scored.records_kind = "retrieval"
             scored.records_meta = {"recall_k": list(dict.fromkeys(config.recall_k)), "n_images": len(images.keys),
@@ -119,10 +122,11 @@ class RetrievalFamily:
 
 
 def _ranks(images: torch.Tensor, texts: torch.Tensor, keys: list[str], text_to_image: torch.Tensor,
-           config: RetrievalConfig) -> tuple[dict[str, np.ndarray], int]:
-    """A ``retrieval`` record of each query (:mod:`evalkit.records`): each image's and caption's
-    rank of its first correct match (:func:`evalkit.metrics.retrieval_ranks`), its hits at each
-    K, its margin; and the queries whose rank cannot say every hit (ties; 0 but for heavy ties)."""
+           config: RetrievalConfig) -> tuple[dict[str, float], dict[str, np.ndarray], int]:
+    """The recalls (:func:`evalkit.metrics.retrieval_metrics`'s, to the bit), and a ``retrieval``
+    record of each query (:mod:`evalkit.records`): each image's and caption's rank of its first
+    correct match (:func:`evalkit.metrics.retrieval_ranks`), its hits at each K, its margin; and
+    the queries whose rank cannot say every hit (ties; 0 but for heavy ties)."""
     ranks = retrieval_ranks(images, texts, text_to_image, config.recall_k, config.chunk_size)
     arrays = {
         "image_key": np.asarray([str(k) for k in keys], dtype=str),
@@ -134,7 +138,7 @@ def _ranks(images: torch.Tensor, texts: torch.Tensor, keys: list[str], text_to_i
         "t2i_hit": ranks.t2i_hit.cpu().numpy(),
         "t2i_margin": ranks.t2i_margin.float().cpu().numpy(),
     }
-    return arrays, ranks.inexact
+    return ranks.metrics, arrays, ranks.inexact
 
 
 def _queries(labels: list[Any], keys: list[str], where: str) -> tuple[list[str], torch.Tensor]:
