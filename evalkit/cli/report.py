@@ -31,7 +31,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         bad = table[table["status"] == "differs"]
         for _, row in bad.iterrows():
             print(f"evalkit: {row['model']} {row['task']} {row['metric']}: claimed {row['claimed']:g}, "
-                  f"verified {row['verified']:.2f}: differs ({row['reason']}; p Holm {row['p_holm']:.2g})",
+                  f"verified {row['verified']:.2f}: differs ({row['reason']}"
+                  + (f"; p Holm {row['p_holm']:.2g})" if row["p_holm"] == row["p_holm"] else ")"),
                   file=sys.stderr)
         if len(bad):
             return EXIT_FAIL

@@ -914,8 +914,13 @@ def _fmt_p(x: Any) -> str:
 
 
 def _ci_header(rows: pd.DataFrame) -> str:
-    levels = {round(float(x), 6) for x in rows["ci_level"] if not pd.isna(x)}
-    return f"{100 * levels.pop():g} % CI" if len(levels) == 1 else "CI"
+    levels = {round(float(x), 6) for x in rows["ci_level"] if not pd.isna(x)} or {DEFAULT_LEVEL}
+    return f"{100 * levels.pop():g} % CI" if len(levels) == 1 else "CI (levels differ: see the result files)"
+
+
+def _fmt_delta(x: Any) -> str:
+    """Δ signed to two decimals, never ``-0.00``."""
+    return "—" if x is None or pd.isna(x) else f"{round(float(x), 2) + 0.0:+.2f}"
 
 
 def _stat_note(row: Any) -> str:
@@ -951,7 +956,7 @@ def _claims_section(rows: pd.DataFrame) -> str:
         "Claimed": [_fmt_claimed(x, d) for x, d in zip(rows["claimed"], rows["decimals"], strict=True)],
         "Verified": [_fmt(x, ".2f") for x in rows["verified"]],
         _ci_header(rows): [_fmt_ci(lo, hi) for lo, hi in zip(rows["ci_low"], rows["ci_high"], strict=True)],
-        "Δ": [_fmt(x, "+.2f") for x in rows["delta"]], "Verdict": rows["status"], "p (Holm)": _p_cells(rows),
+        "Δ": [_fmt_delta(x) for x in rows["delta"]], "Verdict": rows["status"], "p (Holm)": _p_cells(rows),
     })
     for col, header in _PROVENANCE_COLUMNS.items():
         if (rows[col].astype(str) != "").any():
@@ -969,7 +974,7 @@ def _aggregates_section(rows: pd.DataFrame) -> str:
         "Claimed": [_fmt_claimed(x, d) for x, d in zip(rows["claimed"], rows["decimals"], strict=True)],
         "Verified": rows["display"],
         _ci_header(rows): [_fmt_ci(lo, hi) for lo, hi in zip(rows["ci_low"], rows["ci_high"], strict=True)],
-        "Δ": [_fmt(x, "+.2f") for x in rows["delta"]], "Verdict": rows["status"], "p (Holm)": _p_cells(rows),
+        "Δ": [_fmt_delta(x) for x in rows["delta"]], "Verdict": rows["status"], "p (Holm)": _p_cells(rows),
         "Note": _notes(rows),
     })
     return tabulate(table.values.tolist(), headers=list(table.columns), tablefmt="pipe", disable_numparse=True)
