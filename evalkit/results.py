@@ -256,9 +256,8 @@ def read_result(path: str | Path) -> TaskResult:
     return TaskResult.from_dict(d, source=str(path))
 
 
-#: JSON files written beside a result that are not results (``<task>.envelope.json``: evalkit envelope;
-#: ``<task>[.<part>].perclass.json``: the per-class analysis, evalkit.tasks.perclass)
-SIDECAR_JSON_SUFFIXES = (".envelope.json", ".perclass.json")
+#: JSON files written beside a result that are not results (``<task>.envelope.json``: evalkit envelope)
+SIDECAR_JSON_SUFFIXES = (".envelope.json",)
 
 
 def iter_results(output_dir: str | Path, model: str | None = None) -> Iterator[TaskResult]:

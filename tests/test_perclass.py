@@ -26,7 +26,15 @@ from evalkit.records import records_path, result_entry, result_records, write_re
 from evalkit.registry import UnknownNameError
 from evalkit.reporting.perclass import NoResultError, perclass_runs, render
 from evalkit.results import TaskResult, iter_results, read_result, write_result
-from evalkit.tasks.perclass import analyse, class_names, name_groups, perclass_document, sidecar_for
+from evalkit.tasks.perclass import (
+    analyse,
+    class_names,
+    name_groups,
+    perclass_document,
+    read_sidecar,
+    sidecar_for,
+    sidecar_text,
+)
 from evalkit.tasks.spec import TaskIndex
 
 REPO = Path(__file__).resolve().parents[1]
@@ -257,18 +265,21 @@ def test_the_runner_writes_the_sidecar_and_removes_it_without_records(tmp_path, 
             "--quiet", "--no-cache"]
     assert cli.main(argv) == 0
     folder = out / "runs" / MODEL
-    sidecar = folder / "sw-named.perclass.json"
+    sidecar = folder / "sw-named.perclass.jsonl"
     assert sidecar == sidecar_for(folder / "sw-named.records.npz")
-    doc = json.loads(sidecar.read_text())
+    doc = read_sidecar(sidecar)
+    lines = sidecar.read_text().splitlines()  # JSON Lines: the header, then one line per analysis
+    assert len(lines) == 1 + len(doc["analyses"]) == 2 and "analyses" not in json.loads(lines[0])
     (records,) = result_records(folder / "sw-named.json")
     recomputed = perclass_document("classification", {m: records.arrays(m) for m in records.modes}, records.meta,
                                    records.meta["classnames"], "records")
     assert {k: v for k, v in doc.items() if k not in ("records", "records_sha256")} == json.loads(json.dumps(recomputed))
     assert doc["records_sha256"] == read_result(folder / "sw-named.json").evalkit["records"]["sha256"][0]
     assert [[i for i, _ in g["classes"]] for g in doc["duplicate_names"]] == [[0, 1]]
-    assert [r.dataset for r in iter_results(out)] == ["sw-named"]  # the sidecar is no result
+    assert [r.dataset for r in iter_results(out)] == ["sw-named"]
+    assert sorted(p.name for p in folder.glob("*.json")) == ["sw-named.json"]  # every *.json is a result
     (run,) = perclass_runs(out, "sw-named", index=TaskIndex.load([tasks]))
-    assert run.origin == ["sidecar sw-named.perclass.json"]
+    assert run.origin == ["sidecar sw-named.perclass.jsonl"]
     capsys.readouterr()
     assert cli.main([*argv, "--no-records"]) == 0
     assert not sidecar.exists(), "an earlier run's analysis must not stand beside a result without records"
@@ -283,22 +294,29 @@ def test_a_task_of_several_splits_has_one_sidecar_per_split(tmp_path):
                           progress=False, raise_errors=True)
     (path,) = report.paths
     for k, records in enumerate(result_records(path), start=1):
-        doc = json.loads((path.parent / f"sw-split.split{k}.perclass.json").read_text())
+        doc = read_sidecar(path.parent / f"sw-split.split{k}.perclass.jsonl")
         assert doc["part"] == f"split{k}" and doc["records"] == records.path.name
         target, top1 = records.arrays()["target"], records.arrays()["top_classes"][:, 0]
         assert doc["analyses"][0]["correct"] == int(np.count_nonzero(target == top1))
-    assert not (path.parent / "sw-split.perclass.json").exists()
+    assert not (path.parent / "sw-split.perclass.jsonl").exists()
     (run,) = perclass_runs(tmp_path / "out", "sw-split", index=TaskIndex.load([tasks]))
-    assert run.origin == ["sidecar sw-split.split1.perclass.json", "sidecar sw-split.split2.perclass.json"]
+    assert run.origin == ["sidecar sw-split.split1.perclass.jsonl", "sidecar sw-split.split2.perclass.jsonl"]
 
 
 def test_a_sidecar_of_other_records_is_not_read(tmp_path):
     arrays = _classification(seed=7)
     path = _result(tmp_path, "fx-stale", "classification", arrays, {"n_classes": C, "classnames": NAMES})
-    sidecar = path.parent / "fx-stale.perclass.json"
-    sidecar.write_text(json.dumps({"records_sha256": "0" * 64, "analyses": []}))
+    sidecar = path.parent / "fx-stale.perclass.jsonl"
+    (run,) = perclass_runs(tmp_path, "fx-stale")
+    good = run.documents[0]
+    sidecar.write_text(sidecar_text({**good, "records_sha256": "0" * 64}))  # another run's
     (run,) = perclass_runs(tmp_path, "fx-stale")
     assert run.origin == ["computed from fx-stale.records.npz (no sidecar of these records)"]
+    sidecar.write_text("{not json\n")  # damaged
+    (run,) = perclass_runs(tmp_path, "fx-stale")
+    assert run.origin == ["computed from fx-stale.records.npz (no sidecar of these records)"]
+    with pytest.raises(ValueError, match=f"{sidecar}: not a per-class analysis"):
+        read_sidecar(sidecar)
     assert run.documents[0]["analyses"][0]["correct"] == int(np.count_nonzero(arrays["top_classes"][:, 0] == arrays["target"]))
 
 

@@ -1,5 +1,5 @@
 """``evalkit report --task T``: the per-class analysis of every run of one task, read from the
-sidecar the runner wrote beside each result (``<task>[.<part>].perclass.json``,
+sidecar the runner wrote beside each result (``<task>[.<part>].perclass.jsonl``,
 :mod:`evalkit.tasks.perclass`), or computed from the result's per-sample records where there is
 none (a result written before sidecars existed) or where it was written from other records than
 the result's (the SHA-256 both keep). No model and no data are read.
@@ -11,7 +11,6 @@ else the task of that name among the task folders; else ``class <i>``.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,14 @@ from evalkit.records import RecordsError, records_for, result_records
 from evalkit.registry import UnknownNameError
 from evalkit.results import TaskResult, iter_results, path_of, result_variant
 from evalkit.stats import DEFAULT_LEVEL
-from evalkit.tasks.perclass import KINDS, class_names, n_classes_of, perclass_document, sidecar_for
+from evalkit.tasks.perclass import (
+    KINDS,
+    class_names,
+    n_classes_of,
+    perclass_document,
+    read_sidecar,
+    sidecar_for,
+)
 from evalkit.tasks.spec import TaskIndex, TaskSpec
 
 __all__ = ["DEFAULT_CLASSES", "DEFAULT_PAIRS", "NoResultError", "PerClassRun", "perclass_report", "perclass_runs",
@@ -112,8 +118,8 @@ def _analyses(result: TaskResult, path: Path, index: TaskIndex, spec: TaskSpec |
     for i, file in enumerate(files):
         sidecar = sidecar_for(file)
         try:
-            doc = json.loads(sidecar.read_text())
-        except (OSError, ValueError):
+            doc = read_sidecar(sidecar)
+        except (OSError, ValueError):  # none, or not one: computed from the records below
             doc = None
         if isinstance(doc, dict) and i < len(digests) and doc.get("records_sha256") == digests[i]:
             run.documents.append(doc)

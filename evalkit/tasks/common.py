@@ -291,7 +291,7 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
         write_predictions(spec, encoder, ctx, records, tag or None)
     records = write_task_records(spec, encoder, ctx, scored, part)
     write_sidecar(records_path(ctx.output_dir, encoder.name, _name(spec), ctx.variant, part), records, scored,
-                  spec=spec, data=prepared.data, run=ctx.run, part=part)  # <task>.perclass.json
+                  spec=spec, data=prepared.data, run=ctx.run, part=part)  # <task>.perclass.jsonl
     write_skipped_log(spec, encoder, ctx, by_mode[modes[0]].skipped, part)
     for split, other in embedded.items():
         write_skipped_log(spec, encoder, ctx, other[modes[0]].skipped, ".".join(t for t in (part, split) if t))

@@ -3,9 +3,13 @@
 accuracy with an interval, the most-confused class pairs, the classes without a test sample, and
 the class names that are identical or differ only in case, whitespace or punctuation.
 
-The shared runner writes it beside the result as ``<task>[.<part>].perclass.json`` (one per
+The shared runner writes it beside the result as ``<task>[.<part>].perclass.jsonl`` (one per
 records file: a task of several splits has one per split), atomically, as a result is written;
-a run without records writes none and removes an earlier run's. ``evalkit report --task T``
+a run without records writes none and removes an earlier run's. JSON Lines, as the predictions
+files are, so that every ``*.json`` of a results folder stays a result: the first line is the
+header (task, records file and its SHA-256, class count, where the names came from, the interval
+options, the duplicate-name groups), then one line per analysis (a transform; few-shot: a
+transform and K). :func:`read_sidecar` reads it back as one document. ``evalkit report --task T``
 prints it (:mod:`evalkit.reporting.perclass`), and computes it from the records where a result
 has no sidecar (one written before sidecars existed).
 
@@ -46,10 +50,10 @@ from evalkit.results import atomic_write_text
 from evalkit.stats import DEFAULT_LEVEL, PROPORTION_METHODS, Interval, proportion_interval
 
 __all__ = ["KINDS", "SCHEMA", "SUFFIX", "TOP_PAIRS", "analyse", "class_names", "n_classes_of", "name_groups", "normalized_name",
-           "perclass_document", "runner_classnames", "sidecar_for", "write_sidecar"]
+           "perclass_document", "read_sidecar", "runner_classnames", "sidecar_for", "sidecar_text", "write_sidecar"]
 
 SCHEMA = 1
-SUFFIX = ".perclass.json"
+SUFFIX = ".perclass.jsonl"
 #: the record kinds that have classes
 KINDS = ("classification", "probe", "fewshot")
 #: confused pairs kept in the sidecar, most frequent first
@@ -57,7 +61,7 @@ TOP_PAIRS = 25
 
 
 def sidecar_for(records_file: str | Path) -> Path:
-    """``<task>[.<part>].perclass.json``: the sidecar of the records file ``<task>[.<part>].records.npz``."""
+    """``<task>[.<part>].perclass.jsonl``: the sidecar of the records file ``<task>[.<part>].records.npz``."""
     records_file = Path(records_file)
     if not records_file.name.endswith(RECORDS_SUFFIX):
         raise ValueError(f"{records_file}: not a records file name (…{RECORDS_SUFFIX})")
@@ -231,6 +235,27 @@ def perclass_document(kind: str, arrays: Mapping[str, Mapping[str, np.ndarray]],
             "duplicate_names": name_groups(names) if names is not None else [], "analyses": analyses}
 
 
+def sidecar_text(doc: Mapping[str, Any]) -> str:
+    """A document (:func:`perclass_document`) as the sidecar's JSON Lines: its header, then one
+    line per analysis."""
+    header = {k: v for k, v in doc.items() if k != "analyses"}
+    return "".join(json.dumps(x, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n"
+                   for x in (header, *doc["analyses"]))
+
+
+def read_sidecar(path: str | Path) -> dict[str, Any]:
+    """A sidecar read back as the document it was written from. A file that is not one (missing,
+    not JSON Lines, without its header) is a ValueError or OSError naming it."""
+    path = Path(path)
+    try:
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except ValueError as e:
+        raise ValueError(f"{path}: not a per-class analysis (JSON Lines): {e}") from None
+    if not lines or not all(isinstance(x, dict) for x in lines) or lines[0].get("schema") != SCHEMA:
+        raise ValueError(f"{path}: not a per-class analysis of schema {SCHEMA} (a header line, then one line per analysis)")
+    return {**lines[0], "analyses": lines[1:]}
+
+
 def write_sidecar(records_file: str | Path, entry: Mapping[str, Any] | None, scored: Any, *, spec: Any = None,
                   data: Any = None, run: Any = None, part: str | None = None) -> Path | None:
     """The runner's hook: the sidecar of the records file just written (``entry``: what the result
@@ -251,7 +276,7 @@ def write_sidecar(records_file: str | Path, entry: Mapping[str, Any] | None, sco
                             method=str(getattr(run, "proportion_interval", "wilson")))
     doc.update(records=Path(records_file).name, records_sha256=(entry.get("sha256") or [None])[0])
     try:
-        atomic_write_text(path, json.dumps(doc, separators=(",", ":"), ensure_ascii=False, allow_nan=False) + "\n")
+        atomic_write_text(path, sidecar_text(doc))
     except OSError as e:
         raise OutputError(f"cannot write the per-class analysis {path}: {e.strerror or e}") from e
     return path
