@@ -260,7 +260,7 @@ class TaskEnvelope:
             lines.append("  claims:")
             for c in self.claims:
                 what = " ".join(x for x in (c.metric, c.transform, c.protocol) if x)
-                lines.append(f"    {c.claimed:g} {what} ({Path(c.origin).name}): {c.verdict}")
+                lines.append(f"    {c.claimed!r} {what} ({Path(c.origin).name}): {c.verdict}")
         else:
             lines.append("  claims: none for this model and task")
         lines.append(f"  text: {self.classifiers} classifiers ({self.classifiers_cached} from the cache), "
