@@ -427,3 +427,48 @@ def test_json_carries_the_same_figures(tmp_path, capsys):
     assert text == ""
     code, text, _ = _run(capsys, str(tmp_path / "A"), str(tmp_path / "B"))
     assert data["flip_budget"]["verdict"] in text
+
+
+# ----------------------------------------------------------------------------- end to end
+
+SHAPES = """\
+task: sw-flips
+version: 1
+family: classification
+source: {type: shapeworld, task: shape, split: test, n: 120, seed: 5}
+classnames: [shape one, shape two, shape three, shape four, shape five, shape six]
+templates: ["a photo of a {c}."]
+metric: acc1
+view: {transform: crop}
+"""
+
+
+def test_demo_model_fp32_against_bf16_end_to_end(tmp_path, capsys):
+    """The demo model run twice (fp32, bf16) on 120 ShapeWorld images, compared from the command
+    line: the flips it reports are the samples whose recorded top-1 differs, and the bound holds.
+    Class names that say nothing of the shape make close calls (bf16's budget: 50 of the 120), so
+    some samples do flip."""
+    from evalkit.records import read_records
+
+    (tmp_path / "tasks").mkdir()
+    (tmp_path / "tasks" / "sw-flips.yaml").write_text(SHAPES)
+    out = tmp_path / "out"
+    for precision in ("fp32", "bf16"):
+        assert cli.main(["run", "--model", "eva-clip-demo", "--tasks", "sw-flips", "--task-dir", str(tmp_path / "tasks"),
+                         "--output-dir", str(out), "--precision", precision, "--quiet", "--no-cache"]) == 0
+    capsys.readouterr()
+    folder = out / "runs" / "eva-clip-demo"
+    code, text, err = _run(capsys, str(folder), str(folder / "bf16"), "--json")
+    assert code == 0, err
+    data = json.loads(text)
+    a = read_records(folder / "sw-flips.records.npz").arrays()
+    b = read_records(folder / "bf16" / "sw-flips.records.npz").arrays()
+    assert (a["key"] == b["key"]).all()
+    changed = a["top_classes"][:, 0] != b["top_classes"][:, 0]
+    (flips,) = data["tasks"][0]["flips"]
+    assert flips["flips"] == int(changed.sum()) > 0 and flips["precision_b"] == "bf16"
+    assert [s["key"] for s in flips["samples"]] == a["key"][changed].tolist()
+    assert data["flip_budget"]["held"] is True and flips["bound"] == pytest.approx(4 * 100 * (2 ** -23 + 2 ** -7))
+    hit_a, hit_b = a["top_classes"][:, 0] == a["target"], b["top_classes"][:, 0] == b["target"]
+    mcnemar = data["tasks"][0]["mcnemar"]
+    assert (mcnemar["b"], mcnemar["c"]) == (int(np.sum(hit_a & ~hit_b)), int(np.sum(~hit_a & hit_b)))
