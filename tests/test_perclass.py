@@ -317,6 +317,9 @@ def test_a_sidecar_of_other_records_is_not_read(tmp_path):
     assert run.origin == ["computed from fx-stale.records.npz (no sidecar of these records)"]
     with pytest.raises(ValueError, match=f"{sidecar}: not a per-class analysis"):
         read_sidecar(sidecar)
+    sidecar.write_text('{"mode": "crop"}\n')  # JSON Lines, but no header
+    with pytest.raises(ValueError, match=f"{sidecar}: not a per-class analysis of schema 1"):
+        read_sidecar(sidecar)
     assert run.documents[0]["analyses"][0]["correct"] == int(np.count_nonzero(arrays["top_classes"][:, 0] == arrays["target"]))
 
 
@@ -352,6 +355,10 @@ def test_report_task_exit_codes_name_the_task_and_folder(tmp_path, capsys):
     assert "unknown task 'no-such-task'" in capsys.readouterr().err
     assert cli.main(["report", "--task", "imagenet1k", "--output-dir", str(tmp_path)]) == 1
     assert f"task 'imagenet1k': no result under {tmp_path}/runs" in capsys.readouterr().err
+    assert cli.main(["report", "--task", "fx-codes", "--output-dir", str(tmp_path), "--model", MODEL]) == 0
+    assert f"## {MODEL} [fp32]" in capsys.readouterr().out
+    assert cli.main(["report", "--task", "fx-codes", "--output-dir", str(tmp_path), "--model", "other"]) == 1
+    assert f"task 'fx-codes': no result under {tmp_path}/runs/other" in capsys.readouterr().err
     assert cli.main(["report", "--task", "fx-codes", "--output-dir", str(tmp_path / "missing")]) == 1
     assert f"results folder {tmp_path / 'missing'}: no such folder" in capsys.readouterr().err
     with pytest.raises(UnknownNameError):

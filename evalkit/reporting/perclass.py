@@ -155,11 +155,14 @@ def perclass_runs(output_dir: str | Path, task: str, model: str | None = None,
         if result.dataset in wanted or result.evalkit.get("result_name") in wanted:
             found.append(result)
     if not found:
-        if spec is None:
+        if spec is None and model is not None:  # a task of the folder's other models is known, not unknown
+            seen = {name for r in iter_results(output_dir) for name in (r.dataset, r.evalkit.get("result_name")) if name}
+        if spec is None and task not in seen:
             raise UnknownNameError("task", task, [*index.tasks, *index.aliases, *seen])
+        spec_name = spec.name if spec is not None else task
         where = f"{output_dir}/runs" + (f"/{model}" if model else "")
-        raise NoResultError(f"task {spec.name!r}: no result under {where} (run it first: "
-                            f"`evalkit run --tasks {spec.name} --output-dir {output_dir}`)")
+        raise NoResultError(f"task {spec_name!r}: no result under {where} (run it first: "
+                            f"`evalkit run --tasks {spec_name} --output-dir {output_dir}`)")
     out = []
     for result in found:
         path = path_of(result, output_dir)
