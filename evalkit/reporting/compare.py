@@ -401,11 +401,16 @@ class Comparison:
                     lines.append(f"only in {side} (not compared): {', '.join(names)}")
         if self.flip_sets:
             lines += ["", "flips (zero-shot classification: samples whose top-1 changed between A and B):"]
+            quiet = [s for s in self.flip_sets if not s.flips]
             for s in self.flip_sets:
+                if not s.flips and len(quiet) > 1:
+                    continue  # said in one line below
                 lines.append(f"  {s.task} [{s.mode}]: {len(s.flips)} of {s.n}; budget A ({s.precision_a}) "
                              f"{_budget(s.budget_a)}, B ({s.precision_b}) {_budget(s.budget_b)}; "
                              + (f"bound margin_A < {s.bound:.4g}" if s.bound is not None else s.note)
                              + (f", largest flipped margin_A {max(f.margin_a for f in s.flips):.4g}" if s.flips else ""))
+            if len(quiet) > 1:
+                lines.append(f"  no flip in {len(quiet)} more: " + ", ".join(f"{s.task} [{s.mode}] ({s.n})" for s in quiet))
             lines.append(self.flip_verdict())
             for s, f in self.violations:
                 lines.append(f"  - {s.task} [{s.mode}] {f.key}: margin_A {f.margin_a:.4g}, margin_B {f.margin_b:.4g}"
