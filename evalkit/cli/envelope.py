@@ -9,10 +9,19 @@ import sys
 from typing import Any
 
 from evalkit.cli.help import EXIT_USAGE, TASK_DIR_HELP, HelpFormatter
-from evalkit.reporting import envelope as envelope_mod
+
+ENVELOPE_DESCRIPTION = """Re-score a finished zero-shot classification run from its cached image features
+(no image forward pass; only prompts are encoded) under the protocol variants a paper might have
+used: each template set evalkit ships for the task and a single "a photo of a {c}." prompt, each
+class-name set it ships and the dataset's own, crop / squash / best-of-both where cached. Prints
+the range per task and whether each claim lies inside it: "a protocol choice could explain this
+gap" or "no shipped protocol variant reaches the claim"; writes <task>.envelope.json beside the
+result."""
 
 
 def cmd_envelope(args: argparse.Namespace) -> int:
+    from evalkit.reporting import envelope as envelope_mod  # torch, data sources: only when it runs
+
     report = envelope_mod.envelope(
         args.model, args.tasks, output_dir=args.output_dir, cache_dir=args.cache_dir, data_root=args.data_root,
         task_dirs=tuple(args.task_dir or ()), variant=args.variant, frames=args.frames, weights=args.weights,
@@ -32,7 +41,7 @@ def register_cli(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "envelope", help="re-score a finished run's cached features under other templates, class names and "
                          "transforms: the range a protocol choice spans, and whether each claim lies in it",
-        description=(envelope_mod.__doc__ or "").replace("``", "`"), formatter_class=HelpFormatter)
+        description=ENVELOPE_DESCRIPTION, formatter_class=HelpFormatter)
     p.add_argument("--model", required=True, help="the model whose run to re-score (as given to `evalkit run`)")
     p.add_argument("--tasks", required=True, help="comma-separated task names, aliases or groups")
     p.add_argument("--output-dir", default="results", metavar="RUN",
