@@ -36,13 +36,15 @@ def test_every_flag_reaches_its_option():
         "--device", "cpu", "--devices", "0,1", "--max-memory", "0=1GiB", "--allow-missing", "a*", "--allow-missing",
         "b*", "--offload-dir", "off", "--text-model", "tm", "--text-weights", "tw", "--output-dir", "o", "--limit", "5",
         "--num-workers", "3", "--strict", "--transform", "squash", "--frames", "uniform-8", "--shots", "4,1,4",
-        "--seeds", "2", "--save-predictions", "--no-records", "--no-cache", "--quiet", "--task-dir", "x", "--task-dir", "y",
+        "--seeds", "2", "--save-predictions", "--no-records", "--ci-level", "0.9",
+        "--proportion-interval", "clopper-pearson", "--resamples", "500", "--no-cache", "--quiet", "--task-dir", "x", "--task-dir", "y",
         "--skip-existing"))
     expected = RunSpec(
         weights="w.pt", data_root="d", precision="fp16", batch_size="auto", prefetch=3, device="cpu", devices="0,1",
         max_memory="0=1GiB", allow_missing=("a*", "b*"), offload_dir="off", text_model="tm", text_weights="tw",
         output_dir="o", limit=5, num_workers=3, strict=True, transform="squash", frames="uniform-8", shots=(1, 4),
-        seeds=2, save_predictions=True, records=False, cache_dir=None, progress=False, task_dirs=("x", "y"), skip_existing=True)
+        seeds=2, save_predictions=True, records=False, ci_level=0.9, proportion_interval="clopper-pearson",
+        resamples=500, cache_dir=None, progress=False, task_dirs=("x", "y"), skip_existing=True)
     assert spec == expected
     # every option but those a command line has no flag for differs from its default
     no_flag = {"raise_errors", "on_failure", "on_result"}
@@ -66,6 +68,10 @@ def test_evaluate_takes_every_option_as_a_keyword_and_no_other():
     ({"shots": ["4"]}, r"shots must be whole numbers"),
     ({"seeds": 0}, r"seeds must be a whole number ≥ 1"),
     ({"seeds": True}, r"seeds must be a whole number ≥ 1"),
+    ({"ci_level": 1.0}, r"ci_level must lie strictly between 0 and 1 \(e\.g\. 0\.95\), got 1\.0"),
+    ({"ci_level": "0.9"}, r"ci_level must lie strictly between 0 and 1"),
+    ({"proportion_interval": "agresti"}, r"proportion_interval must be one of wilson, clopper-pearson, got 'agresti'"),
+    ({"resamples": 10}, r"resamples must be a whole number ≥ 100 \(bootstrap resamples\), got 10"),
 ])
 def test_bad_few_shot_options_fail_before_anything_runs(options, message):
     from evalkit.errors import OptionError
