@@ -73,7 +73,7 @@ def test_evaluate_takes_every_option_as_a_keyword_and_no_other():
     ({"proportion_interval": "agresti"}, r"proportion_interval must be one of wilson, clopper-pearson, got 'agresti'"),
     ({"resamples": 10}, r"resamples must be a whole number ≥ 100 \(bootstrap resamples\), got 10"),
 ])
-def test_bad_few_shot_options_fail_before_anything_runs(options, message):
+def test_bad_run_options_fail_before_anything_runs(options, message):
     from evalkit.errors import OptionError
 
     with pytest.raises(OptionError, match=message):
