@@ -1,4 +1,4 @@
-"""``evalkit compare``: two runs, task by task, with paired statistics (:mod:`evalkit.reporting.compare`).
+"""``evalkit compare``: two runs, task by task, with paired statistics (evalkit/reporting/compare.py).
 
     evalkit compare results/fp16 results/int8                   # two results folders
     evalkit compare results/runs/eva-clip-demo results/runs/eva-clip-demo/bf16
@@ -6,9 +6,9 @@
     evalkit compare results --model eva-clip-demo --model my-model --tasks demo
 
 A side is a results folder (holding runs/), a model's folder in one (RUN/runs/<model>: the
-default variant's results, which it holds) or a variant's (RUN/runs/<model>/<variant>). With one folder, name two models or two variants to
-compare. --model and --variant given once apply to both sides; given twice, the first is A's and
-the second B's.
+default variant's results, which it holds) or a variant's (RUN/runs/<model>/<variant>). With one
+folder, name two models or two variants to compare. --model and --variant given once apply to
+both sides; given twice, the first is A's and the second B's.
 
 Per task: A and B on the task's primary metric with their intervals, B − A with a paired
 bootstrap interval, the discordant counts b (A right, B wrong) and c (A wrong, B right) with
