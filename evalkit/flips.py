@@ -11,28 +11,31 @@ only change its top-1 when its margin is smaller than the bound
 
     B = 2 · s · (η_image + η_text) = 4 · s · η   (both towers at the same precision).
 
-``η`` is the relative error of an embedding at the precision: :data:`RELATIVE_ERROR`, the
-machine epsilon of the narrowest number format the forward pass computes in, ε = 2^−(mantissa
-bits):
+``η`` is the relative error of an embedding at the precision: :data:`RELATIVE_ERROR`, twice the
+machine epsilon ε of the narrowest number format the forward pass computes in (ε = 2^−(mantissa
+bits)):
 
-=========  ================  ==================================================================
-precision  η                 why
-=========  ================  ==================================================================
-fp32       2^−23             float32's epsilon
-fp16       2^−10             float16's epsilon
-bf16       2^−7              bfloat16's epsilon (7 mantissa bits)
-amp        2^−7              autocast computes in bf16 on a CPU (fp16 on CUDA: the larger bf16
-                             bound is kept, since a result may not say which)
-int8       2 · 2^−7          LLM.int8 rounds both the weights (per row) and the activations (per
-                             token) to 8 bits: two 8-bit roundings
-int4       2^−3 + 2^−10      NF4 weights (16 levels) with fp16 activations
-=========  ================  ==================================================================
+=========  ===================  ===============================================================
+precision  η                    why
+=========  ===================  ===============================================================
+fp32       2 · 2^−23            float32's epsilon
+fp16       2 · 2^−10            float16's epsilon
+bf16       2 · 2^−7             bfloat16's epsilon (7 mantissa bits)
+amp        2 · 2^−7             autocast computes in bf16 on a CPU (fp16 on CUDA: the larger bf16
+                                bound is kept, since a result may not say which)
+int8       2 · (2 · 2^−7)       LLM.int8 rounds both the weights (per row) and the activations
+                                (per token) to 8 bits: two 8-bit roundings
+int4       2 · (2^−3 + 2^−10)   NF4 weights (16 levels) with fp16 activations
+=========  ===================  ===============================================================
 
-One ε per tower is a model of the accumulated rounding, not a proof: deep networks can amplify
-it. The bound is therefore checked against reality: ``evalkit compare`` of two precisions counts
-the samples whose top-1 actually changed, and every one must have had a margin below
-``B_A + B_B`` (each run's margin lies within ``B`` of the exact one); the demo and the eva27
-miniatures are checked this way for fp32 against bf16 and int8 (tests and docs).
+One ε per tower is a model of the accumulated rounding, not a proof: deep networks amplify it, and
+one ε was not enough on the demo model at int8 (a margin moved by 7.8 logits against the 6.25 that
+one ε allows). The factor 2 keeps every margin move seen on the demo and the eva27 miniatures (fp32
+against bf16 and int8, checked with ``evalkit compare``) at or below 62 % of the bound: 2.5 of 6.25
+at bf16, 7.8 of 12.5 at int8. The bound stays checked against reality: ``evalkit compare`` of two
+precisions counts the samples whose top-1 actually changed, each of which must have had a margin
+below ``B_A + B_B`` (each run's margin lies within ``B`` of the exact one), and lists every sample
+whose margin moved by the bound or more without flipping.
 """
 
 from __future__ import annotations
@@ -43,13 +46,14 @@ import numpy as np
 
 __all__ = ["RELATIVE_ERROR", "LOGIT_SCALE", "margin_bound", "FlipBudget", "flip_budget"]
 
+_SAFETY = 2.0  # over one epsilon per tower: see the module's notes
 RELATIVE_ERROR: dict[str, float] = {
-    "fp32": 2.0 ** -23,
-    "fp16": 2.0 ** -10,
-    "bf16": 2.0 ** -7,
-    "amp": 2.0 ** -7,
-    "int8": 2 * 2.0 ** -7,
-    "int4": 2.0 ** -3 + 2.0 ** -10,
+    "fp32": _SAFETY * 2.0 ** -23,
+    "fp16": _SAFETY * 2.0 ** -10,
+    "bf16": _SAFETY * 2.0 ** -7,
+    "amp": _SAFETY * 2.0 ** -7,
+    "int8": _SAFETY * 2 * 2.0 ** -7,
+    "int4": _SAFETY * (2.0 ** -3 + 2.0 ** -10),
 }
 LOGIT_SCALE = 100.0  # clip_benchmark's fixed zero-shot logit scale (evalkit.metrics.classification_logits)
 

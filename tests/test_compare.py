@@ -290,14 +290,15 @@ def test_flips_within_the_bound_hold_and_one_above_it_is_a_violation(tmp_path, c
     n = 100
     target = np.arange(n) % N_CLASSES
     top_a = target.copy()
-    margin_a = np.full(n, 8.0)
+    margin_a = np.full(n, 16.0)
     margin_a[[3, 17, 40]] = [0.5, 2.0, 3.0]  # close calls
-    bound = 4 * 100 * (2 ** -23) + 4 * 100 * (2 ** -7)  # margin_bound("fp32") + margin_bound("bf16"), written out
-    assert 3.0 < bound < 3.5
+    # margin_bound("fp32") + margin_bound("bf16"), written out: 4 · 100 · 2ε each
+    bound = 4 * 100 * 2 * (2 ** -23) + 4 * 100 * 2 * (2 ** -7)
+    assert 6.0 < bound < 7.0
     top_b = top_a.copy()
     top_b[[3, 17]] = (target[[3, 17]] + 1) % N_CLASSES  # flips of samples A was unsure of
     margin_b = margin_a.copy()
-    margin_b[60], margin_b[61] = 8.0 - 3.5, 8.0 + 3.0  # no flip; moved beyond the bound, and within it
+    margin_b[60], margin_b[61] = 16.0 - 7.0, 16.0 + 6.0  # no flip; moved beyond the bound, and within it
     _classification(tmp_path / "A", "t1", target, top_a == target, margin=margin_a, top1=top_a)
     _classification(tmp_path / "B", "t1", target, top_b == target, precision="bf16", margin=margin_b, top1=top_b)
     result = compare(tmp_path / "A", tmp_path / "B")
@@ -305,23 +306,23 @@ def test_flips_within_the_bound_hold_and_one_above_it_is_a_violation(tmp_path, c
     assert [f.key for f in flips.flips] == ["img/0003.png", "img/0017.png"] and flips.bound == pytest.approx(bound)
     assert not result.violations
     # the bound's premise, on the samples that kept their top-2: one margin moved by more than the bound
-    assert flips.moved == pytest.approx(3.5) and [f.key for _, f in result.margins_over] == ["img/0060.png"]
+    assert flips.moved == pytest.approx(7.0) and [f.key for _, f in result.margins_over] == ["img/0060.png"]
     code, out, _ = _run(capsys, str(tmp_path / "A"), str(tmp_path / "B"))
     assert code == 0 and "flip budget held: 2 flips, all within the bound" in out
     assert "margins moved by at least the bound in 1 sample (none flipped" in out
-    assert "t1 [crop] img/0060.png: margin_A 8 -> margin_B 4.5 (moved 3.5 ≥ 3.125" in out
+    assert "t1 [crop] img/0060.png: margin_A 16 -> margin_B 9 (moved 7 ≥ 6.25" in out
 
-    top_b[[5]] = (target[5] + 2) % N_CLASSES  # a flip of a sample A was sure of (margin 8 > bound)
-    margin_b[60] = 8.0
+    top_b[[5]] = (target[5] + 2) % N_CLASSES  # a flip of a sample A was sure of (margin 16 > bound)
+    margin_b[60] = 16.0
     _classification(tmp_path / "B", "t1", target, top_b == target, precision="bf16", margin=margin_b, top1=top_b)
     result = compare(tmp_path / "A", tmp_path / "B")
-    assert [(s.mode, f.key, f.margin_a) for s, f in result.violations] == [("crop", "img/0005.png", 8.0)]
-    assert not result.margins_over and result.flip_sets[0].moved == pytest.approx(3.0)
+    assert [(s.mode, f.key, f.margin_a) for s, f in result.violations] == [("crop", "img/0005.png", 16.0)]
+    assert not result.margins_over and result.flip_sets[0].moved == pytest.approx(6.0)
     code, out, _ = _run(capsys, str(tmp_path / "A"), str(tmp_path / "B"))
     assert code == 0 and "flip budget held" not in out
     assert "flip budget violated: 1 of 3 flips at or above the bound" in out
-    assert "t1 [crop] img/0005.png: margin_A 8" in out and "class5 -> class1" in out
-    assert "margins moved by less than the bound: at most 3 against 3.125" in out
+    assert "t1 [crop] img/0005.png: margin_A 16" in out and "class5 -> class1" in out
+    assert "margins moved by less than the bound: at most 6 against 6.25" in out
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -446,7 +447,7 @@ view: {transform: crop}
 def test_demo_model_fp32_against_bf16_end_to_end(tmp_path, capsys):
     """The demo model run twice (fp32, bf16) on 120 ShapeWorld images, compared from the command
     line: the flips it reports are the samples whose recorded top-1 differs, and the bound holds.
-    Class names that say nothing of the shape make close calls (bf16's budget: 50 of the 120), so
+    Class names that say nothing of the shape make close calls (bf16's budget: a large share of the 120), so
     some samples do flip."""
     from evalkit.records import read_records
 
@@ -468,7 +469,7 @@ def test_demo_model_fp32_against_bf16_end_to_end(tmp_path, capsys):
     (flips,) = data["tasks"][0]["flips"]
     assert flips["flips"] == int(changed.sum()) > 0 and flips["precision_b"] == "bf16"
     assert [s["key"] for s in flips["samples"]] == a["key"][changed].tolist()
-    assert data["flip_budget"]["held"] is True and flips["bound"] == pytest.approx(4 * 100 * (2 ** -23 + 2 ** -7))
+    assert data["flip_budget"]["held"] is True and flips["bound"] == pytest.approx(4 * 100 * 2 * (2 ** -23 + 2 ** -7))
     hit_a, hit_b = a["top_classes"][:, 0] == a["target"], b["top_classes"][:, 0] == b["target"]
     mcnemar = data["tasks"][0]["mcnemar"]
     assert (mcnemar["b"], mcnemar["c"]) == (int(np.sum(hit_a & ~hit_b)), int(np.sum(~hit_a & hit_b)))

@@ -144,13 +144,14 @@ def test_normal_evidence_pvalue_is_the_normal_test_of_its_interval():
 
 
 def test_margin_bound_and_flip_budget():
+    # η = 2 ε of the format (int8: two 8-bit roundings), B = 4 · 100 · η
     for precision, eps in (("fp32", 2.0 ** -23), ("bf16", 2.0 ** -7), ("fp16", 2.0 ** -10), ("int8", 2.0 ** -6)):
-        assert flips.margin_bound(precision) == pytest.approx(4 * 100 * eps)
-    margins = np.array([0.1, 2.0, 3.2, 10.0, np.inf])
-    budget = flips.flip_budget(margins, "bf16")  # bound 3.125
-    assert (budget.samples, budget.n) == (2, 5)
-    assert budget.points == pytest.approx(40.0)
-    assert "±40.00 points" in budget.describe()
+        assert flips.margin_bound(precision) == pytest.approx(4 * 100 * 2 * eps)
+    margins = np.array([0.1, 2.0, 6.2, 10.0, np.inf])
+    budget = flips.flip_budget(margins, "bf16")  # bound 6.25
+    assert (budget.samples, budget.n) == (3, 5)
+    assert budget.points == pytest.approx(60.0)
+    assert "±60.00 points" in budget.describe()
     with pytest.raises(ValueError, match="'fp8'"):
         flips.margin_bound("fp8")
 
