@@ -1,4 +1,4 @@
-"""evalkit.intervals, evalkit.flips and the statistics every result carries (evalkit.tasks.statistics),
+"""evalkit.intervals, evalkit.models.flips and the statistics every result carries (evalkit.tasks.statistics),
 each against an independent computation: SciPy, statsmodels or scikit-learn on the same samples."""
 
 from __future__ import annotations
@@ -12,8 +12,10 @@ from scipy import stats as sps
 from sklearn.metrics import balanced_accuracy_score
 from statsmodels.stats.proportion import proportion_confint
 
-from evalkit import flips, intervals
+from evalkit import intervals
 from evalkit.intervals import IntervalOptions
+from evalkit.models import flips
+from evalkit.models.precision import PlacementError
 from evalkit.stats import Interval, combined_interval
 from evalkit.tasks.statistics import result_statistics, split_statistics
 
@@ -152,7 +154,7 @@ def test_margin_bound_and_flip_budget():
     assert (budget.samples, budget.n) == (3, 5)
     assert budget.points == pytest.approx(60.0)
     assert "±60.00 points" in budget.describe()
-    with pytest.raises(ValueError, match="'fp8'"):
+    with pytest.raises(PlacementError, match="fp8"):
         flips.margin_bound("fp8")
 
 

@@ -44,6 +44,10 @@ class Precision:
     quantized: str | None = None
     quantized_bytes_per_element: float | None = None
     autocast: bool = False
+    #: the machine epsilon of the narrowest number format the forward pass computes in (2^−mantissa
+    #: bits; a quantised layer's rounding steps added): the rounding unit of the flip budget
+    #: (:mod:`evalkit.models.flips`)
+    epsilon: float = 2.0 ** -23
 
     @property
     def dtype(self) -> torch.dtype:
@@ -68,12 +72,15 @@ class Precision:
 _FP16 = "float16"  # the dtype bitsandbytes' kernels take; what int8/int4 keep every other tensor in
 
 _ALL = (
-    Precision("fp32", "float32", 4),
-    Precision("bf16", "bfloat16", 2),
-    Precision("fp16", "float16", 2),
-    Precision("amp", "float32", 4, autocast=True),
-    Precision("int8", _FP16, 2, quantized="int8", quantized_bytes_per_element=1),
-    Precision("int4", _FP16, 2, quantized="int4", quantized_bytes_per_element=0.5),
+    Precision("fp32", "float32", 4, epsilon=2.0 ** -23),
+    Precision("bf16", "bfloat16", 2, epsilon=2.0 ** -7),  # 7 mantissa bits
+    Precision("fp16", "float16", 2, epsilon=2.0 ** -10),
+    # autocast runs bf16 on a CPU, fp16 on CUDA: the larger (bf16's) is kept, as a result may not say which
+    Precision("amp", "float32", 4, autocast=True, epsilon=2.0 ** -7),
+    # LLM.int8 rounds the weights (per row) and the activations (per token) to 8 bits: two roundings
+    Precision("int8", _FP16, 2, quantized="int8", quantized_bytes_per_element=1, epsilon=2 * 2.0 ** -7),
+    # NF4 weights (16 levels), fp16 activations
+    Precision("int4", _FP16, 2, quantized="int4", quantized_bytes_per_element=0.5, epsilon=2.0 ** -3 + 2.0 ** -10),
 )
 _BY_NAME = {p.name: p for p in _ALL}
 #: bfloat16 by name, for what cites it (a card's release precision)

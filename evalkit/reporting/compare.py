@@ -20,7 +20,7 @@ Per task, on its primary metric (the result's ``evalkit.metric``):
   bootstrap is of the seed means);
 * for zero-shot classification, the **flips**: the samples whose top-1 class changed, per
   transform both sides ran. Numerics alone move a top-1/top-2 margin by at most
-  ``margin_bound(precision)`` (:mod:`evalkit.flips`) in each run, so a flip between two runs that
+  ``margin_bound(precision)`` (:mod:`evalkit.models.flips`) in each run, so a flip between two runs that
   differ only in precision must have had ``margin_A < bound(precision_A) + bound(precision_B)``;
   every flip above that is listed as a violation. The flips are printed next to each side's flip
   budget (``evalkit.flip_budget``: the samples each run could flip). The bound's premise is checked
@@ -53,9 +53,9 @@ from typing import Any
 import numpy as np
 
 from evalkit.errors import EvalkitError
-from evalkit.flips import margin_bound
 from evalkit.intervals import count_intervals
 from evalkit.metric_table import metric_value
+from evalkit.models.flips import margin_bound
 from evalkit.records import Records, result_records
 from evalkit.reporting.evidence import interval_options_of, support
 from evalkit.results import DEFAULT_VARIANT, TaskResult, iter_results, path_of, result_variant, safe_name

@@ -8,7 +8,7 @@ verified number, so two questions are asked, in this order:
 
 ``reproduced``
     the verified value lies in the rounding interval widened on both sides by the run's flip
-    budget (:mod:`evalkit.flips`: the points numerics alone could move it): the same predictions,
+    budget (:mod:`evalkit.models.flips`: the points numerics alone could move it): the same predictions,
     up to numerics, would print the claimed number.
 ``consistent``
     not reproduced, but the claim lies inside the verified value's interval: the gap is smaller

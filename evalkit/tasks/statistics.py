@@ -1,7 +1,7 @@
 """What a result records of its own uncertainty, computed as it is written: an interval on every
 metric (``evalkit.ci``, :mod:`evalkit.intervals`), the options they were made with
 (``evalkit.ci_options``), a note for a metric that has none (``evalkit.ci_notes``), the flip
-budget (``evalkit.flip_budget``, :mod:`evalkit.flips`) and, for a ``--limit`` run, the smallest
+budget (``evalkit.flip_budget``, :mod:`evalkit.models.flips`) and, for a ``--limit`` run, the smallest
 difference it could detect (``evalkit.detectable``)."""
 
 from __future__ import annotations
@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from evalkit.flips import RELATIVE_ERROR, flip_budget
 from evalkit.intervals import Evidence, IntervalOptions, combined_splits, count_intervals, record_intervals
 from evalkit.metric_table import SUFFIX_RE
+from evalkit.models.flips import flip_budget
+from evalkit.models.precision import PRECISION_NAMES
 from evalkit.stats import DEFAULT_LEVEL, Interval, detectable_difference
 
 __all__ = ["interval_options", "result_statistics", "split_statistics"]
@@ -68,7 +69,7 @@ def result_statistics(metrics: Mapping[str, float], per_mode: Mapping[str, Mappi
     if kind in _ZERO_SHOT_KINDS and records:
         mode, _ = _source_mode("acc1", modes, best)
         margins = records.get(mode, {}).get("margin")
-        if margins is not None and precision in RELATIVE_ERROR:
+        if margins is not None and precision in PRECISION_NAMES:
             out["flip_budget"] = flip_budget(margins, precision).to_dict()
         elif margins is not None:
             out["flip_budget"] = {"precision": precision, "note": f"no numerical error bound for {precision!r}"}

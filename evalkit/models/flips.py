@@ -11,9 +11,9 @@ only change its top-1 when its margin is smaller than the bound
 
     B = 2 · s · (η_image + η_text) = 4 · s · η   (both towers at the same precision).
 
-``η`` is the relative error of an embedding at the precision: :data:`RELATIVE_ERROR`, twice the
+``η`` is the relative error of an embedding at the precision: :func:`relative_error`, twice the
 machine epsilon ε of the narrowest number format the forward pass computes in (ε = 2^−(mantissa
-bits)):
+bits); each precision's ε is a field of its row in :mod:`evalkit.models.precision`):
 
 =========  ===================  ===============================================================
 precision  η                    why
@@ -44,26 +44,24 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["RELATIVE_ERROR", "LOGIT_SCALE", "margin_bound", "FlipBudget", "flip_budget"]
+from evalkit.models.precision import Precision, parse_precision
 
-_SAFETY = 2.0  # over one epsilon per tower: see the module's notes
-RELATIVE_ERROR: dict[str, float] = {
-    "fp32": _SAFETY * 2.0 ** -23,
-    "fp16": _SAFETY * 2.0 ** -10,
-    "bf16": _SAFETY * 2.0 ** -7,
-    "amp": _SAFETY * 2.0 ** -7,
-    "int8": _SAFETY * 2 * 2.0 ** -7,
-    "int4": _SAFETY * (2.0 ** -3 + 2.0 ** -10),
-}
+__all__ = ["SAFETY", "LOGIT_SCALE", "relative_error", "margin_bound", "FlipBudget", "flip_budget"]
+
+SAFETY = 2.0  # epsilons per tower: see the module's notes
 LOGIT_SCALE = 100.0  # clip_benchmark's fixed zero-shot logit scale (evalkit.metrics.classification_logits)
 
 
-def margin_bound(precision: str, logit_scale: float = LOGIT_SCALE) -> float:
+def relative_error(precision: str | Precision) -> float:
+    """``η = SAFETY · ε``: the relative error of a unit embedding computed at ``precision``.
+    Unknown precision: a :class:`~evalkit.models.precision.PlacementError` (a ValueError) naming it."""
+    return SAFETY * parse_precision(precision).epsilon
+
+
+def margin_bound(precision: str | Precision, logit_scale: float = LOGIT_SCALE) -> float:
     """``B = 4 · s · η``: the largest top-1/top-2 margin (in logits) that numerics at
-    ``precision`` could close, both towers computed at it. Unknown precision: a ValueError naming it."""
-    if precision not in RELATIVE_ERROR:
-        raise ValueError(f"no numerical error bound for precision {precision!r} (known: {sorted(RELATIVE_ERROR)})")
-    return 4.0 * logit_scale * RELATIVE_ERROR[precision]
+    ``precision`` could close, both towers computed at it."""
+    return 4.0 * logit_scale * relative_error(precision)
 
 
 @dataclass(frozen=True)
@@ -89,8 +87,8 @@ class FlipBudget:
                 f"({self.samples} of {self.n} samples have a top-1/top-2 margin below {self.bound:.3g} at {self.precision})")
 
 
-def flip_budget(margins: np.ndarray, precision: str, logit_scale: float = LOGIT_SCALE) -> FlipBudget:
+def flip_budget(margins: np.ndarray, precision: str | Precision, logit_scale: float = LOGIT_SCALE) -> FlipBudget:
     """The samples whose ``margins`` (top-1 minus top-2 logit) lie below the bound of ``precision``."""
     bound = margin_bound(precision, logit_scale)
     margins = np.asarray(margins, dtype=np.float64)
-    return FlipBudget(precision, bound, int(np.count_nonzero(margins < bound)), int(margins.shape[0]))
+    return FlipBudget(str(precision), bound, int(np.count_nonzero(margins < bound)), int(margins.shape[0]))
