@@ -449,21 +449,11 @@ def _read_leaderboard(path: Path) -> list[tuple[int, dict[str, str]]]:
 def _task_filter(tasks: str | Iterable[str] | None) -> tuple[set[str], dict[str, set[str]]] | None:
     """The task names to keep (aliases and groups resolved through the task files; a name that is
     no known task, e.g. an ad-hoc dataset's, is kept as given), and which names each argument gave."""
-    if tasks is None:
-        return None
-    names = [t.strip() for t in (tasks.split(",") if isinstance(tasks, str) else tasks) if t.strip()]
-    if not names:
-        return None
-    from evalkit.registry import UnknownNameError
-    from evalkit.tasks.spec import TaskIndex
+    from evalkit.reporting.compare import task_selection  # task files: read only when tasks are named
 
-    index = TaskIndex.load()
-    by_arg: dict[str, set[str]] = {}
-    for name in names:
-        try:
-            by_arg[name] = {s.name for s in index.resolve([name], run=False)} | {name}  # report-only groups too
-        except UnknownNameError:
-            by_arg[name] = {name}
+    by_arg = task_selection(tasks)
+    if by_arg is None:
+        return None
     return set().union(*by_arg.values()), by_arg
 
 

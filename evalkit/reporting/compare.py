@@ -70,7 +70,7 @@ from evalkit.stats import (
 )
 
 __all__ = ["CompareError", "SideSpec", "Side", "Flip", "FlipSet", "TaskComparison", "SuiteAverage", "Comparison",
-           "load_side", "compare", "compare_task"]
+           "load_side", "compare", "compare_task", "task_selection"]
 
 NO_RECORDS = "was written without per-sample records (re-run it without --no-records)"
 _ACC = re.compile(r"^acc([1-9]\d*)$")
@@ -847,7 +847,7 @@ def _from_values(task: str, metric: str, a: Side, b: Side, recs_a: list[Records]
     return TaskComparison(task, metric, "values", n_a, va, vb, vb.value - va.value, notes=[note])
 
 
-def _task_selection(tasks: str | Iterable[str] | None) -> dict[str, set[str]] | None:
+def task_selection(tasks: str | Iterable[str] | None) -> dict[str, set[str]] | None:
     """Per ``--tasks`` argument, the task names it stands for (groups and aliases resolved through
     the task files; a name no task file knows is kept as given)."""
     if tasks is None:
@@ -893,7 +893,7 @@ def compare(a: SideSpec | str | Path, b: SideSpec | str | Path, *, tasks: str | 
         raise CompareError(f"--resamples must be at least 1, got {resamples}")
     side_a = load_side(a if isinstance(a, SideSpec) else SideSpec(Path(a)), "A")
     side_b = load_side(b if isinstance(b, SideSpec) else SideSpec(Path(b)), "B")
-    selection = _task_selection(tasks)
+    selection = task_selection(tasks)
     names_a, names_b = set(side_a.results), set(side_b.results)
     if selection is not None:
         wanted = set().union(*selection.values())
