@@ -27,8 +27,8 @@ The bootstrap: a resample draws N samples with replacement. evalkit's statistics
 per-sample values that take few distinct rows (a hit is 0 or 1; a retrieval image carries its hits
 at each K and its caption count), so a resample is drawn as the *counts* of each distinct row,
 ``Generator.multinomial(N, frequencies)``: the same distribution as drawing N indices, at a cost
-of B × (distinct rows) instead of B × N. Rows with many distinct values are drawn as indices, in
-blocks. Within a stratum (a class, for a per-class metric) the stratum's size is kept. The
+of B × (distinct rows) instead of B × N (a column of hits: one binomial draw per stratum, all
+strata at once). Rows with many distinct values are drawn as indices, in blocks. Within a stratum (a class, for a per-class metric) the stratum's size is kept. The
 statistic is then any function of the per-stratum column sums (a mean, a ratio of sums, a mean
 of per-class recalls). Tests check the intervals against ``scipy.stats.bootstrap`` on the same
 data.
@@ -212,6 +212,16 @@ def resampled_sums(columns: np.ndarray, *, strata: np.ndarray | None = None, res
     rng = np.random.default_rng(seed)
     observed = np.zeros((n_strata, m))
     np.add.at(observed, index, values)
+    if m == 1 and np.isin(values, (0.0, 1.0)).all():
+        # one column of hits: a stratum's resampled sum is Binomial(size, its share of hits), the
+        # multinomial below over its two distinct rows, drawn for every stratum at once
+        # (a stratum all hits or all misses resamples to itself: no draw)
+        sizes = np.bincount(index, minlength=n_strata)
+        share = observed[:, 0] / sizes
+        sums = np.broadcast_to(observed[:, 0], (resamples, n_strata)).copy()
+        mixed = (share > 0) & (share < 1)
+        sums[:, mixed] = rng.binomial(sizes[mixed], share[mixed], size=(resamples, int(mixed.sum())))
+        return observed, sums[:, :, None]
     out = np.empty((resamples, n_strata, m))
     order = np.argsort(index, kind="stable")
     bounds = np.searchsorted(index[order], np.arange(n_strata + 1))
