@@ -365,7 +365,7 @@ def test_a_side_without_records(tmp_path, capsys):
     path_a.write_text(json.dumps(data))
     code, out, err = _run(capsys, str(tmp_path / "A"), str(tmp_path / "B"))
     assert code == 2 and out == ""
-    assert f"t1: B's result {path_b} was written without per-sample records (re-run it without --no-records): " \
+    assert f"t1: B's result {path_b} was written without per-sample records (re-run without --no-records): " \
            f"mean_per_class_recall cannot be compared without them" in err
 
 

@@ -72,7 +72,7 @@ from evalkit.stats import (
 __all__ = ["CompareError", "SideSpec", "Side", "Flip", "FlipSet", "TaskComparison", "SuiteAverage", "Comparison",
            "load_side", "compare", "compare_task", "task_selection"]
 
-NO_RECORDS = "was written without per-sample records (re-run it without --no-records)"
+NO_RECORDS = "written without per-sample records (re-run without --no-records)"
 _ACC = re.compile(r"^acc([1-9]\d*)$")
 _RECALL = re.compile(r"^(text_retrieval_recall|image_retrieval_recall|i2t_R|t2i_R)@([1-9]\d*)$")
 _SHOT = re.compile(r"^acc1@([1-9]\d*)shot$")
@@ -834,6 +834,7 @@ def _from_values(task: str, metric: str, a: Side, b: Side, recs_a: list[Records]
     res_a, res_b = a.results[task], b.results[task]
     missing = [(s, r) for s, r, recs in ((a, res_a, recs_a), (b, res_b, recs_b)) if not recs]
     who = " and ".join(f"{s.label}'s result {path_of(r, s.root)}" for s, r in missing)
+    who += " were" if len(missing) > 1 else " was"
     n_a, n_b = int(res_a.evalkit.get("evaluated") or 0), int(res_b.evalkit.get("evaluated") or 0)
     proportion = all(metric in count_intervals({metric: r.metrics.get(metric, 0.0)}, n, interval_options_of(r))[0]
                      for r, n in ((res_a, n_a), (res_b, n_b)))
