@@ -86,7 +86,7 @@ from evalkit.tasks import load_builtin_families
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.common import combine_splits, combine_transforms, task_view
 from evalkit.tasks.runspec import RunSpec
-from evalkit.tasks.spec import TaskIndex, TaskSpec, TaskSpecError
+from evalkit.tasks.spec import TaskIndex, TaskSpec, TaskSpecError, read_list_file
 from evalkit.views.base import BEST_OF_BOTH, TRANSFORMS
 
 __all__ = [
@@ -627,18 +627,10 @@ def _path(spec: TaskSpec, name: Any, key: str, where: str) -> Path:
     return path if path.is_absolute() or spec.base_dir is None else spec.base_dir / path
 
 
-def _read_lines(path: Path, key: str, where: str) -> list[str]:
-    try:
-        lines = [ln.strip() for ln in path.read_text().splitlines()]
-    except OSError as e:
-        raise TaskSpecError(f"{where}: {key}: {path} cannot be read: {e.strerror or e}") from None
-    return [ln for ln in lines if ln]
-
-
 def _templates_file(spec: TaskSpec, name: Any, i: int) -> TextSet:
     where, key = spec.path or spec.name, f"envelope.templates_files[{i}]"
     path = _path(spec, name, key, where)
-    items = _read_lines(path, key, where)
+    items = read_list_file(path, key, where)
     if not items:
         raise TaskSpecError(f"{where}: {key}: {path} holds no templates")
     bad = next((t for t in items if "{c}" not in t), None)
@@ -661,7 +653,7 @@ def _classnames_file(spec: TaskSpec, entry: Any, i: int, own: tuple[str, ...] | 
         raise TaskSpecError(f"{where}: {key}.column must be a whole number >= 1 (1-based), got {column!r}")
     if order not in ORDERS:
         raise TaskSpecError(f"{where}: {key}.order must be one of {list(ORDERS)}, got {order!r}")
-    lines = _read_lines(path, key, where)
+    lines = read_list_file(path, key, where)
     if column is not None:
         short = next((n for n, ln in enumerate(lines, 1) if len(ln.split()) < column), None)
         if short is not None:

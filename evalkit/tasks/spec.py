@@ -180,7 +180,9 @@ def _resolve_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]
     return merged
 
 
-def _read_list_file(path: Path, what: str, owner: Path) -> list[str]:
+def read_list_file(path: Path, what: str, owner: Path | str) -> list[str]:
+    """The non-blank lines of a class-name or template file, stripped; one that cannot be read is a
+    :class:`TaskSpecError` naming the task file (``owner``), what the file holds and its path."""
     try:
         lines = [ln.strip() for ln in path.read_text().splitlines()]
     except OSError as e:
@@ -207,11 +209,11 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
     if "classnames" in data:
         classnames = _str_list(data["classnames"], "classnames", path)
     elif "classnames_file" in data:
-        classnames = _read_list_file(path.parent / data["classnames_file"], "classnames", path)
+        classnames = read_list_file(path.parent / data["classnames_file"], "classnames", path)
     if "templates" in data:
         templates = _str_list(data["templates"], "templates", path)
     elif "templates_file" in data:
-        templates = _read_list_file(path.parent / data["templates_file"], "templates", path)
+        templates = read_list_file(path.parent / data["templates_file"], "templates", path)
     for t in templates or []:
         if "{c}" not in t:
             raise TaskSpecError(f"{path}: template {t!r} has no '{{c}}' placeholder")
@@ -532,7 +534,7 @@ def adhoc_spec(name: str) -> TaskSpec:
         prompts = builtin_tasks_dir() / "templates"
         view = {"kind": "cloud", "depth_templates_file": str(prompts / "depth_maps.txt")}  # else its defaults
         if not (Path(path) / "templates.txt").is_file():
-            templates = _read_list_file(prompts / "modelnet40_64.txt", "templates", Path(name))
+            templates = read_list_file(prompts / "modelnet40_64.txt", "templates", Path(name))
     return TaskSpec(
         name=adhoc_name(name),
         family="retrieval" if retrieval else "classification",
