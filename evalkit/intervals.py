@@ -4,7 +4,8 @@ when it has them, from its sample count alone where a metric allows (a proportio
 Which method each metric gets (names from :mod:`evalkit.stats`):
 
 * ``acc1``, ``acc5`` (and any ``acc{k}``): proportions of N, Wilson's interval (Clopper–Pearson
-  with ``proportion="clopper-pearson"``);
+  with ``proportion="clopper-pearson"``); a result without records still gets these, and each
+  retrieval recall@K as a proportion of its queries (images or captions);
 * ``mean_per_class_recall``: bootstrap over samples, stratified by class;
 * ``mean_acc1_acc5``: bootstrap over samples of ``(hit@1 + hit@5) / 2``;
 * retrieval recalls and ``mean_recall``: bootstrap over images, each image carrying its own
@@ -43,7 +44,8 @@ from evalkit.stats import (
     z_value,
 )
 
-__all__ = ["IntervalOptions", "Evidence", "record_intervals", "count_intervals", "combined_splits", "NEEDS_RECORDS"]
+__all__ = ["IntervalOptions", "Evidence", "record_intervals", "count_intervals", "retrieval_queries", "combined_splits",
+           "NEEDS_RECORDS"]
 
 NEEDS_RECORDS = "needs per-sample records (this result was written without them)"
 @dataclass(frozen=True)
@@ -202,19 +204,35 @@ def record_intervals(kind: str, arrays: Mapping[str, np.ndarray], metrics: Mappi
     return _BY_KIND[kind](arrays, metrics, options)
 
 
-def count_intervals(metrics: Mapping[str, float], n: int,
-                    options: IntervalOptions = IntervalOptions()) -> tuple[dict[str, Evidence], dict[str, str]]:
-    """For a result without records: the proportions' intervals from ``n`` alone (``k`` =
-    value × n, rounded), and a note for every other metric."""
+def retrieval_queries(provenance: Mapping[str, Any]) -> dict[str, int] | None:
+    """The queries a retrieval result's recalls are proportions of, from what its family records
+    (``images``: image→text queries; ``captions``: text→image), or None when it has neither."""
+    images, captions = provenance.get("images"), provenance.get("captions")
+    if isinstance(images, int) and isinstance(captions, int) and images > 0 and captions > 0:
+        return {"i2t": images, "t2i": captions}
+    return None
+
+
+def count_intervals(metrics: Mapping[str, float], n: int, options: IntervalOptions = IntervalOptions(), *,
+                    queries: Mapping[str, int] | None = None) -> tuple[dict[str, Evidence], dict[str, str]]:
+    """For a result without records: the proportions' intervals from their counts alone (``k`` =
+    value × n, rounded): ``acc{k}`` of ``n`` samples, and, with ``queries``
+    (:func:`retrieval_queries`), each recall@K of its image→text or text→image queries. A note
+    for every other metric."""
     out: dict[str, Evidence] = {}
     notes: dict[str, str] = {}
     for name, value in metrics.items():
         if name.endswith("_std"):
             continue  # a spread, not an estimate
-        if _ACC.match(SUFFIX_RE.sub("", name)) and "@split" not in name and n > 0 and isinstance(value, int | float):
-            k = int(round(float(value) * n))
-            if 0 <= k <= n:
-                out[name] = _proportion(k, n, options)
+        base = SUFFIX_RE.sub("", name)
+        total = n if _ACC.match(base) else None
+        recall = _RECALL.match(base)
+        if recall and queries:
+            total = queries["i2t" if recall.group(1) in ("text_retrieval_recall", "i2t_R") else "t2i"]
+        if total and total > 0 and "@split" not in name and isinstance(value, int | float):
+            k = int(round(float(value) * total))
+            if 0 <= k <= total:
+                out[name] = _proportion(k, total, options)
                 continue
         notes[name] = NEEDS_RECORDS
     return out, notes

@@ -137,6 +137,21 @@ def test_without_records_only_proportions_get_intervals():
         intervals.record_intervals("nonsense", {}, {})
 
 
+def test_without_records_retrieval_recalls_are_proportions_of_their_queries():
+    queries = intervals.retrieval_queries({"images": 1000, "captions": 5000})
+    assert queries == {"i2t": 1000, "t2i": 5000} and intervals.retrieval_queries({"images": 1000}) is None
+    metrics = {"text_retrieval_recall@1": 0.913, "image_retrieval_recall@5": 0.9124, "i2t_R@1": 0.913,
+               "mean_recall": 0.9}
+    found, notes = intervals.count_intervals(metrics, 1000, queries=queries)
+    for name, k, n in (("text_retrieval_recall@1", 913, 1000), ("i2t_R@1", 913, 1000),
+                       ("image_retrieval_recall@5", 4562, 5000)):
+        low, high = proportion_confint(k, n, alpha=0.05, method="wilson")
+        assert (found[name].interval.low, found[name].interval.high) == pytest.approx((low, high)), name
+        assert found[name].pvalue(0.9) == pytest.approx(sps.binomtest(k, n, 0.9).pvalue)
+    assert notes == {"mean_recall": intervals.NEEDS_RECORDS}
+    assert set(intervals.count_intervals(metrics, 1000)[0]) == set()  # without the query counts: none
+
+
 def test_normal_evidence_pvalue_is_the_normal_test_of_its_interval():
     iv = Interval(0.4, 0.6, 0.95, "normal-combined")
     ev = intervals.Evidence(iv, "normal")

@@ -88,7 +88,7 @@ def test_load_claims_reads_decimals_from_the_text(tmp_path):
     (70.56, (68.0, 72.0), 0.02, "reproduced"),  # ... unless numerics could move it that far
     (73.0, (72.0, 74.0), 0.0, "differs"),  # the claim below the interval
     (73.0, (72.0, 74.0), 2.5, "reproduced"),  # a flip budget of 2.5 points covers even that
-    (70.4, None, 0.0, "differs"),  # no interval: only the rounding interval can vouch
+    (70.4, None, 0.0, "untested"),  # no interval: nothing to test the claim against
 ])
 def test_judge_asks_reproduced_then_consistent(verified, ci, flips, status):
     v = judge(70.5, 1, verified, ci=ci, flip_points=flips, pvalue=0.01, test="binomial-exact")
@@ -270,7 +270,7 @@ def test_a_member_without_an_interval_leaves_the_aggregate_without_one(tmp_path)
     _result(out, "m", "objectnet", {"acc1": 0.8})  # written without N: no interval
     row = _row(report.aggregate_table(out, load_claims(_claims(tmp_path, "m,ROBUST_AVG6,mean,81.0,crop,,,,,\n"))),
                group="imagenet-variants")
-    assert math.isnan(row["ci_low"]) and math.isnan(row["pvalue"]) and row["status"] == "differs"
+    assert math.isnan(row["ci_low"]) and math.isnan(row["pvalue"]) and row["status"] == "untested"
     assert "no interval for the aggregate: objectnet has none" in row["note"]
 
 
@@ -340,11 +340,26 @@ def test_a_folder_without_records_reports_proportion_intervals_and_notes_the_res
     assert acc1["status"] == "consistent" and acc1["pvalue"] == pytest.approx(binomtest(9120, 10000, 0.91).pvalue)
     mpcr = _row(t, metric="mean_per_class_recall")
     assert math.isnan(mpcr["ci_low"]) and math.isnan(mpcr["pvalue"]) and mpcr["ci_method"] == ""
-    assert "no interval" in mpcr["note"] and mpcr["status"] == "differs"  # 90.5 does not print as 90.0
+    assert "no interval" in mpcr["note"] and mpcr["status"] == "untested"  # 90.5 does not print as 90.0
     assert "no interval to test it against" in mpcr["reason"]
     paths = report.write_report(out, claims)  # and it reports
     md = paths[0].read_text()
     assert "| consistent " in md and "no interval" in md
+
+
+def test_a_retrieval_result_without_records_tests_its_recalls_as_proportions_of_their_queries(tmp_path):
+    out = tmp_path / "out"
+    _result(out, "m", "flickr30k", {"text_retrieval_recall@1": 0.913, "image_retrieval_recall@1": 0.7512,
+                                    "mean_recall": 0.9}, evaluated=1000, images=1000, captions=5000, transform="squash")
+    claims = load_claims(_claims(tmp_path, "m,flickr30k,text_retrieval_recall@1,93.5,squash,,,,,\n"
+                                           "m,flickr30k,image_retrieval_recall@1,75.1,squash,,,,,\n"))
+    t = report.verified_table(out, claims)
+    i2t = _row(t, metric="text_retrieval_recall@1")  # 913 of 1,000 images
+    assert (i2t["ci_low"], i2t["ci_high"]) == pytest.approx(_wilson(913, 1000), rel=1e-12)
+    assert i2t["status"] == "differs" and i2t["pvalue"] == pytest.approx(binomtest(913, 1000, 0.935).pvalue)
+    t2i = _row(t, metric="image_retrieval_recall@1")  # 3,756 of 5,000 captions
+    assert (t2i["ci_low"], t2i["ci_high"]) == pytest.approx(_wilson(3756, 5000), rel=1e-12)
+    assert t2i["status"] == "reproduced"
 
 
 def test_a_malformed_recorded_interval_names_the_result_file(tmp_path, capsys):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from evalkit.intervals import Evidence, IntervalOptions, count_intervals, record_intervals
+from evalkit.intervals import Evidence, IntervalOptions, count_intervals, record_intervals, retrieval_queries
 from evalkit.metric_table import SUFFIX_RE
 from evalkit.records import RecordsError, result_records
 from evalkit.results import TaskResult
@@ -25,6 +25,7 @@ from evalkit.stats import Interval
 __all__ = ["Support", "support", "interval_options_of"]
 
 _ACC = re.compile(r"^acc([1-9]\d*)$")
+_RECALL = re.compile(r"^(text_retrieval_recall|image_retrieval_recall|i2t_R|t2i_R)@([1-9]\d*)$")
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,12 @@ def support(result: TaskResult, key: str, output_dir: str | Path | None = None) 
     budget = ev.get("flip_budget") or {}
     flips = float(budget.get("acc1_points", 0.0)) if SUFFIX_RE.sub("", key) == "acc1" else 0.0
     base = SUFFIX_RE.sub("", key)
-    if _ACC.match(base) and n > 0 and "@split" not in key:
-        found, _ = count_intervals({key: value}, n, options)
+    queries = retrieval_queries(ev)
+    # a recall is a proportion of its queries only for a result without a recorded interval: with
+    # records, its bootstrap over images (each with its captions) is the one to test against
+    recall = bool(_RECALL.match(base)) and queries is not None and not (ev.get("ci") or {}).get(key)
+    if (_ACC.match(base) and n > 0 or recall) and "@split" not in key:
+        found, _ = count_intervals({key: value}, n, options, queries=queries)
         if key in found:
             recorded = (ev.get("ci") or {}).get(key)
             evidence = found[key]

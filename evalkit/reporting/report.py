@@ -109,7 +109,7 @@ from evalkit.stats import (
 from evalkit.views.base import BEST_OF_BOTH, TRANSFORMS
 
 REPORT_NAME = "claimed_vs_verified.md"
-STATUSES = VERDICTS  # reproduced, consistent, differs, partial, not run, no claim
+STATUSES = VERDICTS  # reproduced, consistent, differs, untested, partial, not run, no claim
 JUDGED = ("reproduced", "consistent", "differs")  # the verdicts of a claim held against a full result
 
 _PROVENANCE_COLUMNS = {"result_transform": "Result transform", "precision": "Precision",
@@ -1007,7 +1007,7 @@ def _tested(table: pd.DataFrame, aggs: pd.DataFrame) -> int:
 
 
 #: the verdicts' symbols on the chart (readable without colour)
-VERDICT_MARKS = {"reproduced": "✓", "consistent": "≈", "differs": "✗", "partial": "…", "not run": "–",
+VERDICT_MARKS = {"reproduced": "✓", "consistent": "≈", "differs": "✗", "untested": "?", "partial": "…", "not run": "–",
                  "no claim": "·"}
 _CHART_COLOURS = {"claimed": "#333333", "verified": "#1f77b4", "band": "#d9d9d9"}
 _VERDICT_COLOURS = {"reproduced": "#2e7d32", "consistent": "#1565c0", "differs": "#c62828"}

@@ -20,7 +20,8 @@ verified number, so two questions are asked, in this order:
     report that has a test.
 
 A verified number without an interval (a result written before records, for a metric that is not
-a proportion) can only be ``reproduced`` or ``differs``, and says that it lacks the interval.
+a proportion) is ``reproduced`` when it prints as the claim, else ``untested``: no interval, so no
+claim can be said to lie outside it; re-running with records judges it.
 A ``--limit`` run's number is ``partial`` (a subset of the test set is never a reproduction); a
 claim without a result is ``not run``, a result without a claim ``no claim``.
 
@@ -36,12 +37,14 @@ from dataclasses import dataclass
 # want a plain threshold instead of the statistics.
 DEFAULT_TOLERANCE = 0.5
 
-VERDICTS = ("reproduced", "consistent", "differs", "partial", "not run", "no claim")
+VERDICTS = ("reproduced", "consistent", "differs", "untested", "partial", "not run", "no claim")
 #: what the report says of each verdict, in its own words
 MEANING = {
     "reproduced": "the verified value prints as the claim, up to rounding and the flip budget",
     "consistent": "the gap is smaller than what the test set can resolve, so it changes no conclusion",
     "differs": "the claim lies outside the verified interval",
+    "untested": "not reproduced, and the verified number has no interval to test the claim against (a result "
+                "without per-sample records: re-run it to judge the claim)",
     "partial": "a subset of the test set (--limit) or of an average's members: never a reproduction",
     "not run": "no result for this claim",
     "no claim": "a result no claim covers",
@@ -97,7 +100,7 @@ def judge(claimed: float, decimals: int, verified: float, *, ci: tuple[float, fl
         return Verdict("reproduced", delta, lo, hi, ci_low, ci_high, p, test,
                        f"{verified:.2f} lies in the claim's rounding interval{budget} [{lo:.3f}, {hi:.3f}]")
     if ci is None:
-        return Verdict("differs", delta, lo, hi, ci_low, ci_high, p, test,
+        return Verdict("untested", delta, lo, hi, ci_low, ci_high, p, test,
                        f"Δ {delta:+.2f} outside the rounding interval; no interval to test it against "
                        "(a result without per-sample records)")
     if ci_low - tolerance <= claimed <= ci_high + tolerance:

@@ -21,6 +21,7 @@ import torch
 from evalkit.data.sources import DataError, SourceData
 from evalkit.errors import OutputError
 from evalkit.features.embed import Embeddings, embed
+from evalkit.intervals import retrieval_queries
 from evalkit.metrics import ranked_classes
 from evalkit.models.encoder import Encoder
 from evalkit.records import records_path, result_entry, write_records
@@ -306,7 +307,8 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
         best = {"best_transform": chosen}
     statistics = result_statistics(metrics, scored.metrics, scored.records, scored.records_kind, best, run=ctx.run,
                                    precision=str(encoder.precision), evaluated=len(by_mode[modes[0]].keys),
-                                   primary=scored.evalkit.get("metric", spec.metric))
+                                   primary=scored.evalkit.get("metric", spec.metric),
+                                   queries=retrieval_queries(scored.evalkit))
     return TaskResult(
         dataset=spec.name,
         model=encoder.name,

@@ -39,10 +39,12 @@ def _source_mode(name: str, modes: Sequence[str], best: Mapping[str, Any]) -> tu
 
 def result_statistics(metrics: Mapping[str, float], per_mode: Mapping[str, Mapping[str, float]],
                       records: Mapping[str, Mapping[str, np.ndarray]], kind: str | None, best: Mapping[str, Any],
-                      *, run: Any, precision: str, evaluated: int, primary: str | None) -> dict[str, Any]:
+                      *, run: Any, precision: str, evaluated: int, primary: str | None,
+                      queries: Mapping[str, int] | None = None) -> dict[str, Any]:
     """The ``evalkit`` keys of a result's statistics. ``per_mode``: each transform's metrics;
     ``records``: each transform's record arrays (empty: a run without records, whose proportions
-    get intervals from ``evaluated`` alone); ``best``: which transform gave each reported metric."""
+    get intervals from ``evaluated`` alone, and a retrieval task's recalls from its ``queries``,
+    :func:`evalkit.intervals.retrieval_queries`); ``best``: which transform gave each reported metric."""
     options = interval_options(run)
     modes = list(per_mode)
     evidence: dict[str, Evidence] = {}
@@ -59,7 +61,7 @@ def result_statistics(metrics: Mapping[str, float], per_mode: Mapping[str, Mappi
             else:
                 notes[name] = f"no interval for {base} from {kind} records"
     else:
-        evidence, notes = count_intervals(metrics, evaluated, options)
+        evidence, notes = count_intervals(metrics, evaluated, options, queries=queries)
     out: dict[str, Any] = {
         "ci": {name: ev.interval.to_dict() for name, ev in evidence.items()},
         "ci_options": options.to_dict(),
