@@ -356,6 +356,8 @@ def test_a_side_without_records(tmp_path, capsys):
     assert row.difference == pytest.approx(b.mean() - a.mean())
     assert row.b.interval is not None and row.b.interval.contains(b.mean())  # Wilson from N
     assert f"values only: B's result {path_b} was written without per-sample records" in row.notes[0]
+    code, out, _ = _run(capsys, str(tmp_path / "A"), str(tmp_path / "B"))
+    assert code == 0 and "b: A right, B wrong; c: A wrong, B right: no paired test (no records)" in out
     data = json.loads(path_b.read_text())
     data["evalkit"]["metric"] = "mean_per_class_recall"
     path_b.write_text(json.dumps(data))

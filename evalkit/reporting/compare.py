@@ -382,8 +382,9 @@ class Comparison:
                          _p(t.pvalue), _p(t.pvalue_holm)])
         lines.append(tabulate(rows, headers=["task", "metric", "N", f"A [{pct}]", f"B [{pct}]", f"B − A [{pct}]",
                                              "b", "c", "p", "p Holm"], tablefmt="github", disable_numparse=True))
-        lines.append("b: A right, B wrong; c: A wrong, B right (" + "; ".join(
-            sorted({f"{t.tested}" for t in self.tasks if t.tested})) + ")")
+        tested = sorted({f"{t.tested}" for t in self.tasks if t.tested})
+        lines.append("b: A right, B wrong; c: A wrong, B right" + (f" ({'; '.join(tested)})" if tested else
+                                                                   ": no paired test (no records)"))
         notes = [(t.task, n) for t in self.tasks for n in t.notes]
         notes += [(t.task, f"compared on the {t.n} samples both have; dropped {t.only_a} only in A, "
                            f"{t.only_b} only in B (A {100 * (t.a.compared or 0):.2f}, B {100 * (t.b.compared or 0):.2f} "
