@@ -22,7 +22,7 @@ from evalkit.features.embed import embed
 from evalkit.models import load
 from evalkit.models.encoder import Encoder
 from evalkit.reporting import envelope as env_mod
-from evalkit.reporting.envelope import INSIDE, OUTSIDE, SINGLE_PROMPT, envelope, text_sets
+from evalkit.reporting.envelope import INSIDE, OUTSIDE, OWN, SINGLE_PROMPT, envelope, text_sets
 from evalkit.results import iter_results, read_result, result_path
 from evalkit.tasks.classification import ClassificationFamily
 from evalkit.tasks.common import task_view
@@ -160,11 +160,16 @@ def test_claims_inside_and_outside_the_range(demo_run, tmp_path):
     just_above = float(f"{100 * hi + 0.004:.2f}")  # above the range by less than its rounding (±0.005)
     assert 100 * hi < just_above < 100 * hi + 0.005
     far_below = float(f"{100 * lo - 3:.1f}")
+    own = _envelope(demo_run, write=False).envelopes[0].own_value
     claims = _claims_csv(tmp_path / "claims.csv", [(f"{100 * lo:.1f}", "crop", ""), (str(just_above), "", ""),
-                                                   (str(far_below), "best-of-both", ""), ("99.9", "crop", "8frames")])
+                                                   (str(far_below), "best-of-both", ""), ("99.9", "crop", "8frames"),
+                                                   (f"{100 * own:.2f}", "crop", "reported")])
     checks = _envelope(demo_run, write=False, claims=[claims]).envelopes[0].claims
-    assert [c.inside for c in checks] == [True, True, False, None]
-    assert INSIDE in checks[0].verdict and INSIDE in checks[1].verdict
+    assert [c.inside for c in checks] == [True, True, False, None, True]
+    for check in checks[:2]:  # inside: a protocol choice explains the gap, unless the run's own prints as the claim
+        printed_as_own = abs(100 * own - check.claimed) <= 0.5 * 10 ** -len(str(check.claimed).split(".")[1])
+        assert (OWN if printed_as_own else INSIDE) in check.verdict
+    assert OWN in checks[4].verdict and INSIDE not in checks[4].verdict  # the run's own value: no gap
     assert OUTSIDE in checks[2].verdict and INSIDE not in checks[2].verdict
     assert "not this run's protocol" in checks[3].verdict and checks[3].low is None
     assert (checks[2].low, checks[2].high) == (100 * lo, 100 * hi)

@@ -90,7 +90,7 @@ from evalkit.tasks.spec import TaskIndex, TaskSpec, TaskSpecError, read_list_fil
 from evalkit.views.base import BEST_OF_BOTH, TRANSFORMS
 
 __all__ = [
-    "SINGLE_PROMPT", "INSIDE", "OUTSIDE", "ENVELOPE_SUFFIX", "EnvelopeInputError", "TextSet", "Variant", "ClaimCheck",
+    "SINGLE_PROMPT", "INSIDE", "OUTSIDE", "OWN", "ENVELOPE_SUFFIX", "EnvelopeInputError", "TextSet", "Variant", "ClaimCheck",
     "TaskEnvelope", "EnvelopeReport", "envelope", "envelope_path", "check_block", "text_sets",
 ]
 
@@ -99,6 +99,7 @@ SINGLE_PROMPT = "a photo of a {c}."
 #: what a claim inside the envelope's range, and one outside it, is told
 INSIDE = "a protocol choice could explain this gap"
 OUTSIDE = "no shipped protocol variant reaches the claim"
+OWN = "the run's own protocol prints as the claim: no gap to explain"
 #: the file written beside a task's result
 ENVELOPE_SUFFIX = ".envelope.json"
 #: the task families the envelope re-scores (by the name their task files give)
@@ -715,7 +716,11 @@ def _check_claims(env: TaskEnvelope, result: TaskResult, claims: pd.DataFrame | 
                 half = _half_unit(check.claimed)
                 check.inside = check.low - half - 1e-9 <= check.claimed <= check.high + half + 1e-9
                 where = f"[{check.low:.2f}, {check.high:.2f}]"
-                check.verdict = (f"inside {where}: {INSIDE}" if check.inside else f"outside {where}: {OUTSIDE}")
+                own = env.own.value(check.metric)
+                if own is not None and abs(100 * own - check.claimed) <= half + 1e-9:
+                    check.verdict = f"inside {where}: {OWN}"  # no gap to explain
+                else:
+                    check.verdict = (f"inside {where}: {INSIDE}" if check.inside else f"outside {where}: {OUTSIDE}")
         out.append(check)
     return out
 
