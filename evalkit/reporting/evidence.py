@@ -12,6 +12,7 @@ any other metric of it has no interval, and says so.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ from typing import Any
 from evalkit.intervals import Evidence, IntervalOptions, count_intervals, record_intervals, retrieval_queries
 from evalkit.metric_table import SUFFIX_RE
 from evalkit.records import RecordsError, result_records
-from evalkit.results import TaskResult
+from evalkit.results import TaskResult, path_of
 from evalkit.stats import Interval
 
 __all__ = ["Support", "support", "interval_options_of"]
@@ -65,27 +66,45 @@ def _mode_of(result: TaskResult, key: str) -> tuple[str | None, str]:
     return (ev.get("best_transform_by_metric") or {}).get(key) or ev.get("best_transform"), key
 
 
+#: the evidence rebuilt from one result's records, per (result file, records digests, mode, options):
+#: every metric of a mode comes from one pass over its records, which a report asks for once per
+#: claim (a retrieval result: each of its recalls); a new run's records have other digests
+_REBUILT: OrderedDict[tuple[Any, ...], dict[str, Evidence]] = OrderedDict()
+_REBUILT_MAX = 64
+
+
 def _from_records(result: TaskResult, key: str, output_dir: str | Path | None,
                   options: IntervalOptions) -> Evidence | None:
     """The evidence of ``key`` rebuilt from the result's records (a single-split result only)."""
-    if output_dir is None or not isinstance(result.evalkit.get("records"), dict):
+    entry = result.evalkit.get("records")
+    if output_dir is None or not isinstance(entry, dict):
         return None
+    mode, base = _mode_of(result, key)
+    cache_key = (str(path_of(result, output_dir)), str(entry.get("sha256")), mode, options)
+    if cache_key not in _REBUILT:
+        _REBUILT[cache_key] = _rebuild(result, output_dir, mode, options)
+        while len(_REBUILT) > _REBUILT_MAX:
+            _REBUILT.popitem(last=False)
+    return _REBUILT[cache_key].get(base)
+
+
+def _rebuild(result: TaskResult, output_dir: str | Path, mode: str | None,
+             options: IntervalOptions) -> dict[str, Evidence]:
+    """Every metric's evidence of one mode of a result, from its records ({} when they cannot be read)."""
     try:
         records = result_records(result, output_dir)
     except (RecordsError, OSError):
-        return None
+        return {}
     if len(records) != 1:
-        return None  # a several-split task: its interval combines the splits' (normal)
+        return {}  # a several-split task: its interval combines the splits' (normal)
     rec = records[0]
-    mode, base = _mode_of(result, key)
     if mode not in rec.modes:
         mode = rec.modes[0] if len(rec.modes) == 1 else None
     if mode is None:
-        return None
+        return {}
     # every metric of the result by its plain name (a mean recall is the mean of the recalls named)
     names = {k: v for k, v in result.metrics.items() if not SUFFIX_RE.search(k)}
-    names.setdefault(base, result.metrics.get(key, 0.0))
-    return record_intervals(rec.kind, rec.arrays(mode), names, options).get(base)
+    return record_intervals(rec.kind, rec.arrays(mode), names, options)
 
 
 def support(result: TaskResult, key: str, output_dir: str | Path | None = None) -> Support | None:
@@ -123,8 +142,3 @@ def support(result: TaskResult, key: str, output_dir: str | Path | None = None) 
                        "" if interval.method == "normal-combined" else "p-value from the interval (normal)")
     note = (ev.get("ci_notes") or {}).get(key) or "no interval: the result was written without per-sample records"
     return Support(float(value), None, flips, n, limit, note)
-
-
-def result_support(result: TaskResult, output_dir: str | Path | None = None) -> dict[str, Any]:
-    """Every metric's support, by key (for a report section or a JSON dump)."""
-    return {k: s for k in result.metrics if (s := support(result, k, output_dir)) is not None}
