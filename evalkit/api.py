@@ -20,6 +20,7 @@ import torch
 
 from evalkit import models, stats
 from evalkit.data.root import default_data_root
+from evalkit.environment import environment, git_dirty
 from evalkit.errors import EvalkitError, OptionError, OutputError, one_line, told
 from evalkit.features import distributed
 from evalkit.features.batching import as_memory_error
@@ -290,9 +291,12 @@ def _evaluate(model: str, tasks: list[tuple[TaskSpec, Any]], run: RunSpec, *, pl
             provenance={
                 "evalkit_version": __version__,
                 "git_commit": git_commit(),
+                "git_dirty": git_dirty(),  # uncommitted changes to evalkit's tracked files; None: no checkout
                 "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else "python-api",
                 "python": platform.python_version(),
                 "torch": torch.__version__,
+                # CUDA, cuDNN, GPUs, driver and the key libraries' versions (evalkit.environment)
+                "environment": environment(),
                 "weights": encoder.weights,
                 # what --device/--devices/--precision auto chose (absent when everything was given)
                 **({"auto": dict(placement.chosen)} if placement.chosen else {}),

@@ -18,7 +18,7 @@ The table, top to bottom. A module may import modules of its own layer or of any
   7   models     ``evalkit.models``
   8   bottom     the small pure modules of no layer: ``metrics``, ``metric_table``, ``results``, ``version``,
                  ``registry``, ``resources``, ``errors``, ``progress``,
-                 ``stats``, ``records``, ``intervals``
+                 ``stats``, ``records``, ``intervals``, ``environment``, ``filehash``
 ====  =========  ==============================================================================
 
 ``evalkit.demo`` is in no layer: it is a plugin. It may import anything of evalkit, as a separate
@@ -49,7 +49,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("models", ("evalkit.models",)),
     ("bottom", ("evalkit.metrics", "evalkit.metric_table", "evalkit.results", "evalkit.registry",
                 "evalkit.resources", "evalkit.errors", "evalkit.progress", "evalkit.version", "evalkit.stats",
-                "evalkit.records", "evalkit.intervals")),
+                "evalkit.records", "evalkit.intervals", "evalkit.environment", "evalkit.filehash")),
 ]
 PLUGINS = ("evalkit.demo",)
 

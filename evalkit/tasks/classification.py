@@ -17,6 +17,7 @@ from evalkit.data.sources import (
     load_source,
 )
 from evalkit.features.embed import Embeddings, zero_shot_classifier
+from evalkit.filehash import json_sha256
 from evalkit.metrics import classification_logits, derive, zero_shot_classification_metrics
 from evalkit.models.encoder import Encoder
 from evalkit.registry import task_families
@@ -107,6 +108,9 @@ class ClassificationFamily:
             "n_templates": len(templates),
             "template_set": spec.protocol.get("template_set"),
             "classnames_check": prepared.names_note,
+            # what the classifier was built from, by content (a certificate binds them: evalkit.filehash)
+            "templates_sha256": json_sha256(list(templates)),
+            "classnames_sha256": json_sha256(list(prepared.classnames)),
             "classifier_seconds": round(classifier_s, 4),
             "classifier_cached": ctx.cache.hits > hits_before,
         })
