@@ -119,11 +119,15 @@ _PROVENANCE_COLUMNS = {"result_transform": "Result transform", "precision": "Pre
 #: flip budget (points), the test of the claimed value (its p-value and Holm's over the report)
 #: and the verdict's one-line reason
 STAT_COLUMNS = ["ci_low", "ci_high", "ci_level", "ci_method", "flip_points", "test", "pvalue", "p_holm", "reason"]
+#: where a claim sits in its paper (evalkit.reporting.paper lays the paper's tables out from them): the
+#: claim's paper_model and paper_dataset, its table (the first ";"-part of its note: "Table 2") and its
+#: origin ("file:line", the claims file's order); blank for a result no claim covers
+PAPER_COLUMNS = ["paper_model", "paper_dataset", "paper_table", "origin"]
 TABLE_COLUMNS = ["model", "task", "metric", "transform", "protocol", "claimed", "decimals", "verified", "delta",
                  "status", *STAT_COLUMNS, "primary", "note", "source", "result_transform", "precision", "samples",
-                 "skipped"]
+                 "skipped", *PAPER_COLUMNS]
 AGGREGATE_COLUMNS = ["model", "group", "aggregate", "transform", "protocol", "claimed", "decimals", "verified", "n",
-                     "total", "display", "delta", "status", *STAT_COLUMNS, "primary", "note"]
+                     "total", "display", "delta", "status", *STAT_COLUMNS, "primary", "note", "source", *PAPER_COLUMNS]
 
 
 # ----------------------------------------------------------------------------- results
@@ -464,6 +468,16 @@ def _report_tables(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.Dat
     return table, aggs
 
 
+def _paper_place(claim: Any) -> dict[str, str]:
+    """:data:`PAPER_COLUMNS` of a claim (a row of the claims table; a table built in code may lack them)."""
+    def text(name: str) -> str:
+        value = getattr(claim, name, "")
+        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value).strip()
+
+    return {"paper_model": text("paper_model"), "paper_dataset": text("paper_dataset"),
+            "paper_table": text("note").split(";", 1)[0].strip(), "origin": text("origin")}
+
+
 def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFrame, model: str | None,
               catalog: Catalog, supports: _Supports) -> pd.DataFrame:
     per_task = claims[~claims["task"].isin(catalog.claim_names)]
@@ -499,7 +513,7 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
                 **stats,
                 # the run's own note first: a partial row says why before the claim's provenance
                 "note": "; ".join(n for n in ((note, claim_note) if limit is not None else (claim_note, note)) if n),
-                "source": c.source, **_provenance(result),
+                "source": c.source, **_provenance(result), **_paper_place(c),
             })
     claimed_keys = {(r["model"], r["task"]) for r in rows}
     for (m, task), results in runs.items():
@@ -521,7 +535,8 @@ def _verified(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFram
         rows.append({"model": m, "task": task, "metric": metric, "transform": "", "protocol": "",
                      "claimed": None, "decimals": None, "verified": value,
                      **_interval_stats(_support_interval(sup), sup.flip_points if sup else math.nan),
-                     "status": "no claim", "note": note, "source": "", **_provenance(result or results[0])})
+                     "status": "no claim", "note": note, "source": "", **_provenance(result or results[0]),
+                     **dict.fromkeys(PAPER_COLUMNS, "")})
 
     df = pd.DataFrame.from_records(rows, columns=[c for c in TABLE_COLUMNS if c not in ("delta", "primary")])
     for col in ("claimed", "verified", "ci_low", "ci_high", "ci_level", "flip_points", "pvalue", "p_holm"):
@@ -676,7 +691,8 @@ def _aggregates(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFr
                              "display": _display(agg.value, agg.n, total, agg.limits),
                              "status": "partial" if agg.n < total or agg.limits else "no claim",
                              **_interval_stats(agg.interval, agg.flip_points),
-                             "primary": True, "note": "; ".join(notes)})
+                             "primary": True, "note": "; ".join(notes), "source": "",
+                             **dict.fromkeys(PAPER_COLUMNS, "")})
                 continue
             for i, c in enumerate(gc.itertuples(index=False)):
                 agg = _aggregate(runs, m, group, c.transform, c.protocol, catalog, supports)
@@ -697,7 +713,8 @@ def _aggregates(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFr
                              "protocol": c.protocol, "claimed": float(c.claimed), "decimals": int(c.decimals),
                              "verified": agg.value, "n": agg.n, "total": total,
                              "display": _display(agg.value, agg.n, total, agg.limits), **stats,
-                             "primary": i == 0, "note": "; ".join(x for x in [str(c.note or "")] + notes if x)})
+                             "primary": i == 0, "note": "; ".join(x for x in [str(c.note or "")] + notes if x),
+                             "source": c.source, **_paper_place(c)})
     df = pd.DataFrame.from_records(rows, columns=[c for c in AGGREGATE_COLUMNS if c != "delta"])
     for col in ("claimed", "verified", "ci_low", "ci_high", "ci_level", "flip_points", "pvalue", "p_holm"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
