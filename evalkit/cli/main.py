@@ -8,7 +8,20 @@ import logging
 import sys
 import traceback
 
-from evalkit.cli import cache, check, claims, compare, data, envelope, export, listing, plan, report, run
+from evalkit.cli import (
+    cache,
+    certify,
+    check,
+    claims,
+    compare,
+    data,
+    envelope,
+    export,
+    listing,
+    plan,
+    report,
+    run,
+)
 from evalkit.cli.help import EXIT_FAIL, EXIT_OK, EXIT_USAGE, HelpFormatter
 from evalkit.errors import EvalkitError, bug_line, one_line
 
@@ -25,6 +38,7 @@ EPILOG = """examples:
   evalkit check --against ci-baseline --output-dir results    # CI: exit 1 when a number regressed
   torchrun --nproc-per-node 8 -m evalkit run --model eva-clip-18b --tasks eva27
   evalkit cache ls                        # the feature cache, by model, view and dataset
+  evalkit certify --model eva-clip-demo   # a reproduction certificate; --verify CERT re-hashes one
 """
 
 
@@ -44,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     # one module per command: each adds its parser and sets `func` (args -> exit code)
-    for command in (run, listing, report, export, compare, plan, data, check, claims, cache, envelope):
+    for command in (run, listing, report, export, compare, plan, data, check, claims, cache, envelope, certify):
         command.register_cli(sub)
     _verbose_everywhere(p)  # `evalkit run -v ...`, `evalkit data check -v ...` as well as `evalkit -v run ...`
     return p
