@@ -19,6 +19,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(perclass_report(args.output_dir, args.task, args.model, classes=args.classes), end="")
         return EXIT_OK
     claims = load_claims(args.claims)  # None: the claims evalkit ships
+    if args.paper:  # the paper's own tables, instead of the report (evalkit.reporting.paper)
+        from evalkit.reporting.paper import write_paper_report
+
+        print(write_paper_report(args.output_dir, args.paper, claims, model=args.model))
+        return EXIT_OK
     if args.tolerance is not None:
         print("evalkit: note: report --tolerance is deprecated and ignored: a verdict rests on the claim's rounding, "
               "the flip budget and the verified interval (evalkit check --tolerance keeps a plain threshold)",
@@ -61,6 +66,11 @@ def register_cli(sub: Any) -> None:
     rep.add_argument("--task", help="print the per-class analysis of this task's runs instead: per-class accuracy with "
                      "its interval (worst first), the most-confused pairs, classes without a test sample and duplicate "
                      "class names")
+    rep.add_argument("--paper", metavar="ID",
+                     help="write <output-dir>/paper_<ID>.md instead: the claims of paper ID (2402.04252 or "
+                     "arXiv:2402.04252) arranged as the paper's own tables, in its row and column order, each cell "
+                     "verified [interval] verdict / claimed; a claim without a result reads `—` (no results: the "
+                     "checklist)")
     rep.add_argument("--classes", type=int, default=20, metavar="N",
                      help="with --task: the N worst classes per analysis (default 20; 0: all)")
     rep.set_defaults(func=cmd_report)
