@@ -188,6 +188,9 @@ def register_cli(sub: Any) -> None:
     run.add_argument("--no-records", action="store_true",
                      help="write no per-sample records (<task>.records.npz, which the statistics read) beside "
                      "each result, and remove an earlier run's")
+    run.add_argument("--no-fingerprint", action="store_true",
+                     help="do not hash the decoded samples in the data loader: the results record "
+                     "data_fingerprint: null (see `evalkit data fingerprint` and docs/fingerprints.md)")
     run.add_argument("--ci-level", type=float, default=RunSpec.default("ci_level"), metavar="LEVEL",
                      help="the level of the interval every metric carries (default: %(default)s)")
     run.add_argument("--proportion-interval", choices=list(PROPORTION_METHODS),

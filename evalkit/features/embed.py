@@ -30,6 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from evalkit.data.fingerprint import (
+    DIGEST_SIZE,
+    Fingerprint,
+    decoded_by_views,
+    labelled_digest,
+    loaded_content_digest,
+)
 from evalkit.data.sources import DataError, SourceData, Unit
 from evalkit.errors import EvalkitError
 from evalkit.features import distributed
@@ -345,30 +352,50 @@ class _UnitDataset(IterableDataset):
     :class:`~evalkit.views.base.Noted` (a tensor it had to make by a documented fallback, with why):
     the sample is scored, and its note counted and reported."""
 
-    def __init__(self, unit: Unit, stages: Sequence[Callable], limit: int | None) -> None:
-        self.unit, self.stages, self.limit = unit, list(stages), limit
+    def __init__(self, unit: Unit, stages: Sequence[Callable], limit: int | None, fingerprint: bool = False) -> None:
+        self.unit, self.stages, self.limit, self.fingerprint = unit, list(stages), limit, fingerprint
 
-    def __iter__(self) -> Iterator[tuple[str, tuple[torch.Tensor, ...] | None, Any, str | None, str | None]]:
+    def __iter__(self) -> Iterator[_Item]:
+        """Per sample: key, the views' tensors (None: skipped), label, why skipped, the view's
+        note, the content digest of what was decoded (evalkit.data.fingerprint; None when not
+        hashed) and the seconds this loader spent reading, decoding, transforming and hashing it."""
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        for i, (key, load, label) in enumerate(self.unit.samples()):
+        samples = iter(self.unit.samples())
+        i = -1
+        while True:
+            t0 = time.perf_counter()
+            item = next(samples, None)
+            if item is None:
+                return
+            i += 1
+            key, load, label = item
             if self.limit is not None and i >= self.limit:
                 return
             if i % nw != wid:
                 continue
+            digest = None
             try:
                 img = load()
+                later = decoded_by_views(img)
+                if self.fingerprint and not later:
+                    digest = loaded_content_digest(img)  # before the views, which may take it apart
                 outs = [stage(img) for stage in self.stages]
+                if self.fingerprint and later:
+                    digest = loaded_content_digest(img)  # the frames the views decoded
             except Exception as e:  # a sample that does not decode is reported, not dropped
-                yield key, None, label, f"{type(e).__name__}: {e}".splitlines()[0][:300], None
+                yield key, None, label, f"{type(e).__name__}: {e}".splitlines()[0][:300], None, None, \
+                    time.perf_counter() - t0
                 continue
             notes = [o.note for o in outs if isinstance(o, Noted)]
             tensors = tuple(o.tensor if isinstance(o, Noted) else o for o in outs)
-            yield key, tensors, label, None, notes[0] if notes else None
+            yield key, tensors, label, None, notes[0] if notes else None, digest, time.perf_counter() - t0
 
 
-def _collate(batch: list[tuple[str, tuple[torch.Tensor, ...] | None, Any, str | None, str | None]]
-             ) -> dict[str, Any]:
+_Item = tuple[str, "tuple[torch.Tensor, ...] | None", Any, "str | None", "str | None", "bytes | None", float]
+
+
+def _collate(batch: list[_Item]) -> dict[str, Any]:
     good = [b for b in batch if b[1] is not None]
     n_stages = len(good[0][1]) if good else 0
     return {
@@ -377,6 +404,8 @@ def _collate(batch: list[tuple[str, tuple[torch.Tensor, ...] | None, Any, str | 
         "keys": [b[0] for b in good],
         "skipped": [(b[0], b[3]) for b in batch if b[1] is None],
         "noted": [(b[0], b[4]) for b in good if b[4] is not None],
+        "content_digests": [b[5] for b in good],
+        "data_s": sum(b[6] for b in batch),
     }
 
 
@@ -402,6 +431,10 @@ class Embeddings:
     world_size: int = 1  # processes that shared the call (evalkit.features.distributed)
     samples_per_rank: list[int] = field(default_factory=list)  # samples each rank encoded in it (computed, split)
     batch_size: int | None = None  # the batch size --batch-size auto chose (None: the one given)
+    # the data's content fingerprint (evalkit.data.fingerprint; None: not taken), shared by the views
+    fingerprint: Fingerprint | None = None
+    data_seconds: float = 0.0  # the loader's seconds (read, decode, transform, hash), summed over samples and ranks
+    forward_seconds: float = 0.0  # the views' per-batch steps (the forward), summed over views and ranks
 
 
 def embed(
@@ -417,6 +450,7 @@ def embed(
     strict: bool = False,
     desc: str = "images",
     progress: bool = True,
+    fingerprint: bool = True,
 ) -> dict[str, Embeddings]:
     """Embeddings of ``data`` under each named view, in one pass over the data: every sample is
     read and decoded once, then put through each view's per-sample step (``crop`` and ``squash``
@@ -432,7 +466,12 @@ def embed(
     rank 0 gathers the records and joins them in unit order. A unit is encoded with the same
     batches as in one process, so the features are the same. On rank 0 the result is what one
     process would return, plus ``world_size`` and ``samples_per_rank``; on another rank its
-    features are a placeholder (keys, labels and skipped samples are real)."""
+    features are a placeholder (keys, labels and skipped samples are real).
+
+    ``fingerprint``: the loader hashes each sample it decodes (evalkit.data.fingerprint), the
+    digests are cached with the unit's features, and the result's ``fingerprint`` covers the
+    data (None when off). Each result also says how long the loader worked (``data_seconds``,
+    summed over samples) and the forward ran (``forward_seconds``), for the units computed here."""
     names = list(views)
     if not names:
         raise ValueError("embed needs at least one view")
@@ -446,13 +485,14 @@ def embed(
         if world is not None:  # every rank batches as rank 0 does: the same features as one process
             batch_size = world.broadcast(batch_size, "agreeing on the batch size")
         out = embed(encoder, data, views, cache=cache, batch_size=batch_size, num_workers=num_workers,
-                    prefetch=prefetch, limit=limit, strict=strict, desc=desc, progress=progress)
+                    prefetch=prefetch, limit=limit, strict=strict, desc=desc, progress=progress,
+                    fingerprint=fingerprint)
         for e in out.values():
             e.batch_size = batch_size
         return out
     if world is not None:
         return _embed_job(encoder, data, views, world, cache, batch_size, num_workers, limit, strict, desc, progress,
-                          prefetch=prefetch)
+                          prefetch=prefetch, fingerprint=fingerprint)
     parts: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     remaining = limit
     total = data.size if limit is None else (min(limit, data.size) if data.size is not None else limit)
@@ -460,20 +500,28 @@ def embed(
     t0 = time.perf_counter()
     computed = cached_units = 0
     reused = dict.fromkeys(names, 0)
+    fp = Fingerprint() if fingerprint else None
+    data_s = forward_s = 0.0
+    used = 0
     try:
         for unit in data.units:
             if remaining is not None and remaining <= 0:
                 break
+            used += 1
             unit_limit = _unit_limit(unit, remaining)
+            if unit_limit is not None and fp is not None:
+                fp.mark_incomplete()  # part of the unit: not every listed sample is read
             keys, hits, missing = _look_up(encoder, views, cache, unit, unit_limit)
             if missing:
                 fresh = _run_unit(encoder, unit, {n: views[n] for n in missing}, batch_size, num_workers, unit_limit,
-                                  strict, bar, prefetch=prefetch)
+                                  strict, bar, prefetch=prefetch, fingerprint=fingerprint)
                 computed += _count(fresh[missing[0]])
                 fresh = _agree_with_cache(encoder, unit, views, hits, fresh, batch_size, num_workers, unit_limit,
-                                          strict, prefetch=prefetch)
-                for n, record in fresh.items():
-                    reused[n] += record.pop("reused", 0)
+                                          strict, prefetch=prefetch, fingerprint=fingerprint)
+                unit_reused, unit_data_s, unit_forward_s = _pop_stats(fresh)
+                data_s, forward_s = data_s + unit_data_s, forward_s + unit_forward_s
+                for n, k in unit_reused.items():
+                    reused[n] += k
                 for n, record in fresh.items():
                     hits[n] = record
                     if cache is not None:
@@ -486,15 +534,21 @@ def embed(
                     _strict_cached(first)
                 bar.update(_count(first))
                 labels = _cached_labels(unit, unit_limit, first)
+            _add_unit(fp, {n: hits[n] for n in names}, labels, fresh if missing else ())
             for n in names:
                 parts[n].append({**hits[n], "labels": labels})
             if remaining is not None:
                 remaining -= len(labels) + len(hits[names[0]]["skipped"])
     finally:
         bar.close()
+    if fp is not None and used < len(data.units):
+        fp.mark_incomplete()  # --limit stopped before the last units
     seconds = time.perf_counter() - t0
-    return {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units, reused[n], 1, [computed])
-            for n in names}
+    out = {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units, reused[n], 1, [computed])
+           for n in names}
+    for e in out.values():
+        e.fingerprint, e.data_seconds, e.forward_seconds = fp, data_s, forward_s
+    return out
 
 
 def _unit_limit(unit: Unit, remaining: int | None) -> int | None:
@@ -529,14 +583,15 @@ def _missing_views(names: list[str], hits: Mapping[str, dict[str, Any] | None]) 
 
 def _agree_with_cache(encoder: Encoder, unit: Unit, views: Mapping[str, View], hits: Mapping[str, Any],
                       fresh: dict[str, dict[str, Any]], batch_size: int, num_workers: int, unit_limit: int | None,
-                      strict: bool, *, prefetch: int | None = None) -> dict[str, dict[str, Any]]:
+                      strict: bool, *, prefetch: int | None = None, fingerprint: bool = False
+                      ) -> dict[str, dict[str, Any]]:
     """``fresh`` records of some views, or, where a cached view of the unit skipped other samples
     than this pass (a file that failed to read then, or now), a new pass for every view: every
     transform must score the same samples."""
     reference = next(iter(fresh.values()))
     if any(not _same_samples(hits[n], reference) for n in views if n not in fresh):
         return _run_unit(encoder, unit, views, batch_size, num_workers, unit_limit, strict, NoProgress(),
-                         prefetch=prefetch)
+                         prefetch=prefetch, fingerprint=fingerprint)
     return fresh
 
 
@@ -572,19 +627,27 @@ def cached_embeddings(encoder: Encoder, data: SourceData, view: View, cache: Fea
     views = {"view": as_view(view, "view")}
     remaining = limit
     parts: list[dict[str, Any]] = []
+    fp = Fingerprint()
     for unit in data.units:
         if remaining is not None and remaining <= 0:
             break
         unit_limit = _unit_limit(unit, remaining)
+        if unit_limit is not None:
+            fp.mark_incomplete()
         _, hits, missing = _look_up(encoder, views, cache, unit, unit_limit)
         if missing:
             return None
         record = hits["view"]
         labels = _cached_labels(unit, unit_limit, record)
+        _add_unit(fp, hits, labels, ())
         parts.append({**record, "labels": labels})
         if remaining is not None:
             remaining -= len(labels) + len(record["skipped"])
-    return _join(parts, encoder.embed_dim, 0.0, 0, len(parts), 0, 1, [0])
+    if len(parts) < len(data.units):
+        fp.mark_incomplete()
+    out = _join(parts, encoder.embed_dim, 0.0, 0, len(parts), 0, 1, [0])
+    out.fingerprint = fp
+    return out
 
 
 # -- the same, shared by the ranks of a job ----------------------------------------------------
@@ -689,8 +752,10 @@ class _JobBar:
 
 def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world: distributed.World,
                cache: FeatureCache | None, batch_size: int, num_workers: int, limit: int | None, strict: bool,
-               desc: str, progress: bool, *, prefetch: int | None = None) -> dict[str, Embeddings]:
-    """:func:`embed` as a collective step of a job (see there)."""
+               desc: str, progress: bool, *, prefetch: int | None = None, fingerprint: bool = True
+               ) -> dict[str, Embeddings]:
+    """:func:`embed` as a collective step of a job (see there). Each rank's fresh records carry
+    their content digests and timings to rank 0 with the features."""
     names = list(views)
     t0 = time.perf_counter()
     if world.is_main:
@@ -715,18 +780,18 @@ def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world
     bar = progress_bar(total, desc, "img", enabled=progress and world.is_main)
     mine = [t for t in tasks if t.rank == world.rank]
 
-    def work(tracker: Any) -> tuple[dict[int, tuple[dict[str, dict[str, Any]], dict[str, int]]], int]:
-        done: dict[int, tuple[dict[str, dict[str, Any]], dict[str, int]]] = {}
+    def work(tracker: Any) -> tuple[dict[int, tuple[dict[str, dict[str, Any]], dict[str, int], float, float]], int]:
+        done: dict[int, tuple[dict[str, dict[str, Any]], dict[str, int], float, float]] = {}
         computed = 0
         for t in mine:
             fresh = _run_unit(encoder, data.units[t.index], {n: views[n] for n in t.views}, batch_size, num_workers,
-                              t.limit, strict, tracker, prefetch=prefetch)
-            reused = {n: record.pop("reused", 0) for n, record in fresh.items()}
+                              t.limit, strict, tracker, prefetch=prefetch, fingerprint=fingerprint)
+            reused, data_s, forward_s = _pop_stats(fresh)
             if cache is not None:
                 for n, record in fresh.items():
                     cache.put("images", t.keys[n], record,
                               meta=_unit_meta(encoder, n, views[n], data.units[t.index], record))
-            done[t.index] = (fresh, reused)
+            done[t.index] = (fresh, reused, data_s, forward_s)
             n_done = _count(next(iter(fresh.values())))
             computed += n_done
             if not world.is_main:
@@ -761,7 +826,7 @@ def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world
                 for n in names}
     try:
         embs = _join_job(encoder, data, views, used, tasks, own, shares, batch_size, num_workers, strict, cache,
-                         world.size, time.perf_counter() - t0, prefetch=prefetch)
+                         world.size, time.perf_counter() - t0, prefetch=prefetch, fingerprint=fingerprint)
     except Exception:
         world.broadcast(None, f"sending {desc}")
         raise
@@ -775,16 +840,21 @@ def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world
 
 def _join_job(encoder: Encoder, data: SourceData, views: dict[str, View], used: list[tuple[int, int | None, dict]],
               tasks: list[UnitTask], own: tuple[str, Any], shares: list[Any], batch_size: int, num_workers: int,
-              strict: bool, cache: FeatureCache | None, ranks: int, seconds: float, *, prefetch: int | None = None
-              ) -> dict[str, Embeddings]:
+              strict: bool, cache: FeatureCache | None, ranks: int, seconds: float, *, prefetch: int | None = None,
+              fingerprint: bool = True) -> dict[str, Embeddings]:
     """Rank 0: the cached records and the ranks' fresh ones, in unit order (the ranks' errors
     raised, the first rank's first)."""
     names = list(views)
     results = _results([own if r == 0 else share for r, share in enumerate(shares)])
     samples_per_rank = [computed for _, computed in results]
-    fresh_by_unit: dict[int, tuple[dict[str, dict[str, Any]], dict[str, int]]] = {}
+    fresh_by_unit: dict[int, tuple[dict[str, dict[str, Any]], dict[str, int], float, float]] = {}
     for done, _ in results:
         fresh_by_unit.update(done)
+    fp = Fingerprint() if fingerprint else None
+    data_s = sum(v[2] for v in fresh_by_unit.values())
+    forward_s = sum(v[3] for v in fresh_by_unit.values())
+    if fp is not None and (len(used) < len(data.units) or any(unit_limit is not None for _, unit_limit, _ in used)):
+        fp.mark_incomplete()
     missing = {t.index for t in tasks}
     lost = sorted(missing - set(fresh_by_unit))
     if lost:  # cannot happen unless a rank skipped its share: never join a dataset with a hole in it
@@ -795,12 +865,13 @@ def _join_job(encoder: Encoder, data: SourceData, views: dict[str, View], used: 
     for index, unit_limit, hits in used:
         unit = data.units[index]
         if index in missing:
-            fresh, fresh_reused = fresh_by_unit[index]
+            fresh, fresh_reused, _, _ = fresh_by_unit[index]
             agreed = _agree_with_cache(encoder, unit, views, hits, fresh, batch_size, num_workers, unit_limit, strict,
-                                       prefetch=prefetch)
+                                       prefetch=prefetch, fingerprint=fingerprint)
             if agreed is not fresh:  # encoded again, here, under every view
                 samples_per_rank[0] += _count(next(iter(agreed.values())))
-                fresh_reused = {n: record.pop("reused", 0) for n, record in agreed.items()}
+                fresh_reused, again_data_s, again_forward_s = _pop_stats(agreed)
+                data_s, forward_s = data_s + again_data_s, forward_s + again_forward_s
                 if cache is not None:
                     keys = _unit_keys(encoder, views, unit, unit_limit)
                     for n, record in agreed.items():
@@ -809,14 +880,19 @@ def _join_job(encoder: Encoder, data: SourceData, views: dict[str, View], used: 
             for n, k in fresh_reused.items():
                 reused[n] += k
             labels = next(iter(agreed.values()))["labels"]
+            _add_unit(fp, {n: hits[n] for n in names}, labels, agreed)
         else:
             cached_units += 1
             labels = _cached_labels(unit, unit_limit, hits[names[0]])
+            _add_unit(fp, {n: hits[n] for n in names}, labels, ())
         for n in names:
             parts[n].append({**hits[n], "labels": labels})
     computed = sum(samples_per_rank)
-    return {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units, reused[n], ranks, samples_per_rank)
-            for n in names}
+    out = {n: _join(parts[n], encoder.embed_dim, seconds, computed, cached_units, reused[n], ranks, samples_per_rank)
+           for n in names}
+    for e in out.values():
+        e.fingerprint, e.data_seconds, e.forward_seconds = fp, data_s, forward_s
+    return out
 
 
 def background(iterable: Iterable[Any], depth: int = 2) -> Iterator[Any]:
@@ -908,12 +984,18 @@ def _run_unit(
     bar: Any,
     *,
     prefetch: int | None = None,
+    fingerprint: bool = False,
 ) -> dict[str, dict[str, Any]]:
-    """One unit through the model: per view name a record (features, labels, keys, skipped; the
-    and ``reused``: how many of its embeddings were copied from another view's identical pixels)."""
+    """One unit through the model: per view name a record (features, labels, keys, skipped,
+    noted; with ``fingerprint``, ``content_digests``: a (N, 32) uint8 tensor, the content digest
+    of each scored sample, evalkit.data.fingerprint, absent where some sample's content is of a
+    kind the scheme does not hash), plus what :func:`_pop_stats` takes off again before the record
+    is cached: ``reused`` (how many of its embeddings were copied from another view's identical
+    pixels), ``data_s`` (the loader's seconds: read, decode, transform, hash) and ``forward_s``
+    (this view's seconds in its per-batch step, the forward)."""
     names = list(views)
     loader = DataLoader(
-        _UnitDataset(unit, [views[n].sample for n in names], limit),
+        _UnitDataset(unit, [views[n].sample for n in names], limit, fingerprint),
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
@@ -927,6 +1009,9 @@ def _run_unit(
     keys: list[str] = []
     skipped: list[tuple[str, str]] = []
     noted: list[tuple[str, str]] = []
+    digests: list[bytes | None] = []
+    data_s = 0.0
+    clocks = [_ForwardClock(encoder.device) for _ in names]
     reused = [0] * len(names)
     # No worker processes: a thread decodes and transforms the next batches while the model runs
     # (PIL and torch release the GIL in their C code), so loading overlaps the forward.
@@ -939,6 +1024,7 @@ def _run_unit(
             raise SampleDecodeError(f"sample {key}: {why}; rerun without --strict to accept it")
         skipped.extend(batch["skipped"])
         noted.extend(batch["noted"])
+        data_s += batch["data_s"]
         if batch["images"] is not None:
             # on the model's device before the per-batch step (normalising there too): from pinned
             # memory the copy does not block; on the CPU nothing moves
@@ -955,24 +1041,97 @@ def _run_unit(
                         out[equal] = done[i][equal]
                         todo &= ~equal
                 if out is None:
-                    out = views[name].embed(encoder, tensors[j])
+                    out = clocks[j].run(views[name].embed, encoder, tensors[j])
                 else:
                     reused[j] += int((~todo).sum())
                     if todo.any():
-                        out[todo] = views[name].embed(encoder, tensors[j][todo])
+                        out[todo] = clocks[j].run(views[name].embed, encoder, tensors[j][todo])
                 done.append(out)
                 feats[j].append(out)
             labels.extend(batch["labels"])
             keys.extend(batch["keys"])
+            digests.extend(batch["content_digests"])
         bar.update(len(batch["keys"]) + len(batch["skipped"]))
-    records = {
-        name: {"features": torch.cat(f) if f else torch.empty(0, encoder.embed_dim),
-               "labels": labels, "keys": keys, "skipped": skipped, "noted": noted}
-        for name, f in zip(names, feats, strict=True)
-    }
+    record: dict[str, Any] = {"labels": labels, "keys": keys, "skipped": skipped, "noted": noted}
+    if fingerprint and all(d is not None for d in digests):
+        record["content_digests"] = _digest_tensor(digests)  # type: ignore[arg-type]
+    records = {name: {"features": torch.cat(f) if f else torch.empty(0, encoder.embed_dim), **record}
+               for name, f in zip(names, feats, strict=True)}
     for j, name in enumerate(names):
-        records[name]["reused"] = reused[j]
+        records[name].update(reused=reused[j], data_s=data_s if j == 0 else 0.0, forward_s=clocks[j].seconds())
     return records
+
+
+class _ForwardClock:
+    """Seconds spent in a view's per-batch step (the forward). On a GPU, timed by CUDA events
+    (the kernels' own time, read when the unit is done; no synchronisation in the loop); on a
+    CPU, by the wall clock around the call."""
+
+    def __init__(self, device: Any) -> None:
+        self.device = torch.device(device) if str(device).startswith("cuda") and torch.cuda.is_available() else None
+        self.wall = 0.0
+        self.events: list[tuple[Any, Any]] = []
+
+    def run(self, fn: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        if self.device is None:
+            t0 = time.perf_counter()
+            out = fn(*args)
+            self.wall += time.perf_counter() - t0
+            return out
+        stream = torch.cuda.current_stream(self.device)
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record(stream)
+        out = fn(*args)
+        end.record(stream)
+        self.events.append((start, end))
+        return out
+
+    def seconds(self) -> float:
+        if not self.events:
+            return self.wall
+        self.events[-1][1].synchronize()
+        return self.wall + sum(s.elapsed_time(e) for s, e in self.events) / 1000.0
+
+
+def _digest_tensor(digests: Sequence[bytes]) -> torch.Tensor:
+    """Content digests as one (N, 32) uint8 tensor: what a cache entry stores."""
+    if not digests:
+        return torch.empty(0, DIGEST_SIZE, dtype=torch.uint8)
+    return torch.frombuffer(bytearray(b"".join(digests)), dtype=torch.uint8).view(len(digests), DIGEST_SIZE)
+
+
+def _pop_stats(fresh: dict[str, dict[str, Any]]) -> tuple[dict[str, int], float, float]:
+    """What a unit's fresh records say of the pass besides the features, taken off them before
+    they are cached: per view its reused embeddings; the loader's seconds; the forward's seconds."""
+    reused = {n: record.pop("reused", 0) for n, record in fresh.items()}
+    data_s = sum(record.pop("data_s", 0.0) for record in fresh.values())
+    forward_s = sum(record.pop("forward_s", 0.0) for record in fresh.values())
+    return reused, data_s, forward_s
+
+
+def _add_unit(fp: Fingerprint | None, records: Mapping[str, dict[str, Any]], labels: list[Any],
+              fresh: Iterable[str]) -> None:
+    """One unit's samples into the fingerprint ``fp``: each scored sample's digest (its content
+    digest, from whichever record holds them, fresh ones first, and its label here), the skipped
+    ones as undecodable; scored samples of a record without digests (a cache entry written
+    without them) leave it incomplete."""
+    if fp is None:
+        return
+    fresh = [n for n in fresh if n in records]
+    first = next(iter(records.values()))
+    fp.add_undecodable(len(first["skipped"]))
+    for n in [*fresh, *(n for n in records if n not in fresh)]:
+        record = records[n]
+        cds = record.get("content_digests")
+        if cds is not None and record["keys"] == first["keys"] and int(cds.shape[0]) == len(first["keys"]):
+            fp.sources.add("run" if n in fresh else "cache")
+            raw = cds.contiguous().numpy().tobytes()
+            for i, label in enumerate(labels):
+                content = raw[i * DIGEST_SIZE:(i + 1) * DIGEST_SIZE]
+                fp.add(labelled_digest(content, label), content)
+            return
+    fp.sources.add("run" if fresh else "cache")
+    fp.add_unhashed(len(first["keys"]))
 
 
 def _unit_meta(encoder: Encoder, name: str, view: View, unit: Unit, record: dict[str, Any]) -> dict[str, Any]:

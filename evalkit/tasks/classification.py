@@ -113,7 +113,7 @@ class ClassificationFamily:
             "classnames_sha256": json_sha256(list(prepared.classnames)),
             "classifier_seconds": round(classifier_s, 4),
             "classifier_cached": ctx.cache.hits > hits_before,
-        })
+        }, text_seconds=classifier_s)
         if ctx.run.records:
             scored.records_kind = "classification"
             scored.records_meta = {"n_classes": prepared.n_labels, "logit_scale": 100.0,

@@ -73,7 +73,7 @@ def embed_view(spec: TaskSpec, encoder: Encoder, ctx: RunContext, data: SourceDa
         raise TaskSpecError(f"{spec.path or spec.name}: {e}") from e
     out = embed(encoder, data, views, cache=ctx.cache,
                 batch_size=ctx.run.batch_size, num_workers=ctx.run.num_workers, prefetch=ctx.run.prefetch, limit=ctx.run.limit, strict=ctx.run.strict,
-                desc=f"{spec.name} [{'+'.join(view.modes)}]", progress=ctx.run.progress)
+                desc=f"{spec.name} [{'+'.join(view.modes)}]", progress=ctx.run.progress, fingerprint=ctx.run.fingerprint)
     first = out[view.modes[0]]
     if first.features.shape[0] == 0:
         raise DataError(f"{spec.path or spec.name}: no sample could be decoded ({len(first.skipped)} skipped)")
@@ -109,9 +109,12 @@ def _write_output(path: Path, text: str) -> None:
 
 
 def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, data: SourceData, view: ViewSpec,
-               by_mode: dict[str, Embeddings], started: float) -> dict[str, Any]:
+               by_mode: dict[str, Embeddings], started: float, *, timings: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
     """What every result records besides its family's own keys (``view``: the task's view as it
-    ran, which names its own keys: transform, frames, cloud view ...)."""
+    ran, which names its own keys: transform, frames, cloud view ...), among them the data's
+    content fingerprint (``data_fingerprint``, evalkit.data.fingerprint; None when the run took
+    none) and where the time went (``timings``, :func:`timings`)."""
     modes = list(by_mode)
     feats = by_mode[modes[0]]
     skipped_keys = [k for k, _ in feats.skipped]
@@ -154,6 +157,63 @@ def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, d
         "samples_per_rank": list(feats.samples_per_rank),
         "wall_time_s": round(time.perf_counter() - started, 4),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "data_fingerprint": data_fingerprint(feats),
+        **({"timings": timings} if timings is not None else {}),
+    }
+
+
+def data_fingerprint(emb: Embeddings) -> dict[str, Any] | None:
+    """What a result records of the data an embedding pass read (``data_fingerprint``)."""
+    return emb.fingerprint.as_dict() if emb.fingerprint is not None else None
+
+
+#: what ``timings.overlap`` says: the clocks are not a partition of the wall time
+TIMINGS_OVERLAP = "data runs in loader threads/workers concurrently with forward"
+
+
+@dataclass
+class Clocks:
+    """One task's time by phase (:func:`timings`): the embedding passes (their wall time, and
+    within it the loader's and the forward's seconds), the text side and the scoring."""
+
+    embed_s: float = 0.0
+    data_s: float = 0.0
+    forward_s: float = 0.0
+    text_s: float = 0.0
+    scoring_s: float = 0.0
+    samples: int = 0
+
+    def add_pass(self, emb: Embeddings) -> None:
+        self.embed_s += emb.seconds
+        self.data_s += emb.data_seconds
+        self.forward_s += emb.forward_seconds
+        self.samples += len(emb.keys) + len(emb.skipped)
+
+    def __add__(self, other: Clocks) -> Clocks:
+        return Clocks(*(getattr(self, f.name) + getattr(other, f.name) for f in dataclasses.fields(self)))
+
+    @classmethod
+    def of(cls, recorded: dict[str, Any]) -> Clocks:
+        """The clocks a result's ``timings`` recorded (a part of a several-split task)."""
+        return cls(**{f.name: recorded.get(f.name) or 0 for f in dataclasses.fields(cls)})
+
+
+def timings(clocks: Clocks, wall_s: float) -> dict[str, Any]:
+    """A result's ``timings``: ``wall_s`` (the task, from preparing its data to its statistics),
+    ``data_s`` (the loader's seconds reading, decoding, transforming and hashing samples, summed
+    over samples: it runs beside the forward, in loader threads or processes), ``forward_s`` (the
+    image side's forward: the views' per-batch steps), ``text_s`` (the classifier's prompts or
+    the captions), ``scoring_s`` (metrics, probes, per-sample records, intervals), ``embed_s``
+    (the embedding passes' wall time, data and forward overlapping in it), ``other_s`` (the rest
+    of the wall time: finding the data, cache look-ups, files), ``samples_per_s`` (the samples
+    the task listed, per second of its wall time) and ``overlap``."""
+    other = max(0.0, wall_s - clocks.embed_s - clocks.text_s - clocks.scoring_s)
+    return {
+        "wall_s": round(wall_s, 4), "data_s": round(clocks.data_s, 4), "forward_s": round(clocks.forward_s, 4),
+        "text_s": round(clocks.text_s, 4), "scoring_s": round(clocks.scoring_s, 4), "other_s": round(other, 4),
+        "embed_s": round(clocks.embed_s, 4), "samples": clocks.samples,
+        "samples_per_s": round(clocks.samples / wall_s, 2) if wall_s > 0 and clocks.samples else None,
+        "overlap": TIMINGS_OVERLAP,
     }
 
 
@@ -206,6 +266,9 @@ class Scored:
     #: under best-of-both, the metric whose best transform gives every number, when the family's
     #: ``combine`` depends on the run (the linear probe: its primary metric at the K values run)
     combine_by: str | None = None
+    #: seconds of ``score`` spent on the text side (the classifier's prompts, the captions): the
+    #: result's ``timings.text_s``; the rest of ``score`` is scoring
+    text_seconds: float = 0.0
 
 
 def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prepared: Any) -> TaskResult:
@@ -216,12 +279,14 @@ def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, pre
     parts = spec.split_specs()
     if not parts:
         return run_one(family, spec, encoder, ctx, prepared)
+    started = time.perf_counter()
     splits = [settings for settings, _ in parts]
     results = []
+    fingerprints: list[Any] = []
     for k, (settings, sub) in enumerate(parts, start=1):
         # the data found before the model was loaded is the task's own source: split 1's, if the same
         reuse = prepared if k == 1 and _same_source(spec, settings) else None
-        results.append(run_one(family, sub, encoder, ctx, reuse, part=f"split{k}"))
+        results.append(run_one(family, sub, encoder, ctx, reuse, part=f"split{k}", fingerprints=fingerprints))
     first = results[0]
     metrics = combine_splits([r.metrics for r in results])
     ev = dict(first.evalkit)
@@ -236,8 +301,14 @@ def run_task(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, pre
               evaluated=sum(r.evalkit["evaluated"] for r in results), skipped=sum(r.evalkit["skipped"] for r in results),
               skipped_keys=[k for r in results for k in r.evalkit.get("skipped_keys", [])][:100],
               samples_per_rank=sum_per_rank(*(r.evalkit.get("samples_per_rank", []) for r in results)),
-              per_split=[{"split": s, "evaluated": r.evalkit["evaluated"], "skipped": r.evalkit["skipped"]}
+              per_split=[{"split": s, "evaluated": r.evalkit["evaluated"], "skipped": r.evalkit["skipped"],
+                          "data_fingerprint": r.evalkit.get("data_fingerprint")}
                          for s, r in zip(splits, results, strict=True)])
+    # every split's samples in one root (as if one dataset), and the time of every split
+    ev["data_fingerprint"] = (fingerprints[0].merge(*fingerprints[1:]).as_dict()
+                              if len(fingerprints) == len(results) else None)
+    clocks = sum((Clocks.of(r.evalkit.get("timings") or {}) for r in results), Clocks())
+    ev["timings"] = timings(clocks, time.perf_counter() - started)
     return dataclasses.replace(first, metrics=metrics, evalkit=ev)
 
 
@@ -268,7 +339,7 @@ def _same_source(spec: TaskSpec, settings: dict[str, Any]) -> bool:
 
 
 def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prepared: Any,
-            part: str | None = None) -> TaskResult:
+            part: str | None = None, *, fingerprints: list[Any] | None = None) -> TaskResult:
     """One task, the shared way: the family's ``prepare`` (unless done before the model was
     loaded), one pass per split the family declares (:func:`evalkit.tasks.base.declared_splits`:
     the linear probe's ``train``, then every family's ``test``) through the task's views, the
@@ -276,7 +347,9 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
     reports each metric's maximum (``family.combine = None``, Table 2's rule), or one transform's
     metrics all together, the one best by ``family.combine`` (retrieval: mean recall; a family
     whose choice depends on the run says it in ``Scored.combine_by``). ``part``: which split of a
-    several-split task this is (its predictions and skipped logs get their own files, ``.split2``)."""
+    several-split task this is (its predictions and skipped logs get their own files, ``.split2``);
+    ``fingerprints``: a list the test split's :class:`~evalkit.data.fingerprint.Fingerprint` is
+    appended to (when taken), for :func:`run_task` to combine the splits'."""
     started = time.perf_counter()
     if prepared is None:
         prepared = family.prepare(spec, ctx.run.data_root)
@@ -285,7 +358,13 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
     modes = view.modes
     embedded = {split: embed_view(split_spec(spec, split), encoder, ctx, split_data(prepared, split), view)
                 for split in declared_splits(family)}
+    clocks = Clocks()
+    for emb in embedded.values():
+        clocks.add_pass(emb[modes[0]])
     by_mode = embedded.pop(TEST_SPLIT)
+    if fingerprints is not None and by_mode[modes[0]].fingerprint is not None:
+        fingerprints.append(by_mode[modes[0]].fingerprint)
+    scoring0 = time.perf_counter()
     scored = family.score(spec, encoder, ctx, prepared, by_mode, **embedded)
     for m, records in scored.predictions.items():
         tag = ".".join(t for t in (part, m if len(modes) > 1 else None) if t)
@@ -309,13 +388,17 @@ def run_one(family: Any, spec: TaskSpec, encoder: Encoder, ctx: RunContext, prep
                                    precision=str(encoder.precision), evaluated=len(by_mode[modes[0]].keys),
                                    primary=scored.evalkit.get("metric", spec.metric),
                                    queries=retrieval_queries(scored.evalkit))
+    clocks.text_s = scored.text_seconds
+    clocks.scoring_s = max(0.0, time.perf_counter() - scoring0 - scored.text_seconds)
+    spent = timings(clocks, time.perf_counter() - started)
     return TaskResult(
         dataset=spec.name,
         model=encoder.name,
         pretrained=encoder.pretrained,
         task=family.result_task,
         metrics=metrics,
-        evalkit={**provenance(spec, encoder, ctx, family.name, prepared.data, view, by_mode, started), **best,
+        evalkit={**provenance(spec, encoder, ctx, family.name, prepared.data, view, by_mode, started,
+                              timings=spent), **best,
                  **_splits_provenance(spec, prepared, by_mode, embedded, modes[0]), **scored.evalkit,
                  **({"records": records} if records else {}), **statistics},
     )
@@ -392,6 +475,7 @@ def _splits_provenance(spec: TaskSpec, prepared: Any, by_mode: dict[str, Embeddi
             f"{split}_skipped": len(emb.skipped),
             f"{split}_skipped_keys": [k for k, _ in emb.skipped][:100],
             f"{split}_image_seconds": round(emb.seconds, 4),
+            f"{split}_data_fingerprint": data_fingerprint(emb),
         })
     every = [by_mode[first], *(e[first] for e in others.values())]
     computed, seconds = sum(e.computed for e in every), sum(e.seconds for e in every)

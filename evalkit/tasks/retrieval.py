@@ -96,13 +96,14 @@ class RetrievalFamily:
         captions, text_to_image = _queries(images.labels, images.keys, prepared.where)
         t0 = time.perf_counter()
         texts = caption_features(encoder, captions, ctx.cache, progress=ctx.run.progress, desc=f"{spec.name}: captions")
-        scored = Scored(metrics={}, evalkit={
+        text_s = time.perf_counter() - t0
+        scored = Scored(metrics={}, text_seconds=text_s, evalkit={
             "recall_k": list(config.recall_k),
             "images": len(images.keys),
             "captions": len(captions),
             "images_without_captions": sum(not c for c in images.labels),
             "captions_truncated": truncated_texts(encoder, captions),
-            "text_seconds": round(time.perf_counter() - t0, 4),
+            "text_seconds": round(text_s, 4),
         })
         inexact: dict[str, int] = {}
         for m, emb in by_mode.items():

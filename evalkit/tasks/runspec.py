@@ -56,7 +56,10 @@ class RunSpec:
     linear-probe tasks: K samples per class, seeds 0 … N-1; None: the task's own).
 
     What a run does around its tasks: ``records`` (per-sample records, ``<task>.records.npz``,
-    beside each result: :mod:`evalkit.records`; False: none, and an earlier run's removed), the
+    beside each result: :mod:`evalkit.records`; False: none, and an earlier run's removed),
+    ``fingerprint`` (the data loader hashes each decoded sample, and every result records the
+    data's content fingerprint, :mod:`evalkit.data.fingerprint`; False: not hashed, recorded as
+    ``data_fingerprint: null``), the
     intervals every result carries (:mod:`evalkit.intervals`): ``ci_level`` (0.95),
     ``proportion_interval`` (``wilson`` or ``clopper-pearson``) and ``resamples`` (the bootstrap's),
     ``save_predictions`` (each sample's top predictions as JSON lines beside each result), ``progress`` (bars on a terminal, a line per phase in a log), ``skip_existing`` (skip a task that
@@ -87,6 +90,7 @@ class RunSpec:
     seeds: int | None = None
     save_predictions: bool = False
     records: bool = True
+    fingerprint: bool = True
     ci_level: float = 0.95
     proportion_interval: str = "wilson"
     resamples: int = 2000
@@ -157,6 +161,7 @@ class RunSpec:
             seeds=args.seeds,
             save_predictions=args.save_predictions,
             records=not args.no_records,
+            fingerprint=not args.no_fingerprint,
             ci_level=args.ci_level,
             proportion_interval=args.proportion_interval,
             resamples=args.resamples,
