@@ -284,7 +284,7 @@ _RUN_LOG_KEYS = (
     "depth_preset", "samples",
     "evaluated", "skipped", "limit", "batch_size", "num_workers", "world_size", "samples_per_rank", "task_file",
     "task_version", "source", "data", "weights", "text_model", "evalkit_version", "git_commit", "command",
-    "started_at", "finished_at", "wall_time_s", "images_per_s",
+    "started_at", "finished_at", "wall_time_s", "images_per_s", "data_fingerprint", "timings",
 )
 
 
@@ -356,7 +356,9 @@ def append_run_log(output_dir: str | Path, result: TaskResult) -> Path:
 
 
 # what makes two run-log lines the same finished task: the result and what produced it, not when,
-# where or how fast (a resumed run encodes fewer samples, on another host, at another world size)
+# where or how fast (a resumed run encodes fewer samples, on another host, at another world size):
+# never ``timings``; of ``data_fingerprint`` only its root (``from`` says whether the digests were
+# hashed now or read from the feature cache, which a resume changes), see _run_identity
 _RUN_IDENTITY_KEYS = (
     "model", "variant", "task", "result_name", "result", "metric", "metrics", "fingerprint", "precision",
     "transform", "frame_sampler", "frames", "cloud_view", "depth_preset", "samples", "evaluated", "skipped", "limit",
@@ -366,7 +368,10 @@ _RUN_IDENTITY_KEYS = (
 
 
 def _run_identity(entry: dict[str, Any]) -> str:
-    return json.dumps({k: entry.get(k) for k in _RUN_IDENTITY_KEYS}, default=str, sort_keys=True)
+    fingerprint = entry.get("data_fingerprint")
+    data_root = fingerprint.get("root") if isinstance(fingerprint, dict) else None
+    return json.dumps({**{k: entry.get(k) for k in _RUN_IDENTITY_KEYS}, "data_fingerprint_root": data_root},
+                      default=str, sort_keys=True)
 
 
 def _logged(output_dir: str | Path, entry: dict[str, Any]) -> bool:
