@@ -32,7 +32,8 @@ from evalkit.errors import EvalkitError, one_line
 if TYPE_CHECKING:  # every command imports this module: the data sources load only for a data check
     from evalkit.data.check import TaskCheck
 
-__all__ = ["register_cli", "cmd_check", "check_task", "check_tasks", "format_table"]
+__all__ = ["register_cli", "cmd_check", "check_task", "check_tasks", "format_table", "cmd_fingerprint",
+           "fingerprint_tasks", "format_fingerprints"]
 
 
 def samples_noun(spec: Any) -> str:
@@ -138,6 +139,79 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+FINGERPRINT_DOC = """Per task, without a model: its dataset's content fingerprint.
+
+    evalkit data fingerprint --tasks eva27 --data-root /data [--json]
+
+Every sample is decoded as a run decodes it (a video task: the frames of its sampler; a 3D task:
+its point arrays) and hashed with its label (docs/fingerprints.md). Printed per task: N (the
+samples listed), the classes (how many, the fewest and most samples of one class), the exact
+duplicates (samples whose decoded content equals an earlier one's, labels ignored), the samples
+that do not decode, and the root: an order-independent hash of every sample's decoded content and
+label, the same whatever file format holds them (ImageFolder, WebDataset shards, a Hugging Face
+dataset) and the ``data_fingerprint.root`` a complete run of the task records. ``--json``: the full
+record per task (class counts, the undecodable samples with their reasons). Exit status 0 when
+every task was fingerprinted, 1 otherwise (a missing dataset names the task; `evalkit data check`
+says where it looked).
+"""
+
+
+def fingerprint_tasks(tasks: str, data_root: str | Path | None, task_dirs: list[str] | None = None, *,
+                      frames: str | None = None, progress: bool = True) -> list[dict[str, Any]]:
+    """Per task of ``tasks`` (comma-separated names, groups, ad-hoc ``wds:/path``): its
+    :func:`evalkit.tasks.fingerprint.fingerprint_task` dict, or ``{"task", "error"}`` for a task
+    whose data cannot be read."""
+    from evalkit.api import resolve_tasks
+    from evalkit.tasks.fingerprint import fingerprint_task
+
+    root = default_data_root(data_root)
+    rows: list[dict[str, Any]] = []
+    for spec in resolve_tasks(tasks, task_dirs, frames=frames):
+        try:
+            rows.append(fingerprint_task(spec, root, progress=progress))
+        except EvalkitError as e:
+            rows.append({"task": spec.name, "error": f"{one_line(e)} (`evalkit data check --tasks {spec.name}` "
+                                                     f"lists where it looks and the layouts it reads)"})
+    return rows
+
+
+def format_fingerprints(rows: list[dict[str, Any]]) -> str:
+    from tabulate import tabulate
+
+    table = []
+    for r in rows:
+        if "error" in r:
+            table.append([r["task"], "—", "—", "—", "—", "error (below)"])
+            continue
+        counts = list(r.get("class_counts", {}).values())
+        if counts:
+            classes = f"{len(counts):,} ({min(counts):,}–{max(counts):,} per class)"
+        else:
+            classes = f"{r['captions']:,} captions" if r.get("captions") else "—"
+        table.append([r["task"], f"{r['samples']:,}", classes, f"{r['duplicates']:,}", f"{r['undecodable']:,}",
+                      r["root"] or "— (incomplete)"])
+        if isinstance(r.get("train"), dict):
+            t = r["train"]
+            tc = list(t.get("class_counts", {}).values())
+            table.append([f"{r['task']} (train)", f"{t['samples']:,}",
+                          f"{len(tc):,} ({min(tc):,}–{max(tc):,} per class)" if tc else "—",
+                          f"{t['duplicates']:,}", f"{t['undecodable']:,}", t["root"] or "— (incomplete)"])
+    headers = ["task", "N", "classes", "duplicates", "undecodable", "root"]
+    text = tabulate(table, headers=headers, tablefmt="github")
+    errors = [f"{r['task']}: {r['error']}" for r in rows if "error" in r]
+    return text + ("\n\n" + "\n".join(errors) if errors else "")
+
+
+def cmd_fingerprint(args: argparse.Namespace) -> int:
+    rows = fingerprint_tasks(args.tasks, args.data_root, args.task_dir, frames=args.frames,
+                             progress=not args.quiet)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_fingerprints(rows))
+    return 1 if any("error" in r for r in rows) else 0
+
+
 def register_cli(subparsers: Any) -> None:
     data = subparsers.add_parser("data", help="inspect datasets on disk (evalkit data check ...)")
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
@@ -151,3 +225,17 @@ def register_cli(subparsers: Any) -> None:
     check.add_argument("--json", action="store_true", help="one JSON record per task instead of the table")
     check.add_argument("--strict", action="store_true", help="also exit 1 when a sample count differs from the expected size")
     check.set_defaults(func=cmd_check)
+    fp = actions.add_parser(
+        "fingerprint", help="per task, without a model: N, class counts, duplicates, undecodable samples and "
+        "the content root (the same for the same images in any file format)",
+        description=FINGERPRINT_DOC, formatter_class=HelpFormatter)
+    fp.add_argument("--tasks", required=True, help="comma-separated task or group names (e.g. eva27)")
+    fp.add_argument("--data-root", help="folder under which the tasks look for their datasets "
+                    "(default: $EVALKIT_DATA)")
+    fp.add_argument("--task-dir", action="append", default=None, help=TASK_DIR_HELP)
+    fp.add_argument("--frames", metavar="SAMPLER", help="video tasks: the frame sampler whose frames are hashed "
+                    "(default: the task's own; as `evalkit run --frames`)")
+    fp.add_argument("--json", action="store_true", help="the full record per task (class counts, undecodable "
+                    "samples) as JSON instead of the table")
+    fp.add_argument("--quiet", action="store_true", help="no progress bars")
+    fp.set_defaults(func=cmd_fingerprint)
