@@ -60,13 +60,13 @@ def gpus(torch: Any = None) -> list[dict[str, Any]]:
         return []
 
 
-def driver_version(run: Any = subprocess.run) -> str | None:
+def driver_version(run: Any = None) -> str | None:
     """The NVIDIA driver's version as ``nvidia-smi`` reports it, None without it (or when it fails)."""
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
     try:
-        out = run([exe, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True,
+        out = (run or subprocess.run)([exe, "--query-gpu=driver_version", "--format=csv,noheader"], capture_output=True, text=True,
                   timeout=_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError):
         return None
@@ -103,12 +103,12 @@ def environment(torch: Any = None) -> dict[str, Any]:
     }
 
 
-def git_dirty(cwd: str | Path | None = None, run: Any = subprocess.run) -> bool | None:
+def git_dirty(cwd: str | Path | None = None, run: Any = None) -> bool | None:
     """Whether the git checkout evalkit runs from has uncommitted changes to tracked files (files
     git does not track, results and caches, do not count); None outside a git checkout (a wheel),
     or without git. The same checkout :func:`evalkit.results.git_commit` names."""
     try:
-        out = run(["git", "status", "--porcelain", "--untracked-files=no"],
+        out = (run or subprocess.run)(["git", "status", "--porcelain", "--untracked-files=no"],
                   cwd=cwd or Path(__file__).resolve().parent, capture_output=True, text=True, timeout=_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError):
         return None

@@ -56,7 +56,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     try:
         cert = read_certificate(args.verify)
         checks = verify_certificate(args.verify, output_dir=args.output_dir_verify, weights=args.weights,
-                                    data_root=args.data_root, search=args.search or (), data=not args.no_data)
+                                    data_root=args.data_root, search=args.search or (), data=not args.no_data, progress=not args.quiet)
     except CertificateError as e:
         print(f"evalkit certify: error: {e}", file=sys.stderr)
         return EXIT_FAIL
@@ -99,7 +99,7 @@ def register_cli(sub: Any) -> None:
                    "and SHA-256")
     p.add_argument("--no-data", action="store_true",
                    help="with --verify: do not re-fingerprint the data (reported as unchecked)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress while hashing large weight files")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress while hashing large weight files or re-fingerprinting data")
     p.set_defaults(func=_dispatch)
 
 

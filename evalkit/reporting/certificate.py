@@ -211,10 +211,16 @@ def _results(output_dir: Path, model: str, variant: str) -> list[tuple[Path, Tas
 
 
 def _agreed(values: dict[str, Any], what: str, warnings: list[str]) -> Any:
-    """The first result's value; a warning naming the results when they do not all agree."""
-    distinct = {canonical_json(_plain(v)): v for v in values.values()}
+    """The first result's value; a warning naming the results when they do not all agree (for
+    dicts, only the keys that differ)."""
+    distinct = {canonical_json(_plain(v)) for v in values.values()}
     if len(distinct) > 1:
-        by = "; ".join(f"{name}: {json.dumps(_plain(v), sort_keys=True)[:200]}" for name, v in values.items())
+        shown = values
+        if all(isinstance(v, dict) for v in values.values()):
+            keys = sorted({k for v in values.values() for k in v})
+            differ = [k for k in keys if len({canonical_json(_plain(v.get(k))) for v in values.values()}) > 1]
+            shown = {n: {k: v.get(k) for k in differ} for n, v in values.items()}
+        by = "; ".join(f"{name}: {json.dumps(_plain(v), sort_keys=True)[:300]}" for name, v in shown.items())
         warnings.append(f"the results disagree on {what}: {by}")
     return next(iter(values.values())) if values else None
 
@@ -527,7 +533,7 @@ def _fingerprint_task() -> Any:
     return fingerprint_task
 
 
-def _data_checks(task: dict[str, Any], data_root: str | Path | None, data: bool) -> Check:
+def _data_checks(task: dict[str, Any], data_root: str | Path | None, data: bool, progress: bool) -> Check:
     what = f"data {task['task']}"
     recorded = task.get("data_fingerprint")
     if not recorded:
@@ -542,7 +548,7 @@ def _data_checks(task: dict[str, Any], data_root: str | Path | None, data: bool)
 
     try:
         spec = _task_spec(task)
-        now = _fingerprint_task()(spec, default_data_root(data_root))
+        now = _fingerprint_task()(spec, default_data_root(data_root), progress=progress)
     except (EvalkitError, OSError) as e:  # the data is not here (or no longer a task evalkit knows)
         return Check(what, "unchecked", f"data not checked: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     root, want = now.get("root"), recorded["root"]
@@ -557,12 +563,13 @@ def _data_checks(task: dict[str, Any], data_root: str | Path | None, data: bool)
 
 
 def verify_certificate(path: str | Path, *, output_dir: str | Path | None = None, weights: str | Path | None = None,
-                       data_root: str | Path | None = None, search: Sequence[str | Path] = (), data: bool = True
-                       ) -> list[Check]:
+                       data_root: str | Path | None = None, search: Sequence[str | Path] = (), data: bool = True,
+                       progress: bool = False) -> list[Check]:
     """Re-hash what the certificate at ``path`` binds and is present: its weight files (under
     ``weights`` when given, else the path it records), each task's result file (and its metrics)
     and records files (under ``output_dir``, default: the results folder the certificate sits in),
-    and each task's data (re-fingerprinted under ``data_root``; ``data=False``: not). A file not at
+    and each task's data (re-fingerprinted under ``data_root``, with a progress bar when
+    ``progress``; ``data=False``: not). A file not at
     its path is looked for by size and hash under ``weights``, ``output_dir`` and ``search``.
     The certificate's own hash is checked first (:func:`read_certificate`: a
     :class:`CertificateError` when it fails)."""
@@ -583,5 +590,5 @@ def verify_certificate(path: str | Path, *, output_dir: str | Path | None = None
         checks += _records_checks(task, out_dir, finder)
         checks.append(_result_check(task, out_dir, finder))
     for task in cert.get("tasks") or []:
-        checks.append(_data_checks(task, data_root, data))
+        checks.append(_data_checks(task, data_root, data, progress))
     return checks
