@@ -392,7 +392,7 @@ def paper_markdown(tables: Iterable[PaperTable], *, results: str | Path | None =
         n_shared = sum(1 for c in t.cells.values() if c.shared_from)
         lines += [f"## {t.name}", "",
                   f"{_plural(len(t.rows), 'row')} × {_plural(len(t.columns), 'column')}, "
-                  f"{_plural(len(t.cells), 'claim')}: " + ", ".join(f"{n} {v}" for v, n in t.counts().items())
+                  f"{_plural(len(t.cells), 'cell')}: " + ", ".join(f"{n} {v}" for v, n in t.counts().items())
                   + (f" ({n_shared} {SHARED_MARK} repeat {', '.join(shared)})" if shared else "") + ".", ""]
         body = [[row, *(cell_text(t.cells.get((row, col))) for col in t.columns)] for row in t.rows]
         lines += [tabulate(body, headers=["Model", *(t.label(c) for c in t.columns)], tablefmt="pipe",
