@@ -1,0 +1,279 @@
+"""Dataset fingerprints (issue 19, item 4; evalkit.data.fingerprint): the same decoded samples and
+labels give the same root in any file format and any order; other pixels, another label or a
+missing sample give another; a run records the root its loader hashed, equal to the standalone
+one (`evalkit data fingerprint`), and keeps it through the feature cache."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fixtures import make_image
+from PIL import Image
+
+from evalkit.data.fingerprint import (
+    SCHEME,
+    Fingerprint,
+    FingerprintError,
+    canonical_label,
+    content_digest,
+    labelled_digest,
+    sample_digest,
+)
+from evalkit.data.pointclouds import make_cloud
+
+CLASSES = ["cat", "dog", "eel"]
+
+
+def jpeg(label: int, i: int, quality: int = 90) -> bytes:
+    buf = io.BytesIO()
+    make_image(label, i, size=24).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def samples(n_per_class: int = 3) -> list[tuple[int, bytes]]:
+    return [(label, jpeg(label, i)) for label in range(len(CLASSES)) for i in range(n_per_class)]
+
+
+def write_folder(root: Path, items: list[tuple[int, bytes]]) -> Path:
+    for k, (label, data) in enumerate(items):
+        d = root / f"{label}_{CLASSES[label]}"  # sorted folder names: the class order
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"img{k:03d}.jpg").write_bytes(data)
+    return root
+
+
+def write_wds(root: Path, items: list[tuple[int, bytes]], nshards: int = 2) -> Path:
+    split = root / "test"
+    split.mkdir(parents=True)
+    per = -(-len(items) // nshards)
+    for s in range(nshards):
+        with tarfile.open(split / f"{s}.tar", "w") as tar:
+            for k, (label, data) in enumerate(items[s * per:(s + 1) * per]):
+                for ext, payload in (("jpg", data), ("cls", str(label).encode())):
+                    info = tarfile.TarInfo(f"x{s}_{k:04d}.{ext}")
+                    info.size = len(payload)
+                    tar.addfile(info, io.BytesIO(payload))
+    (split / "nshards.txt").write_text(f"{nshards}\n")
+    (root / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
+    (root / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\n")
+    return root
+
+
+def write_hf(root: Path, items: list[tuple[int, bytes]]) -> Path:
+    import datasets
+
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=CLASSES)})
+    rows = {"image": [{"bytes": data, "path": None} for _, data in items], "label": [label for label, _ in items]}
+    datasets.Dataset.from_dict(rows, features=feats).save_to_disk(str(root))
+    return root
+
+
+def fingerprint(task: str, data_root: Path | None = None, **kw) -> dict:
+    from evalkit.api import resolve_tasks
+    from evalkit.tasks.fingerprint import fingerprint_task
+
+    (spec,) = resolve_tasks(task, **kw)
+    return fingerprint_task(spec, data_root, progress=False)
+
+
+def test_the_same_images_as_imagefolder_webdataset_and_hf_dataset_give_one_root(tmp_path):
+    items = samples()
+    folder = fingerprint(f"folder:{write_folder(tmp_path / 'folder', items)}")
+    # another order of the samples, over two shards: the root does not depend on it
+    shards = fingerprint(f"wds:{write_wds(tmp_path / 'wds_x', items[::-1])}")
+    hf = fingerprint(f"hf:{write_hf(tmp_path / 'hfds', items)}")
+    assert folder["scheme"] == SCHEME and folder["complete"] and len(folder["root"]) == 64
+    assert folder["root"] == shards["root"] == hf["root"]
+    for fp in (folder, shards, hf):
+        assert (fp["samples"], fp["hashed"], fp["undecodable"], fp["duplicates"]) == (9, 9, 0, 0)
+        assert fp["class_counts"] == {"0": 3, "1": 3, "2": 3}
+    # the root is the one the scheme defines: SHA-256 over the sorted sample digests
+    digests = sorted(sample_digest(Image.open(io.BytesIO(data)), label) for label, data in items)
+    assert folder["root"] == __import__("hashlib").sha256(b"".join(digests)).hexdigest()
+
+
+def test_reencoding_one_jpeg_changes_the_root_and_a_copy_counts_as_a_duplicate(tmp_path):
+    items = samples()
+    base = fingerprint(f"wds:{write_wds(tmp_path / 'wds_a', items)}")
+    reencoded = list(items)
+    reencoded[4] = (items[4][0], jpeg(items[4][0], 1, quality=60))  # the same picture, other pixels
+    other = fingerprint(f"wds:{write_wds(tmp_path / 'wds_b', reencoded)}")
+    assert other["samples"] == base["samples"] and other["root"] != base["root"]
+    relabelled = list(items)
+    relabelled[4] = ((items[4][0] + 1) % 3, items[4][1])  # the same pixels, another class
+    moved = fingerprint(f"wds:{write_wds(tmp_path / 'wds_c', relabelled)}")
+    assert moved["root"] not in (base["root"], other["root"]) and moved["duplicates"] == 0
+    # one image twice in its class and once more in another: 2 duplicates (labels ignored)
+    doubled = [*items, items[0], ((items[0][0] + 2) % 3, items[0][1])]
+    dup = fingerprint(f"folder:{write_folder(tmp_path / 'dup', doubled)}")
+    assert (dup["samples"], dup["duplicates"]) == (11, 2) and dup["root"] != base["root"]
+
+
+def test_an_undecodable_sample_is_counted_not_hashed(tmp_path):
+    items = samples()
+    broken = [*items, (1, b"\xff\xd8 not a jpeg")]
+    fp = fingerprint(f"wds:{write_wds(tmp_path / 'wds_u', broken)}")
+    base = fingerprint(f"wds:{write_wds(tmp_path / 'wds_v', items)}")
+    assert (fp["samples"], fp["hashed"], fp["undecodable"]) == (10, 9, 1)
+    assert fp["root"] == base["root"] and fp["complete"]
+    assert fp["class_counts"]["1"] == 4 and "cannot identify image" in fp["undecodable_samples"][0][1].lower()
+
+
+def test_content_digests_per_modality():
+    img = make_image(2, 3, size=16)
+    # what the image sources hand over differs in mode only where open_image_path converts: a CMYK
+    # JPEG read from a WebDataset shard (kept CMYK) and from a folder (RGB) are one content
+    cmyk = img.convert("CMYK")
+    assert content_digest(cmyk) == content_digest(cmyk.convert("RGB"))
+    assert content_digest(img) != content_digest(img.convert("L")) != content_digest(img.convert("RGBA"))
+    pal = img.convert("P", palette=Image.Palette.ADAPTIVE, colors=8)
+    other_palette = pal.copy()
+    other_palette.putpalette([255 - v for v in pal.getpalette()])
+    assert pal.tobytes() == other_palette.tobytes() and content_digest(pal) != content_digest(other_palette)
+    # point clouds: coordinates, colours, their presence; arrays: dtype and shape as well as bytes
+    xyz = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    base = content_digest(make_cloud("a", xyz))
+    moved = xyz.copy()
+    moved[7, 1] += 1e-3
+    assert content_digest(make_cloud("b", xyz)) == base != content_digest(make_cloud("a", moved))
+    assert content_digest(make_cloud("a", xyz, np.full_like(xyz, 0.5))) != base
+    assert content_digest(xyz) != content_digest(xyz.astype(np.float64)) != content_digest(xyz.reshape(3, 50))
+    import torch
+
+    assert content_digest(torch.from_numpy(xyz)) == content_digest(xyz)
+    with pytest.raises(FingerprintError, match="str"):
+        content_digest("a path is not content")
+
+
+def test_labels_hash_as_canonical_json():
+    assert canonical_label(np.int64(3)) == canonical_label(3) == b"3"
+    assert canonical_label(["a dog.", "ein Hund."]) == '["a dog.","ein Hund."]'.encode()
+    c = content_digest(make_image(0, 0))
+    assert labelled_digest(c, 1) != labelled_digest(c, 2) != labelled_digest(c, [str(2)])
+    assert sample_digest(make_image(0, 0), np.int32(1)) == labelled_digest(c, 1)
+
+
+def test_fingerprints_merge_as_one_dataset():
+    a, b = Fingerprint(), Fingerprint()
+    x, y, z = (bytes([k]) * 32 for k in (1, 2, 3))
+    a.add(labelled_digest(x, 0), x)
+    a.add(labelled_digest(y, 1), y)
+    b.add(labelled_digest(y, 1), y)  # the same sample in both parts: a duplicate of the whole
+    b.add(labelled_digest(z, 2), z)
+    b.add_undecodable()
+    whole = Fingerprint()
+    for content, label in ((z, 2), (y, 1), (x, 0), (y, 1)):
+        whole.add(labelled_digest(content, label), content)
+    merged = a.merge(b)
+    assert merged.root() == whole.root() and merged.duplicates == whole.duplicates == 1
+    assert (merged.samples, merged.hashed, merged.undecodable) == (5, 4, 1)
+    b.add_unhashed(2)
+    assert a.merge(b).root() is None and a.merge(b).as_dict()["complete"] is False
+
+
+# -- inside a run ------------------------------------------------------------------------------
+
+
+def _run(tiny_arch: str, task: str, out: Path, **options) -> dict:
+    from evalkit.api import evaluate
+    from evalkit.results import iter_results
+
+    report = evaluate(f"open_clip:{tiny_arch}", task, output_dir=out, progress=False, raise_errors=True, **options)
+    assert report.ok
+    (result,) = list(iter_results(out))
+    return result.evalkit
+
+
+def test_a_run_records_the_root_the_standalone_fingerprint_gives_and_keeps_it_in_the_cache(tiny_arch, tmp_path):
+    items = samples()
+    root = write_wds(tmp_path / "wds_r", [*items, items[2], (0, b"broken")])
+    task = f"wds:{root}"
+    alone = fingerprint(task)
+    cache = tmp_path / "cache"
+    first = _run(tiny_arch, task, tmp_path / "o1", cache_dir=cache, batch_size=4)["data_fingerprint"]
+    keys = ("root", "samples", "hashed", "undecodable", "duplicates", "complete")
+    assert {k: first[k] for k in keys} == {k: alone[k] for k in keys}
+    assert (first["samples"], first["undecodable"], first["duplicates"], first["from"]) == (11, 1, 1, "run")
+    cached = _run(tiny_arch, task, tmp_path / "o2", cache_dir=cache)["data_fingerprint"]
+    assert cached == {**first, "from": "cache"}  # the digests came with the cached features
+    limited = _run(tiny_arch, task, tmp_path / "o3", cache_dir=cache, limit=4)["data_fingerprint"]
+    assert limited["complete"] is False and limited["root"] is None and limited["samples"] == 4
+    off = _run(tiny_arch, task, tmp_path / "o4", cache_dir=None, fingerprint=False)
+    assert off["data_fingerprint"] is None
+
+
+def test_cache_entries_without_digests_leave_the_fingerprint_incomplete(tiny_arch, tmp_path):
+    task = f"wds:{write_wds(tmp_path / 'wds_o', samples(), nshards=3)}"
+    cache = tmp_path / "cache"
+    # features cached by a run that took no fingerprint (as an older evalkit's entries): no digests
+    _run(tiny_arch, task, tmp_path / "o1", cache_dir=cache, fingerprint=False)
+    old = _run(tiny_arch, task, tmp_path / "o2", cache_dir=cache)["data_fingerprint"]
+    assert (old["complete"], old["root"], old["from"], old["hashed"], old["samples"]) == (False, None, "cache", 0, 9)
+    # one shard encoded anew (its entry removed): digests from the run and none from the cache
+    entries = sorted((cache / "images").rglob("*.pt"))
+    assert len(entries) == 3
+    entries[0].unlink()
+    mixed = _run(tiny_arch, task, tmp_path / "o3", cache_dir=cache)["data_fingerprint"]
+    assert (mixed["complete"], mixed["from"], 0 < mixed["hashed"] < 9) == (False, "mixed", True)
+
+
+def test_a_video_task_hashes_the_frames_of_its_sampler_and_the_run_agrees(tmp_path):
+    from evalkit.api import evaluate
+    from evalkit.results import iter_results
+
+    alone = fingerprint("shapeworld-video")
+    eight = fingerprint("shapeworld-video", frames="uniform-2")
+    assert alone["complete"] and eight["complete"] and alone["root"] != eight["root"]
+    assert evaluate("eva-clip-demo", "shapeworld-video", output_dir=tmp_path / "o", progress=False,
+                    raise_errors=True).ok
+    (result,) = list(iter_results(tmp_path / "o"))
+    assert result.evalkit["data_fingerprint"]["root"] == alone["root"]
+
+
+def test_a_several_split_task_records_one_root_over_its_splits(tiny_arch, tmp_path):
+    """protocol.splits: the result's root is the merge of the splits' (standalone, the same)."""
+    from evalkit.api import evaluate
+    from evalkit.results import iter_results
+
+    items = samples()
+    # 5 + 5 samples; split 2 holds a copy of one of split 1's images: a duplicate of the whole task
+    for k, part in enumerate((items[0::2], [*items[1::2], items[0]]), start=1):
+        write_folder(tmp_path / "data" / f"s{k}", part)
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "twosplit.yaml").write_text(
+        "task: twosplit\nfamily: classification\nclassnames: [cat, dog, eel]\ntemplates: ['a {c}.']\n"
+        "source: {type: folder, path: s1}\nprotocol:\n  splits: [{path: s1}, {path: s2}]\n")
+    alone = fingerprint("twosplit", tmp_path / "data", task_dirs=[tasks])
+    alone_fp = {k: v for k, v in alone.items() if k in ("root", "samples", "duplicates", "complete")}
+    assert alone_fp == {"root": alone["root"], "samples": 10, "duplicates": 1, "complete": True}
+    assert evaluate(f"open_clip:{tiny_arch}", "twosplit", task_dirs=[tasks], data_root=tmp_path / "data",
+                    output_dir=tmp_path / "o", progress=False, raise_errors=True, records=False).ok
+    (result,) = list(iter_results(tmp_path / "o"))
+    ev = result.evalkit
+    assert ev["data_fingerprint"]["root"] == alone["root"] and ev["data_fingerprint"]["duplicates"] == 1
+    assert [(p["data_fingerprint"]["samples"], p["data_fingerprint"]["duplicates"]) for p in ev["per_split"]] == \
+        [(5, 0), (5, 0)]
+    assert ev["timings"]["samples"] == 10
+
+
+def test_the_command_prints_the_figures_and_fails_on_a_missing_dataset(tmp_path, capsys):
+    from evalkit.cli.main import main
+
+    root = write_wds(tmp_path / "wds_c", samples())
+    assert main(["data", "fingerprint", "--tasks", f"wds:{root}", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    alone = fingerprint(f"wds:{root}")
+    assert alone["root"] in out and "3 (3–3 per class)" in out
+    assert main(["data", "fingerprint", "--tasks", f"wds:{root}", "--json", "--quiet"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["root"] == alone["root"] and row["class_counts"] == {"0": 3, "1": 3, "2": 3}
+    (tmp_path / "empty").mkdir()
+    assert main(["data", "fingerprint", "--tasks", "cifar10", "--data-root", str(tmp_path / "empty"), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "cifar10: task 'cifar10': dataset not found" in out and "evalkit data check --tasks cifar10" in out
