@@ -266,6 +266,9 @@ def test_two_processes_split_the_demo_tasks_and_give_one_process_results(world_d
         assert sum(ev["samples_per_rank"]) == ev["samples"] == int(DEMO_LIMIT)
         assert min(ev["samples_per_rank"]) > 0  # both ranks had units (7 of 8: 4 and 3)
         assert ref[name]["evalkit"]["samples_per_rank"] == [int(DEMO_LIMIT)]
+        # every rank's content digests came to rank 0 with its features (--limit: no root)
+        assert ev["data_fingerprint"] == ref[name]["evalkit"]["data_fingerprint"]
+        assert ev["data_fingerprint"]["hashed"] == int(DEMO_LIMIT) and ev["timings"]["forward_s"] > 0
         per_rank = [a + b for a, b in zip(per_rank, ev["samples_per_rank"], strict=True)]
     # each rank encoded what it reports, and no image twice: together, every sample once
     assert [passes[r]["image"] for r in (0, 1)] == per_rank
