@@ -152,7 +152,7 @@ def test_content_digests_per_modality():
 
 def test_labels_hash_as_canonical_json():
     assert canonical_label(np.int64(3)) == canonical_label(3) == b"3"
-    assert canonical_label(["a dog.", "ein Hund."]) == '["a dog.","ein Hund."]'.encode()
+    assert canonical_label(["a dog.", "ein Hund."]) == b'["a dog.","ein Hund."]'
     c = content_digest(make_image(0, 0))
     assert labelled_digest(c, 1) != labelled_digest(c, 2) != labelled_digest(c, [str(2)])
     assert sample_digest(make_image(0, 0), np.int32(1)) == labelled_digest(c, 1)
