@@ -23,6 +23,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from evalkit.reporting.paper import write_paper_report
 
         print(write_paper_report(args.output_dir, args.paper, claims, model=args.model))
+        _write_html(args, claims)  # the HTML report with the paper's tables
         return EXIT_OK
     if args.tolerance is not None:
         print("evalkit: note: report --tolerance is deprecated and ignored: a verdict rests on the claim's rounding, "
@@ -31,6 +32,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     # a missing --output-dir is an error (ResultsFolderError, exit 1), never created empty
     for path in write_report(args.output_dir, claims, model=args.model):
         print(path)
+    _write_html(args, claims)
     if args.fail_on_differ:
         table = verified_table(args.output_dir, claims, model=args.model)
         bad = table[table["status"] == "differs"]
@@ -49,8 +51,17 @@ def cmd_report(args: argparse.Namespace) -> int:
             return EXIT_FAIL
     return EXIT_OK
 
+def _write_html(args: argparse.Namespace, claims: Any) -> None:
+    """The single-file HTML report (evalkit.reporting.html), unless --no-html; its path printed."""
+    if args.html is False:
+        return
+    from evalkit.reporting.html import write_html
+
+    print(write_html(args.output_dir, claims, model=args.model, paper=args.paper, path=args.html or None))
+
+
 def register_cli(sub: Any) -> None:
-    rep = sub.add_parser("report", help="write claimed_vs_verified.md and a PNG chart per model",
+    rep = sub.add_parser("report", help="write claimed_vs_verified.md, a PNG chart per model and report.html",
                          formatter_class=HelpFormatter)
     rep.add_argument("--model", help="only this model")
     rep.add_argument("--output-dir", default="results", help="the folder `evalkit run` wrote to")
@@ -71,6 +82,14 @@ def register_cli(sub: Any) -> None:
                      "arXiv:2402.04252) arranged as the paper's own tables, in its row and column order, each cell "
                      "verified [interval] verdict / claimed; a claim without a result reads `—` (no results: the "
                      "checklist)")
+    html = rep.add_mutually_exclusive_group()
+    html.add_argument("--html", nargs="?", const="", default="", metavar="PATH",
+                      help="write the single-file HTML report (written by default, beside the markdown: "
+                      "<output-dir>/report.html; with PATH: there): summary, the claims table (sortable, filtered "
+                      "by paper table, run, task family and verdict), leaderboard with rank intervals, a section "
+                      "per task, provenance and certificates; offline, one file (docs/html-report.md)")
+    html.add_argument("--no-html", dest="html", action="store_false", default="",
+                      help="do not write the HTML report (by default it is written)")
     rep.add_argument("--classes", type=int, default=20, metavar="N",
                      help="with --task: the N worst classes per analysis (default 20; 0: all)")
     rep.set_defaults(func=cmd_report)

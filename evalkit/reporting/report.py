@@ -664,6 +664,15 @@ def aggregate_table(output_dir: str | Path, claims: pd.DataFrame | str | Path | 
     return _report_tables(runs, _as_claims(claims, catalog), model, catalog, output_dir)[1]
 
 
+def report_tables(output_dir: str | Path, claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None,
+                  *, model: str | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(:func:`verified_table`, :func:`aggregate_table`) computed together, once: the results read,
+    the evidence built and Holm's adjustment made a single time (the HTML report reads both)."""
+    catalog = load_catalog()
+    runs = _load_results(output_dir, model, catalog)
+    return _report_tables(runs, _as_claims(claims, catalog), model, catalog, output_dir)
+
+
 def _aggregates(runs: dict[tuple[str, str], list[TaskResult]], claims: pd.DataFrame, model: str | None,
                 catalog: Catalog, supports: _Supports) -> pd.DataFrame:
     models = _model_order(claims, runs) if model is None else (_runs_of(runs, model) or [model])
@@ -738,7 +747,7 @@ class RankByError(OptionError):
 
 def leaderboard(output_dir: str | Path,
                 claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None, *,
-                rank_by: str | None = None) -> pd.DataFrame:
+                rank_by: str | None = None, tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> pd.DataFrame:
     """One row per run (model and variant) that has results; one column per task (percent) plus
     the aggregates. ``model`` is the model name, ``variant`` what else produced the numbers
     (precision, and weights other than the card's own: :func:`evalkit.results.run_variant`).
@@ -772,7 +781,8 @@ def leaderboard(output_dir: str | Path,
     supports = _Supports(output_dir)
     verdicts: dict[tuple[str, str], str] = {}
     if claims_df is not None:
-        table, aggs = _report_tables(runs, claims_df, None, catalog, output_dir)
+        # ``tables``: :func:`report_tables` of the whole folder and these claims, already computed
+        table, aggs = tables if tables is not None else _report_tables(runs, claims_df, None, catalog, output_dir)
         primaries = {(m, t): primary_metric(t, rs, catalog) for (m, t), rs in runs.items()}
         for r in table[table["primary"] & table["claimed"].notna()].itertuples(index=False):
             if primaries.get((r.model, r.task)) == r.metric:
