@@ -47,6 +47,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_pointops.py", "--threads", "2", "--json", "benchmarks/out/pointops-2t.json")
     session.run("python", "benchmarks/bench_render.py", "--json", "benchmarks/out/render.json")
     session.run("python", "benchmarks/bench_fewshot.py", "--json", "benchmarks/out/fewshot.json")
+    # certificates: the first SHA-256 of a 1 GiB file against hashlib.file_digest, and the cached lookup
+    session.run("python", "benchmarks/bench_filehash.py", "--json", "benchmarks/out/filehash.json")
     # the full linear probe (Table 7) on 262,144 × 1024 features: its peak memory above the features
     session.run("python", "benchmarks/bench_linear_probe.py", "--json", "benchmarks/out/linear_probe.json")
     session.run("python", "benchmarks/bench_distributed.py", "--json", "benchmarks/out/distributed.json")
