@@ -521,6 +521,12 @@ def _told(e: BaseException, spec: HubSpec, endpoint: str, filename: str | None) 
     if status is not None:
         return FetchError(f"{what}: the Hub answered {status}: {one_line(e, 200)}; run the same command again "
                           f"to resume")
+    import httpx2
+
+    if any(isinstance(x, httpx2.RemoteProtocolError) for x in _chain(e)):
+        return FetchError(f"{what}: the connection closed before the whole file came ({one_line(e, 200)}), "
+                          f"after huggingface_hub's own retries: a cut-short download; nothing was put in place; "
+                          f"run the same command again to resume (completed files are kept)")
     return FetchError(f"{what}: download failed: {type(e).__name__}: {one_line(e, 200)}; run the same command "
                       f"again to resume (completed files are kept)")
 
