@@ -371,6 +371,20 @@ def test_a_new_pinned_commit_replaces_the_folder(hub, tmp_path):
     assert count_samples(load_source(TASK_SOURCE, tmp_path / "data", "tiny")) == 9
 
 
+def test_a_files_layout_fetches_the_named_files_and_reads_them_back(hub, tmp_path):
+    files = wds_repo_files()
+    hub.add_repo(REPO, files)
+    spec = {"repo": REPO, "layout": "files", "path": "tiny_files", "files": ["classnames.txt"],
+            "patterns": ["test/*"], "read_as": {"type": "wds", "split": "test"}}
+    report = get(tmp_path, spec=spec, expected=12)
+    folder = tmp_path / "data" / "tiny_files"
+    assert (report.status, report.samples, report.split) == ("fetched", 12, None)
+    assert fetched_names(folder) == ["classnames.txt", "test/0.tar", "test/1.tar", "test/2.tar", "test/nshards.txt"]
+    assert read_manifest(tmp_path / "data")["folders"]["tiny_files"]["parts"][""]["samples"] == 12
+    with pytest.raises(HubNotFoundError, match=r"file 'labels.csv' \(fetch.files of task 'tiny'\) is not in the repo"):
+        get(tmp_path, spec={**spec, "path": "other", "files": ["labels.csv"]})
+
+
 # --------------------------------------------------------------------------- specs and sets not on the Hub
 
 

@@ -14,7 +14,8 @@ The table, top to bottom. A module may import modules of its own layer or of any
                  cache, the ranks of a launched job
   5   views      ``evalkit.views``: how one raw sample becomes one embedding, image transforms,
                  the depth renderer
-  6   data       ``evalkit.data``: sources and layouts, the data-level check of one source spec
+  6   data       ``evalkit.data``: sources and layouts, the data-level check of one source spec,
+                 the fetch from the Hugging Face Hub (``evalkit.data.fetch``)
   7   models     ``evalkit.models``
   8   bottom     the small pure modules of no layer: ``metrics``, ``metric_table``, ``results``, ``version``,
                  ``registry``, ``resources``, ``errors``, ``progress``,

@@ -898,7 +898,8 @@ def fetch_source(spec: HubSpec | ManualSpec | dict[str, Any], data_root: str | P
     Hub (default ``$HF_ENDPOINT`` as set now, else huggingface_hub's); ``token``: as
     huggingface_hub takes it (default: ``HF_TOKEN`` or the saved login); ``hub_cache``: the
     shared Hugging Face cache a file is copied from when it is there (default: the one the
-    environment names); ``retries``: per request, after huggingface_hub's own.
+    environment names); ``retries``: per request, after huggingface_hub's own; ``say``: where the
+    step lines go (default: stderr when ``progress``).
 
     Returns a :class:`FetchReport`. Raises :class:`ManualFetchRequired` for a set not on the Hub,
     and the errors listed in the module's docstring."""
