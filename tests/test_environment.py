@@ -68,7 +68,9 @@ def test_driver_is_none_when_nvidia_smi_cannot_say(monkeypatch, outcome):
     def fake_run(cmd, **kw):
         if outcome == "raises":
             raise subprocess.TimeoutExpired(cmd, 5)
-        return subprocess.CompletedProcess(cmd, 9, stdout="", stderr="NVIDIA-SMI has failed")
+        # nvidia-smi says why it failed on stdout, which must not be taken for a version
+        return subprocess.CompletedProcess(cmd, 9, stdout="NVIDIA-SMI has failed because it couldn't communicate "
+                                           "with the NVIDIA driver.\n", stderr="")
 
     assert env.driver_version(run=fake_run) is None
 

@@ -249,7 +249,8 @@ def _task_entry(path: Path, result: TaskResult, output_dir: Path, verdicts: dict
                         f"its data is not bound; rerun the task to bind it")
     elif not fingerprint.get("complete", False) or fingerprint.get("root") is None:
         warnings.append(f"{rel}: the data fingerprint is incomplete ({fingerprint.get('hashed')} of "
-                        f"{fingerprint.get('samples')} samples hashed): its data is not bound as a whole")
+                        f"{fingerprint.get('samples')} samples hashed: a --limit run, or features cached before "
+                        f"fingerprints): its data is not bound as a whole; rerun the task in full to bind it")
     if ev.get("family") == "classification" and ("templates_sha256" not in ev or "classnames_sha256" not in ev):
         warnings.append(f"{rel}: the templates and class names used are not recorded (a result written before "
                         f"evalkit recorded them)")
@@ -540,8 +541,8 @@ def _data_checks(task: dict[str, Any], data_root: str | Path | None, data: bool,
         return Check(what, "unchecked", "no data fingerprint in the certificate: its result was written before "
                      "evalkit recorded them")
     if not recorded.get("complete") or not recorded.get("root"):
-        return Check(what, "unchecked", f"the run's fingerprint is incomplete ({recorded.get('hashed')} of "
-                     f"{recorded.get('samples')} samples hashed: a --limit run, or features cached before fingerprints)")
+        return Check(what, "unchecked", f"the run's fingerprint is incomplete: {recorded.get('hashed')} of "
+                     f"{recorded.get('samples')} samples hashed (a --limit run, or features cached before fingerprints)")
     if not data:
         return Check(what, "unchecked", "--no-data: not re-fingerprinted")
     from evalkit.data.root import default_data_root
