@@ -435,8 +435,8 @@ def _check_file(what: str, path: Path | None, size: int | None, sha256: str | No
     if moved is not None:
         return Check(what, "match", f"moved: {moved}", str(moved))
     where = ", ".join(map(str, finder.roots))
-    return Check(what, "missing", f"{path}: not found" + (f", nor a file of its size and hash under {where}"
-                                                           if where else ""))
+    return Check(what, "missing", (f"{path}: not found" if path is not None else "not found on this machine")
+                 + (f", nor a file of its size and hash under {where}" if where else ""))
 
 
 def _weights_checks(cert: dict[str, Any], weights: str | Path | None, finder: _Finder) -> list[Check]:
