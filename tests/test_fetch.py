@@ -371,6 +371,19 @@ def test_a_new_pinned_commit_replaces_the_folder(hub, tmp_path):
     assert count_samples(load_source(TASK_SOURCE, tmp_path / "data", "tiny")) == 9
 
 
+def test_another_split_of_the_same_commit_joins_the_folder(hub, tmp_path):
+    hub.add_repo(REPO, wds_repo_files())
+    get(tmp_path, expected=12)
+    test_gets = hub.count("GET", "test/0.tar", kind="resolve")
+    report = get(tmp_path, spec={**SPEC, "split": "train"}, task="tiny-train", expected=1)
+    data = tmp_path / "data"
+    assert (report.status, report.samples) == ("fetched", 1)
+    assert sorted(read_manifest(data)["folders"]["wds_tiny"]["parts"]) == ["test", "train"]
+    assert hub.count("GET", "test/0.tar", kind="resolve") == test_gets  # the test split stays as it was
+    assert count_samples(load_source({"type": "wds", "path": "wds_tiny", "split": "train"}, data, "t")) == 1
+    assert get(tmp_path, expected=12).status == "present"
+
+
 def test_a_files_layout_fetches_the_named_files_and_reads_them_back(hub, tmp_path):
     files = wds_repo_files()
     hub.add_repo(REPO, files)
