@@ -96,7 +96,8 @@ ENVELOPE_SUFFIX = ".envelope.json"
 #: lack one are flagged (a folder may mix evalkit versions)
 PROTOCOL_FIELDS = {"task_version": "task version", "precision": "precision", "transform": "transform",
                    "world_size": "world size", "data_fingerprint": "data fingerprint"}
-TIMING_PARTS = ("data", "forward", "text", "scoring", "other")
+#: the parts of a result's wall time (evalkit.tasks.common.timings: they add up to it)
+TIMING_PARTS = ("embed", "text", "scoring", "other")
 _TABLE_NOTE = re.compile(r"^\s*(Table\s+[0-9]+[a-z]?)\b", re.IGNORECASE)
 _ASSETS = ("report.css", "report.js")
 # nothing may be fetched: inline styles, scripts and SVG only
@@ -692,7 +693,7 @@ class _Page:
         try:
             cert = read_certificate(path)
         except (EvalkitError, ValueError, OSError) as e:  # a bad own hash: said, never a crash
-            message = f"certificate <code>{where}</code> of {esc(run.label)} cannot be trusted: {esc(e)}"
+            message = f"the certificate of {esc(run.label)} cannot be trusted: {esc(e)}"
             self.warnings.append(message)
             return f'<h4>Certificate</h4><div class="cert-bad">⚠ {message}</div>'
         return "<h4>Certificate</h4>" + self._certificate_html(cert, where)
@@ -1026,31 +1027,44 @@ def _sum_timings(evs: list[dict[str, Any]]) -> dict[str, Any] | None:
     found = [e["timings"] for e in evs if isinstance(e.get("timings"), dict)]
     if not found:
         return None
-    total: dict[str, Any] = {f"{p}_s": sum(float(t.get(f"{p}_s") or 0.0) for t in found) for p in TIMING_PARTS}
-    total["wall_s"] = sum(float(t.get("wall_s") or 0.0) for t in found)
-    total["samples_per_s"] = None
+    keys = ("wall", "embed", "data", "forward", "text", "scoring", "other")
+    total: dict[str, Any] = {f"{k}_s": sum(float(_embed_s(t) if k == "embed" else t.get(f"{k}_s") or 0.0)
+                                           for t in found) for k in keys}
     total["overlap"] = next((t.get("overlap") for t in found if t.get("overlap")), "")
     total["results"] = len(found)
     return total
 
 
+def _embed_s(t: dict[str, Any]) -> float:
+    """The embedding passes' wall time: recorded, or what the wall time leaves after the rest."""
+    if isinstance(t.get("embed_s"), (int, float)):
+        return float(t["embed_s"])
+    rest = sum(float(t.get(f"{k}_s") or 0.0) for k in ("text", "scoring", "other"))
+    return max(0.0, float(t.get("wall_s") or 0.0) - rest)
+
+
 def _timing_html(t: dict[str, Any]) -> str:
-    """Where a run's time went: a bar of the parts (their share of the parts' sum) and each in
-    seconds, so it reads without the colours."""
-    parts = [(p, float(t.get(f"{p}_s") or 0.0)) for p in TIMING_PARTS]
-    total = sum(s for _, s in parts)
+    """Where a run's time went: its wall time split into the embedding passes, the text side,
+    the scoring and the rest (a bar, and each in seconds, so it reads without the colours); the
+    loader's and the forward's seconds inside the embedding passes (they overlap)."""
+    parts = [("embed", _embed_s(t))] + [(p, float(t.get(f"{p}_s") or 0.0)) for p in TIMING_PARTS[1:]]
     wall = float(t.get("wall_s") or 0.0)
-    rate = t.get("samples_per_s")
+    total = max(wall, sum(s for _, s in parts))
     spans = "".join(f'<i class="t-{p}" style="width:{100 * s / total:.1f}%"></i>'
                     for p, s in parts if s > 0) if total > 0 else ""
-    legend = " · ".join(f'<i class="key t-{p}"></i>{p} {s:.2f} s' for p, s in parts)
+    names = {"embed": "embedding", "text": "text", "scoring": "scoring", "other": "other"}
+    legend = " · ".join(f'<i class="key t-{p}"></i>{names[p]} {s:.2f} s' for p, s in parts)
+    inside = (f"inside the embedding: forward {float(t.get('forward_s') or 0.0):.2f} s, data "
+              f"{float(t.get('data_s') or 0.0):.2f} s in the loader")
+    rate = t.get("samples_per_s")
     extra = [f"wall {wall:.2f} s"] + ([f"{float(rate):.1f} samples/s"] if isinstance(rate, (int, float)) else [])
     if t.get("results"):
         extra.append(f"summed over {t['results']} results")
-    note = f'<br><span class="muted small">{esc(t["overlap"])}</span>' if t.get("overlap") else ""
+    overlap = f" ({esc(t['overlap'])})" if t.get("overlap") else ""
     # the bar is drawn for the eye; the legend after it says the same in words and seconds
     return (f'<div class="timing" aria-hidden="true">{spans}</div>'
-            f'<span class="small">{legend} · {esc(", ".join(extra))}</span>{note}')
+            f'<span class="small">{legend} · {esc(", ".join(extra))}</span>'
+            f'<br><span class="muted small">{inside}{overlap}</span>')
 
 
 def _sidecar_documents(result: TaskResult, path: Path, mode: str | None
