@@ -56,6 +56,8 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_gpu.py", "--json", "benchmarks/out/gpu.json")  # exits 0 without a GPU
     # issue 18: records + intervals + verdicts vs a task's wall time, the bootstrap at ImageNet's size, the envelope
     session.run("python", "benchmarks/bench_statistics.py", "--json", "benchmarks/out/statistics.json")
+    # issue 19: fingerprinting inside a run vs --no-fingerprint (eva27 miniatures), standalone vs a plain decode
+    session.run("python", "benchmarks/bench_fingerprint.py", "--json", "benchmarks/out/fingerprint.json")
     # the single-file HTML report of 10 models x 60 tasks: render time and size (docs/benchmarks.md)
     session.run("python", "benchmarks/bench_html.py", "--json", "benchmarks/out/html.json")
     # the views core against the commit before it, eva27 miniatures under best-of-both

@@ -31,8 +31,8 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections import Counter
-from collections.abc import Iterable
+from collections import Counter, deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -247,8 +247,11 @@ def fingerprint_data(data: SourceData, *, sampler: Any = None, progress: bool = 
                      limit: int | None = None) -> tuple[Fingerprint, dict[str, Any]]:
     """A dataset's fingerprint read standalone, without a model: each sample decoded as a run's
     loader decodes it (a clip: the frames of ``sampler``, the task's view's), then hashed.
-    Returns (the fingerprint, extra figures: ``class_counts`` of the listed samples by label,
-    ``undecodable_samples``: the first 100 (key, reason), ``captions`` for caption lists)."""
+    Samples are decoded in this thread, in order, as a run's loader calls them (a source's
+    loaders need not be thread-safe), and hashed in a second thread, batch by batch, so that
+    on two cores or more hashing keeps pace with decoding. Returns (the fingerprint, extra
+    figures: ``class_counts`` of the listed samples by label, ``undecodable_samples``: the first
+    100 (key, reason), ``captions`` for caption lists)."""
     from evalkit.progress import progress_bar
 
     fp = Fingerprint()
@@ -257,9 +260,22 @@ def fingerprint_data(data: SourceData, *, sampler: Any = None, progress: bool = 
     captions = 0
     bad: list[tuple[str, str]] = []
     seen = 0
-    with progress_bar(data.size if limit is None else limit, desc, "samples", enabled=progress) as bar:
+    batch: list[tuple[Any, Any]] = []
+    held = 0
+    pending: deque[Future[list[tuple[bytes, Any]]]] = deque()
+
+    def collect(keep: int) -> None:
+        while len(pending) > keep:
+            for content, label in pending.popleft().result():
+                fp.add(labelled_digest(content, label), content)
+
+    with ThreadPoolExecutor(1, thread_name_prefix="evalkit-hash") as pool, \
+            progress_bar(data.size if limit is None else limit, desc, "samples", enabled=progress) as bar:
         for unit in data.units:
-            for key, load, label in _samples(unit.samples(), limit, seen):
+            for key, load, label in unit.samples():
+                if limit is not None and seen >= limit:
+                    fp.mark_incomplete()
+                    break
                 seen += 1
                 if (k := _label_key(label)) is not None:
                     counts[k] += 1
@@ -271,7 +287,6 @@ def fingerprint_data(data: SourceData, *, sampler: Any = None, progress: bool = 
                         if sampler is None:
                             raise FingerprintError(f"clip {key}: a video task's fingerprint needs its frame sampler")
                         loaded.frames(sampler)
-                    content = content_digest(loaded)
                 except FingerprintError:
                     raise
                 except Exception as e:  # as the run's loader: a sample that does not decode is counted
@@ -279,11 +294,19 @@ def fingerprint_data(data: SourceData, *, sampler: Any = None, progress: bool = 
                     if len(bad) < 100:
                         bad.append((key, f"{type(e).__name__}: {e}".splitlines()[0][:300]))
                 else:
-                    fp.add(labelled_digest(content, label), content)
+                    batch.append((loaded, label))
+                    held += _size_of(loaded)
+                    if len(batch) >= _BATCH or held >= _BATCH_BYTES:
+                        pending.append(pool.submit(_hash_batch, batch))
+                        batch, held = [], 0
+                        collect(1)  # at most one batch hashing while the next is decoded
                 bar.update(1)
-            if limit is not None and seen >= limit:
-                fp.mark_incomplete()
-                break
+            else:
+                continue
+            break
+        if batch:
+            pending.append(pool.submit(_hash_batch, batch))
+        collect(0)
     extra: dict[str, Any] = {"class_counts": dict(sorted(counts.items(), key=lambda kv: _sort_key(kv[0]))),
                              "undecodable_samples": [list(b) for b in bad]}
     if captions:
@@ -291,12 +314,25 @@ def fingerprint_data(data: SourceData, *, sampler: Any = None, progress: bool = 
     return fp, extra
 
 
-def _samples(samples: Iterable[Any], limit: int | None, seen: int) -> Iterable[Any]:
-    for item in samples:
-        if limit is not None and seen >= limit:
-            return
-        seen += 1
-        yield item
+_BATCH = 64  # samples handed to the hashing thread at a time
+_BATCH_BYTES = 64 << 20  # or fewer, when their decoded content holds this much
+
+
+def _hash_batch(batch: list[tuple[Any, Any]]) -> list[tuple[bytes, Any]]:
+    return [(content_digest(loaded), label) for loaded, label in batch]
+
+
+def _size_of(loaded: Any) -> int:
+    """About how many bytes a decoded sample holds (what a batch waiting to be hashed keeps)."""
+    if isinstance(loaded, Image.Image):
+        return loaded.width * loaded.height * 4
+    if isinstance(loaded, np.ndarray):
+        return int(loaded.nbytes)
+    frames = getattr(loaded, "_decoded", None)
+    if isinstance(frames, dict):
+        return sum(_size_of(f) for fs in frames.values() for f in fs)
+    xyz = getattr(loaded, "xyz", None)
+    return int(xyz.nbytes) * 2 if isinstance(xyz, np.ndarray) else 1 << 20
 
 
 def _sort_key(label: str) -> tuple[int, int | str]:
