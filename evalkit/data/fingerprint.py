@@ -97,7 +97,7 @@ def _feed(h: Any, content: Any) -> None:
     if isinstance(content, Image.Image):
         _feed_image(h, content)
     elif decoded_by_views(content):
-        decoded = content._decoded  # frames decoded by sampler (what the frames view read)
+        decoded = content.decoded  # frames decoded by sampler (what the frames view read)
         if not decoded:
             raise FingerprintError(f"video clip {content.path}: no frames decoded yet; call clip.frames(sampler)")
         for name in sorted(decoded):
@@ -328,7 +328,7 @@ def _size_of(loaded: Any) -> int:
         return loaded.width * loaded.height * 4
     if isinstance(loaded, np.ndarray):
         return int(loaded.nbytes)
-    frames = getattr(loaded, "_decoded", None)
+    frames = getattr(loaded, "decoded", None)
     if isinstance(frames, dict):
         return sum(_size_of(f) for fs in frames.values() for f in fs)
     xyz = getattr(loaded, "xyz", None)

@@ -297,6 +297,11 @@ class VideoClip:
     def frame_count(self) -> int:
         return frame_count(self.path, self.missing_count)
 
+    @property
+    def decoded(self) -> dict[str, list[Image.Image]]:
+        """The frames decoded so far, by sampler name (what the frames views read; a copy)."""
+        return dict(self._decoded)
+
     def frames(self, sampler: str | Sampler) -> list[Image.Image]:
         name = parse_sampler(sampler).name
         if name not in self._decoded:
