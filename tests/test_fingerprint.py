@@ -277,3 +277,37 @@ def test_the_command_prints_the_figures_and_fails_on_a_missing_dataset(tmp_path,
     assert main(["data", "fingerprint", "--tasks", "cifar10", "--data-root", str(tmp_path / "empty"), "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "cifar10: task 'cifar10': dataset not found" in out and "evalkit data check --tasks cifar10" in out
+
+
+def test_a_point_cloud_task_hashes_the_loaded_arrays_and_the_run_agrees(tmp_path):
+    """pointfolder clouds: the standalone root equals the run's (depth views of the demo model);
+    the same points as .xyz text files give the same root; one moved point another."""
+    from evalkit.api import evaluate
+
+    rng = np.random.default_rng(3)
+    root, text = tmp_path / "clouds", tmp_path / "as_text"
+    clouds = {}
+    for c in ("ball", "box"):
+        (root / c).mkdir(parents=True)
+        (text / c).mkdir(parents=True)
+        for i in range(2):
+            clouds[(c, i)] = rng.normal(size=(600, 3)).astype(np.float32)
+            np.save(root / c / f"{i}.npy", clouds[(c, i)])
+            np.savetxt(text / c / f"cloud{i}.xyz", clouds[(c, i)])
+    alone = fingerprint(f"pointfolder:{root}")
+    assert alone["complete"] and (alone["samples"], alone["class_counts"]) == (4, {"0": 2, "1": 2})
+    assert fingerprint(f"pointfolder:{text}")["root"] == alone["root"]
+    assert evaluate("eva-clip-demo", f"pointfolder:{root}", output_dir=tmp_path / "o", cache_dir=None,
+                    progress=False, raise_errors=True).ok
+    assert _result_of(tmp_path / "o")["data_fingerprint"]["root"] == alone["root"]
+    moved = clouds[("box", 1)].copy()
+    moved[5, 2] += 0.01
+    np.save(root / "box" / "1.npy", moved)
+    assert fingerprint(f"pointfolder:{root}")["root"] != alone["root"]
+
+
+def _result_of(out: Path) -> dict:
+    from evalkit.results import iter_results
+
+    (result,) = list(iter_results(out))
+    return result.evalkit
