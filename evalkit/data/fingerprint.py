@@ -39,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from evalkit.data.sources import SourceData
+from evalkit.errors import EvalkitError
 
 __all__ = ["SCHEME", "DIGEST_SIZE", "FingerprintError", "canonical_label", "content_digest", "labelled_digest",
            "sample_digest", "Fingerprint", "fingerprint_data", "loaded_content_digest", "decoded_by_views"]
@@ -49,8 +50,9 @@ DIGEST_SIZE = 32
 _KEPT_MODES = ("RGB", "L", "RGBA", "P")
 
 
-class FingerprintError(TypeError):
-    """Content of a kind this scheme does not hash (a bug or a plugin's new type, not bad data)."""
+class FingerprintError(EvalkitError, TypeError):
+    """Content or a label of a kind this scheme does not hash (a plugin source's own type), or a
+    video clip read without a frame sampler."""
 
 
 def canonical_label(label: Any) -> bytes:
