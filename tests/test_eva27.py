@@ -411,6 +411,15 @@ def test_data_check_reports_found_missing_and_counts(data_root, tmp_path, capsys
     assert any(str(tmp_path / "voc2007") in folders for folders, _ in out[1]["looked"])
 
 
+def test_a_relative_data_root_is_read_once_from_the_working_folder(data_root, monkeypatch):
+    """``--data-root mini`` means ./mini: a layout's folder is not joined onto the root twice."""
+    root, counts = data_root
+    monkeypatch.chdir(root.parent)
+    rows = {r.task: r for r in check_tasks("cifar10,dtd,imagenet1k", root.name)}
+    for task, r in rows.items():
+        assert r.status == "found" and r.samples == counts[task], (task, r.message)
+
+
 # -- end to end with the demo model -------------------------------------------------------------
 
 EXPECTED_LAYOUT = {

@@ -695,7 +695,8 @@ def find_layout(source: dict[str, Any], data_root: str | Path | None, task: str)
         tried = []
         for folder in _layout_paths(layout, data_root, task):
             if folder.exists():
-                return {**shared, **layout, "path": str(folder)}, folder
+                # absolute: the layout's reader resolves a relative path against the data root again
+                return {**shared, **layout, "path": str(folder.absolute())}, folder
             tried.append(str(folder))
         looked.append((tried, LAYOUT_HELP.get(layout["type"], layout["type"])))
     where = f"under {data_root}" if data_root is not None else ""
