@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from fixtures import make_image
 from PIL import Image
 
@@ -207,19 +208,119 @@ def test_a_run_records_the_root_the_standalone_fingerprint_gives_and_keeps_it_in
     assert off["data_fingerprint"] is None
 
 
-def test_cache_entries_without_digests_leave_the_fingerprint_incomplete(tiny_arch, tmp_path):
-    task = f"wds:{write_wds(tmp_path / 'wds_o', samples(), nshards=3)}"
-    cache = tmp_path / "cache"
-    # features cached by a run that took no fingerprint (as an older evalkit's entries): no digests
-    _run(tiny_arch, task, tmp_path / "o1", cache_dir=cache, fingerprint=False)
-    old = _run(tiny_arch, task, tmp_path / "o2", cache_dir=cache)["data_fingerprint"]
-    assert (old["complete"], old["root"], old["from"], old["hashed"], old["samples"]) == (False, None, "cache", 0, 9)
-    # one shard encoded anew (its entry removed): digests from the run and none from the cache
+def _strip_digests(cache: Path) -> list[Path]:
+    """Every image entry of ``cache`` written again as an evalkit before fingerprints wrote it: the
+    same header, key and features, a record without ``content_digests``."""
+    from evalkit.features.cache import decode_entry, encode_entry
+
     entries = sorted((cache / "images").rglob("*.pt"))
-    assert len(entries) == 3
+    for path in entries:
+        header, record = decode_entry(path.read_bytes())
+        assert record.pop("content_digests") is not None
+        path.write_bytes(encode_entry(header["kind"], header["key"], record, header["meta"], header["created"]))
+    return entries
+
+
+def _records(cache: Path) -> dict[str, dict]:
+    from evalkit.features.cache import decode_entry
+
+    return {p.name: decode_entry(p.read_bytes())[1] for p in sorted((cache / "images").rglob("*.pt"))}
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[int]:
+    """Samples the runs' loaders read and decode (here, in this process: no loader workers on a CPU)."""
+    from evalkit.features import embed
+
+    count = [0]
+    inner = embed._UnitDataset.__iter__
+
+    def counted(self):
+        for item in inner(self):
+            count[0] += 1
+            yield item
+
+    monkeypatch.setattr(embed._UnitDataset, "__iter__", counted)
+    return count
+
+
+@pytest.fixture
+def image_forwards(monkeypatch) -> list[int]:
+    """Images through the image tower; ``image_forwards.append(0)`` makes it raise from then on."""
+    from evalkit.models.encoder import Encoder
+
+    count = [0]
+    inner = Encoder.encode_image
+
+    def counted(self, images):
+        if len(count) > 1:
+            raise AssertionError("the image tower ran")
+        count[0] += int(images.shape[0])
+        return inner(self, images)
+
+    monkeypatch.setattr(Encoder, "encode_image", counted)
+    return count
+
+
+def test_an_old_cache_entry_gets_its_digests_from_a_hash_pass_without_the_model(tiny_arch, tmp_path, decodes,
+                                                                                image_forwards):
+    task = f"wds:{write_wds(tmp_path / 'wds_o', [*samples(), (0, b'broken')], nshards=3)}"
+    fresh = _run(tiny_arch, task, tmp_path / "o0", cache_dir=None, batch_size=4)["data_fingerprint"]
+    assert fresh["complete"] and fresh["undecodable"] == 1
+    cache = tmp_path / "cache"
+    _run(tiny_arch, task, tmp_path / "o1", cache_dir=cache, batch_size=4)
+    before = _records(cache)
+    assert len(_strip_digests(cache)) == 3  # as an older evalkit left them
+    decodes[0] = 0
+    image_forwards.append(0)  # from here on, the image tower raises
+    second = _run(tiny_arch, task, tmp_path / "o2", cache_dir=cache, batch_size=4)["data_fingerprint"]
+    assert second == {**fresh, "from": "cache"}  # the fresh run's root, complete
+    assert decodes[0] == 10  # every listed sample read once, the undecodable one included
+    after = _records(cache)
+    assert sorted(after) == sorted(before)
+    for name, record in after.items():  # the entries carry the digests now; their features are untouched
+        assert torch.equal(record["content_digests"], before[name]["content_digests"])
+        assert torch.equal(record["features"], before[name]["features"])
+        assert record["keys"] == before[name]["keys"] and record["skipped"] == before[name]["skipped"]
+    third = _run(tiny_arch, task, tmp_path / "o3", cache_dir=cache, batch_size=4)["data_fingerprint"]
+    assert third == second and decodes[0] == 10  # no second hash pass
+
+
+def test_a_cache_entry_that_disagrees_with_the_data_is_encoded_anew(tiny_arch, tmp_path, image_forwards):
+    """Of three entries without digests: one hashed, one gone (encoded), one whose samples the data
+    no longer gives (encoded again): the root is complete, from the run and the cache."""
+    task = f"wds:{write_wds(tmp_path / 'wds_m', samples(), nshards=3)}"
+    cache = tmp_path / "cache"
+    fresh = _run(tiny_arch, task, tmp_path / "o1", cache_dir=cache)["data_fingerprint"]
+    entries = _strip_digests(cache)
     entries[0].unlink()
-    mixed = _run(tiny_arch, task, tmp_path / "o3", cache_dir=cache)["data_fingerprint"]
-    assert (mixed["complete"], mixed["from"], 0 < mixed["hashed"] < 9) == (False, "mixed", True)
+    from evalkit.features.cache import decode_entry, encode_entry
+
+    header, record = decode_entry(entries[1].read_bytes())
+    record["skipped"] = [*record["skipped"], ("ghost", "not in the data")]  # an entry of other samples
+    entries[1].write_bytes(encode_entry(header["kind"], header["key"], record, header["meta"], header["created"]))
+    image_forwards[0] = 0
+    mixed = _run(tiny_arch, task, tmp_path / "o2", cache_dir=cache)["data_fingerprint"]
+    assert mixed == {**fresh, "from": "mixed"}
+    assert image_forwards[0] == 6  # two shards of three samples: the hashed one not encoded
+    assert all(r["content_digests"] is not None for r in _records(cache).values())
+
+
+def test_no_hash_pass_under_limit_or_without_fingerprints(tiny_arch, tmp_path, decodes):
+    task = f"wds:{write_wds(tmp_path / 'wds_l', samples(), nshards=3)}"
+    cache = tmp_path / "cache"
+    _run(tiny_arch, task, tmp_path / "o1", cache_dir=cache, limit=5)
+    _strip_digests(cache)
+    decodes[0] = 0
+    limited = _run(tiny_arch, task, tmp_path / "o2", cache_dir=cache, limit=5)["data_fingerprint"]
+    assert (limited["complete"], limited["root"], limited["hashed"], decodes[0]) == (False, None, 0, 0)
+    # features cached by a run that took no fingerprint (an older evalkit's entries): a run
+    # without fingerprints leaves them so
+    _run(tiny_arch, task, tmp_path / "o3", cache_dir=cache, fingerprint=False)
+    decodes[0] = 0
+    assert _run(tiny_arch, task, tmp_path / "o4", cache_dir=cache, fingerprint=False)["data_fingerprint"] is None
+    assert decodes[0] == 0
+    assert sum("content_digests" in r for r in _records(cache).values()) == 0
 
 
 def test_a_video_task_hashes_the_frames_of_its_sampler_and_the_run_agrees(tmp_path):

@@ -410,6 +410,17 @@ def _collate(batch: list[_Item]) -> dict[str, Any]:
     }
 
 
+def _collate_digests(batch: list[_Item]) -> dict[str, Any]:
+    """A batch of a hash pass (:func:`_hash_unit`): what :func:`_collate` gives, without the tensors."""
+    good = [b for b in batch if b[1] is not None]
+    return {
+        "keys": [b[0] for b in good],
+        "skipped": [(b[0], b[3]) for b in batch if b[1] is None],
+        "content_digests": [b[5] for b in good],
+        "data_s": sum(b[6] for b in batch),
+    }
+
+
 class SampleDecodeError(DataError):
     """Raised under ``--strict`` for the first sample that does not decode."""
 
@@ -513,6 +524,19 @@ def embed(
             if unit_limit is not None and fp is not None:
                 fp.mark_incomplete()  # part of the unit: not every listed sample is read
             keys, hits, missing = _look_up(encoder, views, cache, unit, unit_limit)
+            if not missing and fp is not None and limit is None and _lacks_digests(hits):
+                # features cached without content digests (an older evalkit, --no-fingerprint): the
+                # unit read once more, without the model, and its entries given the digests
+                with progress_bar(_count(hits[names[0]]), f"{desc}: hashing (cached features without digests)", "img",
+                                  enabled=progress) as hash_bar:
+                    hashed = _hash_unit(unit, views, batch_size, num_workers, unit_limit, hash_bar, prefetch=prefetch)
+                data_s += hashed["data_s"]
+                with_digests = _with_digests(hits, hashed)
+                if with_digests is None:  # the data no longer gives the cached samples: encode it anew
+                    missing = list(names)
+                else:
+                    _store_digests(cache, encoder, views, unit, keys, hits, with_digests)
+                    hits = with_digests
             if missing:
                 fresh = _run_unit(encoder, unit, {n: views[n] for n in missing}, batch_size, num_workers, unit_limit,
                                   strict, bar, prefetch=prefetch, fingerprint=fingerprint)
@@ -665,6 +689,7 @@ class UnitTask:
     keys: dict[str, str]  # their cache keys
     samples: int | None  # how many samples it holds (None: not known without reading it)
     rank: int
+    hash_only: bool = False  # cached under every view, without content digests: read and hashed, no model
 
 
 def assign_units(sizes: Sequence[int | None], ranks: int) -> list[int]:
@@ -694,16 +719,18 @@ def _planned_samples(unit: Unit, unit_limit: int | None, need: bool) -> int | No
 
 
 def plan_units(encoder: Encoder, data: SourceData, views: Mapping[str, View], cache: FeatureCache | None,
-               limit: int | None, strict: bool, ranks: int) -> tuple[list[tuple[int, int | None, dict[str, Any]]],
-                                                                     list[UnitTask]]:
+               limit: int | None, strict: bool, ranks: int, *, fingerprint: bool = False
+               ) -> tuple[list[tuple[int, int | None, dict[str, Any]]], list[UnitTask]]:
     """Rank 0's look at the cache before a job embeds ``data``: per unit in use (index, limit,
     the cached record of each view or None), and the missing units as :class:`UnitTask`, assigned
     to ranks (:func:`assign_units`). The units in use and their limits are those a single process
-    takes, so the cache keys are the same for any number of processes."""
+    takes, so the cache keys are the same for any number of processes. With ``fingerprint`` and
+    no ``limit``, a unit cached without content digests is a task too (``hash_only``: its samples
+    are read and hashed, not encoded)."""
     names = list(views)
     remaining = limit
     used: list[tuple[int, int | None, dict[str, Any]]] = []
-    todo: list[tuple[int, str, int | None, tuple[str, ...], dict[str, str], int | None]] = []
+    todo: list[tuple[int, str, int | None, tuple[str, ...], dict[str, str], int | None, bool]] = []
     for i, unit in enumerate(data.units):
         if remaining is not None and remaining <= 0:
             break
@@ -711,11 +738,13 @@ def plan_units(encoder: Encoder, data: SourceData, views: Mapping[str, View], ca
         keys, hits, missing = _look_up(encoder, views, cache, unit, unit_limit)
         if missing:
             samples = _planned_samples(unit, unit_limit, remaining is not None)
-            todo.append((i, unit.id, unit_limit, tuple(missing), {n: keys[n] for n in missing}, samples))
+            todo.append((i, unit.id, unit_limit, tuple(missing), {n: keys[n] for n in missing}, samples, False))
         else:
             if strict:
                 _strict_cached(hits[names[0]])  # type: ignore[arg-type]
             samples = _count(hits[names[0]])  # type: ignore[arg-type]
+            if fingerprint and limit is None and _lacks_digests(hits):
+                todo.append((i, unit.id, unit_limit, tuple(names), dict(keys), samples, True))
         used.append((i, unit_limit, hits))
         if remaining is not None:
             if samples is None:
@@ -723,7 +752,7 @@ def plan_units(encoder: Encoder, data: SourceData, views: Mapping[str, View], ca
                                 f"planned over several processes; run it in one process")
             remaining -= samples
     ranks_of = assign_units([t[5] for t in todo], ranks)
-    return used, [UnitTask(*t, rank=r) for t, r in zip(todo, ranks_of, strict=True)]
+    return used, [UnitTask(*t[:6], rank=r, hash_only=t[6]) for t, r in zip(todo, ranks_of, strict=True)]
 
 
 class _JobBar:
@@ -761,7 +790,7 @@ def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world
     t0 = time.perf_counter()
     if world.is_main:
         try:
-            used, tasks = plan_units(encoder, data, views, cache, limit, strict, world.size)
+            used, tasks = plan_units(encoder, data, views, cache, limit, strict, world.size, fingerprint=fingerprint)
         except Exception as e:
             world.announce("embed", None)  # the others wait for rank 0 to end the task
             raise e
@@ -781,10 +810,23 @@ def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world
     bar = progress_bar(total, desc, "img", enabled=progress and world.is_main)
     mine = [t for t in tasks if t.rank == world.rank]
 
-    def work(tracker: Any) -> tuple[dict[int, tuple[dict[str, dict[str, Any]], dict[str, int], float, float]], int]:
+    def work(tracker: Any) -> tuple[dict[int, tuple[dict[str, dict[str, Any]], dict[str, int], float, float]],
+                                    dict[int, dict[str, Any]], int]:
         done: dict[int, tuple[dict[str, dict[str, Any]], dict[str, int], float, float]] = {}
+        hashed: dict[int, dict[str, Any]] = {}  # hash-only units: rank 0 adds the digests to their entries
         computed = 0
         for t in mine:
+            if t.hash_only:
+                with progress_bar(t.samples, f"{desc}: hashing (cached features without digests)", "img",
+                                  enabled=progress and world.is_main) as hash_bar:
+                    hashed[t.index] = _hash_unit(data.units[t.index], views, batch_size, num_workers, t.limit,
+                                                 hash_bar, prefetch=prefetch)
+                n_done = len(hashed[t.index]["keys"]) + len(hashed[t.index]["skipped"])
+                if world.is_main:
+                    tracker.update(n_done)
+                else:
+                    world.add_progress(progress_key, n_done)
+                continue
             fresh = _run_unit(encoder, data.units[t.index], {n: views[n] for n in t.views}, batch_size, num_workers,
                               t.limit, strict, tracker, prefetch=prefetch, fingerprint=fingerprint)
             reused, data_s, forward_s = _pop_stats(fresh)
@@ -797,7 +839,7 @@ def _embed_job(encoder: Encoder, data: SourceData, views: dict[str, View], world
             computed += n_done
             if not world.is_main:
                 world.add_progress(progress_key, n_done)
-        return done, computed
+        return done, hashed, computed
 
     try:
         if world.is_main:
@@ -847,17 +889,20 @@ def _join_job(encoder: Encoder, data: SourceData, views: dict[str, View], used: 
     raised, the first rank's first)."""
     names = list(views)
     results = _results([own if r == 0 else share for r, share in enumerate(shares)])
-    samples_per_rank = [computed for _, computed in results]
+    samples_per_rank = [computed for _, _, computed in results]
     fresh_by_unit: dict[int, tuple[dict[str, dict[str, Any]], dict[str, int], float, float]] = {}
-    for done, _ in results:
+    hashed_by_unit: dict[int, dict[str, Any]] = {}
+    for done, hashed, _ in results:
         fresh_by_unit.update(done)
+        hashed_by_unit.update(hashed)
     fp = Fingerprint() if fingerprint else None
-    data_s = sum(v[2] for v in fresh_by_unit.values())
+    data_s = sum(v[2] for v in fresh_by_unit.values()) + sum(h["data_s"] for h in hashed_by_unit.values())
     forward_s = sum(v[3] for v in fresh_by_unit.values())
     if fp is not None and (len(used) < len(data.units) or any(unit_limit is not None for _, unit_limit, _ in used)):
         fp.mark_incomplete()
-    missing = {t.index for t in tasks}
-    lost = sorted(missing - set(fresh_by_unit))
+    missing = {t.index for t in tasks if not t.hash_only}
+    to_hash = {t.index for t in tasks if t.hash_only}
+    lost = sorted((missing - set(fresh_by_unit)) | (to_hash - set(hashed_by_unit)))
     if lost:  # cannot happen unless a rank skipped its share: never join a dataset with a hole in it
         raise distributed.DistributedError(f"rank 0: unit {data.units[lost[0]].id} was assigned but not returned")
     parts: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
@@ -865,7 +910,30 @@ def _join_job(encoder: Encoder, data: SourceData, views: dict[str, View], used: 
     cached_units = 0
     for index, unit_limit, hits in used:
         unit = data.units[index]
-        if index in missing:
+        if index in to_hash:  # cached without digests: the hash pass's digests added to its entries
+            with_digests = _with_digests(hits, hashed_by_unit[index])
+            keys = _unit_keys(encoder, views, unit, unit_limit)
+            if with_digests is None:  # the data no longer gives the cached samples: encoded anew, here
+                fresh = _run_unit(encoder, unit, views, batch_size, num_workers, unit_limit, strict, NoProgress(),
+                                  prefetch=prefetch, fingerprint=fingerprint)
+                samples_per_rank[0] += _count(next(iter(fresh.values())))
+                fresh_reused, again_data_s, again_forward_s = _pop_stats(fresh)
+                data_s, forward_s = data_s + again_data_s, forward_s + again_forward_s
+                for n, k in fresh_reused.items():
+                    reused[n] += k
+                if cache is not None:
+                    for n, record in fresh.items():
+                        cache.put("images", keys[n], record, meta=_unit_meta(encoder, n, views[n], unit, record))
+                hits = fresh
+                labels = next(iter(fresh.values()))["labels"]
+                _add_unit(fp, {n: hits[n] for n in names}, labels, fresh)
+            else:
+                _store_digests(cache, encoder, views, unit, keys, hits, with_digests)
+                hits = with_digests
+                cached_units += 1
+                labels = _cached_labels(unit, unit_limit, hits[names[0]])
+                _add_unit(fp, {n: hits[n] for n in names}, labels, ())
+        elif index in missing:
             fresh, fresh_reused, _, _ = fresh_by_unit[index]
             agreed = _agree_with_cache(encoder, unit, views, hits, fresh, batch_size, num_workers, unit_limit, strict,
                                        prefetch=prefetch, fingerprint=fingerprint)
@@ -1054,13 +1122,82 @@ def _run_unit(
             digests.extend(batch["content_digests"])
         bar.update(len(batch["keys"]) + len(batch["skipped"]))
     record: dict[str, Any] = {"labels": labels, "keys": keys, "skipped": skipped, "noted": noted}
-    if fingerprint and all(d is not None for d in digests):
-        record["content_digests"] = _digest_tensor(digests)  # type: ignore[arg-type]
+    if fingerprint:  # None: hashed, but some content is of a kind the scheme does not hash
+        record["content_digests"] = _digest_tensor(digests) if all(d is not None for d in digests) else None  # type: ignore[arg-type]
     records = {name: {"features": torch.cat(f) if f else torch.empty(0, encoder.embed_dim), **record}
                for name, f in zip(names, feats, strict=True)}
     for j, name in enumerate(names):
         records[name].update(reused=reused[j], data_s=data_s if j == 0 else 0.0, forward_s=clocks[j].seconds())
     return records
+
+
+def _lacks_digests(hits: Mapping[str, dict[str, Any] | None]) -> bool:
+    """Every view of a unit is cached and no record of it says what its samples' content digests
+    are: entries written before evalkit took fingerprints, or by a run with ``--no-fingerprint``
+    (a record hashed without result, content of a kind the scheme does not hash, holds None)."""
+    return all(r is not None and "content_digests" not in r for r in hits.values())
+
+
+def _hash_unit(unit: Unit, views: Mapping[str, View], batch_size: int, num_workers: int, limit: int | None,
+               bar: Any, *, prefetch: int | None = None) -> dict[str, Any]:
+    """A cached unit's samples read, decoded and put through every view's per-sample step in the
+    data loader, exactly as :func:`_run_unit` does, hashed, and not run through the model: the
+    scored samples' ``keys``, their ``content_digests`` (bytes, or None where not hashed), the
+    ``skipped`` samples and the loader's seconds (``data_s``). The views' tensors are dropped
+    in the loader (workers send none back)."""
+    names = list(views)
+    loader = DataLoader(
+        _UnitDataset(unit, [views[n].sample for n in names], limit, True),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=_collate_digests,
+        **loader_kwargs("cpu", num_workers, prefetch),  # nothing goes to a device: nothing pinned
+    )
+    keys: list[str] = []
+    digests: list[bytes | None] = []
+    skipped: list[tuple[str, str]] = []
+    data_s = 0.0
+    for batch in background(loader, prefetch_depth(prefetch)) if num_workers == 0 else loader:
+        keys.extend(batch["keys"])
+        digests.extend(batch["content_digests"])
+        skipped.extend(batch["skipped"])
+        data_s += batch["data_s"]
+        bar.update(len(batch["keys"]) + len(batch["skipped"]))
+    return {"keys": keys, "content_digests": digests, "skipped": skipped, "data_s": data_s}
+
+
+def _with_digests(hits: Mapping[str, dict[str, Any]], hashed: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The cached records of a unit, each with the content digests of a hash pass over it
+    (:func:`_hash_unit`) in its own sample order (new dicts; the features are the same tensors);
+    None when the pass did not give the samples the records hold (one that failed to read then
+    reads now, or the other way round): those records cannot be bound to the data as it is."""
+    first = next(iter(hits.values()))
+    keys = list(first["keys"])
+    if sorted(s[0] for s in first["skipped"]) != sorted(s[0] for s in hashed["skipped"]):
+        return None
+    if hashed["keys"] == keys:
+        digests = list(hashed["content_digests"])
+    elif sorted(hashed["keys"]) == sorted(keys) and len(set(keys)) == len(keys):
+        # the same samples in another order (another batch size or number of workers wrote them)
+        by_key = dict(zip(hashed["keys"], hashed["content_digests"], strict=True))
+        digests = [by_key[k] for k in keys]
+    else:
+        return None
+    cds = _digest_tensor(digests) if all(d is not None for d in digests) else None  # type: ignore[arg-type]
+    return {n: {**record, "content_digests": cds} for n, record in hits.items()}
+
+
+def _store_digests(cache: FeatureCache | None, encoder: Encoder, views: Mapping[str, View], unit: Unit,
+                   keys: Mapping[str, str], old: Mapping[str, dict[str, Any]],
+                   new: Mapping[str, dict[str, Any]]) -> None:
+    """Each cache entry of a unit that lacked content digests written again with them (the same
+    key, the same features; atomically, see evalkit.features.cache): the next run needs no hash
+    pass."""
+    if cache is None:
+        return
+    for n, record in new.items():
+        if "content_digests" not in old[n]:
+            cache.put("images", keys[n], record, meta=_unit_meta(encoder, n, views[n], unit, record))
 
 
 class _ForwardClock:
