@@ -35,8 +35,11 @@ log = logging.getLogger("evalkit")
 
 TASK_KEYS = {
     "task", "family", "description", "source", "classnames", "classnames_file", "templates",
-    "templates_file", "metric", "view", "include", "protocol", "tags", "aliases", "version", "envelope",
+    "templates_file", "metric", "view", "include", "protocol", "tags", "aliases", "version", "envelope", "fetch",
 }
+# keys a file replaces whole when it includes another (not merged one level deep as other mappings):
+# a ``fetch:`` block names one source, and a manual block must not inherit a Hub block's repo
+REPLACED_KEYS = {"fetch"}
 WDS_PREFIX = "wds/"  # clip_benchmark's name for a dataset read from its WebDataset mirror
 GROUP_KEYS = {"group", "tasks", "description", "include", "aggregate", "run"}
 AGGREGATE_KEYS = {"name", "column", "claim", "reduce", "metrics", "exclude", "description"}
@@ -71,6 +74,14 @@ class TaskSpec:
     # the protocol variants `evalkit envelope` scores besides the task's own (the task file's
     # ``envelope:`` block as written: other templates_files / classnames_files evalkit ships for it)
     envelope: dict[str, Any] = field(default_factory=dict)
+    # where ``evalkit data get`` / ``run --download`` fetch the data: the task file's ``fetch:`` block
+    # as written, as a list (a mapping, or a list of them: a task reading two splits); parsed by
+    # :meth:`fetch_specs` when the task is resolved (reading task files imports no data module);
+    # empty: the task names no source
+    fetch: list[dict[str, Any]] = field(default_factory=list)
+    # whether fetched data must count ``protocol.expected_size`` (and the task's classes): False for a
+    # ``wds/NAME`` mirror task whose mirror is not the task's own protocol (VTAB's EuroSAT split)
+    fetch_checks_counts: bool = True
 
     @property
     def base_dir(self) -> Path | None:
@@ -85,6 +96,11 @@ class TaskSpec:
         if unknown:
             raise TaskSpecError(f"{self.path or self.name}: unknown field(s) {unknown}; allowed: "
                                 f"{sorted(TASK_KEYS | set(family_keys))}")
+
+    def fetch_specs(self) -> list[Any]:
+        """The ``fetch:`` entries parsed (:class:`evalkit.data.fetch.HubSpec` or ``ManualSpec``);
+        a bad one is a :class:`TaskSpecError` naming the task file and the key."""
+        return parse_fetch_block(self.fetch, self.name, self.path or self.name)
 
     def describe(self) -> str:
         return self.description or f"{self.family} task from {self.source.get('type', '?')}"
@@ -176,7 +192,8 @@ def _resolve_includes(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]
     parent.pop("aliases", None)  # names belong to the file that gives them, not to files including it
     merged = dict(parent)
     for k, v in data.items():
-        merged[k] = {**parent[k], **v} if isinstance(v, dict) and isinstance(parent.get(k), dict) else v
+        merged[k] = ({**parent[k], **v} if isinstance(v, dict) and isinstance(parent.get(k), dict)
+                     and k not in REPLACED_KEYS else v)
     return merged
 
 
@@ -221,6 +238,11 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
         if not isinstance(data.get(fld, {}), dict):
             raise TaskSpecError(f"{path}: field '{fld}' must be a mapping")
     aliases = _str_list(data.get("aliases", []), "aliases", path)
+    fetch = data.get("fetch")
+    fetch = [] if fetch is None else fetch if isinstance(fetch, list) else [fetch]
+    if not all(isinstance(f, dict) for f in fetch) or (data.get("fetch") is not None and not fetch):
+        raise TaskSpecError(f"{path}: field 'fetch' must be a mapping (repo, revision, split ... or manual: URL) "
+                            f"or a non-empty list of them, got {data.get('fetch')!r}")
     metric = parse(str(data.get("metric", "acc1")))
     if metric is None or metric.suffix or metric.metric.aggregate:
         raise TaskSpecError(f"{path}: field 'metric': {data.get('metric')!r} is not a metric of a task (the metric "
@@ -241,7 +263,27 @@ def parse_task(data: dict[str, Any], path: Path) -> TaskSpec:
         options={k: v for k, v in data.items() if k not in TASK_KEYS},
         version=None if data.get("version") is None else str(data["version"]),
         envelope=dict(data.get("envelope", {})),
+        fetch=fetch,
     )
+
+
+def parse_fetch_block(entries: list[dict[str, Any]], task: str, path: Path | str) -> list[Any]:
+    """A task's ``fetch:`` entries parsed (:func:`evalkit.data.fetch.parse_fetch_spec`); a bad one
+    is a :class:`TaskSpecError` naming the file, the entry (``fetch[1]`` of a list) and the key.
+    Nothing is looked up: no network."""
+    if not entries:
+        return []
+    # not at the top: `evalkit list tasks` imports no data module
+    from evalkit.data.fetch import FetchSpecError, parse_fetch_spec
+
+    out = []
+    for i, raw in enumerate(entries):
+        try:
+            out.append(parse_fetch_spec(raw, task))
+        except FetchSpecError as e:
+            where = f"fetch[{i}]" if len(entries) > 1 else "fetch"
+            raise TaskSpecError(f"{path}: {where}: {e}") from e
+    return out
 
 
 def parse_group(data: dict[str, Any], path: Path) -> GroupSpec:
@@ -369,8 +411,10 @@ class TaskIndex:
         task, layout = self.mirrors[name]
         spec = self.tasks[task]
         source = {**spec.source, "layouts": [layout]} if spec.source.get("type") == "any" else layout
+        fetch, checks = _mirror_fetch(spec, layout, name)
         return dataclasses.replace(spec, name=WDS_PREFIX + name, aliases=[], source=source, description=(
-                                       f"{spec.name} read from clip_benchmark's WebDataset mirror {layout['path']}"))
+                                       f"{spec.name} read from clip_benchmark's WebDataset mirror {layout['path']}"),
+                                   fetch=fetch, fetch_checks_counts=checks)
 
     def group_tasks(self, name: str) -> list[str]:
         """The task names a group stands for, groups in it expanded, in order, each once: what
@@ -404,6 +448,7 @@ class TaskIndex:
         known = [*self.tasks, *self.aliases, *self.groups, *(WDS_PREFIX + m for m in self.mirrors)]
 
         def add(spec: TaskSpec, name: str) -> None:
+            spec.fetch_specs()  # a bad fetch: block is said now, naming the file and the key
             if spec.name in out:
                 # two ad-hoc specs of one name are one folder with one set of options (the name
                 # hashes both); a task file's name is one task; an ad-hoc name taken by a task file
@@ -486,6 +531,26 @@ def _mirror_table(tasks: dict[str, TaskSpec]) -> dict[str, tuple[str, dict[str, 
                     name = "vtab/" + name[len("vtab-"):] if name.startswith("vtab-") else name
                     table.setdefault(name, (spec.name, layout))
     return table
+
+
+def _mirror_fetch(spec: TaskSpec, layout: dict[str, Any], name: str) -> tuple[list[Any], bool]:
+    """Where ``wds/NAME`` fetches its data: the task's own ``fetch:`` entry for that mirror's folder
+    (its counts are the task's), else clip_benchmark's mirror ``clip-benchmark/wds_NAME`` (``/`` as
+    ``-``, the name clip_benchmark's ``--dataset_root`` pattern gives it) into the folder the layout
+    reads, whose counts are the mirror's own and not checked against the task's protocol."""
+    from evalkit.data.fetch import HubSpec
+
+    folder = "wds_" + name.replace("/", "-")
+    paths = layout.get("path") or []
+    relative = [str(p) for p in (paths if isinstance(paths, list) else [paths])
+                if Path(str(p)).name == folder and not Path(str(p)).is_absolute()]
+    own = [raw for raw, parsed in zip(spec.fetch, spec.fetch_specs(), strict=True)
+           if isinstance(parsed, HubSpec) and parsed.path in relative]
+    if own:
+        return own, spec.fetch_checks_counts
+    if not relative:
+        return [], False
+    return [{"repo": f"clip-benchmark/{folder}", "path": relative[0]}], False
 
 
 def _adhoc(spec: TaskSpec) -> bool:
