@@ -412,3 +412,63 @@ def _result_of(out: Path) -> dict:
 
     (result,) = list(iter_results(out))
     return result.evalkit
+
+
+
+@pytest.fixture(scope="module")
+def job_dir(tmp_path_factory) -> Path:
+    """What tests/test_distributed.py's jobs run with: its hooks (counting image forwards per
+    process) and its tiny open_clip architecture."""
+    from fixtures import register_tiny_open_clip
+    from test_distributed import HOOKS, TINY
+
+    root = tmp_path_factory.mktemp("dist")
+    (root / "hooks").mkdir()
+    (root / "hooks" / "sitecustomize.py").write_text(HOOKS)
+    register_tiny_open_clip(root, name=TINY)
+    return root
+
+
+def test_a_job_of_two_processes_hashes_old_cache_entries_on_its_ranks(job_dir, tmp_path):
+    """`torchrun --nproc-per-node 2 -m evalkit run` over a cache of 6 shards written with
+    `--no-fingerprint` (entries without digests, as an older evalkit's): the ranks read and hash
+    the shards without the model (no image forward in either process), rank 0 gives the entries
+    their digests, and the root is the standalone one; a second job hashes nothing."""
+    from fixtures import make_wds
+    from test_distributed import TINY, _passes
+    from test_distributed import _run as run_job
+
+    from evalkit.results import iter_results
+
+    data = make_wds(tmp_path / "wds_job", n_per_class=4, nshards=6)
+    alone = fingerprint(f"wds:{data}")
+    args = ["--model", f"open_clip:{TINY}", "--tasks", f"wds:{data}", "--batch-size", "4"]
+    cache = str(tmp_path / "shared-cache")
+    proc, _, _ = run_job(job_dir, tmp_path, "old", [*args, "--no-fingerprint"], cache=cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(_records(Path(cache))) == 6 and not any("content_digests" in r for r in _records(Path(cache)).values())
+    for name in ("job", "again"):
+        proc, out, counts = run_job(job_dir, tmp_path, name, args, nproc=2, cache=cache)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert all(p["image"] == 0 for p in _passes(counts).values())
+        (result,) = list(iter_results(out))
+        fp, timings = result.evalkit["data_fingerprint"], result.evalkit["timings"]
+        assert (fp["root"], fp["complete"], fp["from"], fp["samples"]) == (alone["root"], True, "cache", 24)
+        assert (timings["data_s"] > 0) == (name == "job")  # the second job reads no sample
+    assert all(r["content_digests"].shape == (4, 32) for r in _records(Path(cache)).values())
+
+
+def test_a_video_task_hashes_an_old_cache_entry_through_its_views(tmp_path, image_forwards):
+    """A clip's digest covers the frames its view decodes: the hash pass runs the views' steps (not
+    the model) and gives the fresh run's root."""
+    from evalkit.api import evaluate
+
+    def run(out: str) -> dict:
+        assert evaluate("eva-clip-demo", "shapeworld-video", output_dir=tmp_path / out, cache_dir=tmp_path / "cache",
+                        progress=False, raise_errors=True).ok
+        return _result_of(tmp_path / out)["data_fingerprint"]
+
+    fresh = run("o1")
+    _strip_digests(tmp_path / "cache")
+    image_forwards.append(0)
+    assert run("o2") == {**fresh, "from": "cache"} and fresh["complete"]
