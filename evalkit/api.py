@@ -20,6 +20,7 @@ import torch
 
 from evalkit import models, stats
 from evalkit.data.root import default_data_root
+from evalkit.data.sources import DatasetNotFound
 from evalkit.environment import environment, git_dirty
 from evalkit.errors import EvalkitError, OptionError, OutputError, one_line, told
 from evalkit.features import distributed
@@ -44,6 +45,7 @@ from evalkit.results import (
 from evalkit.tasks import load_builtin_families
 from evalkit.tasks.base import RunContext
 from evalkit.tasks.common import with_view
+from evalkit.tasks.fetching import with_get_command
 from evalkit.tasks.runspec import DEFAULT_CACHE, RunSpec
 from evalkit.tasks.spec import TaskIndex, TaskSpec
 from evalkit.version import __version__
@@ -190,7 +192,11 @@ def _evaluate(model: str, tasks: list[tuple[TaskSpec, Any]], run: RunSpec, *, pl
         variant = run_variant(variant, limit=run.limit)
     report = RunReport(rank=0 if world is None else world.rank, world_size=1 if world is None else world.size)
 
+    by_name = {spec.name: spec for spec in specs}
+
     def fail(name: str, e: BaseException | str) -> None:
+        if isinstance(e, DatasetNotFound) and name in by_name:  # ends with the command that fetches it
+            e = with_get_command(e, by_name[name], run.data_root if run.data_root is not None else data_root)
         if run.raise_errors:
             raise e if isinstance(e, BaseException) else distributed.DistributedError(e)
         report.failures.append((name, e if isinstance(e, str) else told(e)))
@@ -215,6 +221,11 @@ def _evaluate(model: str, tasks: list[tuple[TaskSpec, Any]], run: RunSpec, *, pl
             report.skipped_existing = world.broadcast(report.skipped_existing, "deciding what to skip")
             todo = [s for s in specs if s.name not in report.skipped_existing]
         specs = todo
+        if not specs:
+            return report
+    if run.download:  # fetch what a task lacks, before any weights are read (and before the data check)
+        _download(specs, data_root, run, world, fail, report)
+        specs = [s for s in specs if s.name not in dict(report.failures)]
         if not specs:
             return report
     # Find and check every task's data before any weights are read (minutes for an 18B model).
@@ -322,6 +333,54 @@ def _evaluate(model: str, tasks: list[tuple[TaskSpec, Any]], run: RunSpec, *, pl
     return report
 
 
+def fetches_here(world: distributed.World | None) -> bool:
+    """Whether this process fetches a run's missing data (``--download``): a lone process, or
+    local rank 0 of each node of a launched job (the node's other ranks wait for it)."""
+    return world is None or world.local_rank == 0
+
+
+def _download(specs: list[TaskSpec], data_root: str | Path | None, run: RunSpec, world: distributed.World | None,
+              fail: Callable[[str, BaseException | str], None], report: RunReport) -> None:
+    """``--download``: fetch every task's missing data from the Hub (what its task file's
+    ``fetch:`` names; no network for data in place). Under a launcher local rank 0 of each node
+    fetches and the others wait for it (a collective: ``EVALKIT_DIST_TIMEOUT`` bounds the wait);
+    ranks sharing a folder are serialised by the fetch's own lock. A task whose fetch fails is
+    reported and dropped (on every rank); the others run."""
+    from evalkit.tasks.fetching import fetch_task, missing_items
+
+    if data_root is None:
+        if any(spec.fetch for spec in specs):
+            raise OptionError("--download needs a data root to fetch into: pass --data-root DIR or set $EVALKIT_DATA")
+        return
+    lead = world is None or world.is_main
+    failed: dict[str, BaseException] = {}
+    if fetches_here(world):
+        for spec in specs:
+            items = missing_items(spec, data_root, hub_only=True)
+            if not items:
+                continue
+            for outcome in fetch_task(spec, data_root, items=items, progress=run.progress):
+                print(outcome.line, file=sys.stderr, flush=True)
+                if not outcome.ok and spec.name not in failed:
+                    failed[spec.name] = outcome.error or EvalkitError(outcome.line)
+    if world is None:
+        for name, e in failed.items():
+            fail(name, e)
+        return
+    # every rank waits here for the fetching ranks, then drops the same tasks
+    everywhere: dict[str, str] = {}
+    for part in world.all_gather({n: told(e) for n, e in failed.items()}, "fetching the data (--download)"):
+        for name, why in part.items():
+            everywhere.setdefault(name, why)
+    for name, why in everywhere.items():
+        if run.raise_errors and name in failed:
+            raise failed[name]
+        if lead or run.raise_errors:
+            fail(name, failed[name] if name in failed else why)
+        else:
+            report.failures.append((name, why))
+
+
 def _run_family(spec: TaskSpec, family: Any, encoder: Any, ctx: RunContext, prepared: dict[str, Any]) -> TaskResult:
     if spec.name in prepared:
         return family.run(spec, encoder, ctx, prepared=prepared.pop(spec.name))
@@ -345,6 +404,9 @@ def _lead_task(spec: TaskSpec, family: Any, encoder: Any, ctx: RunContext, prepa
     if world is not None:
         world.end_task()
     result.evalkit.setdefault("variant", ctx.variant)  # a plugin family's result too: never in another's place
+    # a plugin family that writes its whole result: the keys every result has, null when it says nothing
+    for key in ("data_fingerprint", "timings", "data_revision"):
+        result.evalkit.setdefault(key, None)
     _warn_if_replacing_other_weights(result, output_dir)
     try:
         path = write_result(result, output_dir)

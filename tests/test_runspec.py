@@ -38,13 +38,13 @@ def test_every_flag_reaches_its_option():
         "--num-workers", "3", "--strict", "--transform", "squash", "--frames", "uniform-8", "--shots", "4,1,4",
         "--seeds", "2", "--save-predictions", "--no-records", "--no-fingerprint", "--ci-level", "0.9",
         "--proportion-interval", "clopper-pearson", "--resamples", "500", "--no-cache", "--quiet", "--task-dir", "x", "--task-dir", "y",
-        "--skip-existing"))
+        "--skip-existing", "--download"))
     expected = RunSpec(
         weights="w.pt", data_root="d", precision="fp16", batch_size="auto", prefetch=3, device="cpu", devices="0,1",
         max_memory="0=1GiB", allow_missing=("a*", "b*"), offload_dir="off", text_model="tm", text_weights="tw",
         output_dir="o", limit=5, num_workers=3, strict=True, transform="squash", frames="uniform-8", shots=(1, 4),
         seeds=2, save_predictions=True, records=False, fingerprint=False, ci_level=0.9, proportion_interval="clopper-pearson",
-        resamples=500, cache_dir=None, progress=False, task_dirs=("x", "y"), skip_existing=True)
+        resamples=500, cache_dir=None, progress=False, task_dirs=("x", "y"), skip_existing=True, download=True)
     assert spec == expected
     # every option but those a command line has no flag for differs from its default
     no_flag = {"raise_errors", "on_failure", "on_result"}

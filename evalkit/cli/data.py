@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # every command imports this module: the data sources load on
     from evalkit.data.check import TaskCheck
 
 __all__ = ["register_cli", "cmd_check", "check_task", "check_tasks", "format_table", "cmd_fingerprint",
-           "fingerprint_tasks", "format_fingerprints"]
+           "fingerprint_tasks", "format_fingerprints", "cmd_get", "get_tasks", "fetched_from"]
 
 
 def samples_noun(spec: Any) -> str:
@@ -101,7 +101,17 @@ def check_tasks(tasks: str, data_root: str | Path | None, task_dirs: list[str] |
     return rows
 
 
-def format_table(rows: list[TaskCheck]) -> str:
+def fetched_from(row: TaskCheck, data_root: str | Path | None) -> dict[str, Any] | None:
+    """For a row found in a folder evalkit fetched: the data manifest's repo, revision and commit
+    (:func:`evalkit.data.fetch.data_revision`); None for data from anywhere else."""
+    from evalkit.data.fetch import data_revision
+
+    if row.status != "found" or not row.path:
+        return None
+    return data_revision(data_root, {"path": row.path})
+
+
+def format_table(rows: list[TaskCheck], data_root: str | Path | None = None) -> str:
     from tabulate import tabulate
 
     def fmt(n: int | None) -> str:
@@ -110,6 +120,9 @@ def format_table(rows: list[TaskCheck]) -> str:
     table = []
     for r in rows:
         where = r.path if r.status == "found" else r.message
+        fetched = fetched_from(r, data_root)
+        if fetched is not None:
+            where += f" (fetched {fetched['repo']}@{str(fetched['commit'])[:10]})"
         table.append([r.task, r.status, r.layout, fmt(r.samples), fmt(r.expected), fmt(r.table11), fmt(r.classes),
                       fmt(r.table11_classes), r.count,
                       where + (f" ({r.message})" if r.status == "found" and r.message else "")])
@@ -120,10 +133,11 @@ def format_table(rows: list[TaskCheck]) -> str:
 
 def cmd_check(args: argparse.Namespace) -> int:
     rows = check_tasks(args.tasks, args.data_root, args.task_dir)
+    root = default_data_root(args.data_root)
     if args.json:
-        print(json.dumps([asdict(r) for r in rows], indent=2))
+        print(json.dumps([{**asdict(r), "fetched": fetched_from(r, root)} for r in rows], indent=2))
     else:
-        print(format_table(rows))
+        print(format_table(rows, root))
         found = sum(r.status == "found" for r in rows)
         differ = [r.task for r in rows if r.count == "differs"]
         missing = [r for r in rows if r.status == "missing"]
@@ -212,8 +226,93 @@ def cmd_fingerprint(args: argparse.Namespace) -> int:
     return 1 if any("error" in r for r in rows) else 0
 
 
+GET_DOC = """Fetch each task's data from the Hugging Face Hub into the data root, verified.
+
+    evalkit data get --tasks imagenet,objectnet [--data-root DIR]     (default: $EVALKIT_DATA)
+
+The source is the task file's ``fetch:`` block: clip_benchmark's WebDataset mirrors
+(``clip-benchmark/wds_<name>``; only the split the task reads, with the mirror's class names and
+templates), fetched with huggingface_hub (its cache, HF_TOKEN, HF_ENDPOINT, HF_HUB_OFFLINE) into
+the folder the task's layout reads. Every file's size and hash, the shard count, the sample count
+(the task's expected size) and the class count are checked before the data is put in place: a
+mismatch names the shard or the count and nothing partial is ever read. A fetch that is cut off
+resumes where it stopped; two at once (two jobs, two ranks) do not collide. The data root's
+evalkit-manifest.json lists what was fetched, from which commit, with its counts: copy the data
+root to a machine without network and nothing there needs one.
+
+Per task: what was fetched, from where (repo@commit), its size and its counts. Data already in
+place (fetched before, or in another layout the task reads) is not fetched again. A set that is
+not on the Hub (its licence forbids mirroring: the video sets, Birdsnap, ...) prints where to get
+it, the layout evalkit reads and the command that checks it afterwards. Exit status 0 when every
+task's data is in place, 1 otherwise (a failed fetch, or a set to get by hand that is not there).
+"""
+
+
+def get_tasks(tasks: str, data_root: str | Path, task_dirs: list[str] | None = None, *, max_workers: int = 4,
+              progress: bool = True, say: Any = None) -> list[Any]:
+    """Per task of ``tasks`` (comma-separated names or groups, resolved as `evalkit data check`
+    resolves them): the :class:`evalkit.tasks.fetching.FetchOutcome` of each of its sources. A
+    task whose file names no source is an outcome of its own (found, or failed: nothing to fetch)."""
+    from evalkit.tasks.fetching import FetchItem, FetchOutcome, fetch_task, located
+    from evalkit.tasks.spec import TaskIndex
+
+    names = [t for t in tasks.split(",") if t.strip()]
+    index = TaskIndex.load(extra=[Path(d) for d in task_dirs or ()])
+    out: list[Any] = []
+    for spec in index.resolve(names):
+        if not spec.fetch:
+            item = FetchItem(spec.name, None, spec.source, "test", None, None, None, None)
+            try:
+                where = located(item, data_root)
+            except EvalkitError as e:
+                where, why = None, one_line(e)
+            else:
+                why = "not found"
+            if where is not None:
+                out.append(FetchOutcome(item, "found", f"{spec.name}: found at {where} (its task file names no "
+                                                       f"source to fetch from)"))
+            else:
+                out.append(FetchOutcome(item, "failed", f"{spec.name}: {why}, and its task file ({spec.path}) names "
+                                                        f"no source to fetch from (no fetch: block); `evalkit data "
+                                                        f"check --tasks {spec.name}` lists the layouts it reads"))
+            continue
+        out.extend(fetch_task(spec, data_root, max_workers=max_workers, progress=progress, say=say))
+    return out
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from evalkit.data.fetch import DataRootError
+
+    root = default_data_root(args.data_root)
+    if root is None:
+        raise DataRootError("no data root to fetch into: pass --data-root DIR or set $EVALKIT_DATA")
+    outcomes = get_tasks(args.tasks, root, args.task_dir, max_workers=args.max_workers, progress=not args.quiet)
+    for o in outcomes:
+        print(o.line, flush=True)
+    bad = [o for o in outcomes if not o.ok]
+    manual = [o for o in bad if o.status == "manual"]
+    failed = [o for o in bad if o.status != "manual"]
+    summary = f"\n{len(outcomes) - len(bad)}/{len(outcomes)} in place under {root}"
+    if manual:
+        summary += f"; to get by hand: {', '.join(o.item.task for o in manual)}"
+    if failed:
+        summary += f"; failed: {', '.join(o.item.task for o in failed)} (run the same command again to resume)"
+    print(summary)
+    return 1 if bad else 0
+
+
+def _workers_arg(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
+    return n
+
+
 def register_cli(subparsers: Any) -> None:
-    data = subparsers.add_parser("data", help="inspect datasets on disk (evalkit data check ...)")
+    data = subparsers.add_parser("data", help="fetch and inspect datasets (evalkit data get / check / fingerprint)")
     actions = data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     check = actions.add_parser(
         "check", help="per task: found / missing, layout, sample count vs the expected and Table 11 sizes",
@@ -239,3 +338,15 @@ def register_cli(subparsers: Any) -> None:
                     "samples) as JSON instead of the table")
     fp.add_argument("--quiet", action="store_true", help="no progress bars")
     fp.set_defaults(func=cmd_fingerprint)
+    get = actions.add_parser(
+        "get", help="fetch each task's data from the Hugging Face Hub into the data root, verified (or say where "
+        "to get a set the Hub does not mirror)", description=GET_DOC, formatter_class=HelpFormatter)
+    get.add_argument("--tasks", required=True, help="comma-separated task or group names (e.g. imagenet,objectnet)")
+    get.add_argument("--data-root", help="folder the data goes into, in the layout the tasks read "
+                     "(default: $EVALKIT_DATA)")
+    get.add_argument("--task-dir", action="append", default=None, help=TASK_DIR_HELP)
+    get.add_argument("--max-workers", type=_workers_arg, default=4, metavar="N",
+                     help="files downloaded at once (default %(default)s: the Hub limits requests per client)")
+    get.add_argument("--quiet", action="store_true", help="no progress bar or step lines (the per-task lines "
+                     "are still printed)")
+    get.set_defaults(func=cmd_get)

@@ -203,6 +203,9 @@ def register_cli(sub: Any) -> None:
                      "demo's video clips (default: $EVALKIT_CACHE, else ~/.cache/evalkit)")
     run.add_argument("--no-cache", action="store_true", help="do not read or write the on-disk cache")
     run.add_argument("--skip-existing", action="store_true", help="skip tasks that already have a result")
+    run.add_argument("--download", action="store_true", help="before any weights are read, fetch each task's missing "
+                     "data from the Hugging Face Hub into --data-root, verified (as `evalkit data get --tasks T`: the "
+                     "source its task file names; launched with several processes, local rank 0 of each node fetches)")
     run.add_argument("--task-dir", action="append", default=None, help=TASK_DIR_HELP)
     run.add_argument("--quiet", action="store_true", help="no progress (by default: bars on a terminal; in a log "
                      "or a pipe, a line when a phase has run 2 s, one every 30 s, and one when it ends)")

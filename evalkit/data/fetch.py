@@ -33,6 +33,7 @@ Public API (the command line's ``evalkit data get`` and ``evalkit run --download
     parse_fetch_spec(raw, task) -> HubSpec | ManualSpec
     read_manifest(data_root) -> dict                     # MANIFEST_NAME in the data root
     manifest_record(data_root, folder, split) -> dict | None
+    data_revision(data_root, source_info) -> dict | None # what a result records (repo, commit, ...)
 
 Errors (all :class:`~evalkit.errors.EvalkitError`): :class:`FetchSpecError` (a bad ``fetch:``
 block), :class:`FetchError` (the fetch could not complete: network, the Hub's answers), its
@@ -104,7 +105,7 @@ __all__ = [
     "MANIFEST_NAME", "WORK_DIR", "WDS_METADATA", "HubSpec", "ManualSpec", "RemoteFile", "FetchedFile", "FetchReport",
     "ManualSource", "FetchSpecError", "FetchError", "HubAccessError", "HubNotFoundError", "ManualFetchRequired",
     "FetchVerifyError", "DataRootError", "parse_fetch_spec", "fetch_source", "is_fetched", "manual_instructions",
-    "read_manifest", "manifest_record",
+    "read_manifest", "manifest_record", "data_revision",
 ]
 
 #: the manifest in the data root: what was fetched, from which commit, with which counts
@@ -336,6 +337,27 @@ def manifest_record(data_root: str | Path, folder: str | Path, split: str | None
     if part is not None:
         out.update(part)
         out["split"] = split
+    return out
+
+
+def data_revision(data_root: str | Path | None, info: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What a result records of where its data came from (``data_revision``): for data evalkit
+    fetched, the manifest's repo, the revision asked for, the commit fetched, the split and when
+    (and its notes: a mirror's class names or templates that differ from the task's); None for data
+    read from anywhere else, or when ``info`` (a source's ``SourceData.info``) names no folder."""
+    path = (info or {}).get("path")
+    if data_root is None or not path:
+        return None
+    split = (info or {}).get("split")
+    try:
+        record = (manifest_record(data_root, path, str(split)) if split else None) or manifest_record(data_root, path)
+    except DataError:  # a damaged manifest: `evalkit data check` says so; the result records no revision
+        return None
+    if record is None:
+        return None
+    out = {k: record.get(k) for k in ("repo", "revision", "commit", "split", "fetched_at")}
+    if record.get("notes"):
+        out["notes"] = list(record["notes"])
     return out
 
 
@@ -1084,7 +1106,7 @@ def _place(spec: HubSpec, root: Path, work: Path, staging: Path, report: FetchRe
     now = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     record = {"tasks": [task], "files": [f.as_json() for f in own], "shards": report.shards,
               "samples": report.samples, "classes": report.classes, "bytes": sum(f.size for f in own),
-              "fetched_at": now}
+              "fetched_at": now, **({"notes": list(report.notes)} if report.notes else {})}
     entries = read_manifest(root)["folders"]
     old = entries.get(spec.path)
     same_commit = old is not None and old.get("commit") == report.commit and old.get("repo") == spec.repo

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from evalkit.data.fetch import data_revision as fetched_revision
 from evalkit.data.sources import DataError, SourceData
 from evalkit.errors import OutputError
 from evalkit.features.embed import Embeddings, embed
@@ -159,6 +160,8 @@ def provenance(spec: TaskSpec, encoder: Encoder, ctx: RunContext, family: str, d
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "data_fingerprint": data_fingerprint(feats),
         **({"timings": timings} if timings is not None else {}),
+        # the mirror's repo and commit when evalkit fetched the data (its manifest); None otherwise
+        "data_revision": fetched_revision(ctx.run.data_root, data.info),
     }
 
 

@@ -55,7 +55,9 @@ class RunSpec:
     (a video task's frame sampler; None: the task's own), ``shots`` and ``seeds`` (few-shot
     linear-probe tasks: K samples per class, seeds 0 … N-1; None: the task's own).
 
-    What a run does around its tasks: ``records`` (per-sample records, ``<task>.records.npz``,
+    What a run does around its tasks: ``download`` (before any weights are read, fetch each
+    task's missing data from the Hugging Face Hub, as ``evalkit data get`` does: the sources its
+    task file's ``fetch:`` names; under a launcher, local rank 0 of each node fetches), ``records`` (per-sample records, ``<task>.records.npz``,
     beside each result: :mod:`evalkit.records`; False: none, and an earlier run's removed),
     ``fingerprint`` (the data loader hashes each decoded sample, and every result records the
     data's content fingerprint, :mod:`evalkit.data.fingerprint`; False: not hashed, recorded as
@@ -98,6 +100,7 @@ class RunSpec:
     progress: bool = True
     task_dirs: tuple[str | Path, ...] = ()
     skip_existing: bool = False
+    download: bool = False
     raise_errors: bool = False
     on_failure: Callable[[str, str], None] | None = field(default=None, compare=False, repr=False)
     on_result: Callable[..., None] | None = field(default=None, compare=False, repr=False)
@@ -169,6 +172,7 @@ class RunSpec:
             progress=not args.quiet,  # bars on a terminal, a line per phase in a log (evalkit.progress)
             task_dirs=tuple(args.task_dir or ()),
             skip_existing=args.skip_existing,
+            download=args.download,
             **extra,
         )
 
