@@ -98,6 +98,7 @@ PROTOCOL_FIELDS = {"task_version": "task version", "precision": "precision", "tr
                    "world_size": "world size", "data_fingerprint": "data fingerprint"}
 #: the parts of a result's wall time (evalkit.tasks.common.timings: they add up to it)
 TIMING_PARTS = ("embed", "text", "scoring", "other")
+_SHOTS = re.compile(r'"shots":(?:null|(\d+)),')  # an analysis line's K, read without parsing the line
 _TABLE_NOTE = re.compile(r"^\s*(Table\s+[0-9]+[a-z]?)\b", re.IGNORECASE)
 _ASSETS = ("report.css", "report.js")
 # nothing may be fetched: inline styles, scripts and SVG only
@@ -327,7 +328,7 @@ class _Page:
         self.paper = paper
         self.warnings: list[str] = []
         self.catalog: Catalog = load_catalog()
-        self.index = TaskIndex.load()
+        self._index: TaskIndex | None = None  # read when needed (its task files: a few tenths of a second)
         # the claims read once (None: the claims evalkit ships)
         self.claims = claims if isinstance(claims, pd.DataFrame) else load_claims(claims)
         results = list(iter_results(output_dir, model))
@@ -358,6 +359,12 @@ class _Page:
         self.headline = self._headlines()
 
     # -- facts ---------------------------------------------------------------------------------
+
+    @property
+    def index(self) -> TaskIndex:
+        if self._index is None:
+            self._index = TaskIndex.load()
+        return self._index
 
     def _spec(self, task: str) -> TaskSpec | None:
         return self.index.lookup(task)
@@ -708,21 +715,24 @@ class _Page:
                  ("Created", esc(cert.get("created_at", "")) or _not_recorded()),
                  ("Code", esc(f"evalkit {code.get('evalkit_version', '?')}, commit {code.get('git_commit', '?')}"
                               + (" (uncommitted changes)" if code.get("git_dirty") else ""))),
-                 ("Weights", f"{len(files)} files, {size / 1e9:.2f} GB" + (f" under <code>{esc(weights.get('path'))}</code>"
-                                                                           if weights.get("path") else ""))]
+                 ("Weights", f"{len(files)} files, {_bytes(size)}" + (f" under <code>{esc(weights.get('path'))}</code>"
+                                                                     if weights.get("path") else ""))]
         rows = []
         for t in cert.get("tasks") or []:
             if not isinstance(t, dict):
                 continue
             fp = t.get("data_fingerprint") or {}
             root = fp.get("root") if isinstance(fp, dict) else None
-            verdicts = [v.get("status", "") for v in t.get("verdicts") or [] if isinstance(v, dict)]
+            verdicts = [str(v.get("status", "")) for v in t.get("verdicts") or [] if isinstance(v, dict)]
+            counted = ", ".join(f"{verdicts.count(v)} {VERDICT_MARKS.get(v, '')} {esc(v)}" for v in dict.fromkeys(verdicts))
             now = self._result_matches(t)
-            rows.append(f"<tr><td>{esc(t.get('task', ''))}</td>"
+            name = Path(str(t.get("result_file") or "")).name
+            rows.append(f"<tr><td>{esc(t.get('task', ''))}"
+                        f"{'' if name == str(t.get('task')) + '.json' else f' <span class=muted>({esc(name)})</span>'}</td>"
                         f"<td class=\"mono\">{esc(str(t.get('result_sha256', ''))[:12])}</td><td>{now}</td>"
                         f"<td class=\"mono\">{esc(str(root)[:12]) if root else _not_recorded()}</td>"
                         f"<td class=\"n\">{len(t.get('records') or [])}</td>"
-                        f"<td>{' '.join(VERDICT_MARKS.get(v, '') + ' ' + esc(v) for v in verdicts)}</td></tr>")
+                        f"<td>{counted}</td></tr>")
         head = _sortable_head([("Task", ""), ("Result SHA-256", ""), ("The result file now", ""),
                                ("Data root", ""), ("Records", "n"), ("Verdicts", "")])
         return _dl(items) + (_table(head, rows, fit=True) if rows else "")
@@ -796,8 +806,13 @@ class _Page:
         reported = result.evalkit.get("best_transform")
         docs = _sidecar_documents(result, path, reported)
         if docs is None:  # no sidecar of these records: the analysis of `evalkit report --task`, computed
+            entry = result.evalkit.get("records")
+            # only an analysis computed from the records reads the task files (for class names); a
+            # result without records, or of records without classes, gets its note without them
+            computes = isinstance(entry, dict) and entry.get("kind") in PERCLASS_KINDS
+            index, spec = (self.index, self._spec(task)) if computes else (TaskIndex(tasks={}, groups={}), None)
             try:
-                run: PerClassRun = perclass_analyses(result, path, self.index, self._spec(task))
+                run: PerClassRun = perclass_analyses(result, path, index, spec)
             except (EvalkitError, ValueError, OSError) as e:
                 return f'<p class="muted small">No per-class analysis: {esc(e)}.</p>'
             if run.note:
@@ -973,6 +988,13 @@ class _Page:
 
 # ----------------------------------------------------------------------------- helpers of the sections
 
+def _bytes(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
 def _plain(value: Any) -> str:
     """A provenance value as one line of text."""
     if isinstance(value, dict):
@@ -1092,8 +1114,12 @@ def _sidecar_documents(result: TaskResult, path: Path, mode: str | None
             if not isinstance(header, dict) or header.get("schema") != PERCLASS_SCHEMA \
                     or header.get("records_sha256") != digest:
                 return None
-            chosen = [line for line in lines[1:] if prefix and line.startswith(prefix)] or lines[1:]
-            analyses = [json.loads(line) for line in chosen]
+            chosen = [line for line in lines[1:] if prefix and line.startswith(prefix)]
+            if len(chosen) > 1:  # few-shot: one line per K; the largest K is the one shown
+                shots = [_SHOTS.match(line[len(prefix):]) for line in chosen]
+                if all(shots):
+                    chosen = [max(zip(shots, chosen, strict=True), key=lambda x: int(x[0].group(1) or 0))[1]]  # type: ignore[union-attr]
+            analyses = [json.loads(line) for line in chosen or lines[1:]]
         except (OSError, ValueError):
             return None
         if not all(isinstance(a, dict) for a in analyses):
