@@ -472,3 +472,17 @@ def test_a_video_task_hashes_an_old_cache_entry_through_its_views(tmp_path, imag
     _strip_digests(tmp_path / "cache")
     image_forwards.append(0)
     assert run("o2") == {**fresh, "from": "cache"} and fresh["complete"]
+
+
+def test_certify_says_a_run_without_limit_binds_an_incomplete_fingerprint(tmp_path, capsys):
+    from evalkit.api import evaluate
+    from evalkit.cli.main import main
+
+    assert evaluate("eva-clip-demo", "shapeworld-shape", output_dir=tmp_path / "o", limit=20, cache_dir=None,
+                    progress=False, raise_errors=True).ok
+    assert main(["certify", "--model", "eva-clip-demo", "--variant", "fp32+limit20",
+                 "--output-dir", str(tmp_path / "o")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "data fingerprint is incomplete (20 of 20 samples hashed" in err
+    assert "run the task again without --limit" in err
+    assert "in full" not in err

@@ -245,12 +245,15 @@ def _task_entry(path: Path, result: TaskResult, output_dir: Path, verdicts: dict
     rel = path.relative_to(output_dir).as_posix()
     fingerprint = ev.get("data_fingerprint")
     if fingerprint is None:
-        warnings.append(f"{rel}: no data fingerprint (a result written before evalkit recorded them): "
-                        f"its data is not bound; rerun the task to bind it")
+        warnings.append(f"{rel}: no data fingerprint (a result written before evalkit recorded them, or by a run "
+                        f"with --no-fingerprint): its data is not bound; run the task again without "
+                        f"--no-fingerprint, then certify again, to bind it")
     elif not fingerprint.get("complete", False) or fingerprint.get("root") is None:
         warnings.append(f"{rel}: the data fingerprint is incomplete ({fingerprint.get('hashed')} of "
-                        f"{fingerprint.get('samples')} samples hashed: a --limit run, or features cached before "
-                        f"fingerprints): its data is not bound as a whole; rerun the task in full to bind it")
+                        f"{fingerprint.get('samples')} samples hashed: a --limit run, or features an older evalkit "
+                        f"cached without digests): its data is not bound as a whole; run the task again without "
+                        f"--limit (cached features cost no forward: their samples are read and hashed, and the "
+                        f"cache keeps the digests), then certify again, to bind it")
     if ev.get("family") == "classification" and ("templates_sha256" not in ev or "classnames_sha256" not in ev):
         warnings.append(f"{rel}: the templates and class names used are not recorded (a result written before "
                         f"evalkit recorded them)")
@@ -542,7 +545,8 @@ def _data_checks(task: dict[str, Any], data_root: str | Path | None, data: bool,
                      "evalkit recorded them")
     if not recorded.get("complete") or not recorded.get("root"):
         return Check(what, "unchecked", f"the run's fingerprint is incomplete: {recorded.get('hashed')} of "
-                     f"{recorded.get('samples')} samples hashed (a --limit run, or features cached before fingerprints)")
+                     f"{recorded.get('samples')} samples hashed (a --limit run, or features an older evalkit cached without "
+                     f"digests; a run without --limit binds it)")
     if not data:
         return Check(what, "unchecked", "--no-data: not re-fingerprinted")
     from evalkit.data.root import default_data_root
