@@ -449,12 +449,9 @@ def write_paper_report(output_dir: str | Path, paper: str,
                        *, model: str | None = None) -> Path:
     """Write :func:`paper_report_path` for ``paper`` from the results under ``output_dir`` (a
     folder that exists; with no results in it every cell is ``not run``) and return its path."""
-    from evalkit.reporting.catalog import load_catalog
-    from evalkit.reporting.report import _as_claims, _load_results, _report_tables
+    from evalkit.reporting.report import report_tables
 
-    catalog = load_catalog()
-    runs = _load_results(output_dir, model, catalog)  # a missing folder: ResultsFolderError
-    table, aggs = _report_tables(runs, _as_claims(claims, catalog), model, catalog, output_dir)
+    table, aggs = report_tables(output_dir, claims, model=model)  # a missing folder: ResultsFolderError
     tables = paper_tables(table, paper, aggs)
     path = paper_report_path(output_dir, paper)
     atomic_write_text(path, paper_markdown(tables, results=output_dir))
