@@ -482,7 +482,9 @@ def embed(
 
     ``fingerprint``: the loader hashes each sample it decodes (evalkit.data.fingerprint), the
     digests are cached with the unit's features, and the result's ``fingerprint`` covers the
-    data (None when off). Each result also says how long the loader worked (``data_seconds``,
+    data (None when off). A unit cached without digests (an older evalkit, or a run without
+    fingerprints) is read, decoded and put through the views' per-sample steps once more without
+    the model, hashed, and its cache entries written again with the digests (not under ``limit``). Each result also says how long the loader worked (``data_seconds``,
     summed over samples) and the forward ran (``forward_seconds``), for the units computed here."""
     names = list(views)
     if not names:
