@@ -54,8 +54,7 @@ from evalkit.records import SUFFIX as RECORDS_SUFFIX
 from evalkit.reporting.catalog import Catalog, load_catalog
 from evalkit.reporting.charts import fewshot_points
 from evalkit.reporting.claims import load_claims
-from evalkit.reporting.perclass import PerClassRun
-from evalkit.reporting.perclass import _analyses as perclass_analyses
+from evalkit.reporting.perclass import PerClassRun, result_analyses
 from evalkit.reporting.report import (
     STATUSES,
     VERDICT_MARKS,
@@ -812,7 +811,7 @@ class _Page:
             computes = isinstance(entry, dict) and entry.get("kind") in PERCLASS_KINDS
             index, spec = (self.index, self._spec(task)) if computes else (TaskIndex(tasks={}, groups={}), None)
             try:
-                run: PerClassRun = perclass_analyses(result, path, index, spec)
+                run: PerClassRun = result_analyses(result, path, index, spec)
             except (EvalkitError, ValueError, OSError) as e:
                 return f'<p class="muted small">No per-class analysis: {esc(e)}.</p>'
             if run.note:

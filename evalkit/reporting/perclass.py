@@ -31,7 +31,7 @@ from evalkit.tasks.perclass import (
 from evalkit.tasks.spec import TaskIndex, TaskSpec
 
 __all__ = ["DEFAULT_CLASSES", "DEFAULT_PAIRS", "NoResultError", "PerClassRun", "perclass_report", "perclass_runs",
-           "render"]
+           "render", "result_analyses"]
 
 #: classes printed per analysis, worst first (0: all)
 DEFAULT_CLASSES = 20
@@ -101,7 +101,10 @@ def _computed(result: TaskResult, path: Path, index: TaskIndex, spec: TaskSpec |
     return docs
 
 
-def _analyses(result: TaskResult, path: Path, index: TaskIndex, spec: TaskSpec | None) -> PerClassRun:
+def result_analyses(result: TaskResult, path: Path, index: TaskIndex, spec: TaskSpec | None) -> PerClassRun:
+    """The per-class analyses of one result at ``path``: its sidecars where they are of its own
+    records, else computed from the records (``index``/``spec``: for class names), else a note
+    saying why there are none (the HTML report reads them per result)."""
     run = PerClassRun(result, path)
     entry = result.evalkit.get("records")
     files = records_for(path)
@@ -167,7 +170,7 @@ def perclass_runs(output_dir: str | Path, task: str, model: str | None = None,
     for result in found:
         path = path_of(result, output_dir)
         try:
-            out.append(_analyses(result, path, index, spec))
+            out.append(result_analyses(result, path, index, spec))
         except RecordsError as e:
             out.append(PerClassRun(result, path, note=f"its records cannot be read: {e}"))
     return out
