@@ -250,6 +250,8 @@ def test_no_data_root_and_a_bad_fetch_block_are_clear_errors(tmp_path, capsys, m
     assert rc == 1 and "no data root to fetch into: pass --data-root DIR or set $EVALKIT_DATA" in err
     rc, _, err = cli(capsys, "data", "get", "--tasks", "bad", "--data-root", str(tmp_path), "--task-dir", str(tasks))
     assert rc == 1 and f"{tasks / 'bad.yaml'}: fetch: task 'bad': fetch: unknown key(s) revison" in err, err
+    with pytest.raises(TaskSpecError, match=r"bad\.yaml: fetch: .*revison"):  # a run says it before anything else
+        api.resolve_tasks("bad", [tasks])
     with pytest.raises(TaskSpecError, match=r"field 'fetch' must be a mapping"):
         TaskIndex.load([task_dir(tmp_path, worse=TASK.replace("task: tiny", "task: worse").replace(
             f"fetch: {{repo: {REPO}, revision: main}}", f"fetch: {REPO}"))])
