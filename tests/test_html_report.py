@@ -328,6 +328,22 @@ def test_the_paper_view_keeps_the_papers_order(demo_report):
     assert [clean(r["cells"][0]) for r in parsed["rows"]] == first.rows
 
 
+def test_the_tables_it_reads_are_the_reports(demo_report):
+    """report_tables is verified_table and aggregate_table computed once; the leaderboard given
+    them is the leaderboard that computes them itself."""
+    import pandas as pd
+
+    from evalkit.reporting.report import aggregate_table, leaderboard, verified_table
+
+    out, claims = demo_report["out"], demo_report["claims"]
+    for model in (None, MODEL):
+        table, aggs = report_tables(out, claims, model=model)
+        pd.testing.assert_frame_equal(table, verified_table(out, claims, model=model))
+        pd.testing.assert_frame_equal(aggs, aggregate_table(out, claims, model=model))
+    tables = report_tables(out, claims)
+    pd.testing.assert_frame_equal(leaderboard(out, claims, tables=tables), leaderboard(out, claims))
+
+
 def test_report_command_writes_the_html_by_default_and_obeys_its_flags(demo_report, capsys):
     out, claims = demo_report["out"], str(demo_report["claims"])
     page = out / REPORT_HTML
