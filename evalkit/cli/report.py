@@ -81,7 +81,7 @@ def register_cli(sub: Any) -> None:
                      help="write <output-dir>/paper_<ID>.md instead: the claims of paper ID (2402.04252 or "
                      "arXiv:2402.04252) arranged as the paper's own tables, in its row and column order, each cell "
                      "verified [interval] verdict / claimed; a claim without a result reads `—` (no results: the "
-                     "checklist)")
+                     "checklist); and report.html with those tables")
     html = rep.add_mutually_exclusive_group()
     html.add_argument("--html", nargs="?", const="", default="", metavar="PATH",
                       help="write the single-file HTML report (written by default, beside the markdown: "
