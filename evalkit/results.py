@@ -284,7 +284,7 @@ _RUN_LOG_KEYS = (
     "depth_preset", "samples",
     "evaluated", "skipped", "limit", "batch_size", "num_workers", "world_size", "samples_per_rank", "task_file",
     "task_version", "source", "data", "weights", "text_model", "evalkit_version", "git_commit", "command",
-    "started_at", "finished_at", "wall_time_s", "images_per_s", "data_fingerprint", "timings",
+    "started_at", "finished_at", "wall_time_s", "images_per_s", "data_fingerprint", "data_revision", "timings",
 )
 
 

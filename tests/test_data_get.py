@@ -116,6 +116,9 @@ def test_data_get_says_what_where_size_and_count_then_check_and_run_use_it(hub, 
     assert (revision["repo"], revision["revision"], revision["commit"], revision["split"]) == (
         REPO, "main", repo.commit, "test")
     assert len(hub.requests()) == before
+    # and so does its run-log line: a later run can tell if the mirror changed
+    (line,) = [json.loads(x) for x in (tmp_path / "out" / "runs.jsonl").read_text().splitlines()]
+    assert line["data_revision"]["commit"] == repo.commit
 
 
 def test_data_in_another_layout_is_used_as_it_is_and_nothing_is_fetched(hub, tmp_path, capsys):

@@ -19,8 +19,8 @@ Scheme ``evalkit-content-v1`` (docs/fingerprints.md):
 
 A :class:`Fingerprint` accumulates a dataset's digests (in the data loader of a run, or
 standalone, :func:`fingerprint_data`) and says what it covers (:meth:`Fingerprint.as_dict`):
-``root`` is given only when every listed sample was hashed (no ``--limit``, no feature-cache
-entry written without digests); ``duplicates`` counts samples whose decoded content equals an
+``root`` is given only when every listed sample was hashed (no ``--limit``; a feature-cache
+entry written without digests is read and hashed again, without the model, in the next full run); ``duplicates`` counts samples whose decoded content equals an
 earlier one's, labels ignored; ``undecodable`` samples are listed but not in the root.
 
 Torch-free (NumPy, Pillow, PyAV through :mod:`evalkit.data.video`): a data-layer module.
