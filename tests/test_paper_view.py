@@ -165,7 +165,9 @@ def test_a_result_fills_its_cells_with_the_verdict(tmp_path, capsys):
 
     assert main(["report", "--paper", f"arXiv:{PAPER}", "--output-dir", str(out)]) == 0
     path = out / f"paper_{PAPER}.md"
-    assert capsys.readouterr().out.strip() == str(path)
+    # the markdown, then the HTML report with the paper's tables (evalkit.reporting.html)
+    assert capsys.readouterr().out.split() == [str(path), str(out / "report.html")]
+    assert 'id="paper"' in (out / "report.html").read_text()
     md = path.read_text()
     for name in [*PAPER_TABLES, "EVA-CLIP-18B README (EVA-CLIP-8B-448)"]:
         assert f"\n## {name}\n" in md
