@@ -367,6 +367,20 @@ def test_a_missing_or_empty_folder_is_an_error(tmp_path):
         write_html(tmp_path)
 
 
+def test_a_model_without_results_lists_its_claims_and_an_unknown_one_is_an_error(demo_report):
+    from evalkit.errors import OptionError
+    from evalkit.reporting.report import verified_table
+
+    out = demo_report["out"]
+    text = write_html(out, model="eva-clip-18b", path=demo_report["root"] / "18b.html").read_text()
+    rows = table_by_id(text, "claims-table")["rows"]
+    want = verified_table(out, model="eva-clip-18b")
+    assert len(rows) == len(want) > 100
+    assert {r["attrs"]["data-verdict"] for r in rows} == {"not run"}
+    with pytest.raises(OptionError, match="no claims and no results for model 'no-such-model'"):
+        write_html(out, model="no-such-model")
+
+
 def test_the_wheel_carries_the_assets():
     try:
         import tomllib

@@ -48,7 +48,7 @@ from typing import Any
 
 import pandas as pd
 
-from evalkit.errors import EvalkitError
+from evalkit.errors import EvalkitError, OptionError
 from evalkit.metric_table import short_name
 from evalkit.records import SUFFIX as RECORDS_SUFFIX
 from evalkit.reporting.catalog import Catalog, load_catalog
@@ -347,6 +347,10 @@ class _Page:
             self.runs.setdefault(label, _RunInfo(label, r.model, result_variant(r))).results.append(r)
         order = [m for m in dict.fromkeys(self.table["model"]) if m in self.runs]
         self.run_order = order + sorted(set(self.runs) - set(order))
+        # the rows listed: the runs with results; a model asked for by name without any, its claims (not run)
+        self.listed = list(self.run_order) or ([model] if model is not None else [])
+        if model is not None and not results and self.table.empty:
+            raise OptionError(f"no claims and no results for model {model!r}")
         self.by_task: dict[str, dict[str, list[TaskResult]]] = {}
         for label in self.run_order:
             for r in self.runs[label].results:
@@ -448,17 +452,18 @@ class _Page:
     # -- summary -------------------------------------------------------------------------------
 
     def _mine(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """Rows of the runs with results (the claims of models never run are counted, not listed)."""
-        return frame[frame["model"].isin(self.runs)] if not frame.empty else frame
+        """Rows of the runs listed (the claims of models never run are counted, not listed)."""
+        return frame[frame["model"].isin(self.listed)] if not frame.empty else frame
 
     def _summary(self) -> str:
         table, aggs = self._mine(self.table), self._mine(self.aggs)
         legend = "".join(f"<li>{verdict_html(s)}: {esc(MEANING[s])}</li>" for s in STATUSES)
         rows = []
-        for label in self.run_order:
+        for label in self.listed:
             counts = table.loc[table["model"] == label, "status"].value_counts()
             agg_counts = aggs.loc[aggs["model"] == label, "status"].value_counts() if not aggs.empty else {}
-            cells = [f'<td><a href="#run-{_slug(label)}">{esc(label)}</a></td>']
+            name = f'<a href="#run-{_slug(label)}">{esc(label)}</a>' if label in self.runs else esc(label)
+            cells = [f"<td>{name}</td>"]
             for s in STATUSES:
                 n, a = int(counts.get(s, 0)), int(agg_counts.get(s, 0))
                 more = f' <span class="muted small">+ {a}</span>' if a else ""
