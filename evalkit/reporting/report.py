@@ -834,6 +834,7 @@ def leaderboard(output_dir: str | Path,
     for c in [*(g.column for g in groups), *tasks]:
         for suffix in ("_ci_low", "_ci_high"):
             df[f"{c}{suffix}"] = pd.to_numeric(df[f"{c}{suffix}"], errors="coerce").astype(float)
+    df = df.copy()  # one block per dtype again: the rank columns then insert without fragmenting the frame
     _rank(df, models, groups, tasks, rankable, rank_by)
     return df
 
