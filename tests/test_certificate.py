@@ -271,6 +271,25 @@ def test_moved_files_verify_by_content(made, tmp_path, capsys):
     assert "renamed-" in weights_rows["weights config.json"]
 
 
+def test_a_certificate_outside_its_results_folder_finds_them_under_search(run, capsys, tmp_path):
+    path = _certify(run, capsys)
+    mv = tmp_path / "mv"
+    shutil.copytree(run["out"] / "runs" / MODEL, mv / "stuff")
+    shutil.copy(path, mv / "cert.json")
+    shutil.rmtree(run["out"])
+    rc, rows, text = _verify(mv / "cert.json", capsys, "--no-data", "-q")  # nowhere to look: unchecked, said why
+    files = {w: s for w, (s, _) in rows.items() if w.startswith(("records ", "result "))}
+    assert rc == 0 and len(files) == 2 and set(files.values()) == {"unchecked"} and "--search" in text
+    rc, rows, text = _verify(mv / "cert.json", capsys, "--no-data", "-q", "--search", str(mv / "stuff"))
+    lines = {w: line for w, (s, line) in rows.items() if w.startswith(("records ", "result "))}
+    assert rc == 0 and len(lines) == 2, text
+    assert all(rows[w][0] == "match" and f"moved: {mv / 'stuff'}" in line for w, line in lines.items()), text
+    record = next(Path(rows[w][1].split("moved: ")[1].rstrip(")")) for w in lines if w.startswith("records "))
+    record.write_bytes(record.read_bytes() + b"\0")  # changed content is no longer found by content
+    rc, rows, text = _verify(mv / "cert.json", capsys, "--no-data", "-q", "--search", str(mv / "stuff"))
+    assert rc == 0 and {s for w, (s, _) in rows.items() if w.startswith("records ")} == {"missing"}, text
+
+
 def test_a_hand_edited_certificate_fails_its_own_hash(run, capsys):
     path = _certify(run, capsys)
     cert = json.loads(path.read_text())

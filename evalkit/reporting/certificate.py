@@ -469,11 +469,15 @@ def _weights_checks(cert: dict[str, Any], weights: str | Path | None, finder: _F
     return checks
 
 
+_NO_FOLDER = ("no results folder: the certificate is not in a certificates/ folder; --output-dir names the "
+              "results folder, or --search a folder where its files may be")
+
+
 def _result_check(task: dict[str, Any], output_dir: Path | None, finder: _Finder) -> Check:
     what = f"result {task['result_file']}"
-    if output_dir is None:
-        return Check(what, "unchecked", "no results folder (--output-dir)")
-    path = output_dir / task["result_file"]
+    if output_dir is None and not finder.roots:
+        return Check(what, "unchecked", _NO_FOLDER)
+    path = output_dir / task["result_file"] if output_dir is not None else None
     check = _check_file(what, path, task.get("result_size"), task.get("result_sha256"), finder)
     if check.path is None:
         return check
@@ -498,10 +502,11 @@ def _records_checks(task: dict[str, Any], output_dir: Path | None, finder: _Find
     out = []
     for rec in task.get("records") or []:
         what = f"records {rec['file']}"
-        if output_dir is None:
-            out.append(Check(what, "unchecked", "no results folder (--output-dir)"))
-        else:
-            out.append(_check_file(what, output_dir / rec["file"], rec.get("size"), rec.get("sha256"), finder))
+        if output_dir is None and not finder.roots:
+            out.append(Check(what, "unchecked", _NO_FOLDER))
+        else:  # without a results folder, only by size and hash under --search / --weights
+            path = output_dir / rec["file"] if output_dir is not None else None
+            out.append(_check_file(what, path, rec.get("size"), rec.get("sha256"), finder))
     return out
 
 
