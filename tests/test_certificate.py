@@ -352,6 +352,36 @@ def test_data_is_re_fingerprinted_and_compared(run, capsys, monkeypatch):
     assert rc == 0 and rows[f"data {task['task']}"][0] == "unchecked" and "no such folder" in text
 
 
+def test_the_train_split_of_a_few_shot_task_is_bound_and_re_fingerprinted(run, capsys, monkeypatch):
+    _with_fingerprint(run["result"])
+    d = json.loads(run["result"].read_text())
+    d["evalkit"]["train_data_fingerprint"] = {**d["evalkit"]["data_fingerprint"], "root": "ef" * 32, "samples": 40}
+    run["result"].write_text(json.dumps(d, indent=2))
+    path = _certify(run, capsys)
+    task = read_certificate(path)["tasks"][0]
+    assert task["train_data_fingerprint"]["root"] == "ef" * 32
+    now = {"root": "ab" * 32, "samples": 12, "hashed": 12, "undecodable": 0, "duplicates": 0, "complete": True}
+
+    def fingerprint_task(spec, data_root, progress=True):
+        return {**now, "train": {**now, "root": train_root, "samples": 40}}
+
+    monkeypatch.setattr(cert_mod, "_fingerprint_task", lambda: fingerprint_task)
+    train_root = "ef" * 32
+    rc, rows, text = _verify(path, capsys)
+    assert rc == 0 and rows[f"data {task['task']}"][0] == "match", text
+    assert rows[f"data {task['task']} (train)"][0] == "match", text
+    train_root = "01" * 32  # one train image changed: only the train line differs
+    rc, rows, text = _verify(path, capsys)
+    assert rc == 1 and [w for w, (s, _) in rows.items() if s == "differs"] == [f"data {task['task']} (train)"], text
+    assert "010101" in rows[f"data {task['task']} (train)"][1]
+    # a task over several splits records split 1's train fingerprint only: not bound, said so
+    d["evalkit"]["per_split"] = [{"split": "a"}, {"split": "b"}]
+    run["result"].write_text(json.dumps(d, indent=2))
+    cert = build_certificate(run["out"], MODEL, run["variant"])
+    assert cert["tasks"][0]["train_data_fingerprint"] is None
+    assert any("split 1 of 2 only" in w for w in cert["warnings"])
+
+
 def test_one_changed_image_makes_the_data_differ(made, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(made["data"], data)

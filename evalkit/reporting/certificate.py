@@ -289,11 +289,34 @@ def _task_entry(path: Path, result: TaskResult, output_dir: Path, verdicts: dict
         "samples": ev.get("samples"),
         "evaluated": ev.get("evaluated"),
         "data_fingerprint": fingerprint,
+        **_split_fingerprints(ev, rel, warnings),
         "records": records,
         "metrics": result.metrics,
         "ci": ev.get("ci") or {},
         "verdicts": verdicts.get(result.dataset, []),
     }
+
+
+def _split_fingerprints(ev: dict[str, Any], rel: str, warnings: list[str]) -> dict[str, Any]:
+    """The fingerprints a result records of its task's other splits (``train_data_fingerprint`` of
+    a few-shot or linear-probe task), by the same key. A task over several splits
+    (``protocol.splits``) records split 1's train fingerprint only: bound as None, with a warning."""
+    out: dict[str, Any] = {}
+    for key in sorted(k for k in ev if k.endswith("_data_fingerprint") and k != "data_fingerprint"):
+        split = key[: -len("_data_fingerprint")]
+        fp = ev[key]
+        if len(ev.get("per_split") or []) > 1:
+            warnings.append(f"{rel}: its {split} split's fingerprint is recorded for split 1 of "
+                            f"{len(ev['per_split'])} only: the {split} data is not bound")
+            fp = None
+        elif fp is None:
+            warnings.append(f"{rel}: no {split} data fingerprint (a run with --no-fingerprint): the {split} data "
+                            f"is not bound")
+        elif not fp.get("complete", False) or fp.get("root") is None:
+            warnings.append(f"{rel}: the {split} data fingerprint is incomplete ({fp.get('hashed')} of "
+                            f"{fp.get('samples')} samples hashed): the {split} data is not bound as a whole")
+        out[key] = fp
+    return out
 
 
 def build_certificate(output_dir: str | Path, model: str, variant: str | None = None, claims: Any = None, *,
@@ -542,25 +565,20 @@ def _fingerprint_task() -> Any:
     return fingerprint_task
 
 
-def _data_checks(task: dict[str, Any], data_root: str | Path | None, data: bool, progress: bool) -> Check:
-    what = f"data {task['task']}"
-    recorded = task.get("data_fingerprint")
+def _unbound(what: str, recorded: dict[str, Any] | None) -> Check | None:
     if not recorded:
         return Check(what, "unchecked", "no data fingerprint in the certificate: its result was written before "
-                     "evalkit recorded them")
+                     "evalkit recorded them, by a run with --no-fingerprint, or of a task over several splits")
     if not recorded.get("complete") or not recorded.get("root"):
         return Check(what, "unchecked", f"the run's fingerprint is incomplete: {recorded.get('hashed')} of "
                      f"{recorded.get('samples')} samples hashed (a --limit run, or features an older evalkit cached without "
                      f"digests; a run without --limit binds it)")
-    if not data:
-        return Check(what, "unchecked", "--no-data: not re-fingerprinted")
-    from evalkit.data.root import default_data_root
+    return None
 
-    try:
-        spec = _task_spec(task)
-        now = _fingerprint_task()(spec, default_data_root(data_root), progress=progress)
-    except (EvalkitError, OSError) as e:  # the data is not here (or no longer a task evalkit knows)
-        return Check(what, "unchecked", f"data not checked: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+
+def _compare_fingerprint(what: str, now: dict[str, Any] | None, recorded: dict[str, Any]) -> Check:
+    if now is None:
+        return Check(what, "unchecked", "the task's data has no such split now")
     root, want = now.get("root"), recorded["root"]
     counts = f"{now.get('samples')} samples, {now.get('duplicates')} duplicates"
     if root is None:
@@ -570,6 +588,37 @@ def _data_checks(task: dict[str, Any], data_root: str | Path | None, data: bool,
         return Check(what, "differs", f"content root {root[:16]}…, certified {want[:16]}… ({counts}; certified "
                      f"{recorded.get('samples')} samples, {recorded.get('duplicates')} duplicates)")
     return Check(what, "match", f"root {root[:16]}…, {counts}")
+
+
+def _data_checks(task: dict[str, Any], data_root: str | Path | None, data: bool, progress: bool) -> list[Check]:
+    """``data T`` (the test data) and ``data T (train)`` per other split bound: each re-fingerprinted
+    (one :func:`~evalkit.tasks.fingerprint.fingerprint_task` call gives every split's root)."""
+    bound = {"": task.get("data_fingerprint")}
+    bound.update({k[: -len("_data_fingerprint")]: v for k, v in task.items()
+                  if k.endswith("_data_fingerprint") and k != "data_fingerprint"})
+    names = {split: f"data {task['task']}" + (f" ({split})" if split else "") for split in bound}
+    checks: dict[str, Check] = {}
+    for split, recorded in bound.items():
+        unbound = _unbound(names[split], recorded)
+        if unbound is not None:
+            checks[split] = unbound
+        elif not data:
+            checks[split] = Check(names[split], "unchecked", "--no-data: not re-fingerprinted")
+    todo = [split for split in bound if split not in checks]
+    if todo:
+        from evalkit.data.root import default_data_root
+
+        try:
+            spec = _task_spec(task)
+            now = _fingerprint_task()(spec, default_data_root(data_root), progress=progress)
+        except (EvalkitError, OSError) as e:  # the data is not here (or no longer a task evalkit knows)
+            reason = f"data not checked: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            checks.update({split: Check(names[split], "unchecked", reason) for split in todo})
+        else:
+            for split in todo:
+                checks[split] = _compare_fingerprint(names[split], now if not split else now.get(split),
+                                                     bound[split])
+    return [checks[split] for split in bound]
 
 
 def verify_certificate(path: str | Path, *, output_dir: str | Path | None = None, weights: str | Path | None = None,
@@ -600,5 +649,5 @@ def verify_certificate(path: str | Path, *, output_dir: str | Path | None = None
         checks += _records_checks(task, out_dir, finder)
         checks.append(_result_check(task, out_dir, finder))
     for task in cert.get("tasks") or []:
-        checks.append(_data_checks(task, data_root, data, progress))
+        checks += _data_checks(task, data_root, data, progress)
     return checks
