@@ -354,12 +354,14 @@ def _download(specs: list[TaskSpec], data_root: str | Path | None, run: RunSpec,
         return
     lead = world is None or world.is_main
     failed: dict[str, BaseException] = {}
+    unreachable: list[BaseException] = []  # once the Hub cannot be reached, the other fetches are not tried
     if fetches_here(world):
         for spec in specs:
             items = missing_items(spec, data_root, hub_only=True)
             if not items:
                 continue
-            for outcome in fetch_task(spec, data_root, items=items, progress=run.progress):
+            for outcome in fetch_task(spec, data_root, items=items, progress=run.progress,
+                                      unreachable=unreachable):
                 print(outcome.line, file=sys.stderr, flush=True)
                 if not outcome.ok and spec.name not in failed:
                     failed[spec.name] = outcome.error or EvalkitError(outcome.line)

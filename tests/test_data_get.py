@@ -271,6 +271,32 @@ def test_a_file_including_another_replaces_its_fetch_block(tmp_path):
 # --------------------------------------------------------------------------- the offline cluster
 
 
+def test_a_hub_that_cannot_be_reached_fails_at_once_and_the_other_tasks_are_not_attempted(hub, tmp_path, capsys,
+                                                                                          monkeypatch):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("HF_ENDPOINT", closed)
+    tasks, data = task_dir(tmp_path, other=TASK.replace("tiny", "other")), tmp_path / "data"
+    t0 = time.monotonic()
+    rc, out, err = cli(capsys, "data", "get", "--tasks", "tiny,other", "--data-root", str(data), "--task-dir",
+                       str(tasks))
+    took = time.monotonic() - t0
+    assert rc == 1
+    assert "retry" not in err, err  # never retried (the back-off would wait 1 + 2 + 4 + 8 + 16 s)
+    assert took < 10, took
+    lines = {ln.split(":", 1)[0]: ln for ln in out.splitlines() if ln.startswith(("tiny:", "other:"))}
+    assert set(lines) == {"tiny", "other"}, out
+    for part in (f"evalkit could not reach the Hub at {closed}", "connection refused", "HF_ENDPOINT",
+                 "HF_HUB_OFFLINE", "docs/data.md"):
+        assert part in lines["tiny"], lines["tiny"]
+    assert lines["other"].startswith("other: not attempted: "), lines["other"]
+    assert "failed: tiny, other" in out, out
+    assert hub.requests() == []
+
+
 def test_fetch_here_copy_there_and_nothing_there_needs_the_network(hub, tmp_path, capsys):
     repo = hub.add_repo(REPO, wds_repo_files())
     tasks, data = task_dir(tmp_path), tmp_path / "data"
@@ -296,6 +322,12 @@ def test_fetch_here_copy_there_and_nothing_there_needs_the_network(hub, tmp_path
     miss = subprocess.run([*evalkit, "data", "get", "--tasks", "other", "--data-root", str(cluster), "--task-dir",
                            str(tasks)], env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert miss.returncode == 1 and "HF_HUB_OFFLINE is set" in miss.stdout, miss.stdout + miss.stderr
+    assert "other: HF_HUB_OFFLINE is set" in miss.stdout and "other: other:" not in miss.stdout, miss.stdout
+    # run --download says it once too: one task prefix
+    ran = subprocess.run([*evalkit, *run_args(cluster, tasks, tmp_path / "out2", "--download", task="other")],
+                         env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 1 and "evalkit: error: other: HF_HUB_OFFLINE is set" in ran.stderr, ran.stderr[-2000:]
+    assert "other: other:" not in ran.stderr, ran.stderr[-2000:]
     assert len(hub.requests()) == before
 
 

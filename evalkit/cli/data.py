@@ -261,6 +261,7 @@ def get_tasks(tasks: str, data_root: str | Path, task_dirs: list[str] | None = N
     names = [t for t in tasks.split(",") if t.strip()]
     index = TaskIndex.load(extra=[Path(d) for d in task_dirs or ()])
     out: list[Any] = []
+    unreachable: list[BaseException] = []  # once the Hub cannot be reached, the other fetches are not tried
     for spec in index.resolve(names):
         if not spec.fetch:
             item = FetchItem(spec.name, None, spec.source, "test", None, None, None, None)
@@ -278,7 +279,8 @@ def get_tasks(tasks: str, data_root: str | Path, task_dirs: list[str] | None = N
                                                         f"no source to fetch from (no fetch: block); `evalkit data "
                                                         f"check --tasks {spec.name}` lists the layouts it reads"))
             continue
-        out.extend(fetch_task(spec, data_root, max_workers=max_workers, progress=progress, say=say))
+        out.extend(fetch_task(spec, data_root, max_workers=max_workers, progress=progress, say=say,
+                              unreachable=unreachable))
     return out
 
 

@@ -103,9 +103,10 @@ from evalkit.models.hub import hub_cache_dir, hub_offline, human_size
 
 __all__ = [
     "MANIFEST_NAME", "WORK_DIR", "WDS_METADATA", "HubSpec", "ManualSpec", "RemoteFile", "FetchedFile", "FetchReport",
-    "ManualSource", "FetchSpecError", "FetchError", "HubAccessError", "HubNotFoundError", "ManualFetchRequired",
+    "ManualSource", "FetchSpecError", "FetchError", "HubAccessError", "HubNotFoundError", "HubUnreachableError",
+    "ManualFetchRequired",
     "FetchVerifyError", "DataRootError", "parse_fetch_spec", "fetch_source", "is_fetched", "manual_instructions",
-    "read_manifest", "manifest_record", "data_revision",
+    "read_manifest", "manifest_record", "data_revision", "unreachable_message",
 ]
 
 #: the manifest in the data root: what was fetched, from which commit, with which counts
@@ -145,6 +146,12 @@ class HubAccessError(FetchError):
 
 class HubNotFoundError(FetchError):
     """404: the repo, its revision or one of its files is not on the Hub."""
+
+
+class HubUnreachableError(FetchError):
+    """The Hub's endpoint could not be reached at all (its name did not resolve, the connection
+    was refused, no route to it): not retried; the other Hub fetches of the same command are not
+    attempted."""
 
 
 class ManualFetchRequired(FetchError):
@@ -492,10 +499,38 @@ def _retry_after(e: BaseException) -> float | None:
     return float(match.group(1)) if match else None
 
 
+def _unreachable(e: BaseException) -> str | None:
+    """Why the Hub cannot be reached at all (a name that does not resolve, a connection refused,
+    no route to the host or network), or None: a machine without network, or a wrong endpoint.
+    Trying again does not help, so it is never retried."""
+    import errno
+    import socket
+
+    for x in _chain(e):
+        if isinstance(x, socket.gaierror):
+            return f"name resolution failed: {x.strerror or x}"
+        if isinstance(x, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(x, OSError) and x.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN):
+            return f"no route: {x.strerror or x}"
+    return None
+
+
+def unreachable_message(endpoint: str, why: str) -> str:
+    """What to do when the Hub at ``endpoint`` cannot be reached."""
+    return (f"evalkit could not reach the Hub at {endpoint} ({why}); check this machine's network, or set "
+            f"HF_ENDPOINT to a Hub (mirror) it can reach; data already fetched is used without the network "
+            f"under HF_HUB_OFFLINE=1; for a cluster without network, fetch on a machine with network and copy "
+            f"the data root (docs/data.md, \"Offline clusters\")")
+
+
 def _transient(e: BaseException, transport: bool) -> bool:
-    """Worth another try: a retried status, or (``transport``) a connection that failed or dropped."""
+    """Worth another try: a retried status, or (``transport``) a connection that failed or dropped;
+    never a Hub that cannot be reached at all (:func:`_unreachable`)."""
     import httpx2
 
+    if _unreachable(e) is not None:
+        return False
     status = _status(e)
     if status is not None:
         return status in RETRY_STATUSES
@@ -540,6 +575,9 @@ def _told(e: BaseException, spec: HubSpec, endpoint: str, filename: str | None) 
     if any(isinstance(x, OfflineModeIsEnabled) for x in _chain(e)):
         return FetchError(f"{what}: HF_HUB_OFFLINE is set, so nothing is downloaded; fetch on a machine with "
                           f"network and copy the data root here")
+    why = _unreachable(e) if status is None else None
+    if why is not None:
+        return HubUnreachableError(f"{what}: {unreachable_message(endpoint, why)}")
     if status is not None:
         return FetchError(f"{what}: the Hub answered {status}: {one_line(e, 200)}; run the same command again "
                           f"to resume")
@@ -957,7 +995,7 @@ def fetch_source(spec: HubSpec | ManualSpec | dict[str, Any], data_root: str | P
         if found is not None:
             return found
     if _offline():
-        raise FetchError(f"{task}: HF_HUB_OFFLINE is set and its data ({spec.repo}, {spec.split or 'all'}) is not in "
+        raise FetchError(f"HF_HUB_OFFLINE is set and its data ({spec.repo}, {spec.split or 'all'}) is not in "
                          f"{folder}; run `evalkit data get --tasks {task}` on a machine with network and copy the "
                          f"data root here")
     work = _writable(root, task)  # before any request

@@ -159,9 +159,14 @@ class FetchOutcome:
 
 def fetch_task(spec: TaskSpec, data_root: str | Path, *, items: list[FetchItem] | None = None,
                max_workers: int = 4, progress: bool = True, endpoint: str | None = None,
-               say: Callable[[str], None] | None = None) -> list[FetchOutcome]:
+               say: Callable[[str], None] | None = None,
+               unreachable: list[BaseException] | None = None) -> list[FetchOutcome]:
     """Fetch what the task's data lacks (``items``: these only; default every ``fetch:`` entry):
-    one :class:`FetchOutcome` per item. A fetch error is an outcome (``failed``), not raised."""
+    one :class:`FetchOutcome` per item. A fetch error is an outcome (``failed``), not raised.
+
+    ``unreachable``: a list shared by the calls of one command; a fetch that finds the Hub
+    unreachable (:class:`evalkit.data.fetch.HubUnreachableError`) is appended to it, and while it
+    holds one, the Hub fetches that follow are not attempted (``failed``, saying so at once)."""
     from evalkit.data import fetch
 
     out: list[FetchOutcome] = []
@@ -180,12 +185,18 @@ def fetch_task(spec: TaskSpec, data_root: str | Path, *, items: list[FetchItem] 
             out.append(FetchOutcome(item, "found", f"{label}: found at {located(item, data_root)} (not fetched by "
                                                    f"evalkit: used as it is; nothing fetched)"))
             continue
+        if unreachable:
+            skipped = fetch.HubUnreachableError(f"not attempted: {one_line(unreachable[0])}")
+            out.append(FetchOutcome(item, "failed", f"{label}: {skipped}", error=skipped))
+            continue
         try:
             report = fetch.fetch_source(item.spec, data_root, task=item.task, expected=item.expected,
                                         classes=item.classes, classnames=item.classnames, templates=item.templates,
                                         max_workers=max_workers, progress=progress, endpoint=endpoint, say=say)
         except EvalkitError as e:
             out.append(FetchOutcome(item, "failed", f"{label}: {one_line(e)}", error=e))
+            if isinstance(e, fetch.HubUnreachableError) and unreachable is not None:
+                unreachable.append(e)
             continue
         out.append(FetchOutcome(item, report.status, report.line(), report=report))
     return out
