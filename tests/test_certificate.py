@@ -426,8 +426,27 @@ def test_results_of_one_run_that_disagree_are_said(run, capsys):
     other.write_text(json.dumps(d, indent=2))
     cert = build_certificate(run["out"], MODEL, run["variant"])
     said = "\n".join(cert["warnings"])
-    assert "disagree on the environment" in said and "0.0-other" in said and "disagree on git_commit" in said
+    folder, first, second = other.parent.relative_to(run["out"]).as_posix(), run["result"].name, other.name
+    env = next(w for w in cert["warnings"] if w.startswith("environment differs"))
+    torch_now = json.loads(run["result"].read_text())["evalkit"]["environment"]["torch"]
+    assert env == (f"environment differs between results in {folder}: torch ({torch_now} in {first}; "
+                   f"0.0-other in {second})")
+    commit = json.loads(run["result"].read_text())["evalkit"]["git_commit"]
+    assert f"git_commit differs between results in {folder}: {commit} in {first}; 0123456789ab in {second}" in said
     assert len(cert["tasks"]) == 2
+
+
+def test_a_result_without_environment_names_the_fields_and_files_on_one_short_line(run):
+    other = run["result"].with_name("second.json")
+    d = json.loads(run["result"].read_text())
+    d["dataset"] = "second"
+    env = d["evalkit"].pop("environment")
+    other.write_text(json.dumps(d, indent=2))
+    said = [w for w in build_certificate(run["out"], MODEL, run["variant"])["warnings"]
+            if w.startswith("environment differs")]
+    folder = other.parent.relative_to(run["out"]).as_posix()
+    fields = ", ".join(sorted(k for k in env if k not in ("python", "torch")))  # the old result records those two
+    assert said == [f"environment differs between results in {folder}: missing in {other.name}: {fields}"], said
 
 
 # ----------------------------------------------------------------------------- the hash cache

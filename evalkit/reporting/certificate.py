@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import posixpath
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -210,18 +211,50 @@ def _results(output_dir: Path, model: str, variant: str) -> list[tuple[Path, Tas
     return found
 
 
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A dict's leaves by dotted key (``libraries.numpy``); anything else as itself under ``prefix``."""
+    if isinstance(value, dict) and value:
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out
+    return {prefix: value}
+
+
+def _shown(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(_plain(value), sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _agreed(values: dict[str, Any], what: str, warnings: list[str]) -> Any:
-    """The first result's value; a warning naming the results when they do not all agree (for
-    dicts, only the keys that differ)."""
+    """The first result's value; when the results do not all agree, one warning line naming each
+    field that differs (dicts by dotted key) and which result holds which value, results named
+    relative to their common folder: ``environment differs between results in runs/m: torch (2.1 in
+    a.json; 2.2 in b.json); missing in c.json: cuda, gpus, libraries``."""
     distinct = {canonical_json(_plain(v)) for v in values.values()}
     if len(distinct) > 1:
-        shown = values
-        if all(isinstance(v, dict) for v in values.values()):
-            keys = sorted({k for v in values.values() for k in v})
-            differ = [k for k in keys if len({canonical_json(_plain(v.get(k))) for v in values.values()}) > 1]
-            shown = {n: {k: v.get(k) for k in differ} for n, v in values.items()}
-        by = "; ".join(f"{name}: {json.dumps(_plain(v), sort_keys=True)[:300]}" for name, v in shown.items())
-        warnings.append(f"the results disagree on {what}: {by}")
+        common = posixpath.commonpath([posixpath.dirname(n) for n in values]) if len(values) > 1 else ""
+        short = {n: posixpath.relpath(n, common) if common else n for n in values}
+        flat = {n: _flat(v) if v is not None else {} for n, v in values.items()}
+        differ, missing = [], {}
+        for key in sorted({k for f in flat.values() for k in f}):
+            groups: dict[str, list[str]] = {}
+            absent = tuple(short[n] for n, f in flat.items() if key not in f)
+            for n, f in flat.items():
+                if key in f:
+                    groups.setdefault(_shown(f[key]), []).append(short[n])
+            if absent:
+                top = key.split(".")[0] if key else what
+                missing.setdefault(absent, [])
+                if top not in missing[absent]:
+                    missing[absent].append(top)
+            if len(groups) > 1:
+                which = "; ".join(f"{v} in {', '.join(n)}" for v, n in groups.items())
+                differ.append(f"{key} ({which})" if key else which)
+        said = differ[:8] + ([f"and {len(differ) - 8} more field(s)"] if len(differ) > 8 else [])
+        said += [f"missing in {', '.join(files)}: {', '.join(keys)}" for files, keys in missing.items()]
+        where = f" in {common}" if common else ""
+        warnings.append(f"{what} differs between results{where}: " + "; ".join(said))
     return next(iter(values.values())) if values else None
 
 
@@ -331,7 +364,7 @@ def build_certificate(output_dir: str | Path, model: str, variant: str | None = 
     found = _results(output_dir, model, variant)
     warnings: list[str] = []
     names = {p.relative_to(output_dir).as_posix(): r for p, r in found}
-    weights = _agreed({n: r.evalkit.get("weights") for n, r in names.items()}, "the weights", warnings)
+    weights = _agreed({n: r.evalkit.get("weights") for n, r in names.items()}, "weights", warnings)
     code = {k: _agreed({n: r.evalkit.get(k) for n, r in names.items()}, k, warnings) for k in CODE_KEYS}
     envs = {n: r.evalkit.get("environment") for n, r in names.items()}
     old = [n for n, e in envs.items() if e is None]
@@ -340,7 +373,7 @@ def build_certificate(output_dir: str | Path, model: str, variant: str | None = 
                         f"it): their Python and torch only")
         for n in old:
             envs[n] = {"python": names[n].evalkit.get("python"), "torch": names[n].evalkit.get("torch")}
-    environment = _agreed(envs, "the environment", warnings)
+    environment = _agreed(envs, "environment", warnings)
     verdicts = _verdicts(output_dir, claims, model, variant)
     tasks = [_task_entry(p, r, output_dir, verdicts, warnings) for p, r in found]
     fingerprints = {n: r.evalkit.get("fingerprint") for n, r in names.items()}
@@ -350,7 +383,7 @@ def build_certificate(output_dir: str | Path, model: str, variant: str | None = 
         "variant": variant,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "weights": {**_weights_section(str(weights or ""), progress, warnings),
-                    "fingerprint": _agreed(fingerprints, "the model fingerprint", warnings)},
+                    "fingerprint": _agreed(fingerprints, "model fingerprint", warnings)},
         "code": code,
         "environment": environment,
         "tasks": tasks,
