@@ -414,6 +414,27 @@ def test_a_set_not_on_the_hub_gets_its_instructions(tmp_path):
                  info.verify_command, "the licence forbids mirroring"):
         assert part in text
     assert err.value.instructions == info
+    assert "not on the Hugging Face Hub" in text
+
+
+def test_the_3d_sets_say_the_hub_archive_and_the_exact_commands_without_contradiction(tmp_path):
+    from evalkit.tasks.fetching import fetch_items
+    from evalkit.tasks.spec import TaskIndex
+
+    index = TaskIndex.load()
+    root = tmp_path / "my data"
+    for name, folder in (("modelnet40", "modelnet40"), ("objaverse-lvis", "objaverse_lvis"),
+                         ("objaverse-lvis-fewshot", "objaverse_lvis"), ("scanobjectnn", "scanobjectnn")):
+        [item] = fetch_items(index.resolve([name])[0])
+        text = manual_instructions(item.spec, root, task=name).text()
+        assert "not on the Hugging Face Hub" not in text, text
+        for part in ("BAAI/Uni3D model repo on the Hugging Face Hub", "does not unpack yet",
+                     f"huggingface-cli download BAAI/Uni3D data/test_datasets.zip --local-dir '{root}'/.uni3d",
+                     f"unzip -q -n '{root}'/.uni3d/data/test_datasets.zip -d '{root}'",
+                     str(root / "test_datasets" / folder), f"evalkit data check --tasks {name} --data-root '{root}'"):
+            assert part in text, (part, text)
+    with pytest.raises(FetchSpecError, match=r"fetch.commands must be a string"):
+        parse_fetch_spec({"manual": "https://x", "layout": "L", "commands": ["a"]}, "tiny")
 
 
 @pytest.mark.parametrize("raw, match", [

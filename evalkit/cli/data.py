@@ -184,9 +184,28 @@ def fingerprint_tasks(tasks: str, data_root: str | Path | None, task_dirs: list[
         try:
             rows.append(fingerprint_task(spec, root, progress=progress))
         except EvalkitError as e:
-            rows.append({"task": spec.name, "error": f"{one_line(e)} (`evalkit data check --tasks {spec.name}` "
-                                                     f"lists where it looks and the layouts it reads)"})
+            rows.append({"task": spec.name, "error": _fingerprint_error(e, spec, root)})
     return rows
+
+
+def _fingerprint_error(e: Exception, spec: Any, root: Path) -> str:
+    """A task's fingerprint error, one line: a missing dataset the task can fetch ends, as `run`'s
+    does, with its `evalkit data get` command; else with the `evalkit data check` command for the
+    task as it was typed (an ad-hoc ``folder:/path``, not its generated name)."""
+    import shlex
+
+    from evalkit.data.sources import DatasetNotFound
+    from evalkit.tasks.fetching import with_get_command
+    from evalkit.tasks.spec import ADHOC_PREFIXES
+
+    if isinstance(e, DatasetNotFound):
+        fetchable = with_get_command(e, spec, root)
+        if fetchable is not e:
+            return one_line(fetchable)
+    typed = str(spec.path or "")
+    typed = typed if typed.split(":", 1)[0] in ADHOC_PREFIXES and ":" in typed else spec.name
+    return (f"{one_line(e)} (`evalkit data check --tasks {shlex.quote(typed)}` lists where it looks and the layouts "
+            f"it reads)")
 
 
 def format_fingerprints(rows: list[dict[str, Any]]) -> str:
@@ -243,8 +262,9 @@ root to a machine without network and nothing there needs one.
 Per task: what was fetched, from where (repo@commit), its size and its counts. Data already in
 place (fetched before, or in another layout the task reads) is not fetched again. A set that is
 not on the Hub (the video sets, whose licences leave the download to each user; Birdsnap; the
-whole-dataset Caltech-101, EuroSAT and RESISC45; the 3D archives) prints where to get it, the
-layout evalkit reads and the command that checks it afterwards (docs/data.md lists every task's
+whole-dataset Caltech-101, EuroSAT and RESISC45), or one evalkit does not unpack (the 3D test
+sets: a zip in the BAAI/Uni3D model repo on the Hub), prints where to get it (for the zip, the exact
+commands), the layout evalkit reads and the command that checks it afterwards (docs/data.md lists every task's
 source). Exit status 0 when every
 task's data is in place, 1 otherwise (a failed fetch, or a set to get by hand that is not there).
 """

@@ -86,6 +86,7 @@ import json
 import os
 import random
 import re
+import shlex
 import shutil
 import sys
 import threading
@@ -126,7 +127,7 @@ SPACE_MARGIN = 1.02  # a little room beyond the bytes themselves (huggingface_hu
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_KEYS = {"repo", "repo_type", "revision", "split", "path", "files", "patterns", "layout", "read_as"}
-_MANUAL_KEYS = {"manual", "path", "layout", "note", "split"}
+_MANUAL_KEYS = {"manual", "path", "layout", "note", "split", "commands"}
 
 
 # -- errors ------------------------------------------------------------------------------------
@@ -202,6 +203,7 @@ class ManualSpec:
     path: str
     layout: str
     note: str = ""
+    commands: str = ""  # the exact commands that get it ({root}: the data root), for a Hub archive
 
 
 @dataclass(frozen=True)
@@ -214,9 +216,14 @@ class ManualSource:
     layout: str
     verify_command: str
     note: str = ""
+    commands: str = ""
 
     def text(self) -> str:
         note = f" ({self.note})" if self.note else ""
+        if self.commands:  # an archive (on the Hub or elsewhere) that evalkit does not unpack yet
+            return (f"{self.task}: evalkit does not fetch this one itself{note}: {self.url}; get it with: "
+                    f"{self.commands}; evalkit then reads {self.folder} as {self.layout}; check it with: "
+                    f"{self.verify_command}")
         return (f"{self.task}: not on the Hugging Face Hub{note}; get it from {self.url} and put it at "
                 f"{self.folder} as {self.layout}; then check it with: {self.verify_command}")
 
@@ -254,8 +261,10 @@ def parse_fetch_spec(raw: Any, task: str) -> HubSpec | ManualSpec:
         for key in ("manual", "layout"):
             if not isinstance(raw.get(key), str) or not raw[key]:
                 raise FetchSpecError(f"task {task!r}: fetch.{key} is required for a manual source (a string)")
+        if not isinstance(raw.get("commands", ""), str):
+            raise FetchSpecError(f"task {task!r}: fetch.commands must be a string (the commands that get it)")
         return ManualSpec(raw["manual"], _folder_name(raw.get("path", task), task), raw["layout"],
-                          str(raw.get("note", "")))
+                          str(raw.get("note", "")), str(raw.get("commands", "")))
     unknown = sorted(set(raw) - _HUB_KEYS)
     if unknown:
         raise FetchSpecError(f"task {task!r}: fetch: unknown key(s) {', '.join(unknown)} "
@@ -297,8 +306,9 @@ def manual_instructions(spec: ManualSpec | dict[str, Any], data_root: str | Path
     if not isinstance(parsed, ManualSpec):
         raise FetchSpecError(f"task {task!r}: its data is on the Hub ({parsed.repo}); fetch it instead")
     root = Path(data_root)
-    verify = f"evalkit data check --tasks {task} --data-root {root}"
-    return ManualSource(task, parsed.url, root / parsed.path, parsed.layout, verify, parsed.note)
+    verify = f"evalkit data check --tasks {shlex.quote(task)} --data-root {shlex.quote(str(root))}"
+    commands = parsed.commands.replace("{root}", shlex.quote(str(root)))
+    return ManualSource(task, parsed.url, root / parsed.path, parsed.layout, verify, parsed.note, commands)
 
 
 # -- the manifest --------------------------------------------------------------------------------
