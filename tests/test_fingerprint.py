@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import shlex
 import tarfile
 from pathlib import Path
 
@@ -377,7 +378,15 @@ def test_the_command_prints_the_figures_and_fails_on_a_missing_dataset(tmp_path,
     (tmp_path / "empty").mkdir()
     assert main(["data", "fingerprint", "--tasks", "cifar10", "--data-root", str(tmp_path / "empty"), "--quiet"]) == 1
     out = capsys.readouterr().out
-    assert "cifar10: task 'cifar10': dataset not found" in out and "evalkit data check --tasks cifar10" in out
+    (line,) = [x for x in out.splitlines() if x.startswith("cifar10: ")]
+    # as `run` says it: the line ends with the command that fetches the task's data
+    assert "task 'cifar10': dataset not found" in line and line.endswith(
+        f"evalkit data get --tasks cifar10 --data-root {shlex.quote(str(tmp_path / 'empty'))}"), line
+    missing = tmp_path / "no such folder"
+    assert main(["data", "fingerprint", "--tasks", f"folder:{missing}", "--quiet"]) == 1
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "dataset folder not found" in x]
+    # the data check hint names the task as typed (its generated name is no task `data check` knows)
+    assert f"(`evalkit data check --tasks {shlex.quote(f'folder:{missing}')}` lists where it looks" in line, line
 
 
 def test_a_point_cloud_task_hashes_the_loaded_arrays_and_the_run_agrees(tmp_path):
