@@ -573,4 +573,13 @@ def test_browser_screenshots_at_laptop_and_phone_width(demo_report, page_at, wid
         # not one colour with a few specks: the most common colour (the background) leaves room for content
         if colours:
             assert max(c for c, _ in colours) < 0.97 * im.size[0] * im.size[1], f"{path} is nearly blank"
+    # every claim's verdict and verified value on screen at either width (a phone gets a card per claim)
+    boxes = page.eval_on_selector_all(
+        "#claims-table tbody tr:not([hidden])",
+        "rows => rows.map(r => [r.cells[6].getBoundingClientRect().right, r.cells[9].getBoundingClientRect().right])")
+    assert boxes and all(0 < right <= width for row in boxes for right in row), boxes[:3]
+    # and the filters still hide rows there
+    page.select_option('select[data-filter="verdict"]', "not run")
+    assert page.eval_on_selector_all("#claims-table tbody tr", "rs => rs.filter(r => r.offsetParent !== null).length") == \
+        page.eval_on_selector_all('#claims-table tbody tr[data-verdict="not run"]', "rs => rs.length") > 0
     assert p.errors == [] and p.fetched == []
