@@ -100,7 +100,7 @@ from typing import Any, TypeVar
 
 from evalkit.data.sources import WDS_LAYOUT, DataError
 from evalkit.errors import EvalkitError, OutputError, one_line
-from evalkit.models.hub import hub_cache_dir, hub_offline, human_size
+from evalkit.models.hub import hub_cache_dir, hub_offline, human_size, quiet_hub
 
 __all__ = [
     "MANIFEST_NAME", "WORK_DIR", "WDS_METADATA", "HubSpec", "ManualSpec", "RemoteFile", "FetchedFile", "FetchReport",
@@ -1106,7 +1106,7 @@ def _fetch_locked(spec: HubSpec, root: Path, work: Path, task: str, *, expected:
         checked.downloaded = not was_there
         results[f.path] = checked
 
-    with _quiet_hub():
+    with quiet_hub():
         with ThreadPoolExecutor(max_workers=max(1, int(max_workers)), thread_name_prefix="evalkit-fetch") as pool:
             futures = [pool.submit(one, f) for f in chosen]
             done, _ = wait(futures, return_when=FIRST_EXCEPTION)
@@ -1196,22 +1196,3 @@ def _place(spec: HubSpec, root: Path, work: Path, staging: Path, report: FetchRe
     _clear(staging)
     for old_file in trash.glob("*"):
         _clear(old_file)
-
-
-@contextlib.contextmanager
-def _quiet_hub() -> Iterator[None]:
-    """huggingface_hub's retry warnings stay out of the output (evalkit says what it retries)."""
-    import logging
-
-    names = ("huggingface_hub", "httpx", "httpx2", "httpcore", "filelock")
-    if logging.getLogger().isEnabledFor(logging.DEBUG):
-        yield
-        return
-    saved = {n: logging.getLogger(n).level for n in names}
-    try:
-        for n in names:
-            logging.getLogger(n).setLevel(logging.ERROR)
-        yield
-    finally:
-        for n, level in saved.items():
-            logging.getLogger(n).setLevel(level)

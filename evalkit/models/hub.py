@@ -57,7 +57,7 @@ class Located:
 
 
 DEFAULT_TIMEOUT_S = 5.0
-_NOISY_LOGGERS = ("huggingface_hub", "urllib3", "httpx", "httpcore", "filelock")
+_NOISY_LOGGERS = ("huggingface_hub", "urllib3", "httpx", "httpx2", "httpcore", "filelock")
 
 
 def _is_true(value: str | None) -> bool:
@@ -130,9 +130,10 @@ def _revision(path: Path, file: HubFile) -> str | None:
 
 
 @contextlib.contextmanager
-def _quiet_hub() -> Iterator[None]:
+def quiet_hub() -> Iterator[None]:
     """Hold back huggingface_hub's and the HTTP stack's warnings (retry notices, offline hints)
-    unless debug logging is on (``evalkit -v``): our own one-line error says what matters."""
+    unless debug logging is on (``evalkit -v``): our own one-line error says what matters (the
+    weights' download here, the data's in :mod:`evalkit.data.fetch`)."""
     if logging.getLogger().isEnabledFor(logging.DEBUG):
         yield
         return
@@ -182,7 +183,7 @@ def _remote_size(file: HubFile, timeout: float) -> int | None:
 
     # A thread with a hard deadline: a resolver that hangs is not bound by the socket timeout.
     probe = threading.Thread(target=ask, name="evalkit-hub-probe", daemon=True)
-    with _quiet_hub():
+    with quiet_hub():
         probe.start()
         probe.join(timeout + 2)
     if probe.is_alive():
