@@ -11,6 +11,8 @@ What it serves (the requests huggingface_hub 1.x/2.x makes; see its ``hf_api.py`
   of ``page_size`` entries at a time, the next page named in a ``Link: <...>; rel="next"`` header.
   Files carry ``oid`` (the git blob id), ``size`` and, for LFS files, ``lfs: {oid: sha256, size,
   pointerSize}``.
+* Model repos (``add_repo(..., repo_type="model")``) the same at ``/api/models/{repo}/revision/{rev}``,
+  ``/api/models/{repo}/tree/{rev}[/{path}]`` and ``/{repo}/resolve/{rev}/{path}``.
 * ``HEAD``/``GET /datasets/{repo}/resolve/{rev}/{path}``: the file, with ``X-Repo-Commit``,
   ``ETag`` (the blob id, or the sha256 for LFS files, which also get ``X-Linked-Etag`` and
   ``X-Linked-Size``), ``Content-Length``, ``Accept-Ranges`` and ``Range`` requests (206). The
@@ -61,6 +63,7 @@ class Repo:
     lfs_patterns: tuple[str, ...] = ("*.tar",)
     gated_token: str | None = None  # set: the repo is gated and only this token is granted access
     listing_overrides: dict[str, dict] = field(default_factory=dict)  # path -> fields to change in its entry
+    repo_type: str = "dataset"  # or "model": served at the model routes only
 
     def is_lfs(self, path: str) -> bool:
         return any(fnmatch(path, p) for p in self.lfs_patterns)
@@ -137,10 +140,10 @@ class LocalHub:
 
     # -- set-up ---------------------------------------------------------------------------
     def add_repo(self, repo_id: str, files: dict[str, bytes], *, gated_token: str | None = None,
-                 lfs_patterns: tuple[str, ...] = ("*.tar",)) -> Repo:
+                 lfs_patterns: tuple[str, ...] = ("*.tar",), repo_type: str = "dataset") -> Repo:
         digest = hashlib.sha1(repo_id.encode() + b"".join(
             p.encode() + hashlib.sha1(d).digest() for p, d in sorted(files.items()))).hexdigest()
-        repo = Repo(repo_id, dict(files), digest, lfs_patterns, gated_token)
+        repo = Repo(repo_id, dict(files), digest, lfs_patterns, gated_token, repo_type=repo_type)
         self.repos[repo_id] = repo
         return repo
 
@@ -228,6 +231,7 @@ class LocalHub:
 
 class _Handler(BaseHTTPRequestHandler):
     hub: LocalHub
+    repo_type = "dataset"  # of the request being answered (set by _parse)
     protocol_version = "HTTP/1.1"
 
     def log_message(self, *args: object) -> None:  # quiet
@@ -257,15 +261,21 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         parts = url.path.split("/")
         query = parse_qs(url.query)
-        # /api/datasets/{org}/{name}/(revision|tree)/{rev}[/{path}]
-        if len(parts) >= 7 and parts[1] == "api" and parts[2] == "datasets" and parts[5] in ("revision", "tree"):
+        # /api/(datasets|models)/{org}/{name}/(revision|tree)/{rev}[/{path}]
+        if len(parts) >= 7 and parts[1] == "api" and parts[2] in ("datasets", "models") and parts[5] in ("revision", "tree"):
+            self.repo_type = "dataset" if parts[2] == "datasets" else "model"
             repo_id = f"{parts[3]}/{parts[4]}"
             rev = unquote(parts[6])
             path = unquote("/".join(parts[7:])) if len(parts) > 7 else ""
             return parts[5], repo_id, rev, path, query
         # /datasets/{org}/{name}/resolve/{rev}/{path}
         if len(parts) >= 7 and parts[1] == "datasets" and parts[4] == "resolve":
+            self.repo_type = "dataset"
             return "resolve", f"{parts[2]}/{parts[3]}", unquote(parts[5]), unquote("/".join(parts[6:])), query
+        # /{org}/{name}/resolve/{rev}/{path}: a model repo
+        if len(parts) >= 6 and parts[1] not in ("api", "datasets") and parts[3] == "resolve":
+            self.repo_type = "model"
+            return "resolve", f"{parts[1]}/{parts[2]}", unquote(parts[4]), unquote("/".join(parts[5:])), query
         return None
 
     def _commit(self, repo: Repo, rev: str) -> str | None:
@@ -301,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
                 event.set()
             hub._released.wait(BLOCK_LIMIT_S)
         repo = hub.repos.get(repo_id)
-        if repo is None:
+        if repo is None or repo.repo_type != self.repo_type:
             self._error(404, "RepoNotFound", "Repository not found")
             return 404
         commit = self._commit(repo, rev)
@@ -328,7 +338,7 @@ class _Handler(BaseHTTPRequestHandler):
         page = entries[start:start + self.hub.page_size]
         headers = {}
         if start + self.hub.page_size < len(entries):
-            where = f"/api/datasets/{repo.repo_id}/tree/{commit}" + (f"/{quote(path, safe='')}" if path else "")
+            where = f"/api/{repo.repo_type}s/{repo.repo_id}/tree/{commit}" + (f"/{quote(path, safe='')}" if path else "")
             nxt = f"{self.hub.url}{where}?recursive={str(recursive).lower()}&cursor={start + self.hub.page_size}"
             headers["Link"] = f'<{nxt}>; rel="next"'
         self._send(200, json.dumps(page).encode(), headers)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -417,22 +418,15 @@ def test_a_set_not_on_the_hub_gets_its_instructions(tmp_path):
     assert "not on the Hugging Face Hub" in text
 
 
-def test_the_3d_sets_say_the_hub_archive_and_the_exact_commands_without_contradiction(tmp_path):
-    from evalkit.tasks.fetching import fetch_items
-    from evalkit.tasks.spec import TaskIndex
-
-    index = TaskIndex.load()
+def test_a_manual_source_with_commands_prints_them_with_the_data_root_quoted(tmp_path):
     root = tmp_path / "my data"
-    for name, folder in (("modelnet40", "modelnet40"), ("objaverse-lvis", "objaverse_lvis"),
-                         ("objaverse-lvis-fewshot", "objaverse_lvis"), ("scanobjectnn", "scanobjectnn")):
-        [item] = fetch_items(index.resolve([name])[0])
-        text = manual_instructions(item.spec, root, task=name).text()
-        assert "not on the Hugging Face Hub" not in text, text
-        for part in ("BAAI/Uni3D model repo on the Hugging Face Hub", "does not unpack yet",
-                     f"huggingface-cli download BAAI/Uni3D data/test_datasets.zip --local-dir '{root}'/.uni3d",
-                     f"unzip -q -n '{root}'/.uni3d/data/test_datasets.zip -d '{root}'",
-                     str(root / "test_datasets" / folder), f"evalkit data check --tasks {name} --data-root '{root}'"):
-            assert part in text, (part, text)
+    spec = {"manual": "https://example.org/sets/x.zip", "path": "x", "layout": "x/*.npy",
+            "note": "an archive evalkit does not unpack", "commands": "curl -o {root}/x.zip URL && unzip {root}/x.zip -d {root}"}
+    text = manual_instructions(spec, root, task="x").text()
+    assert "not on the Hugging Face Hub" not in text, text
+    for part in (f"curl -o '{root}'/x.zip URL && unzip '{root}'/x.zip -d '{root}'", str(root / "x"),
+                 f"evalkit data check --tasks x --data-root '{root}'", "an archive evalkit does not unpack"):
+        assert part in text, (part, text)
     with pytest.raises(FetchSpecError, match=r"fetch.commands must be a string"):
         parse_fetch_spec({"manual": "https://x", "layout": "L", "commands": ["a"]}, "tiny")
 
@@ -441,7 +435,7 @@ def test_the_3d_sets_say_the_hub_archive_and_the_exact_commands_without_contradi
     ({"repo": REPO, "revison": "main"}, r"unknown key\(s\) revison"),
     ({"repo": "not a repo"}, r"fetch.repo must be a Hub repo id"),
     ({"repo": REPO, "path": "../elsewhere"}, r"fetch.path '../elsewhere' must be a relative folder"),
-    ({"repo": REPO, "layout": "zip"}, r"fetch.layout must be 'wds' or 'files'"),
+    ({"repo": REPO, "layout": "zip"}, r"fetch.layout must be 'wds', 'files' or 'archive'"),
     ({"manual": "https://x"}, r"fetch.layout is required for a manual source"),
     ("clip-benchmark/wds_tiny", r"fetch must be a mapping"),
 ])
@@ -475,3 +469,149 @@ def test_the_local_hub_speaks_what_huggingface_hub_asks(hub, tmp_path):
     assert Path(got).read_bytes() == files["test/1.tar"]
     assert hub.count("HEAD", "test/1.tar") == 1 and hub.count("GET", "test/1.tar") == 1
 
+
+
+# --------------------------------------------------------------------------- a folder of an archive (the 3D sets)
+
+UNI3D = "BAAI/Uni3D"
+ZIP = "data/test_datasets.zip"
+MN40_NAMES = ["airplane", "bathtub", "bed"]
+
+
+def uni3d_zip(n_mn40: int = 3, n_sonn: int = 4, extra: dict | None = None) -> bytes:
+    """A tiny test_datasets.zip in Uni3D's layout: test_datasets/modelnet40/{test_pc.npy,
+    test_split.json,modelnet40_shape_names.txt} and test_datasets/scanobjectnn/xyz_label.npy."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def npy(obj) -> bytes:
+        buf = io.BytesIO()
+        np.save(buf, obj, allow_pickle=True)
+        return buf.getvalue()
+
+    pcs = np.empty(n_mn40, dtype=object)
+    pcs[:] = [{"xyz": rng.standard_normal((16, 3)).astype(np.float32),
+               "rgb": np.full((16, 3), 100.0, np.float32)} for _ in range(n_mn40)]
+    split = [{"name": f"s{i}", "category": MN40_NAMES[i % 3]} for i in range(n_mn40)]
+    members = {
+        "test_datasets/modelnet40/test_pc.npy": npy(pcs),
+        "test_datasets/modelnet40/test_split.json": json.dumps(split).encode(),
+        "test_datasets/modelnet40/modelnet40_shape_names.txt": "".join(f"{c}\n" for c in MN40_NAMES).encode(),
+        "test_datasets/scanobjectnn/xyz_label.npy": npy({"xyz": rng.standard_normal((n_sonn, 16, 3)).astype(np.float32),
+                                                          "label": np.arange(n_sonn) % 2}),
+        **(extra or {}),
+    }
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("test_datasets/", b"")
+        for name, data in members.items():
+            z.writestr(name, data)
+    return buf.getvalue()
+
+
+def archive_spec(member: str, dataset: str) -> dict:
+    return {"repo": UNI3D, "repo_type": "model", "archive": ZIP, "member": f"test_datasets/{member}",
+            "path": f"test_datasets/{member}", "read_as": {"type": "openshape_npy", "dataset": dataset}}
+
+
+def test_a_folder_of_a_hub_archive_is_fetched_verified_and_read_by_the_3d_source(hub, tmp_path):
+    data = uni3d_zip()
+    hub.add_repo(UNI3D, {ZIP: data, "README.md": b"Uni3D\n"}, repo_type="model", lfs_patterns=("*.zip",))
+    report = get(tmp_path, spec=archive_spec("modelnet40", "modelnet40"), task="modelnet40", expected=3)
+    root = tmp_path / "data"
+    folder = root / "test_datasets" / "modelnet40"
+    assert report.status == "fetched" and report.samples == 3 and report.folder == folder
+    assert fetched_names(folder) == ["modelnet40_shape_names.txt", "test_pc.npy", "test_split.json"]
+    assert not (root / "test_datasets" / "scanobjectnn").exists()  # only the task's member
+    # evalkit's own source for the task (modelnet40.yaml's layouts) reads what was placed, same count
+    source = {"type": "any", "layouts": [{"type": "openshape_npy", "path": ["modelnet40", "test_datasets/modelnet40"],
+                                          "dataset": "modelnet40"}]}
+    assert count_samples(load_source(source, root, "modelnet40")) == 3
+    entry = read_manifest(root)["folders"]["test_datasets/modelnet40"]
+    import hashlib
+    assert entry["archive"] == {"path": ZIP, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                                "member": "test_datasets/modelnet40"}
+    assert entry["repo_type"] == "model" and {f["path"] for f in entry["files"]} == set(fetched_names(folder))
+    assert is_fetched(archive_spec("modelnet40", "modelnet40"), root)
+    again = get(tmp_path, spec=archive_spec("modelnet40", "modelnet40"), task="modelnet40", expected=3)
+    assert again.status == "present" and again.samples == 3
+    # a count that differs from the task's is an error naming it, and nothing of it is placed
+    with pytest.raises(FetchVerifyError, match=r"4 samples, the task expects 5"):
+        get(tmp_path, spec=archive_spec("scanobjectnn", "scanobjectnn"), task="scanobjectnn", expected=5)
+    assert not (root / "test_datasets" / "scanobjectnn").exists()
+
+
+def test_two_tasks_sharing_an_archive_download_it_once(hub, tmp_path):
+    hub.add_repo(UNI3D, {ZIP: uni3d_zip()}, repo_type="model", lfs_patterns=("*.zip",))
+    a = get(tmp_path, spec=archive_spec("modelnet40", "modelnet40"), task="modelnet40")
+    b = get(tmp_path, spec=archive_spec("scanobjectnn", "scanobjectnn"), task="scanobjectnn")
+    assert (a.status, a.samples, b.status, b.samples) == ("fetched", 3, "fetched", 4)
+    assert hub.count("GET", ZIP) == 1, [(r.method, r.path) for r in hub.requests("resolve")]
+    assert count_samples(load_source({"type": "openshape_npy", "path": "test_datasets/scanobjectnn"},
+                                     tmp_path / "data", "scanobjectnn")) == 4
+
+
+@pytest.mark.parametrize("bad, why", [("test_datasets/modelnet40/../../evil.txt", "a name outside the folder"),
+                                      ("test_datasets/modelnet40/evil.txt", "a link")])
+def test_an_archive_member_that_leaves_its_folder_is_refused_and_nothing_placed(hub, tmp_path, bad, why):
+    import zipfile
+
+    info = zipfile.ZipInfo(bad)
+    if why == "a link":
+        info.external_attr = 0o120777 << 16  # a symbolic link to a file outside
+        target = tmp_path / "outside.txt"
+        target.write_text("secret")
+        payload = str(target).encode()
+    else:
+        payload = b"pwned"
+    hub.add_repo(UNI3D, {ZIP: uni3d_zip(extra={info: payload})}, repo_type="model", lfs_patterns=("*.zip",))
+    with pytest.raises(FetchVerifyError, match=re.escape(f"member {bad!r} is {why}")):
+        get(tmp_path, spec=archive_spec("modelnet40", "modelnet40"), task="modelnet40")
+    root = tmp_path / "data"
+    assert not (root / "test_datasets").exists() and not [p for p in tmp_path.rglob("evil.txt")]
+    assert "test_datasets/modelnet40" not in read_manifest(root)["folders"]
+
+
+def test_the_3d_task_files_fetch_their_folder_of_the_uni3d_archive():
+    from evalkit.tasks.fetching import fetch_items
+    from evalkit.tasks.spec import TaskIndex
+
+    index = TaskIndex.load()
+    for name, folder in (("modelnet40", "modelnet40"), ("objaverse-lvis", "objaverse_lvis"),
+                         ("objaverse-lvis-fewshot", "objaverse_lvis"), ("scanobjectnn", "scanobjectnn")):
+        [item] = fetch_items(index.resolve([name])[0])
+        spec = parse_fetch_spec(item.spec, name) if isinstance(item.spec, dict) else item.spec
+        assert (spec.repo, spec.repo_type, spec.archive, spec.layout) == (UNI3D, "model", ZIP, "archive"), name
+        assert spec.member == spec.path == f"test_datasets/{folder}", name
+        assert spec.read_as is not None and spec.read_as["type"] == "openshape_npy", name
+    with pytest.raises(FetchSpecError, match=r"fetch.archive must name a"):
+        parse_fetch_spec({"repo": UNI3D, "archive": "data/x.rar", "member": "x"}, "tiny")
+
+
+def test_a_tar_archive_folder_is_fetched_and_a_member_outside_it_refused(hub, tmp_path):
+    import io
+    import tarfile
+    import zipfile
+
+    def tgz(extra: dict[str, bytes]) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(io.BytesIO(uni3d_zip())) as z, tarfile.open(fileobj=out, mode="w:gz") as t:
+            for name, data in [(i.filename, z.read(i)) for i in z.infolist() if not i.is_dir()] + list(extra.items()):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                t.addfile(info, io.BytesIO(data))
+        return out.getvalue()
+
+    spec = {**archive_spec("scanobjectnn", "scanobjectnn"), "archive": "data/test_datasets.tar.gz"}
+    hub.add_repo(UNI3D, {"data/test_datasets.tar.gz": tgz({})}, repo_type="model", lfs_patterns=("*.gz",))
+    report = get(tmp_path, spec=spec, task="scanobjectnn", expected=4)
+    assert report.status == "fetched" and fetched_names(report.folder) == ["xyz_label.npy"]
+    bad = "test_datasets/scanobjectnn/../../evil.txt"
+    hub.add_repo(UNI3D, {"data/test_datasets.tar.gz": tgz({bad: b"pwned"})}, repo_type="model", lfs_patterns=("*.gz",))
+    with pytest.raises(FetchVerifyError, match=re.escape(f"member {bad!r}")):
+        get(tmp_path / "again", spec=spec, task="scanobjectnn")
+    assert not (tmp_path / "again" / "data" / "test_datasets").exists() and not list(tmp_path.rglob("evil.txt"))

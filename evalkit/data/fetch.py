@@ -12,6 +12,14 @@ A task file names where its data comes from as data (its ``fetch:`` block), neve
       layout: wds                        # wds (default), or files: just ``files`` + ``patterns``,
       read_as: {type: ...}               #   read back (for the count) as this source spec
 
+    fetch:                               # one folder of an archive on the Hub (layout: archive)
+      repo: BAAI/Uni3D
+      repo_type: model
+      archive: data/test_datasets.zip    # a .zip, .tar, .tar.gz/.tgz in the repo
+      member: test_datasets/modelnet40   # the folder inside the archive that becomes ``path``
+      path: test_datasets/modelnet40
+      read_as: {type: openshape_npy}     # read back for the sample count
+
     fetch:                               # a set the Hub does not mirror (its licence forbids it)
       manual: https://official.example/  # where to get it
       path: ucf101                       # the folder evalkit reads under the data root
@@ -126,7 +134,9 @@ SPACE_MARGIN = 1.02  # a little room beyond the bytes themselves (huggingface_hu
 
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_HUB_KEYS = {"repo", "repo_type", "revision", "split", "path", "files", "patterns", "layout", "read_as"}
+_HUB_KEYS = {"repo", "repo_type", "revision", "split", "path", "files", "patterns", "layout", "read_as", "archive",
+             "member"}
+ARCHIVE_EXTS = (".zip", ".tar", ".tar.gz", ".tgz")
 _MANUAL_KEYS = {"manual", "path", "layout", "note", "split", "commands"}
 
 
@@ -188,6 +198,8 @@ class HubSpec:
     files: tuple[str, ...] = ()
     patterns: tuple[str, ...] = ()
     read_as: dict[str, Any] | None = None
+    archive: str = ""  # layout archive: the archive in the repo (also in ``files``) ...
+    member: str = ""  # ... and the folder in it that becomes ``path``
 
     @property
     def part(self) -> str:
@@ -276,9 +288,16 @@ def parse_fetch_spec(raw: Any, task: str) -> HubSpec | ManualSpec:
     revision = raw.get("revision", "main")
     if not isinstance(revision, str) or not revision:
         raise FetchSpecError(f"task {task!r}: fetch.revision must be a branch, tag or commit hash, got {revision!r}")
-    layout = raw.get("layout", "wds")
-    if layout not in ("wds", "files"):
-        raise FetchSpecError(f"task {task!r}: fetch.layout must be 'wds' or 'files', got {layout!r}")
+    archive, member = raw.get("archive", ""), raw.get("member", "")
+    layout = raw.get("layout", "archive" if archive else "wds")
+    if layout not in ("wds", "files", "archive"):
+        raise FetchSpecError(f"task {task!r}: fetch.layout must be 'wds', 'files' or 'archive', got {layout!r}")
+    if layout == "archive" or archive or member:
+        if not isinstance(archive, str) or not archive.endswith(ARCHIVE_EXTS) or layout != "archive":
+            raise FetchSpecError(f"task {task!r}: fetch.archive must name a {', '.join(ARCHIVE_EXTS)} file in the "
+                                 f"repo (layout: archive), got {archive!r}")
+        member = _folder_name(member, task).rstrip("/") if member else ""
+        raw = {**raw, "files": [archive]}
     split = raw.get("split", "test" if layout == "wds" else None)
     if split is not None and (not isinstance(split, str) or not split or "/" in split or split.startswith(".")):
         raise FetchSpecError(f"task {task!r}: fetch.split must be a folder name of the repo (e.g. test), got {split!r}")
@@ -292,7 +311,7 @@ def parse_fetch_spec(raw: Any, task: str) -> HubSpec | ManualSpec:
     if read_as is not None and (not isinstance(read_as, dict) or "type" not in read_as):
         raise FetchSpecError(f"task {task!r}: fetch.read_as must be a source spec with a 'type'")
     path = _folder_name(raw.get("path", repo.split("/")[1]), task)
-    return HubSpec(repo, revision, split, path, repo_type, layout, files, patterns, read_as)
+    return HubSpec(repo, revision, split, path, repo_type, layout, files, patterns, read_as, archive, member)
 
 
 def _as_spec(spec: HubSpec | ManualSpec | dict[str, Any], task: str) -> HubSpec | ManualSpec:
@@ -445,6 +464,7 @@ class FetchReport:
     notes: list[str] = field(default_factory=list)
     source_url: str = ""
     seconds: float = 0.0
+    archive: dict[str, Any] | None = None  # layout archive: the archive's path, size, sha256 and member
 
     @property
     def total_bytes(self) -> int:
@@ -655,10 +675,73 @@ def _check_file(local: Path, remote: RemoteFile, spec: HubSpec, commit: str) -> 
     elif remote.sha256 is None and blob != remote.blob_id:
         problem = f"git blob id {blob[:16]}..., the Hub lists {remote.blob_id[:16]}..."
     if problem:
+        target = local.resolve()  # a file in the Hugging Face cache is a link to its blob: both go
         local.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
         raise FetchVerifyError(f"{spec.repo}@{commit[:10]}: {remote.path}: {problem}: a cut-short or corrupt "
                                f"download; it was removed and nothing was put in place; run again to fetch it anew")
     return FetchedFile(remote.path, size, sha256, None if remote.sha256 else blob)
+
+
+# -- archives --------------------------------------------------------------------------------------------
+
+
+def _unsafe_name(name: str) -> bool:
+    """An archive member name that could land outside the folder it is unpacked into."""
+    clean = name.replace("\\", "/")
+    return clean.startswith("/") or bool(re.match(r"^[A-Za-z]:", clean)) or ".." in clean.split("/")
+
+
+def _unpack(archive: Path, spec: HubSpec, staging: Path, root: Path, task: str, commit: str) -> list[FetchedFile]:
+    """Unpack the archive's ``spec.member`` folder into ``staging`` (anew: the staging folder is
+    emptied first, so a cut-off unpack never leaves a mix) and return its files, checked by their
+    sizes; names that leave the folder (absolute, ``..``) and links are refused, naming them."""
+    import stat
+    import tarfile
+    import zipfile
+
+    at = f"{spec.repo}@{commit[:10]}: {spec.archive}"
+    prefix = f"{spec.member}/" if spec.member else ""
+    for old in staging.iterdir():
+        if old.name != ".evalkit-staging.json":
+            _clear(old)
+    try:
+        if spec.archive.endswith(".zip"):
+            with zipfile.ZipFile(archive) as z:
+                infos = [i for i in z.infolist() if i.filename.startswith(prefix) or _unsafe_name(i.filename)]
+                for i in infos:
+                    if _unsafe_name(i.filename) or stat.S_ISLNK(i.external_attr >> 16):
+                        why = "a link" if stat.S_ISLNK(i.external_attr >> 16) else "a name outside the folder"
+                        raise FetchVerifyError(f"{task}: {at}: member {i.filename!r} is {why}; refused, nothing "
+                                               f"put in place")
+                infos = [i for i in infos if not i.is_dir() and len(i.filename) > len(prefix)]
+                _check_space(root, sum(i.file_size for i in infos), task, len(infos))
+                for i in infos:
+                    out = staging / i.filename[len(prefix):]
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with z.open(i) as src, open(out, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+        else:
+            with tarfile.open(archive) as t:
+                members = [m for m in t.getmembers() if m.name.startswith(prefix) or _unsafe_name(m.name)]
+                for m in members:
+                    if _unsafe_name(m.name) or m.issym() or m.islnk():
+                        raise FetchVerifyError(f"{task}: {at}: member {m.name!r} is a link or a name outside the "
+                                               f"folder; refused, nothing put in place")
+                    m.name = m.name[len(prefix):]
+                members = [m for m in members if m.name]
+                _check_space(root, sum(m.size for m in members), task, len(members))
+                t.extractall(staging, members=members, filter="data")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError) as e:
+        raise FetchVerifyError(f"{task}: {at}: not a readable archive ({one_line(e, 200)}); nothing put in place") from e
+    files = []
+    for p in sorted(staging.rglob("*")):
+        if p.is_file() and not p.is_symlink() and p.name != ".evalkit-staging.json":
+            size, sha256, _ = _hashes(p)
+            files.append(FetchedFile(p.relative_to(staging).as_posix(), size, sha256))
+    if not files:
+        raise FetchVerifyError(f"{task}: {at}: no files under {prefix or '/'} in the archive; nothing put in place")
+    return files
 
 
 # -- the data root --------------------------------------------------------------------------------------
@@ -1070,6 +1153,12 @@ def _fetch_locked(spec: HubSpec, root: Path, work: Path, task: str, *, expected:
         orphan.unlink(missing_ok=True)  # a killed download's partial file: huggingface_hub never reuses it
 
     def staged_ok(f: RemoteFile) -> bool:
+        if spec.layout == "archive":  # the archive lives in the Hugging Face cache, shared by the tasks it holds
+            from huggingface_hub import try_to_load_from_cache
+
+            got = try_to_load_from_cache(spec.repo, f.path, cache_dir=str(hub_cache), revision=commit,
+                                         repo_type=spec.repo_type)
+            return isinstance(got, str) and Path(got).is_file() and Path(got).stat().st_size == f.size
         p = staging / f.path
         return p.is_file() and p.stat().st_size == f.size
 
@@ -1084,6 +1173,7 @@ def _fetch_locked(spec: HubSpec, root: Path, work: Path, task: str, *, expected:
     bar = progress_bar(need or None, f"{task}: downloading", unit="B", enabled=progress and need > 0)
     tqdm_class = type("_TaskBytes", (_ByteProgress,), {"bar": bar, "lock": threading.Lock()})
     results: dict[str, FetchedFile] = {}
+    archives: dict[str, Path] = {}
     stop = threading.Event()
 
     def one(f: RemoteFile) -> None:
@@ -1092,9 +1182,10 @@ def _fetch_locked(spec: HubSpec, root: Path, work: Path, task: str, *, expected:
         was_there = staged_ok(f)
 
         def download() -> str:
+            into = {} if spec.layout == "archive" else {"local_dir": str(staging)}
             return hf_hub_download(spec.repo, f.path, repo_type=spec.repo_type, revision=commit,
-                                   local_dir=str(staging), cache_dir=str(hub_cache), endpoint=endpoint,
-                                   token=token, tqdm_class=tqdm_class)
+                                   cache_dir=str(hub_cache), endpoint=endpoint, token=token,
+                                   tqdm_class=tqdm_class, **into)
 
         try:
             # huggingface_hub resumes a dropped connection itself (5 tries) and retries a 429 on the
@@ -1105,6 +1196,8 @@ def _fetch_locked(spec: HubSpec, root: Path, work: Path, task: str, *, expected:
         checked = _check_file(Path(local), f, spec, commit)
         checked.downloaded = not was_there
         results[f.path] = checked
+        if spec.layout == "archive":
+            archives[f.path] = Path(local)
 
     with quiet_hub():
         with ThreadPoolExecutor(max_workers=max(1, int(max_workers)), thread_name_prefix="evalkit-fetch") as pool:
@@ -1123,6 +1216,9 @@ def _fetch_locked(spec: HubSpec, root: Path, work: Path, task: str, *, expected:
     # 6. counts
     report = FetchReport(task, "fetched", folder, spec.repo, spec.revision, commit, spec.split if spec.part else None,
                          [results[f.path] for f in chosen], source_url=source_url)
+    if spec.layout == "archive":  # the member folder, unpacked into the staging folder: the files placed
+        report.archive = {**results[spec.archive].as_json(), "member": spec.member}
+        report.files = _unpack(archives[spec.archive], spec, staging, root, task, commit)
     if spec.layout == "wds":
         report.shards = _check_shards(spec, chosen, staging, commit)
     report.samples = _count(spec, staging, task)
@@ -1167,7 +1263,8 @@ def _place(spec: HubSpec, root: Path, work: Path, staging: Path, report: FetchRe
 
     folder_fields = {"path": spec.path, "repo": spec.repo, "repo_type": spec.repo_type, "revision": spec.revision,
                      "commit": report.commit, "source_url": report.source_url,
-                     "files": [f.as_json() for f in metadata]}
+                     "files": [f.as_json() for f in metadata],
+                     **({"archive": report.archive} if report.archive else {})}
     if part and same_commit and folder.is_dir():
         # another split of the same commit is in place: add (or replace) this split only
         def update(data: dict[str, Any]) -> None:
