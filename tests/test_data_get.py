@@ -400,7 +400,14 @@ def test_every_paper_task_names_its_source_and_each_hub_source_is_read_by_a_layo
         items = fetch_items(spec)
         assert items, f"{spec.path}: no fetch: block"
         for item in items:
-            if isinstance(item.spec, HubSpec):
+            if isinstance(item.spec, HubSpec) and item.spec.layout == "archive":  # the 3D sets: Uni3D's zip
+                on_hub.add(name)
+                assert (item.spec.repo, item.spec.archive, item.spec.member) == (
+                    "BAAI/Uni3D", "data/test_datasets.zip", item.spec.path), name
+                assert any(lo["type"] == "openshape_npy" and item.spec.path in lo["path"]
+                           for lo in item.source["layouts"]), name
+                assert item.expected == spec.protocol.get("expected_size"), name
+            elif isinstance(item.spec, HubSpec):
                 on_hub.add(name)
                 assert item.spec.repo == f"clip-benchmark/{item.spec.path}" and item.spec.path.startswith("wds_")
                 layouts = [lo for lo in (item.source.get("layouts") or [item.source]) if lo.get("type") == "wds"]
@@ -412,9 +419,10 @@ def test_every_paper_task_names_its_source_and_each_hub_source_is_read_by_a_layo
                 assert isinstance(item.spec, ManualSpec) and item.spec.url.startswith(("https://", "http://"))
     # 22 of the 27 image sets (not Birdsnap, Food-101, and the whole-dataset Caltech-101, EuroSAT and
     # RESISC45, whose mirrors are VTAB's smaller splits), PCam's template variant, both retrieval
-    # sets and the ImageNet linear probe
+    # sets and the ImageNet linear probe; the 3D sets of Uni3D's test archive
     assert on_hub == set(index.group_tasks("eva27")) - {"birdsnap", "food101", "caltech101", "eurosat", "resisc45"} | {
-        "pcam-openai", "flickr30k", "coco", "imagenet1k-linear-probe"}
+        "pcam-openai", "flickr30k", "coco", "imagenet1k-linear-probe", "modelnet40", "scanobjectnn", "objaverse-lvis",
+        "objaverse-lvis-fewshot"}
     probe = fetch_items(index.resolve(["imagenet1k-linear-probe"])[0])
     assert [(i.part, i.spec.split, i.expected) for i in probe] == [("test", "test", 50000), ("train", "train", 1281167)]
     # the 200-class subsets are not counted against the 1000 class names

@@ -262,10 +262,9 @@ root to a machine without network and nothing there needs one.
 Per task: what was fetched, from where (repo@commit), its size and its counts. Data already in
 place (fetched before, or in another layout the task reads) is not fetched again. A set that is
 not on the Hub (the video sets, whose licences leave the download to each user; Birdsnap; the
-whole-dataset Caltech-101, EuroSAT and RESISC45), or one evalkit does not unpack (the 3D test
-sets: a zip in the BAAI/Uni3D model repo on the Hub), prints where to get it (for the zip, the exact
-commands), the layout evalkit reads and the command that checks it afterwards (docs/data.md lists every task's
-source). Exit status 0 when every
+whole-dataset Caltech-101, EuroSAT and RESISC45) prints where to get it, the layout evalkit reads
+and the command that checks it afterwards (docs/data.md lists every task's source). The 3D test sets
+(one zip in the BAAI/Uni3D model repo) are downloaded once and each task's folder unpacked. Exit status 0 when every
 task's data is in place, 1 otherwise (a failed fetch, or a set to get by hand that is not there).
 """
 
