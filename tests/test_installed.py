@@ -335,3 +335,19 @@ def test_reading_task_files_imports_no_torch(tmp_path):
             "assert i.tasks and 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))[:3]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-500:]
+
+
+def test_tests_and_benchmarks_read_nothing_outside_the_repository():
+    """A fresh clone (CI's, a user's) has no ../shared beside it: a test or benchmark that reads the
+    reference folder, or a path of the development machine, passes only in one checkout. What they
+    need lives in the repository (tests/fixtures/, the claims under results/, the task files)."""
+    outside = ("shared/reference", '/ "shared"', "/ 'shared'", "../shared", "/work/shared")
+    found = []
+    for folder in ("tests", "benchmarks", ".ci"):
+        for path in sorted((REPO / folder).rglob("*")):
+            if path.suffix not in (".py", "") or not path.is_file() or path.name == "test_installed.py":
+                continue
+            for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+                if any(s in line for s in outside):
+                    found.append(f"{path.relative_to(REPO)}:{n}: {line.strip()[:100]}")
+    assert not found, "paths outside the repository:\n" + "\n".join(found)

@@ -30,7 +30,7 @@ LAYOUT = REPO / "results" / "paper_tables.yaml"
 PAPER = "2402.04252"
 HEADER = "model,task,metric,claimed,transform,protocol,source,paper_model,paper_dataset,note\n"
 
-# the paper's own order (arXiv:2402.04252 v1; /work/shared/reference/EVA_CLIP_PROTOCOL.md §1.3)
+# the paper's own order (arXiv:2402.04252 v1, Table 2; the claims file lists it in this order)
 TABLE2_ROWS = ["EVA-01-CLIP-g/14", "EVA-01-CLIP-g/14+", "OpenCLIP-G/14", "InternVL-C", "DFN5B-CLIP-H/14@224",
                "EVA-02-CLIP-E/14+", "DFN5B-CLIP-H/14+@378", "EVA-CLIP-8B", "EVA-CLIP-18B"]
 TABLE2_FIRST_COLUMNS = ["ImageNet-1K", "ImageNet-V2", "ImageNet-A", "ImageNet-R", "ImageNet-Sketch", "ObjectNet",
