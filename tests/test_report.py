@@ -541,3 +541,20 @@ def test_a_claim_only_models_claims_say_why_they_are_never_verified(tmp_path):
     row = _row(t, model="basic-l", task="imagenet1k")
     assert row["status"] == "not run" and row["note"].startswith("never verified: claim-only (") and "released" in row["note"]
     assert "claim-only" not in _row(t, model="m", task="cifar10")["note"]  # a released model's missing run is just not run
+
+
+@pytest.mark.parametrize("extra", [["--fail-on-differ"], ["--paper", "2402.04252"]])
+def test_the_report_command_makes_its_tables_once_for_every_file(tmp_path, monkeypatch, extra):
+    """The markdown, the HTML (and the paper's tables, and the --fail-on-differ gate) are written
+    from one computation of the claims' and aggregates' tables: results read, intervals made once."""
+    from evalkit.cli import main as cli
+
+    claims = _claims(tmp_path, "m,imagenet1k,acc1,80.0,,,arXiv:2402.04252,EVA-CLIP-18B,ImageNet-1K,Table 2\n")
+    out = tmp_path / "out"
+    _result(out, "m", "imagenet1k", {"acc1": 0.8}, evaluated=50000)
+    calls = []
+    real = report._report_tables
+    monkeypatch.setattr(report, "_report_tables", lambda *a, **k: calls.append(1) or real(*a, **k))
+    rc = cli.main(["report", "--output-dir", str(out), "--claims", str(claims), *extra])
+    assert rc == 0 and (out / "report.html").exists()
+    assert len(calls) == 1

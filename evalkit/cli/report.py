@@ -11,7 +11,7 @@ from evalkit.cli.help import EXIT_FAIL, EXIT_OK, HelpFormatter
 
 def cmd_report(args: argparse.Namespace) -> int:
     from evalkit.reporting.claims import load_claims
-    from evalkit.reporting.report import JUDGED, verified_table, write_report
+    from evalkit.reporting.report import JUDGED, report_tables, write_report
 
     if args.task:  # the per-class analysis of one task's runs (evalkit.reporting.perclass), instead of the report
         from evalkit.reporting.perclass import perclass_report
@@ -19,22 +19,24 @@ def cmd_report(args: argparse.Namespace) -> int:
         print(perclass_report(args.output_dir, args.task, args.model, classes=args.classes), end="")
         return EXIT_OK
     claims = load_claims(args.claims)  # None: the claims evalkit ships
+    # the claims' and the aggregates' tables once (results read, intervals and tests made): every
+    # file below is written from them; a missing --output-dir is an error (exit 1), never created empty
+    tables = report_tables(args.output_dir, claims, model=args.model)
     if args.paper:  # the paper's own tables, instead of the report (evalkit.reporting.paper)
         from evalkit.reporting.paper import write_paper_report
 
-        print(write_paper_report(args.output_dir, args.paper, claims, model=args.model))
-        _write_html(args, claims)  # the HTML report with the paper's tables
+        print(write_paper_report(args.output_dir, args.paper, claims, model=args.model, tables=tables))
+        _write_html(args, claims, tables)  # the HTML report with the paper's tables
         return EXIT_OK
     if args.tolerance is not None:
         print("evalkit: note: report --tolerance is deprecated and ignored: a verdict rests on the claim's rounding, "
               "the flip budget and the verified interval (evalkit check --tolerance keeps a plain threshold)",
               file=sys.stderr)
-    # a missing --output-dir is an error (ResultsFolderError, exit 1), never created empty
-    for path in write_report(args.output_dir, claims, model=args.model):
+    for path in write_report(args.output_dir, claims, model=args.model, tables=tables):
         print(path)
-    _write_html(args, claims)
+    _write_html(args, claims, tables)
     if args.fail_on_differ:
-        table = verified_table(args.output_dir, claims, model=args.model)
+        table = tables[0]
         bad = table[table["status"] == "differs"]
         for _, row in bad.iterrows():
             print(f"evalkit: {row['model']} {row['task']} {row['metric']}: claimed {row['claimed']:g}, "
@@ -51,13 +53,14 @@ def cmd_report(args: argparse.Namespace) -> int:
             return EXIT_FAIL
     return EXIT_OK
 
-def _write_html(args: argparse.Namespace, claims: Any) -> None:
+def _write_html(args: argparse.Namespace, claims: Any, tables: Any) -> None:
     """The single-file HTML report (evalkit.reporting.html), unless --no-html; its path printed."""
     if args.html is False:
         return
     from evalkit.reporting.html import write_html
 
-    print(write_html(args.output_dir, claims, model=args.model, paper=args.paper, path=args.html or None))
+    print(write_html(args.output_dir, claims, model=args.model, paper=args.paper, path=args.html or None,
+                     tables=tables))
 
 
 def register_cli(sub: Any) -> None:

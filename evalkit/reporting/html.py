@@ -105,21 +105,23 @@ _CSP = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline
 
 
 def write_html(output_dir: str | Path, claims: Any = None, model: str | None = None, paper: str | None = None,
-               path: str | Path | None = None) -> Path:
+               path: str | Path | None = None, *, tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> Path:
     """Write the HTML report of ``output_dir`` (default ``<output_dir>/report.html``, atomically)
     and return its path. ``claims``: as :func:`evalkit.reporting.report.write_report` takes them
     (None: the claims evalkit ships); ``model``: that model's runs only (the leaderboard still
-    ranks every run of the folder); ``paper``: an arXiv id, adds the paper's own tables."""
-    page = render_html(output_dir, claims, model=model, paper=paper)
+    ranks every run of the folder); ``paper``: an arXiv id, adds the paper's own tables;
+    ``tables``: :func:`evalkit.reporting.report.report_tables` of the same folder, claims and model
+    when the caller has them already."""
+    page = render_html(output_dir, claims, model=model, paper=paper, tables=tables)
     target = Path(path) if path is not None else Path(output_dir) / REPORT_HTML
     atomic_write_text(target, page)
     return target
 
 
 def render_html(output_dir: str | Path, claims: Any = None, *, model: str | None = None,
-                paper: str | None = None) -> str:
+                paper: str | None = None, tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> str:
     """The report as one HTML document (see the module docstring)."""
-    return _Page(Path(output_dir), claims, model, paper).render()
+    return _Page(Path(output_dir), claims, model, paper, tables).render()
 
 
 # ----------------------------------------------------------------------------- small pieces
@@ -318,7 +320,8 @@ class _RunInfo:
 # ----------------------------------------------------------------------------- the page
 
 class _Page:
-    def __init__(self, output_dir: Path, claims: Any, model: str | None, paper: str | None) -> None:
+    def __init__(self, output_dir: Path, claims: Any, model: str | None, paper: str | None,
+                 tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> None:
         if not output_dir.is_dir():
             raise ResultsFolderError(f"results folder {output_dir}: no such folder (--output-dir: the folder "
                                      f"`evalkit run --output-dir` wrote to)")
@@ -338,7 +341,7 @@ class _Page:
                                      f"(--output-dir: the folder `evalkit run --output-dir` wrote to)")
         self.results = results
         # each table once: the claims and the aggregates together, the leaderboard of the whole folder
-        self.table, self.aggs = report_tables(output_dir, self.claims, model=model)
+        self.table, self.aggs = tables if tables is not None else report_tables(output_dir, self.claims, model=model)
         # the leaderboard's verdict marks from the tables just made when they cover the whole folder
         self.board = leaderboard(output_dir, self.claims, tables=(self.table, self.aggs) if model is None else None)
         self.runs: dict[str, _RunInfo] = {}

@@ -446,12 +446,16 @@ def paper_report_path(output_dir: str | Path, paper: str) -> Path:
 
 def write_paper_report(output_dir: str | Path, paper: str,
                        claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None,
-                       *, model: str | None = None) -> Path:
+                       *, model: str | None = None,
+                       tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> Path:
     """Write :func:`paper_report_path` for ``paper`` from the results under ``output_dir`` (a
-    folder that exists; with no results in it every cell is ``not run``) and return its path."""
+    folder that exists; with no results in it every cell is ``not run``) and return its path.
+    ``tables``: :func:`evalkit.reporting.report.report_tables` of the same folder, claims and model
+    when the caller has them already."""
     from evalkit.reporting.report import report_tables
 
-    table, aggs = report_tables(output_dir, claims, model=model)  # a missing folder: ResultsFolderError
+    # a missing folder: ResultsFolderError
+    table, aggs = tables if tables is not None else report_tables(output_dir, claims, model=model)
     tables = paper_tables(table, paper, aggs)
     path = paper_report_path(output_dir, paper)
     atomic_write_text(path, paper_markdown(tables, results=output_dir))

@@ -1207,18 +1207,20 @@ def chart_path(output_dir: str | Path, model: str) -> Path:
 
 
 def write_report(output_dir: str | Path, claims: pd.DataFrame | str | Path | Iterable[str | Path] | None = None,
-                 model: str | None = None, *, tolerance: float | None = None) -> list[Path]:
+                 model: str | None = None, *, tolerance: float | None = None,
+                 tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> list[Path]:
     """Write ``<output_dir>/claimed_vs_verified.md`` and one PNG chart per model; return their paths.
 
     Without ``model`` the report covers every model that has results; with it, that model only
     (its claims alone are enough). Files are written atomically. ``tolerance``: deprecated and
-    ignored (:func:`verified_table`).
+    ignored (:func:`verified_table`). ``tables``: :func:`report_tables` of the same folder, claims and
+    model when the caller has them already (``evalkit report`` also writes the HTML from them).
     """
     output_dir = Path(output_dir)
     catalog = load_catalog()
     claims = _as_claims(claims, catalog)
     runs = _load_results(output_dir, model, catalog)
-    table, aggs = _report_tables(runs, claims, model, catalog, output_dir)
+    table, aggs = tables if tables is not None else _report_tables(runs, claims, model, catalog, output_dir)
     with_results = {m for m, _ in runs}
     bases = _base_models(runs)
     if model is not None:
